@@ -1,0 +1,1 @@
+"""Subcommands of the ``damon-exporter`` command line, one module each."""

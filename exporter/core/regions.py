@@ -1,0 +1,194 @@
+"""Regions and the operations on them: even split, merge, random split, set-regions.
+
+Each function mirrors one in the kernel's ``mm/damon/core.c`` / ``vaddr.c``; the docstrings
+say which, and where we deliberately differ. Region lists are plain Python lists kept sorted
+by address, one list per process.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Sequence
+
+from .attrs import PAGE_SIZE
+from .ranges import AddressRange, align_down, align_up
+
+MIN_REGION = PAGE_SIZE
+
+
+@dataclass(slots=True)
+class Region:
+    """One monitoring region: ``[start, end)``, page aligned, with its access counters.
+
+    ``nr_accesses`` counts sample hits in the current aggregation, ``nr_checks`` the samples
+    that could be checked at all (a non-resident or untrackable page is neither hit nor
+    miss). ``age`` counts aggregations the access pattern stayed the same (kernel semantics).
+    """
+
+    start: int
+    end: int
+    nr_accesses: int = 0
+    nr_checks: int = 0
+    last_nr_accesses: int = 0
+    age: int = 0
+    sampling_addr: int = 0
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+def split_evenly(r: Region, nr_pieces: int) -> list[Region]:
+    """``damon_va_evenly_split_region()``: ``nr_pieces`` page-aligned pieces, last takes the rest."""
+    size = r.end - r.start
+    if nr_pieces <= 1:
+        return [r]
+    piece = align_down(size // nr_pieces, MIN_REGION)
+    if piece == 0:
+        return [r]
+    out = []
+    start = r.start
+    while start + piece <= r.end and len(out) < nr_pieces:
+        out.append(Region(start, start + piece, r.nr_accesses, r.nr_checks, r.last_nr_accesses, r.age))
+        start += piece
+    out[-1].end = r.end
+    return out
+
+
+def init_regions(ranges: Sequence[AddressRange], min_regions: int) -> list[Region]:
+    """``__damon_va_init_regions()``: each range split so region sizes approach total/min."""
+    total = sum(r.size for r in ranges)
+    if total == 0:
+        return []
+    sz = max(MIN_REGION, total // min_regions)
+    out: list[Region] = []
+    for rng in ranges:
+        out.extend(split_evenly(Region(rng.start, rng.end), max(1, rng.size // sz)))
+    return out
+
+
+def region_size_limit(total_size: int, min_regions: int) -> int:
+    """``damon_region_sz_limit()``: no merge may build a region larger than total/min.
+
+    This is what keeps the count at or above ``min_regions`` after merging.
+    """
+    return max(MIN_REGION, total_size // max(1, min_regions))
+
+
+def update_age(regions: list[Region], threshold: int) -> None:
+    """Age bookkeeping of ``damon_merge_regions_of()``: a changed pattern restarts the age.
+
+    As in the kernel since 6.x, a move to or from zero accesses also restarts it, so that
+    ``age`` of an unaccessed region is exactly how long it has been idle.
+    """
+    for r in regions:
+        if abs(r.nr_accesses - r.last_nr_accesses) > threshold or (
+            (r.nr_accesses == 0) != (r.last_nr_accesses == 0)
+        ):
+            r.age = 0
+        else:
+            r.age += 1
+
+
+def merge_regions(regions: list[Region], threshold: int, size_limit: int) -> list[Region]:
+    """``damon_merge_regions_of()`` without the age update: merge adjacent similar regions.
+
+    Two neighbours merge when they touch, their ``nr_accesses`` differ by at most
+    ``threshold`` and the result stays within ``size_limit``. Counters and age become the
+    size-weighted averages, as in ``damon_merge_two_regions()``.
+    """
+    out: list[Region] = []
+    prev: Region | None = None
+    for r in regions:
+        if (
+            prev is not None
+            and prev.end == r.start
+            and abs(prev.nr_accesses - r.nr_accesses) <= threshold
+            and prev.size + r.size <= size_limit
+        ):
+            sl, sr = prev.size, r.size
+            total = sl + sr
+            prev.nr_accesses = (prev.nr_accesses * sl + r.nr_accesses * sr) // total
+            prev.nr_checks = (prev.nr_checks * sl + r.nr_checks * sr) // total
+            prev.last_nr_accesses = (prev.last_nr_accesses * sl + r.last_nr_accesses * sr) // total
+            prev.age = (prev.age * sl + r.age * sr) // total
+            prev.end = r.end
+        else:
+            out.append(r)
+            prev = r
+    return out
+
+
+def split_regions(regions: list[Region], nr_subs: int, rng: random.Random) -> list[Region]:
+    """``damon_split_regions_of()``: cut each region into up to ``nr_subs`` random pieces.
+
+    The left piece gets 10%..90% of the region, page aligned; regions of two pages or less
+    stay whole. Pieces inherit the counters and age.
+    """
+    out: list[Region] = []
+    for r in regions:
+        pieces = [r]
+        cur = r
+        size = cur.size
+        for _ in range(nr_subs - 1):
+            if size <= 2 * MIN_REGION:
+                break
+            sub = align_down(rng.randint(1, 9) * size // 10, MIN_REGION)
+            if sub == 0 or sub >= size:
+                continue
+            right = Region(cur.start + sub, cur.end, cur.nr_accesses, cur.nr_checks, cur.last_nr_accesses, cur.age)
+            cur.end = cur.start + sub
+            pieces.insert(1, right)  # the left piece (cur) is split again next round
+            size = sub
+        out.extend(pieces)
+    return out
+
+
+def set_regions(regions: list[Region], ranges: Sequence[AddressRange]) -> list[Region]:
+    """``damon_set_regions()``: fit existing regions to new monitoring ranges.
+
+    Regions that intersect no new range are dropped; in each range the first and last
+    intersecting regions are stretched or trimmed to the range's edges, holes between the
+    remaining regions are filled with fresh regions, and a range with no region at all
+    becomes one new region. Counters of surviving regions are kept, so an update does not
+    throw away what was learned about memory that is still mapped.
+    """
+    ranges = sorted(AddressRange(align_down(a), align_up(b)) for a, b in ranges)
+    out: list[Region] = []
+    i = 0
+    n = len(regions)
+    for rng in ranges:
+        if rng.end <= rng.start:
+            continue
+        # skip regions entirely before this range (dropped unless a later range takes them)
+        while i < n and regions[i].end <= rng.start:
+            i += 1
+        inside: list[Region] = []
+        j = i
+        while j < n and regions[j].start < rng.end:
+            inside.append(regions[j])
+            j += 1
+        # a region straddling the end of this range may also intersect the next range:
+        # do not consume it past this point
+        i = j - 1 if inside and inside[-1].end > rng.end else j
+        if not inside:
+            out.append(Region(rng.start, rng.end))
+            continue
+        pieces: list[Region] = []
+        for k, r in enumerate(inside):
+            start = rng.start if k == 0 else max(r.start, rng.start)
+            end = rng.end if k == len(inside) - 1 else min(r.end, rng.end)
+            if pieces and start > pieces[-1].end:
+                pieces.append(Region(pieces[-1].end, start))  # fill the hole
+            if end > start:
+                pieces.append(Region(start, end, r.nr_accesses, r.nr_checks, r.last_nr_accesses, r.age))
+        out.extend(pieces)
+    return out
+
+
+def fixed_regions(regions: list[Region], ranges: Sequence[AddressRange]) -> list[Region]:
+    """Regions that are exactly ``ranges`` (non-adaptive backends), keeping the counters of
+    regions whose boundaries did not change."""
+    old = {(r.start, r.end): r for r in regions}
+    return [old.get((a, b)) or Region(a, b) for a, b in ranges]

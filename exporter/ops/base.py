@@ -1,0 +1,101 @@
+"""The interface between the monitoring core and an access-check backend.
+
+The core decides *what* to sample (regions, random addresses, when); an operations set only
+knows *how* to look at one kind of memory: read its mappings, clear an accessed bit, read
+it back, and estimate residency. Keeping that seam is what lets ``exporter.core`` be tested
+with a simulated address space.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import ClassVar, Iterable, Sequence
+
+
+@dataclass(frozen=True, order=True)
+class ProcessRef:
+    """A process, keyed by pid *and* start time, because pids are reused.
+
+    ``start_time`` is field 22 of ``/proc/PID/stat`` (clock ticks since boot); 0 means
+    "unknown" and disables the reuse check (simulations, tests).
+    """
+
+    pid: int
+    start_time: int = 0
+
+
+class OpsError(Exception):
+    """Base of the errors an operations set raises; the message is for people."""
+
+    #: short label for ``damon_sampler_errors_total{kind}``
+    kind: ClassVar[str] = "io"
+
+
+class ProcessGone(OpsError):
+    """The process exited or exec'ed (its address space is not the one we monitored)."""
+
+    kind = "process_gone"
+
+
+class AccessDenied(OpsError):
+    """We lack a privilege the backend needs for this process (message says which)."""
+
+    kind = "permission"
+
+
+class BackendUnavailable(OpsError):
+    """The kernel interface the backend needs is missing on this machine."""
+
+    kind = "backend_unavailable"
+
+
+#: result of one access check: True accessed, False not accessed, None "could not check"
+#: (page not resident, PFN changed, page refused the idle mark). None never counts as a hit
+#: and never counts as a sample.
+CheckResult = bool | None
+
+
+class Operations(abc.ABC):
+    """One access-check backend. Methods are called from one sampler thread only."""
+
+    #: backend name as used in flags, configs and the ``backend`` label
+    name: ClassVar[str] = "abstract"
+
+    #: True for page-granular backends: the core builds DAMON's three regions from the
+    #: mappings and adapts region boundaries by merging and splitting. False where the
+    #: resolution is one whole mapping (clear_refs): the core then uses the mappings as
+    #: region boundaries, and never splits or merges (a split would only copy one answer).
+    adaptive: ClassVar[bool] = True
+
+    page_size: int = 4096
+
+    @abc.abstractmethod
+    def mappings(self, proc: ProcessRef) -> Iterable[tuple[int, int]]:
+        """The process' user mappings as sorted (start, end) pairs (may be an iterator).
+
+        Raises ProcessGone if the process is gone, AccessDenied if we may not look.
+        """
+
+    @abc.abstractmethod
+    def prepare_access_checks(self, proc: ProcessRef, addrs: Sequence[int]) -> None:
+        """Clear the accessed state of the pages holding ``addrs`` (one per region)."""
+
+    @abc.abstractmethod
+    def check_accesses(self, proc: ProcessRef, addrs: Sequence[int]) -> list[CheckResult]:
+        """For each address prepared last time, whether it was accessed since."""
+
+    @abc.abstractmethod
+    def resident_bytes(self, proc: ProcessRef, ranges: Sequence[tuple[int, int]]) -> list[int]:
+        """Estimated resident bytes in each range (same order). Cost must be bounded per range."""
+
+    def forget(self, proc: ProcessRef) -> None:
+        """Drop per-process state (open files, caches); the process left the monitoring."""
+
+    def close(self) -> None:
+        """Release everything; the monitor is stopping."""
+
+    def interference(self) -> list[str]:
+        """Human-readable reasons why results may be wrong right now (another page_idle
+        user, kernel DAMON running, NUMA balancing). Empty when none is known."""
+        return []

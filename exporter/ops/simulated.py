@@ -1,0 +1,130 @@
+"""A simulated address space with scripted access patterns — for tests and benchmarks only.
+
+It lets the algorithm be checked against an exact ground truth (which bytes are hot, when)
+without a kernel, and with a virtual clock so hours of monitoring take milliseconds. Never
+selectable from the command line or the config: it reads no real memory.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from .base import CheckResult, Operations, ProcessGone, ProcessRef
+
+
+@dataclass(frozen=True)
+class HotRange:
+    """Pages in ``[start, end)`` are accessed with ``probability`` in each sample interval,
+    while ``active_from <= t < active_until`` (virtual seconds)."""
+
+    start: int
+    end: int
+    probability: float = 1.0
+    active_from: float = 0.0
+    active_until: float = math.inf
+
+
+@dataclass
+class SimulatedProcess:
+    mappings: list[tuple[int, int]]
+    hot: list[HotRange] = field(default_factory=list)
+    #: resident ranges; None means every mapped page is resident
+    resident: list[tuple[int, int]] | None = None
+    exited: bool = False
+
+    def is_resident(self, addr: int) -> bool:
+        ranges = self.resident if self.resident is not None else self.mappings
+        i = bisect.bisect_right(ranges, (addr, math.inf)) - 1
+        return i >= 0 and ranges[i][0] <= addr < ranges[i][1]
+
+    def resident_in(self, start: int, end: int) -> int:
+        ranges = self.resident if self.resident is not None else self.mappings
+        total = 0
+        for a, b in ranges:
+            lo, hi = max(a, start), min(b, end)
+            if hi > lo:
+                total += hi - lo
+        return total
+
+    def hot_bytes(self, t: float, resident_only: bool = True) -> int:
+        """Ground truth: bytes in ranges active at ``t`` (resident ones only by default)."""
+        total = 0
+        for h in self.hot:
+            if h.active_from <= t < h.active_until:
+                total += self.resident_in(h.start, h.end) if resident_only else h.end - h.start
+        return total
+
+
+class SimulatedOps(Operations):
+    name = "simulated"
+
+    def __init__(
+        self,
+        processes: dict[int, SimulatedProcess],
+        clock: Callable[[], float],
+        rng: random.Random | None = None,
+        adaptive: bool = True,
+    ) -> None:
+        self.processes = processes
+        self.clock = clock
+        self.rng = rng or random.Random(0)
+        self.adaptive = adaptive  # instance override: False mimics a per-mapping backend
+        self._prepared_at: dict[int, float] = {}
+        self.checks = 0
+
+    def _proc(self, ref: ProcessRef) -> SimulatedProcess:
+        p = self.processes.get(ref.pid)
+        if p is None or p.exited:
+            raise ProcessGone(f"process {ref.pid} exited")
+        return p
+
+    def mappings(self, ref: ProcessRef):
+        return list(self._proc(ref).mappings)
+
+    def prepare_access_checks(self, ref: ProcessRef, addrs: Sequence[int]) -> None:
+        self._proc(ref)
+        self._prepared_at[ref.pid] = self.clock()
+
+    def check_accesses(self, ref: ProcessRef, addrs: Sequence[int]) -> list[CheckResult]:
+        p = self._proc(ref)
+        t0 = self._prepared_at.get(ref.pid, self.clock())
+        t1 = self.clock()
+        out: list[CheckResult] = []
+        rand = self.rng.random
+        for a in addrs:
+            self.checks += 1
+            if not p.is_resident(a):
+                out.append(None)
+                continue
+            hit = False
+            for h in p.hot:
+                if h.start <= a < h.end and h.active_from <= t1 and t0 < h.active_until:
+                    if h.probability >= 1.0 or rand() < h.probability:
+                        hit = True
+                        break
+            out.append(hit)
+        return out
+
+    def resident_bytes(self, ref: ProcessRef, ranges: Sequence[tuple[int, int]]) -> list[int]:
+        p = self._proc(ref)
+        return [p.resident_in(a, b) for a, b in ranges]
+
+    def forget(self, ref: ProcessRef) -> None:
+        self._prepared_at.pop(ref.pid, None)
+
+
+class VirtualClock:
+    """A clock whose ``sleep`` advances time instantly."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
