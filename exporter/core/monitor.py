@@ -24,6 +24,7 @@ from .regions import (
     MIN_REGION,
     Region,
     fixed_regions,
+    force_merge,
     init_regions,
     merge_regions,
     region_size_limit,
@@ -261,6 +262,9 @@ class Monitor:
                     threshold = max(1, threshold * 2)
                     if nr <= max_regions or threshold // 2 >= max_acc:
                         break
+                if nr > max_regions:
+                    lists = [p.regions for p in procs]
+                    force_merge(lists, max_regions)
                 self._ensure_min_regions(t)
                 self._split(t, max_regions)
             else:

@@ -71,9 +71,51 @@ def init_regions(ranges: Sequence[AddressRange], min_regions: int) -> list[Regio
 def region_size_limit(total_size: int, min_regions: int) -> int:
     """``damon_region_sz_limit()``: no merge may build a region larger than total/min.
 
-    This is what keeps the count at or above ``min_regions`` after merging.
+    This is what keeps the count near or above ``min_regions`` after merging. Rounded up to
+    a page (the kernel rounds down): rounding down can make the limit smaller than the
+    regions of a tiny target, so that nothing merges and the count stays above the max.
     """
-    return max(MIN_REGION, total_size // max(1, min_regions))
+    return max(MIN_REGION, align_up(-(-total_size // max(1, min_regions)), MIN_REGION))
+
+
+def merge_two(left: Region, right: Region) -> None:
+    """``damon_merge_two_regions()``: ``left`` absorbs ``right``; counters become the
+    size-weighted averages."""
+    sl, sr = left.size, right.size
+    total = sl + sr
+    left.nr_accesses = (left.nr_accesses * sl + right.nr_accesses * sr) // total
+    left.nr_checks = (left.nr_checks * sl + right.nr_checks * sr) // total
+    left.last_nr_accesses = (left.last_nr_accesses * sl + right.last_nr_accesses * sr) // total
+    left.age = (left.age * sl + right.age * sr) // total
+    left.end = right.end
+
+
+def force_merge(region_lists: list[list[Region]], max_regions: int) -> None:
+    """Merge the most alike adjacent pair, repeatedly, until at most ``max_regions`` remain.
+
+    The kernel's threshold doubling can stop above the maximum (the size limit, or our
+    zero/non-zero rule, blocks the last merges); this makes the maximum a guarantee, as
+    long as there are contiguous neighbours left to merge. Most alike = smallest access
+    difference, then smallest combined size. Works in place on each process' list.
+    """
+    count = sum(len(rs) for rs in region_lists)
+    while count > max_regions:
+        best = None
+        for li, rs in enumerate(region_lists):
+            for i in range(len(rs) - 1):
+                a, b = rs[i], rs[i + 1]
+                if a.end != b.start:
+                    continue
+                key = (abs(a.nr_accesses - b.nr_accesses), a.size + b.size)
+                if best is None or key < best[0]:
+                    best = (key, li, i)
+        if best is None:
+            return
+        _, li, i = best
+        rs = region_lists[li]
+        merge_two(rs[i], rs[i + 1])
+        del rs[i + 1]
+        count -= 1
 
 
 def update_age(regions: list[Region], threshold: int) -> None:
@@ -97,6 +139,12 @@ def merge_regions(regions: list[Region], threshold: int, size_limit: int) -> lis
     Two neighbours merge when they touch, their ``nr_accesses`` differ by at most
     ``threshold`` and the result stays within ``size_limit``. Counters and age become the
     size-weighted averages, as in ``damon_merge_two_regions()``.
+
+    One deliberate difference: a region that saw no access this aggregation never merges
+    with one that did, however small the difference. The kernel restarts ``age`` on that
+    same boundary; keeping the regions apart too stops a just-touched region from dragging
+    a long-idle neighbour's age (and so its idle time) towards zero, which is what the
+    working-set and cold-memory figures are made of.
     """
     out: list[Region] = []
     prev: Region | None = None
@@ -105,15 +153,10 @@ def merge_regions(regions: list[Region], threshold: int, size_limit: int) -> lis
             prev is not None
             and prev.end == r.start
             and abs(prev.nr_accesses - r.nr_accesses) <= threshold
+            and (prev.nr_accesses == 0) == (r.nr_accesses == 0)
             and prev.size + r.size <= size_limit
         ):
-            sl, sr = prev.size, r.size
-            total = sl + sr
-            prev.nr_accesses = (prev.nr_accesses * sl + r.nr_accesses * sr) // total
-            prev.nr_checks = (prev.nr_checks * sl + r.nr_checks * sr) // total
-            prev.last_nr_accesses = (prev.last_nr_accesses * sl + r.last_nr_accesses * sr) // total
-            prev.age = (prev.age * sl + r.age * sr) // total
-            prev.end = r.end
+            merge_two(prev, r)
         else:
             out.append(r)
             prev = r

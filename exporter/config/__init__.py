@@ -1,0 +1,33 @@
+"""The exporter's YAML config: what to monitor, how, and how to label it.
+
+``load_config(path)`` / ``parse_config(text)`` return a validated, frozen :class:`Config`
+or raise :class:`ConfigError` whose ``lines`` list every problem as
+``FILE:LINE: key.path: message``.
+"""
+
+from .model import (
+    BACKENDS,
+    COMM_LEN,
+    DEFAULT_CPU_BUDGET,
+    DEFAULT_MAX_GROUPS,
+    GROUP_BY_KEYS,
+    RESERVED_LABELS,
+    Config,
+    ConfigError,
+    TargetConfig,
+)
+from .parser import load_config, parse_config
+
+__all__ = [
+    "BACKENDS",
+    "COMM_LEN",
+    "DEFAULT_CPU_BUDGET",
+    "DEFAULT_MAX_GROUPS",
+    "GROUP_BY_KEYS",
+    "RESERVED_LABELS",
+    "Config",
+    "ConfigError",
+    "TargetConfig",
+    "load_config",
+    "parse_config",
+]

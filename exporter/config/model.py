@@ -1,0 +1,70 @@
+"""The validated configuration: plain frozen dataclasses, no YAML in sight.
+
+The service only ever sees these objects, never the YAML tree, so everything that can be
+wrong with a file is caught (and reported with its line) before anything starts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from ..core.attrs import MonitoringAttrs
+from ..core.snapshot import DEFAULT_COLD_AGE, DEFAULT_WORKING_SET_WINDOW
+
+#: accepted values of ``backend``; ``auto`` picks the best one the kernel offers
+BACKENDS: tuple[str, ...] = ("auto", "page_idle", "clear_refs")
+
+#: keys a target may be split by (``group_by``); each becomes a label of that name
+GROUP_BY_KEYS: tuple[str, ...] = ("pid", "comm", "cgroup", "pod_uid", "container_id", "qos_class")
+
+#: label names a static ``labels:`` entry may not use: the exporter's own labels, the
+#: group_by keys (every target carries every label name, so a static ``pid`` on one target
+#: would collide with a split-by-pid target) and names Prometheus or the scrape adds.
+RESERVED_LABELS: frozenset[str] = frozenset(
+    {"target", "backend", "kind", "le", "quantile", "instance", "job", *GROUP_BY_KEYS}
+)
+
+DEFAULT_BACKEND = "auto"
+DEFAULT_CPU_BUDGET = 0.05
+DEFAULT_MAX_GROUPS = 100
+#: the kernel keeps 15 bytes of a command name (TASK_COMM_LEN 16 with the NUL)
+COMM_LEN = 15
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """One ``targets:`` entry. Exactly one of (comm/exe/cmdline) or ``cgroup`` is set."""
+
+    name: str
+    comm: tuple[str, ...] = ()
+    exe: tuple[str, ...] = ()
+    cmdline: tuple[re.Pattern, ...] = ()
+    cgroup: str | None = None
+    include_children: bool = False
+    group_by: tuple[str, ...] = ()
+    max_groups: int = DEFAULT_MAX_GROUPS
+    labels: tuple[tuple[str, str], ...] = ()
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole validated config file; ``path`` is None when it did not come from a file."""
+
+    path: str | None = None
+    backend: str = DEFAULT_BACKEND
+    monitoring: MonitoringAttrs = field(default_factory=MonitoringAttrs)
+    cold_age: float = DEFAULT_COLD_AGE
+    working_set_window: float = DEFAULT_WORKING_SET_WINDOW
+    cpu_budget: float = DEFAULT_CPU_BUDGET
+    targets: tuple[TargetConfig, ...] = ()
+
+
+class ConfigError(Exception):
+    """A config that cannot be used. ``lines`` holds every problem found, one
+    ``FILE:LINE: key.path: message`` line each, so a user fixes them all in one go."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = list(lines)
+        super().__init__("\n".join(self.lines))

@@ -1,0 +1,12 @@
+"""Target discovery: which processes each configured target means right now.
+
+``Discoverer(config).discover()`` scans /proc and the cgroup trees and returns one
+``TargetSpec`` per target (or per group for ``group_by`` targets), every spec carrying the
+same label names (``label_names()``) so metric families stay consistent.
+"""
+
+from .cgroups import ProcCgroups, parse_proc_cgroup
+from .discoverer import Discoverer, matches
+from .kube import KubeMeta, kube_metadata
+
+__all__ = ["Discoverer", "KubeMeta", "ProcCgroups", "kube_metadata", "matches", "parse_proc_cgroup"]

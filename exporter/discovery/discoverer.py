@@ -1,0 +1,185 @@
+"""Configured targets -> the processes to monitor now, as :class:`TargetSpec` objects.
+
+Called by the sampler before each update interval. Every call rescans /proc (and the
+matching cgroups), so new processes are picked up and exited ones dropped; processes are
+keyed by (pid, start time), so a reused pid is a new process, never a continuation.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from typing import Callable
+
+from ..config.model import COMM_LEN, Config, TargetConfig
+from ..core.monitor import TargetSpec
+from ..ops.base import ProcessRef
+from . import cgroups, kube, procfs
+
+_KUBE_KEYS = ("pod_uid", "container_id", "qos_class")
+
+
+def matches(t: TargetConfig, p: procfs.ProcessInfo) -> bool:
+    """All given kinds of matcher must agree: comm (any of), exe (any of), cmdline (all)."""
+    if t.comm and not any(p.comm == c[:COMM_LEN] for c in t.comm):
+        return False
+    if t.exe and (p.exe is None or p.exe not in t.exe):
+        return False
+    if t.cmdline and (p.cmdline is None or not all(rx.search(p.cmdline) for rx in t.cmdline)):
+        return False
+    return bool(t.comm or t.exe or t.cmdline)
+
+
+class Discoverer:
+    """Turns a :class:`Config` into target specs; one instance lives as long as the config.
+
+    ``warnings`` holds the warnings of the latest :meth:`discover` (e.g. a group cap hit) and
+    ``dropped_groups`` how many groups each target could not monitor in it, for a metric.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        proc_root: str = "/proc",
+        cgroup_root: str = "/sys/fs/cgroup",
+        self_pid: int | None = None,
+    ) -> None:
+        self.config = config
+        self.proc_root = proc_root
+        self.cgroup_root = cgroup_root
+        self.self_pid = os.getpid() if self_pid is None else self_pid
+        self.warnings: list[str] = []
+        self.dropped_groups: dict[str, int] = {}
+        names: set[str] = set()
+        for t in config.targets:
+            names.update(t.group_by)
+            names.update(k for k, _ in t.labels)
+        self._label_names = tuple(sorted(names))
+        self._want_exe = any(t.exe for t in config.targets)
+        self._want_cmdline = any(t.cmdline for t in config.targets)
+        # groups monitored last time, per target: kept first when the cap bites, so a new
+        # group cannot push out one whose history is already being collected
+        self._kept: dict[str, set[tuple[str, ...]]] = {}
+
+    def label_names(self) -> tuple[str, ...]:
+        """Extra label names every spec carries (group_by keys and static label keys)."""
+        return self._label_names
+
+    def discover(self) -> list[TargetSpec]:
+        procs = procfs.scan(self.proc_root, want_exe=self._want_exe, want_cmdline=self._want_cmdline)
+        procs.pop(self.self_pid, None)  # never sample ourselves: we would measure our own sampling
+        children: dict[int, list[int]] = defaultdict(list)
+        for p in procs.values():
+            children[p.ppid].append(p.pid)
+        hierarchies = cgroups.hierarchies(self.cgroup_root) if any(t.cgroup for t in self.config.targets) else []
+        cgroup_cache: dict[int, cgroups.ProcCgroups] = {}
+
+        def proc_cgroups(pid: int) -> cgroups.ProcCgroups:
+            if pid not in cgroup_cache:
+                text = procfs.read_cgroup_file(self.proc_root, pid)
+                cgroup_cache[pid] = cgroups.parse_proc_cgroup(text) if text else cgroups.ProcCgroups()
+            return cgroup_cache[pid]
+
+        claimed: set[int] = set()
+        specs: list[TargetSpec] = []
+        self.warnings = []
+        self.dropped_groups = {}
+        for t in self.config.targets:
+            found_in: dict[int, str] = {}  # pid -> cgroup it was found in (cgroup targets)
+            if t.cgroup is not None:
+                for h in hierarchies:
+                    for pid, cg in cgroups.members(h, t.cgroup):
+                        if pid in procs and pid not in claimed:
+                            found_in[pid] = cg  # v1 memory (listed last) wins on hybrid
+                mine = set(found_in)
+            else:
+                mine = {pid for pid, p in procs.items() if pid not in claimed and matches(t, p)}
+            if t.include_children:
+                mine = self._with_descendants(mine, children, claimed)
+            claimed |= mine
+            specs.extend(self._specs(t, mine, procs, found_in, proc_cgroups))
+        return specs
+
+    @staticmethod
+    def _with_descendants(roots: set[int], children: dict[int, list[int]], claimed: set[int]) -> set[int]:
+        """Roots plus their descendants; a process another target already claimed is not
+        entered (its subtree belongs to that claim)."""
+        out = set(roots)
+        stack = list(roots)
+        while stack:
+            for child in children.get(stack.pop(), ()):
+                if child not in out and child not in claimed:
+                    out.add(child)
+                    stack.append(child)
+        return out
+
+    def _specs(
+        self,
+        t: TargetConfig,
+        pids: set[int],
+        procs: dict[int, procfs.ProcessInfo],
+        found_in: dict[int, str],
+        proc_cgroups: Callable[[int], cgroups.ProcCgroups],
+    ) -> list[TargetSpec]:
+        static = dict(t.labels)
+
+        def spec(group: dict[str, str], members: list[int]) -> TargetSpec:
+            refs = tuple(sorted(ProcessRef(pid, procs[pid].start_time) for pid in members))
+            values = {**static, **group}
+            return TargetSpec(t.name, refs, tuple((k, values.get(k, "")) for k in self._label_names))
+
+        if not t.group_by:
+            return [spec({}, list(pids))]
+
+        groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        for pid in pids:
+            groups[self._group_key(t, procs[pid], found_in, proc_cgroups)].append(pid)
+        order = sorted(groups, key=lambda k: _sort_key(t.group_by, k))
+        if len(order) > t.max_groups:
+            previous = self._kept.get(t.name, set())
+            kept = [k for k in order if k in previous][: t.max_groups]
+            kept += [k for k in order if k not in previous][: t.max_groups - len(kept)]
+            keep = set(kept)
+            order = [k for k in order if k in keep]
+            dropped = len(groups) - len(order)
+            self.dropped_groups[t.name] = dropped
+            self.warnings.append(
+                f"target '{t.name}': {len(groups)} groups by ({', '.join(t.group_by)}) exceed "
+                f"max_groups {t.max_groups}; {dropped} not monitored"
+            )
+        self._kept[t.name] = set(order)
+        return [spec(dict(zip(t.group_by, k)), groups[k]) for k in order]
+
+    @staticmethod
+    def _group_key(
+        t: TargetConfig,
+        p: procfs.ProcessInfo,
+        found_in: dict[int, str],
+        proc_cgroups: Callable[[int], cgroups.ProcCgroups],
+    ) -> tuple[str, ...]:
+        cg: str | None = None
+        meta: kube.KubeMeta | None = None
+        if "cgroup" in t.group_by or any(k in t.group_by for k in _KUBE_KEYS):
+            cg = found_in.get(p.pid)
+            own = proc_cgroups(p.pid)
+            if cg is None:
+                cg = own.effective
+            # k8s metadata: whichever of the process' paths is inside a pod
+            meta = kube.kube_metadata(cg) or kube.kube_metadata(own.memory) or kube.kube_metadata(own.v2)
+        values = []
+        for key in t.group_by:
+            if key == "pid":
+                values.append(str(p.pid))
+            elif key == "comm":
+                values.append(p.comm)
+            elif key == "cgroup":
+                values.append(cg or "")
+            else:
+                values.append(getattr(meta, key) if meta else "")
+        return tuple(values)
+
+
+def _sort_key(keys: tuple[str, ...], values: tuple[str, ...]) -> tuple:
+    # pids sort numerically so 'max_groups' keeps the oldest-numbered ones deterministically
+    return tuple((int(v) if k == "pid" and v.isdigit() else -1, v) for k, v in zip(keys, values))

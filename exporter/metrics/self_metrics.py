@@ -1,0 +1,49 @@
+"""The exporter's own metrics: build, sampler cost and budget, errors, config reloads."""
+
+from __future__ import annotations
+
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from ..service.state import ServiceState
+
+#: error kinds always exported (at 0 until they happen) so rate() works from the start
+KNOWN_ERROR_KINDS: tuple[str, ...] = ("permission", "io", "backend_unavailable", "discovery", "internal")
+
+SELF_METRIC_NAMES: tuple[str, ...] = (
+    "damon_exporter_build_info",
+    "damon_sampler_checks_total",
+    "damon_sampler_cpu_seconds_total",
+    "damon_sampler_budget_ratio",
+    "damon_sampler_cpu_budget_ratio",
+    "damon_sampler_sample_interval_seconds",
+    "damon_sampler_aggregation_interval_seconds",
+    "damon_sampler_errors_total",
+    "damon_config_last_reload_successful",
+    "damon_config_last_reload_success_timestamp_seconds",
+)
+
+
+def self_families(state: ServiceState) -> list[Metric]:
+    build = GaugeMetricFamily("damon_exporter_build_info", "Constant 1, labelled by the exporter version and the access-check backend in use.", labels=["version", "backend"])
+    build.add_metric([state.version, state.backend], 1)
+    checks = CounterMetricFamily("damon_sampler_checks_total", "Access checks (one sampled page of one region) done by the sampler.")
+    checks.add_metric([], state.checks_total)
+    cpu = CounterMetricFamily("damon_sampler_cpu_seconds_total", "CPU time used by the sampler thread, in seconds.", unit="seconds")
+    cpu.add_metric([], state.cpu_seconds_total)
+    ratio = GaugeMetricFamily("damon_sampler_budget_ratio", "Sampler CPU share of one core over the budget window divided by the configured cpu_budget (above 1 = over budget).")
+    ratio.add_metric([], state.budget_ratio)
+    budget = GaugeMetricFamily("damon_sampler_cpu_budget_ratio", "Configured CPU budget of the sampler, as a share of one core (0 = no budget).")
+    budget.add_metric([], state.cpu_budget)
+    si = GaugeMetricFamily("damon_sampler_sample_interval_seconds", "Sample interval in effect, in seconds (longer than configured while the CPU budget stretches it).", unit="seconds")
+    si.add_metric([], state.sample_interval)
+    ai = GaugeMetricFamily("damon_sampler_aggregation_interval_seconds", "Aggregation interval in effect, in seconds.", unit="seconds")
+    ai.add_metric([], state.aggregation_interval)
+    errors = CounterMetricFamily("damon_sampler_errors_total", "Problems met by the sampler, by kind (permission, io, backend_unavailable, discovery, internal). Exited processes are not errors.", labels=["kind"])
+    counts = dict(state.errors_total)
+    for kind in sorted(set(KNOWN_ERROR_KINDS) | set(counts)):
+        errors.add_metric([kind], counts.get(kind, 0))
+    ok = GaugeMetricFamily("damon_config_last_reload_successful", "1 if the last configuration (re)load succeeded, 0 if it failed and the previous config is still in use.")
+    ok.add_metric([], 1 if state.reload_successful else 0)
+    ts = GaugeMetricFamily("damon_config_last_reload_success_timestamp_seconds", "Unix time of the last successful configuration load.", unit="seconds")
+    ts.add_metric([], state.reload_success_timestamp)
+    return [build, checks, cpu, ratio, budget, si, ai, errors, ok, ts]

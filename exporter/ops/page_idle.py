@@ -1,0 +1,382 @@
+"""The page_idle backend: per-page access checks through idle page tracking.
+
+This is the user-space twin of the kernel's ``vaddr`` operations: for each sampled address
+we find the physical page (``/proc/PID/pagemap``), set its Idle flag
+(``/sys/kernel/mm/page_idle/bitmap``), and one sample interval later read the flag back: the
+kernel clears it when the page was accessed through any page table (the bitmap read walks
+the rmap and tests the PTE accessed bits) or through read(2). Unlike clear_refs it does not
+disturb reclaim: the kernel keeps a separate Young flag so the LRU still sees the access.
+
+Needs ``CONFIG_IDLE_PAGE_TRACKING`` (Debian's kernels lack it) and root: writing the bitmap
+needs write access to a 0600 root file, and without CAP_SYS_ADMIN the kernel zeroes the PFNs
+in pagemap (we detect a present page with PFN 0 and raise AccessDenied rather than read it
+as "not present").
+
+Kernel facts relied on (Documentation/admin-guide/mm/idle_page_tracking.rst, mm/page_idle.c):
+
+- the bitmap is read and written in 8-byte words, at offset ``pfn // 64 * 8``, bit
+  ``pfn % 64``; unaligned access is EINVAL; a write sets Idle only for the set bits; a read
+  past ``max_pfn`` returns 0 bytes; one read or write handles at most 4 KiB.
+- only the head page of a folio on an LRU list is handled: tail pages always read "not
+  idle" (a THP would look 100% hot), and pages not on an LRU (the zero page, pages being
+  migrated, kernel memory) silently refuse the mark. We map tails to heads with
+  ``/proc/kpageflags`` (COMPOUND_HEAD/TAIL), and after marking we read the words back: a
+  refused page whose kpageflags say "not on an LRU" is discarded (None); one still on an
+  LRU was accessed between the write and the read-back and will be reported as a hit,
+  which is right.
+- the idle flag is shared by everyone using it: kernel DAMON sets and tests the same flag,
+  as does any other page_idle user, so those are reported by :meth:`interference`.
+
+Cost per sample and process: one pagemap pread per run of nearby addresses, one kpageflags
+pread per address (two for a THP tail, one per 2 MiB when consecutive addresses share the
+head), one bitmap pwrite and one pread per run of nearby words; at check time one pagemap
+pread and one bitmap pread per run. About 4-6 syscalls per region and sample.
+
+:meth:`PageIdleOps.interference` reports kernel DAMON running and NUMA balancing; another
+page_idle user is *not* detected: finding who holds the bitmap open means reading every
+``/proc/*/fd`` link of the machine each update interval (tens of thousands of readlinks on a
+busy host), which costs more than the monitoring itself.
+"""
+
+from __future__ import annotations
+
+import errno
+import glob
+import logging
+import os
+import random
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from .base import AccessDenied, BackendUnavailable, CheckResult, Operations, OpsError, ProcessGone, ProcessRef
+from .procfs import (
+    CAP_SYS_ADMIN,
+    KPF_COMPOUND_HEAD,
+    KPF_COMPOUND_TAIL,
+    KPF_LRU,
+    PAGE_SHIFT,
+    PM_PFN_MASK,
+    PM_PRESENT,
+    PMD_PAGES,
+    Pagemap,
+    PosixIO,
+    open_checked_pagemap,
+    effective_caps,
+    pack_u64s,
+    parse_maps,
+    read_maps,
+    resident_bytes_pagemap,
+    runs,
+    u64s,
+)
+
+log = logging.getLogger(__name__)
+
+BITMAP = "kernel/mm/page_idle/bitmap"
+KPAGEFLAGS = "kpageflags"
+
+DENIED_HINT = "page_idle needs root (CAP_SYS_ADMIN, and CAP_SYS_PTRACE for other users' processes)"
+
+#: addresses whose pagemap entries are at most this many pages apart share one pread
+PAGEMAP_GAP = 64
+#: bitmap words at most this many words apart share one pread/pwrite (zero words are no-ops)
+WORD_GAP = 8
+#: kernfs hands a bin attribute at most one page per read/write call
+MAX_IO = 4096
+
+
+def no_pfn_message(pid: int) -> str:
+    return (
+        f"page_idle needs CAP_SYS_ADMIN to read PFNs from /proc/{pid}/pagemap "
+        "(the kernel reports them as 0 without it); run the exporter as root or use the "
+        "clear_refs backend"
+    )
+
+
+@dataclass
+class _Prepared:
+    addrs: tuple[int, ...]
+    entries: list[int]  # raw pagemap entries at prepare time
+    heads: list[int | None]  # head PFN whose idle bit we check; None = discard the sample
+
+
+@dataclass
+class _Proc:
+    pagemap: Pagemap
+    prepared: _Prepared | None = None
+    rng: random.Random = field(default_factory=random.Random)
+
+
+class PageIdleOps(Operations):
+    name = "page_idle"
+    adaptive = True
+    selection_reason = ""
+
+    def __init__(
+        self,
+        *,
+        proc_root: str = "/proc",
+        sys_root: str = "/sys",
+        io: PosixIO | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.proc_root = proc_root
+        self.sys_root = sys_root
+        self.io = io or PosixIO()
+        self.rng = rng or random.Random()
+        self._procs: dict[ProcessRef, _Proc] = {}
+        self.bitmap_path = f"{sys_root}/{BITMAP}"
+        self.kpageflags_path = f"{proc_root}/{KPAGEFLAGS}"
+        self._bitmap_fd = self._open_global(self.bitmap_path, os.O_RDWR)
+        try:
+            self._kpf_fd = self._open_global(self.kpageflags_path, os.O_RDONLY)
+        except OpsError:
+            self.io.close(self._bitmap_fd)
+            raise
+        # last kpageflags block read for a tail lookup: (first pfn, flags)
+        self._kpf_block: tuple[int, list[int]] | None = None
+
+    # -- availability ----------------------------------------------------------------------
+
+    @classmethod
+    def available(cls, *, proc_root: str = "/proc", sys_root: str = "/sys", io: PosixIO | None = None) -> tuple[bool, str]:
+        """Whether this machine and our privileges allow page_idle, and if not, why."""
+        io = io or PosixIO()
+        bitmap = f"{sys_root}/{BITMAP}"
+        if not io.exists(bitmap):
+            return False, f"{bitmap} does not exist (kernel built without CONFIG_IDLE_PAGE_TRACKING)"
+        try:
+            io.close(io.open(bitmap, os.O_RDWR))
+        except OSError as e:
+            return False, f"cannot open {bitmap} read-write: {os.strerror(e.errno or 0)} (needs root)"
+        kpf = f"{proc_root}/{KPAGEFLAGS}"
+        try:
+            io.close(io.open(kpf, os.O_RDONLY))
+        except OSError as e:
+            return False, f"cannot open {kpf}: {os.strerror(e.errno or 0)} (needs root)"
+        caps = effective_caps(io, proc_root)
+        if caps is not None and not caps >> CAP_SYS_ADMIN & 1:
+            return False, (
+                "page_idle needs CAP_SYS_ADMIN to read PFNs from /proc/PID/pagemap "
+                "(the kernel reports them as 0 without it)"
+            )
+        return True, f"{bitmap} is writable and pagemap gives PFNs"
+
+    def _open_global(self, path: str, flags: int) -> int:
+        try:
+            return self.io.open(path, flags)
+        except FileNotFoundError:
+            if path == self.bitmap_path:
+                raise BackendUnavailable(
+                    f"{path} does not exist (kernel built without CONFIG_IDLE_PAGE_TRACKING)"
+                ) from None
+            raise BackendUnavailable(f"{path} does not exist (kernel built without CONFIG_PROC_PAGE_MONITOR)") from None
+        except OSError as e:
+            if e.errno in (errno.EACCES, errno.EPERM):
+                raise AccessDenied(f"cannot open {path}: {os.strerror(e.errno)}; {DENIED_HINT}") from None
+            raise OpsError(f"cannot open {path}: {e.strerror or e}") from None
+
+    # -- per process -----------------------------------------------------------------------
+
+    def _proc(self, proc: ProcessRef) -> _Proc:
+        p = self._procs.get(proc)
+        if p is None:
+            p = _Proc(open_checked_pagemap(self.io, self.proc_root, proc, DENIED_HINT))
+            self._procs[proc] = p
+        return p
+
+    def mappings(self, proc: ProcessRef) -> Iterable[tuple[int, int]]:
+        p = self._proc(proc)
+        data = read_maps(self.io, self.proc_root, proc.pid, DENIED_HINT)
+        if not p.pagemap.alive():
+            raise ProcessGone(f"process {proc.pid} exited or exec'ed")
+        return parse_maps(data)
+
+    def _entries(self, pm: Pagemap, addrs: Sequence[int]) -> list[int]:
+        pages = [a >> PAGE_SHIFT for a in addrs]
+        out = [0] * len(pages)
+        for first, count, idx in runs(pages, PAGEMAP_GAP):
+            ents = pm.entries(first, count)
+            for i in idx:
+                out[i] = ents[pages[i] - first]
+        for e in out:
+            if e & PM_PRESENT and not e & PM_PFN_MASK:
+                raise AccessDenied(no_pfn_message(pm.pid))
+        return out
+
+    # -- kpageflags ------------------------------------------------------------------------
+
+    def _kpf(self, first: int, count: int) -> list[int]:
+        try:
+            buf = self.io.pread(self._kpf_fd, count * 8, first * 8)
+        except OSError as e:
+            raise OpsError(f"cannot read {self.kpageflags_path}: {e.strerror or e}") from None
+        vals = list(u64s(buf))
+        return vals + [0] * (count - len(vals))
+
+    def _heads(self, pfns: list[int]) -> list[int | None]:
+        """Head PFN of each page's folio (the page itself when not a tail); None when the
+        head is not within the page's 2 MiB-aligned PFN block (gigantic hugetlb folios,
+        which page_idle cannot track anyway)."""
+        flags = [0] * len(pfns)
+        for first, count, idx in runs(pfns, PAGEMAP_GAP):
+            vals = self._kpf(first, count)
+            for i in idx:
+                flags[i] = vals[pfns[i] - first]
+        heads: list[int | None] = []
+        for pfn, f in zip(pfns, flags):
+            if not f >> KPF_COMPOUND_TAIL & 1:
+                heads.append(pfn)
+                continue
+            base = pfn & ~(PMD_PAGES - 1)
+            blk = self._kpf_block
+            if blk is None or blk[0] != base or base + len(blk[1]) <= pfn:
+                blk = self._kpf_block = (base, self._kpf(base, pfn - base + 1))
+            head = None
+            vals = blk[1]
+            for q in range(pfn - base, -1, -1):
+                if vals[q] >> KPF_COMPOUND_HEAD & 1:
+                    head = base + q
+                    break
+            heads.append(head)
+        return heads
+
+    # -- bitmap ----------------------------------------------------------------------------
+
+    def _word_runs(self, words: Iterable[int]) -> list[tuple[int, int]]:
+        ws = sorted(set(words))
+        out: list[tuple[int, int]] = []
+        for w in ws:
+            if out and w - (out[-1][0] + out[-1][1] - 1) <= WORD_GAP and (w - out[-1][0] + 1) * 8 <= MAX_IO:
+                out[-1] = (out[-1][0], w - out[-1][0] + 1)
+            else:
+                out.append((w, 1))
+        return out
+
+    def _read_words(self, words: Iterable[int]) -> dict[int, int]:
+        got: dict[int, int] = {}
+        for first, count in self._word_runs(words):
+            try:
+                buf = self.io.pread(self._bitmap_fd, count * 8, first * 8)
+            except OSError as e:
+                raise OpsError(f"cannot read {self.bitmap_path}: {e.strerror or e}") from None
+            vals = u64s(buf)
+            for k in range(count):
+                got[first + k] = vals[k] if k < len(vals) else 0
+        return got
+
+    def _mark_idle(self, heads: Iterable[int]) -> None:
+        masks: dict[int, int] = {}
+        for h in heads:
+            masks[h >> 6] = masks.get(h >> 6, 0) | 1 << (h & 63)
+        for first, count in self._word_runs(masks):
+            data = pack_u64s([masks.get(first + k, 0) for k in range(count)])
+            try:
+                self.io.pwrite(self._bitmap_fd, data, first * 8)
+            except OSError as e:
+                raise OpsError(f"cannot write {self.bitmap_path}: {e.strerror or e}") from None
+
+    # -- the two sampling calls ------------------------------------------------------------
+
+    def prepare_access_checks(self, proc: ProcessRef, addrs: Sequence[int]) -> None:
+        p = self._proc(proc)
+        p.prepared = None
+        entries = self._entries(p.pagemap, addrs)
+        present = [i for i, e in enumerate(entries) if e & PM_PRESENT]
+        heads: list[int | None] = [None] * len(addrs)
+        for i, h in zip(present, self._heads([entries[i] & PM_PFN_MASK for i in present])):
+            heads[i] = h
+        marked = [h for h in heads if h is not None]
+        if marked:
+            self._mark_idle(marked)
+            words = self._read_words(h >> 6 for h in marked)
+            refused = sorted({h for h in marked if not words[h >> 6] >> (h & 63) & 1})
+            if refused:
+                not_lru = {h for h, f in zip(refused, self._flags_of(refused)) if not f >> KPF_LRU & 1}
+                heads = [None if h in not_lru else h for h in heads]
+        p.prepared = _Prepared(tuple(addrs), entries, heads)
+
+    def _flags_of(self, pfns: list[int]) -> list[int]:
+        out = [0] * len(pfns)
+        for first, count, idx in runs(pfns, PAGEMAP_GAP):
+            vals = self._kpf(first, count)
+            for i in idx:
+                out[i] = vals[pfns[i] - first]
+        return out
+
+    def check_accesses(self, proc: ProcessRef, addrs: Sequence[int]) -> list[CheckResult]:
+        p = self._proc(proc)
+        prep = p.prepared
+        p.prepared = None
+        now = self._entries(p.pagemap, addrs)
+        if prep is None or prep.addrs != tuple(addrs):
+            return [None] * len(addrs)
+        out: list[CheckResult] = [None] * len(addrs)
+        to_read: list[tuple[int, int]] = []
+        for i, (e0, e1, h) in enumerate(zip(prep.entries, now, prep.heads)):
+            if not e1 & PM_PRESENT:
+                continue  # not resident now: cannot tell
+            if not e0 & PM_PRESENT:
+                out[i] = True  # faulted in since prepare: accessed
+            elif (e0 ^ e1) & PM_PFN_MASK:
+                continue  # migrated or swapped out and in: the flag we set is gone
+            elif h is not None:
+                to_read.append((i, h))
+        if to_read:
+            words = self._read_words(h >> 6 for _, h in to_read)
+            for i, h in to_read:
+                out[i] = not words[h >> 6] >> (h & 63) & 1
+        return out
+
+    def resident_bytes(self, proc: ProcessRef, ranges: Sequence[tuple[int, int]]) -> list[int]:
+        p = self._proc(proc)
+        return resident_bytes_pagemap(p.pagemap, list(ranges), p.rng)
+
+    def forget(self, proc: ProcessRef) -> None:
+        p = self._procs.pop(proc, None)
+        if p is not None:
+            p.pagemap.close()
+
+    def close(self) -> None:
+        for ref in list(self._procs):
+            self.forget(ref)
+        for fd in (self._bitmap_fd, self._kpf_fd):
+            if fd >= 0:
+                try:
+                    self.io.close(fd)
+                except OSError:
+                    pass
+        self._bitmap_fd = self._kpf_fd = -1
+
+    # -- interference ----------------------------------------------------------------------
+
+    def interference(self) -> list[str]:
+        return kernel_interference(self.io, self.proc_root, self.sys_root)
+
+
+def kernel_interference(io: PosixIO, proc_root: str, sys_root: str) -> list[str]:
+    """Read-only checks for kernel features that share or disturb the page idle flags."""
+    out: list[str] = []
+    on = []
+    for state in sorted(glob.glob(f"{sys_root}/kernel/mm/damon/admin/kdamonds/*/state")):
+        try:
+            if io.read_file(state).strip() == b"on":
+                on.append(os.path.basename(os.path.dirname(state)))
+        except OSError:
+            continue
+    if on:
+        out.append(
+            f"kernel DAMON is running (kdamond {', '.join(on)}): it sets and tests the same page "
+            "idle flags, so access checks of pages it also monitors are unreliable"
+        )
+    path = f"{proc_root}/sys/kernel/numa_balancing"
+    try:
+        value = io.read_file(path).strip()
+    except OSError:
+        value = b"0"
+    if value not in (b"", b"0"):
+        out.append(
+            f"NUMA balancing is enabled ({path} = {value.decode(errors='replace')}): page "
+            "migrations change PFNs, which discards those samples"
+        )
+    return out

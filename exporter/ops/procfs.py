@@ -1,0 +1,452 @@
+"""Shared helpers for the /proc and /sys files the real backends read.
+
+Everything here is about *decoding* kernel files cheaply, and about turning ``OSError`` into
+the backend errors of :mod:`exporter.ops.base`. The root paths are parameters so that tests
+can point a backend at a fake tree under a temp dir, and every syscall goes through a small
+:class:`PosixIO` object so that tests can substitute one that emulates kernel semantics a
+plain file cannot (the page_idle bitmap, a pagemap fd whose process has exited).
+
+Kernel facts used here (Documentation/admin-guide/mm/pagemap.rst, fs/proc/task_mmu.c,
+fs/proc/page.c, include/uapi/linux/kernel-page-flags.h):
+
+- ``/proc/PID/pagemap`` has one native-endian u64 per virtual page at offset
+  ``vaddr // PAGE_SIZE * 8``: bits 0-54 PFN (zeroed since 4.2 unless the opener has
+  CAP_SYS_ADMIN), 55 soft-dirty, 56 exclusively mapped, 57 uffd-wp, 58 guard region,
+  61 file page or shared anon, 62 swapped, 63 present. The fd pins the ``mm`` it was opened
+  on: after the process exits *or exec's*, a read returns 0 bytes. That is our cheap,
+  race-free "is this still the address space we watch" probe.
+- ``/proc/kpageflags`` has one u64 of KPF_* flags per PFN at offset ``pfn * 8``.
+- ``/proc/PID/stat`` field 22 is the start time in clock ticks since boot; field 2 (comm) is
+  in parentheses and may itself contain spaces and parentheses, so we split after the
+  *last* ``)``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import random
+from array import array
+from dataclasses import dataclass
+from typing import Iterator
+
+from .base import AccessDenied, OpsError, ProcessGone, ProcessRef
+
+PAGE_SIZE = 4096
+PAGE_SHIFT = 12
+
+#: user space ends here on x86-64 (4-level paging; 5-level still starts mmap below it)
+USER_ADDR_LIMIT = 0x800000000000
+
+# pagemap entry bits
+PM_PFN_MASK = (1 << 55) - 1
+PM_SOFT_DIRTY = 1 << 55
+PM_EXCLUSIVE = 1 << 56
+PM_UFFD_WP = 1 << 57
+PM_GUARD = 1 << 58
+PM_FILE = 1 << 61
+PM_SWAPPED = 1 << 62
+PM_PRESENT = 1 << 63
+
+# /proc/kpageflags bits (KPF_*)
+KPF_LOCKED = 0
+KPF_REFERENCED = 2
+KPF_DIRTY = 4
+KPF_LRU = 5
+KPF_ACTIVE = 6
+KPF_SLAB = 7
+KPF_MMAP = 11
+KPF_ANON = 12
+KPF_SWAPCACHE = 13
+KPF_SWAPBACKED = 14
+KPF_COMPOUND_HEAD = 15
+KPF_COMPOUND_TAIL = 16
+KPF_HUGE = 17
+KPF_UNEVICTABLE = 18
+KPF_NOPAGE = 20
+KPF_KSM = 21
+KPF_THP = 22
+KPF_OFFLINE = 23
+KPF_ZERO_PAGE = 24
+KPF_IDLE = 25
+KPF_PGTABLE = 26
+
+#: pages per PMD-sized folio: the largest folio page_idle can see (hugetlb is never on an LRU)
+PMD_PAGES = 512
+
+_NATIVE_U64 = "Q"
+assert array(_NATIVE_U64).itemsize == 8
+
+
+def u64s(buf: bytes) -> array:
+    """Native-endian u64 values of a kernel buffer (pagemap, kpageflags, bitmap words)."""
+    a = array(_NATIVE_U64)
+    a.frombytes(buf[: len(buf) - len(buf) % 8])
+    return a
+
+
+def pack_u64s(values: list[int]) -> bytes:
+    return array(_NATIVE_U64, values).tobytes()
+
+
+def flag(flags: int, bit: int) -> bool:
+    return bool(flags >> bit & 1)
+
+
+@dataclass(frozen=True)
+class PagemapEntry:
+    """One decoded pagemap entry (for tests and debugging; hot paths use the raw int)."""
+
+    raw: int
+
+    @property
+    def present(self) -> bool:
+        return bool(self.raw & PM_PRESENT)
+
+    @property
+    def swapped(self) -> bool:
+        return bool(self.raw & PM_SWAPPED)
+
+    @property
+    def exclusive(self) -> bool:
+        return bool(self.raw & PM_EXCLUSIVE)
+
+    @property
+    def file_or_shared(self) -> bool:
+        return bool(self.raw & PM_FILE)
+
+    @property
+    def pfn(self) -> int:
+        """The PFN of a present page (0 when the reader lacks CAP_SYS_ADMIN)."""
+        return self.raw & PM_PFN_MASK if self.present else 0
+
+
+# -- syscalls --------------------------------------------------------------------------------
+
+
+class PosixIO:
+    """The handful of syscalls the backends make. Tests substitute a subclass that emulates
+    kernel semantics for some paths; production uses this one as is."""
+
+    def open(self, path: str, flags: int) -> int:
+        return os.open(path, flags | os.O_CLOEXEC)
+
+    def pread(self, fd: int, size: int, offset: int) -> bytes:
+        return os.pread(fd, size, offset)
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> int:
+        return os.pwrite(fd, data, offset)
+
+    def write(self, fd: int, data: bytes) -> int:
+        return os.write(fd, data)
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+    def read_file(self, path: str) -> bytes:
+        """Whole file in one go: /proc files are generated per read() call, so we read with a
+        large buffer until EOF rather than line by line."""
+        fd = self.open(path, os.O_RDONLY)
+        try:
+            chunks = []
+            while True:
+                b = os.read(fd, 1 << 20)
+                if not b:
+                    break
+                chunks.append(b)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+_GONE_ERRNOS = {errno.ENOENT, errno.ESRCH}
+_DENIED_ERRNOS = {errno.EACCES, errno.EPERM}
+
+
+def ops_error(e: OSError, pid: int, path: str, denied_hint: str) -> OpsError:
+    """The backend error for an OSError met while reading ``path`` of process ``pid``.
+
+    ENOENT/ESRCH: the process is gone. EACCES/EPERM: ``denied_hint`` names the privilege.
+    Anything else is an I/O error with the path and the kernel's words.
+    """
+    if e.errno in _GONE_ERRNOS:
+        return ProcessGone(f"process {pid} exited")
+    if e.errno in _DENIED_ERRNOS:
+        return AccessDenied(f"cannot access {path}: {os.strerror(e.errno)}; {denied_hint}")
+    return OpsError(f"cannot read {path}: {e.strerror or e}")
+
+
+# -- /proc/PID/stat --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatInfo:
+    comm: str
+    state: str
+    start_time: int
+
+
+def parse_stat(data: bytes) -> StatInfo:
+    """Parse /proc/PID/stat. comm (field 2) may contain spaces and ')' so we cut at the last
+    ')'; state is field 3 and start time field 22, i.e. index 0 and 19 after the cut."""
+    lpar = data.find(b"(")
+    rpar = data.rfind(b")")
+    if lpar < 0 or rpar < lpar:
+        raise ValueError(f"malformed stat line: {data[:80]!r}")
+    rest = data[rpar + 1 :].split()
+    if len(rest) < 20:
+        raise ValueError(f"stat line has {len(rest) + 2} fields, expected at least 22")
+    return StatInfo(
+        comm=data[lpar + 1 : rpar].decode(errors="replace"),
+        state=rest[0].decode(errors="replace"),
+        start_time=int(rest[19]),
+    )
+
+
+def read_stat(io: PosixIO, proc_root: str, pid: int, denied_hint: str) -> StatInfo:
+    path = f"{proc_root}/{pid}/stat"
+    try:
+        data = io.read_file(path)
+    except OSError as e:
+        raise ops_error(e, pid, path, denied_hint) from None
+    if not data:
+        raise ProcessGone(f"process {pid} exited")
+    try:
+        return parse_stat(data)
+    except ValueError as e:
+        raise OpsError(f"{path}: {e}") from None
+
+
+def check_same_process(io: PosixIO, proc_root: str, proc: ProcessRef, denied_hint: str) -> StatInfo:
+    """Raise ProcessGone if ``proc`` exited, is a zombie, or its pid now names another
+    process (start time differs; only checked when the ref carries one)."""
+    st = read_stat(io, proc_root, proc.pid, denied_hint)
+    if st.state in ("Z", "X", "x"):
+        raise ProcessGone(f"process {proc.pid} exited")
+    if proc.start_time and st.start_time != proc.start_time:
+        raise ProcessGone(f"process {proc.pid} exited (pid reused)")
+    return st
+
+
+# -- /proc/PID/maps --------------------------------------------------------------------------
+
+# start-end perms: the rest of the line is skipped by the regex engine's line anchor
+_MAPS_RE = re.compile(rb"^([0-9a-f]+)-([0-9a-f]+) (....)", re.M)
+
+
+def parse_maps(data: bytes, *, skip_prot_none: bool = False) -> list[tuple[int, int]]:
+    """User mappings of a /proc/PID/maps text as sorted (start, end) pairs, in one pass.
+
+    Drops ``[vsyscall]`` and anything at or above :data:`USER_ADDR_LIMIT` (kernel-owned).
+    ``skip_prot_none`` also drops ``---p``/``---s`` mappings (guard pages, reserved address
+    space): nothing can access them. The kernel emits VMAs in address order, so we only sort
+    when that is not so (a fake file).
+    """
+    out: list[tuple[int, int]] = []
+    last = -1
+    ordered = True
+    limit = USER_ADDR_LIMIT
+    for m in _MAPS_RE.finditer(data):
+        start = int(m[1], 16)
+        if start >= limit:
+            continue
+        if skip_prot_none and m[3][:3] == b"---":
+            continue
+        end = int(m[2], 16)
+        if start < last:
+            ordered = False
+        last = start
+        out.append((start, end))
+    if not ordered:
+        out.sort()
+    return out
+
+
+def read_maps(io: PosixIO, proc_root: str, pid: int, denied_hint: str) -> bytes:
+    path = f"{proc_root}/{pid}/maps"
+    try:
+        return io.read_file(path)
+    except OSError as e:
+        raise ops_error(e, pid, path, denied_hint) from None
+
+
+# -- /proc/PID/smaps -------------------------------------------------------------------------
+
+_SMAPS_RE = re.compile(rb"^([0-9a-f]+)-([0-9a-f]+) |^Rss:\s+(\d+) kB|^Referenced:\s+(\d+) kB", re.M)
+
+
+@dataclass(frozen=True, slots=True)
+class SmapsEntry:
+    start: int
+    end: int
+    rss: int  # bytes
+    referenced: int  # bytes
+
+
+def parse_smaps(data: bytes) -> list[SmapsEntry]:
+    """(start, end, Rss, Referenced) of each user mapping, sorted, bytes; one regex pass
+    touching only the header, ``Rss:`` and ``Referenced:`` lines."""
+    out: list[SmapsEntry] = []
+    start = end = rss = ref = -1
+    limit = USER_ADDR_LIMIT
+    for s, e, r, f in _SMAPS_RE.findall(data):
+        if s:
+            if start >= 0 and start < limit:
+                out.append(SmapsEntry(start, end, max(rss, 0) * 1024, max(ref, 0) * 1024))
+            start, end, rss, ref = int(s, 16), int(e, 16), -1, -1
+        elif r:
+            rss = int(r)
+        else:
+            ref = int(f)
+    if start >= 0 and start < limit:
+        out.append(SmapsEntry(start, end, max(rss, 0) * 1024, max(ref, 0) * 1024))
+    if any(out[i].start < out[i - 1].start for i in range(1, len(out))):
+        out.sort(key=lambda x: x.start)
+    return out
+
+
+# -- capabilities ----------------------------------------------------------------------------
+
+CAP_SYS_ADMIN = 21
+CAP_SYS_PTRACE = 19
+
+
+def effective_caps(io: PosixIO, proc_root: str) -> int | None:
+    """CapEff of this process (from ``{proc_root}/self/status``), None if unreadable."""
+    try:
+        data = io.read_file(f"{proc_root}/self/status")
+    except OSError:
+        return None
+    m = re.search(rb"^CapEff:\s*([0-9a-fA-F]+)", data, re.M)
+    return int(m[1], 16) if m else None
+
+
+# -- the per-process pagemap handle ----------------------------------------------------------
+
+
+class Pagemap:
+    """An fd on /proc/PID/pagemap, kept open for the life of the monitoring.
+
+    Keeping it open is cheaper than reopening, and it is what detects exec: the fd pins the
+    old ``mm``, whose reads return 0 bytes once the process exec'ed or exited.
+    """
+
+    def __init__(self, io: PosixIO, proc_root: str, pid: int, denied_hint: str) -> None:
+        self.io = io
+        self.pid = pid
+        self.path = f"{proc_root}/{pid}/pagemap"
+        self.denied_hint = denied_hint
+        try:
+            self.fd = io.open(self.path, os.O_RDONLY)
+        except OSError as e:
+            raise ops_error(e, pid, self.path, denied_hint) from None
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            try:
+                self.io.close(self.fd)
+            except OSError:
+                pass
+            self.fd = -1
+
+    def _pread(self, size: int, offset: int) -> bytes:
+        try:
+            return self.io.pread(self.fd, size, offset)
+        except OSError as e:
+            raise ops_error(e, self.pid, self.path, self.denied_hint) from None
+
+    def alive(self) -> bool:
+        """Whether the address space this fd was opened on still exists (8-byte probe)."""
+        return len(self._pread(8, 0)) == 8
+
+    def entries(self, first_page: int, count: int) -> array:
+        """``count`` raw entries from virtual page ``first_page``. A short read means the
+        process exited or exec'ed (ProcessGone), unless the range runs past the end of the
+        user address space, where the kernel stops early: those entries read as 0."""
+        buf = self._pread(count * 8, first_page * 8)
+        if len(buf) < count * 8:
+            if not buf and not self.alive():
+                raise ProcessGone(f"process {self.pid} exited or exec'ed")
+            buf = buf + bytes(count * 8 - len(buf))
+        return u64s(buf)
+
+
+def open_checked_pagemap(io: PosixIO, proc_root: str, proc: ProcessRef, denied_hint: str) -> Pagemap:
+    """Open ``proc``'s pagemap, making sure it is the process the ref names: the start time
+    is checked after the open, so a pid reused before the open cannot slip through; after
+    the open the fd itself pins the address space."""
+    check_same_process(io, proc_root, proc, denied_hint)
+    pm = Pagemap(io, proc_root, proc.pid, denied_hint)
+    try:
+        check_same_process(io, proc_root, proc, denied_hint)
+    except OpsError:
+        pm.close()
+        raise
+    return pm
+
+
+def runs(pages: list[int], max_gap: int) -> Iterator[tuple[int, int, list[int]]]:
+    """Group sorted-or-not page numbers into (first, count, indices) runs, where neighbours
+    at most ``max_gap`` pages apart share one read. ``indices`` index into ``pages``."""
+    order = sorted(range(len(pages)), key=pages.__getitem__)
+    i = 0
+    n = len(order)
+    while i < n:
+        first = pages[order[i]]
+        j = i + 1
+        while j < n and pages[order[j]] - pages[order[j - 1]] <= max_gap:
+            j += 1
+        yield first, pages[order[j - 1]] - first + 1, order[i:j]
+        i = j
+
+
+
+#: ranges up to this many pages are counted exactly (one pread of at most 4 KiB)
+EXACT_PAGES = 512
+#: larger ranges: this many strata, one run of RUN_PAGES entries read in each
+STRATA = 16
+RUN_PAGES = 32
+
+
+def resident_bytes_pagemap(pm: Pagemap, ranges: list[tuple[int, int]], rng: random.Random) -> list[int]:
+    """Resident bytes per range from pagemap present bits, at a bounded cost per range.
+
+    A range of at most :data:`EXACT_PAGES` pages is counted exactly with one pread. A larger
+    one is cut into :data:`STRATA` equal strata and one run of :data:`RUN_PAGES` consecutive
+    entries at a random place in each is read (16 preads of 256 bytes), and the present
+    fraction is scaled to the range size. Cost: at most 16 preads per range, whatever its size.
+    Error: stratified sampling is exact for a fully resident or fully absent range; when
+    residency is made of k contiguous runs, only the strata holding a run boundary can be
+    misjudged, so the error is below 2k/16 of the range size in the worst case and much
+    smaller on average (each boundary stratum errs by a uniformly random fraction); scattered
+    single pages give a binomial error with a standard deviation near
+    sqrt(p(1-p)/512) of the range size.
+    """
+    out: list[int] = []
+    for start, end in ranges:
+        first = start >> PAGE_SHIFT
+        n = (end - start) >> PAGE_SHIFT
+        if n <= 0:
+            out.append(0)
+            continue
+        if n <= EXACT_PAGES:
+            present = sum(1 for e in pm.entries(first, n) if e & PM_PRESENT)
+            out.append(present * PAGE_SIZE)
+            continue
+        total = 0.0
+        for k in range(STRATA):
+            s_lo = first + n * k // STRATA
+            s_hi = first + n * (k + 1) // STRATA
+            width = s_hi - s_lo
+            run = min(RUN_PAGES, width)
+            at = s_lo + rng.randrange(width - run + 1)
+            present = sum(1 for e in pm.entries(at, run) if e & PM_PRESENT)
+            total += present / run * width
+        out.append(int(round(total)) * PAGE_SIZE)
+    return out

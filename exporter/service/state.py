@@ -1,0 +1,71 @@
+"""The immutable state the sampler publishes, and the one-reference box that holds it.
+
+client_python's pattern for expensive collectors: the producer builds a complete, frozen
+object and swaps one reference (an atomic store under CPython); each scrape reads the
+reference once and builds fresh metric families from it. No lock is ever held across I/O
+and a scrape never waits for a sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from ..core.snapshot import MonitorSnapshot
+
+
+@dataclass(frozen=True)
+class PendingTarget:
+    """A target that is configured but not yet in any aggregation (startup, new on reload)."""
+
+    name: str
+    nr_processes: int
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """Everything one scrape shows, as of one moment."""
+
+    version: str
+    backend: str  # chosen backend name, or the requested one while it is unavailable
+    label_names: tuple[str, ...] = ()
+    snapshot: MonitorSnapshot | None = None
+    #: targets known to discovery but absent from ``snapshot`` (shown with up=0)
+    pending: tuple[PendingTarget, ...] = ()
+    cpu_seconds_total: float = 0.0
+    budget_ratio: float = 0.0
+    cpu_budget: float = 0.0
+    sample_interval: float = 0.0
+    aggregation_interval: float = 0.0
+    checks_total: int = 0
+    errors_total: tuple[tuple[str, int], ...] = ()
+    reload_successful: bool = True
+    reload_success_timestamp: float = 0.0
+    ready: bool = False
+
+    def with_changes(self, **changes: object) -> "ServiceState":
+        return replace(self, **changes)
+
+
+@dataclass
+class StateBox:
+    """Holds the current :class:`ServiceState`. ``get`` is one attribute read; ``set`` one
+    store. Writers are serialised by the callers (the sampler, the reloader) through
+    :meth:`update`, which takes a short lock around building the new object only."""
+
+    state: ServiceState
+    _lock: object = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+
+    def get(self) -> ServiceState:
+        return self.state
+
+    def update(self, **changes: object) -> ServiceState:
+        """Replace some fields; readers see the old or the new object, never a mix."""
+        with self._lock:  # type: ignore[attr-defined]
+            self.state = self.state.with_changes(**changes)
+            return self.state

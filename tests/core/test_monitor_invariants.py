@@ -1,0 +1,184 @@
+"""Invariants of the monitoring loop: region counts, coverage, updates, failures."""
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exporter.core.attrs import MonitoringAttrs
+from exporter.core.monitor import TargetSpec
+from exporter.core.ranges import normalize, three_regions
+from exporter.ops.base import AccessDenied, ProcessRef
+from exporter.ops.simulated import HotRange, SimulatedProcess
+
+from .sim import BASE, GiB, MiB, aggregations, make_monitor, process_with_buffer
+
+PAGE = 4096
+
+
+def check_regions(mon, procs, name="t"):
+    for ref, regions in mon.regions_of(name).items():
+        for s, e in regions:
+            assert s % PAGE == 0 and e % PAGE == 0 and e > s
+        for (s1, e1), (s2, e2) in zip(regions, regions[1:]):
+            assert e1 <= s2
+        # inside (and, for adaptive ops, exactly covering) the monitored ranges
+        assert normalize(regions) == normalize(three_regions(procs[ref.pid].mappings))
+
+
+@st.composite
+def address_spaces(draw):
+    n = draw(st.integers(1, 4))
+    procs = {}
+    for pid in range(1, n + 1):
+        addr = BASE
+        maps = []
+        for _ in range(draw(st.integers(1, 12))):
+            addr += draw(st.sampled_from([0, 1, 16, 1 << 12, 1 << 18])) * PAGE
+            size = draw(st.integers(1, 1 << 15)) * PAGE
+            maps.append((addr, addr + size))
+            addr += size
+        hot = []
+        for s, e in maps:
+            if draw(st.booleans()):
+                hot.append(HotRange(s, s + (e - s) // 2, probability=draw(st.sampled_from([0.1, 0.5, 1.0]))))
+        procs[pid] = SimulatedProcess(mappings=maps, hot=hot)
+    return procs
+
+
+@settings(max_examples=30, deadline=None)
+@given(address_spaces(), st.integers(3, 30), st.integers(0, 200), st.integers(0, 1 << 20))
+def test_region_count_stays_within_bounds(procs, min_regions, extra, seed):
+    max_regions = min_regions + extra
+    attrs = MonitoringAttrs(0.1, 1.0, 3.0, min_regions, max_regions)
+    mon, _, _ = make_monitor(procs, attrs, seed=seed)
+    total_pages = sum((e - s) // PAGE for p in procs.values() for s, e in three_regions(p.mappings))
+    # separate ranges can never merge: the floor of what merging can reach
+    nr_ranges = sum(len(three_regions(p.mappings)) for p in procs.values())
+    for snap in aggregations(mon, 8):
+        t = snap.target("t")
+        assert t.nr_regions >= min(min_regions, total_pages)
+        assert t.nr_regions <= max(max_regions, nr_ranges)
+        check_regions(mon, procs)
+
+
+def test_update_follows_mapping_changes():
+    proc = process_with_buffer(GiB, [HotRange(BASE, BASE + 10 * MiB)])
+    procs = {1: proc}
+    mon, _, _ = make_monitor(procs, MonitoringAttrs(0.1, 1.0, 2.0, 10, 100), seed=1)
+    list(aggregations(mon, 4))
+    check_regions(mon, procs)
+    # the buffer shrinks to 512 MiB and a new 256 MiB mapping appears far above it
+    proc.mappings = [proc.mappings[0], (BASE, BASE + 512 * MiB), (BASE + 4 * GiB, BASE + 4 * GiB + 256 * MiB), proc.mappings[2]]
+    list(aggregations(mon, 3))  # an update happens every 2 s
+    check_regions(mon, procs)
+    regions = mon.regions_of("t")[ProcessRef(1)]
+    # the new mapping is monitored; the 3.5 GiB hole below it is not one of the two biggest
+    # gaps (those are below the buffer and above the new mapping), so, as in the kernel, it
+    # stays inside the middle range
+    assert regions[-1][1] == proc.mappings[-1][1]
+    assert any(s <= BASE + 4 * GiB < e or s >= BASE + 4 * GiB for s, e in regions[:-1])
+
+
+def test_process_exit_is_dropped_quietly():
+    procs = {1: process_with_buffer(64 * MiB), 2: process_with_buffer(64 * MiB)}
+    mon, _, _ = make_monitor(procs, seed=2)
+    list(aggregations(mon, 2))
+    procs[2].exited = True
+    snap = list(aggregations(mon, 1))[0]
+    t = snap.target("t")
+    assert t.pids == (1,)
+    assert t.errors == ()
+    assert dict(snap.stats.errors_total) == {}
+
+
+class DenyingOps:
+    """Wraps simulated ops so one pid raises AccessDenied, like a process of another user."""
+
+    def __init__(self, inner, deny_pid):
+        self.inner, self.deny_pid = inner, deny_pid
+
+    def __getattr__(self, name):
+        attr = getattr(self.inner, name)
+        if name in ("mappings", "prepare_access_checks", "check_accesses", "resident_bytes"):
+            def wrapped(ref, *a):
+                if ref.pid == self.deny_pid:
+                    raise AccessDenied(f"cannot read /proc/{ref.pid}/pagemap: permission denied")
+                return attr(ref, *a)
+            return wrapped
+        return attr
+
+
+def test_permission_error_is_reported_once_and_not_retried():
+    procs = {1: process_with_buffer(64 * MiB), 2: process_with_buffer(64 * MiB)}
+    mon, ops, _ = make_monitor(procs, seed=3)
+    mon.ops = DenyingOps(ops, deny_pid=2)
+    spec = [TargetSpec("t", (ProcessRef(1), ProcessRef(2, 99)))]
+    mon.set_targets(spec)
+    for _ in range(3):
+        mon.set_targets(spec)  # rediscovery must not retry a known failure
+    snap = list(aggregations(mon, 2))[-1]
+    t = snap.target("t")
+    assert t.pids == (1,)
+    assert t.errors == ("pid 2: cannot read /proc/2/pagemap: permission denied",)
+    assert dict(snap.stats.errors_total) == {"permission": 1}
+
+
+def test_pid_reuse_is_a_new_process():
+    procs = {1: process_with_buffer(64 * MiB)}
+    mon, _, _ = make_monitor(procs, seed=4)
+    mon.set_targets([TargetSpec("t", (ProcessRef(1, 100),))])
+    list(aggregations(mon, 2))
+    old = mon.regions_of("t")[ProcessRef(1, 100)]
+    mon.set_targets([TargetSpec("t", (ProcessRef(1, 200),))])  # same pid, new start time
+    new = mon.regions_of("t")
+    assert list(new) == [ProcessRef(1, 200)]
+    assert new[ProcessRef(1, 200)] != old  # fresh initial regions, not the old learned ones
+
+
+def test_non_adaptive_ops_use_mappings_as_regions():
+    maps = [(BASE + i * 2 * MiB * 16, BASE + i * 2 * MiB * 16 + 16 * MiB) for i in range(8)]
+    proc = SimulatedProcess(mappings=maps, hot=[HotRange(*maps[2]), HotRange(*maps[5])])
+    mon, _, _ = make_monitor({1: proc}, seed=5, adaptive=False, cold_age=4.0, working_set_window=2.0)
+    t = list(aggregations(mon, 5))[-1].target("t")
+    assert [(r.start, r.end) for r in t.regions] == maps  # never split nor merged
+    assert t.working_set_bytes == 32 * MiB
+    assert t.cold_bytes == 6 * 16 * MiB
+
+
+def test_attrs_change_applies_at_next_aggregation():
+    mon, _, _ = make_monitor({1: process_with_buffer(GiB)}, seed=6)
+    list(aggregations(mon, 1))
+    mon.set_attrs(MonitoringAttrs(0.2, 4.0, 10.0, 10, 50))
+    assert mon.attrs.sample_interval == 0.1
+    snap = list(aggregations(mon, 1))[0]
+    assert snap.sample_interval == 0.1  # the aggregation in flight finished with the old attrs
+    assert mon.attrs.sample_interval == 0.2
+    snap = list(aggregations(mon, 1))[0]
+    assert snap.aggregation_interval == 4.0
+
+
+def test_budget_can_lower_a_targets_region_cap():
+    hot = [HotRange(BASE + i * 64 * MiB, BASE + i * 64 * MiB + 8 * MiB, probability=random.Random(i).random()) for i in range(16)]
+    mon, _, _ = make_monitor({1: process_with_buffer(GiB, hot)}, MonitoringAttrs(0.1, 2.0, 10.0, 10, 400), seed=8)
+    counts = [s.target("t").nr_regions for s in aggregations(mon, 15)]
+    assert max(counts) > 40
+    mon.set_target_max_regions("t", 20)
+    assert mon.max_regions_of("t") == 20
+    counts = [s.target("t").nr_regions for s in aggregations(mon, 5)]
+    assert all(10 <= c <= 20 for c in counts), counts
+    mon.set_target_max_regions("t", 1)  # never below min_regions
+    assert mon.max_regions_of("t") == 10
+
+
+def test_targets_come_and_go():
+    procs = {1: process_with_buffer(64 * MiB), 2: process_with_buffer(64 * MiB)}
+    mon, _, _ = make_monitor(procs, seed=9, targets={"a": [1]})
+    mon.set_targets([TargetSpec("a", (ProcessRef(1),)), TargetSpec("b", (ProcessRef(2),)), TargetSpec("empty", ())])
+    snap = list(aggregations(mon, 1))[0]
+    assert [t.name for t in snap.targets] == ["a", "b", "empty"]
+    assert snap.target("empty").pids == () and snap.target("empty").resident_bytes == 0
+    mon.set_targets([TargetSpec("b", (ProcessRef(2),))])
+    snap = list(aggregations(mon, 1))[0]
+    assert [t.name for t in snap.targets] == ["b"]
