@@ -248,7 +248,7 @@ def test_force_merge_reaches_the_cap_merging_most_alike_first():
 
     a = [Region(0, PAGE, 0), Region(PAGE, 2 * PAGE, 10), Region(2 * PAGE, 3 * PAGE, 11)]
     b = [Region(10 * PAGE, 11 * PAGE, 0), Region(20 * PAGE, 21 * PAGE, 0)]  # not contiguous
-    force_merge([a, b], 3)
+    force_merge([a, b], 4)
     assert [(r.start // PAGE, r.end // PAGE) for r in a] == [(0, 1), (1, 3)]  # 10 and 11 merged
     assert len(b) == 2  # gaps are never bridged
     force_merge([a, b], 1)  # impossible: stops at what contiguity allows
