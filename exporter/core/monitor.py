@@ -107,7 +107,8 @@ class Monitor:
         self.clock = clock
         self.wall_clock = wall_clock
         self.sleep = sleep
-        self._targets: dict[str, _Target] = {}
+        # keyed by (name, labels): a group_by target is several specs sharing one name
+        self._targets: dict[tuple[str, tuple[tuple[str, str], ...]], _Target] = {}
         self._failed: dict[ProcessRef, str] = {}
         self._checks = 0
         self._discarded = 0
@@ -127,13 +128,15 @@ class Monitor:
 
     def set_target_max_regions(self, name: str, max_regions: int | None) -> None:
         """Lower one target's region cap (the CPU budget uses this); None restores it."""
-        t = self._targets.get(name)
-        if t is not None:
+        for t in self._named(name):
             t.max_regions = max_regions
 
     def max_regions_of(self, name: str) -> int:
-        t = self._targets.get(name)
+        t = next(iter(self._named(name)), None)
         return self._max_regions(t) if t else self.attrs.max_regions
+
+    def _named(self, name: str) -> list[_Target]:
+        return [t for t in self._targets.values() if t.spec.name == name]
 
     def _max_regions(self, t: _Target) -> int:
         m = self.attrs.max_regions if t.max_regions is None else t.max_regions
@@ -143,16 +146,16 @@ class Monitor:
         """Replace the set of targets. Processes already watched keep their regions; new
         ones get initial regions now; processes no longer listed are dropped."""
         specs = list(specs)
-        wanted = {s.name: s for s in specs}
-        for name in list(self._targets):
-            if name not in wanted:
-                for ref in self._targets.pop(name).processes:
+        wanted = {(s.name, s.labels): s for s in specs}
+        for key in list(self._targets):
+            if key not in wanted:
+                for ref in self._targets.pop(key).processes:
                     self.ops.forget(ref)
         listed: set[ProcessRef] = set()
         for spec in specs:
-            t = self._targets.get(spec.name)
+            t = self._targets.get((spec.name, spec.labels))
             if t is None:
-                t = self._targets[spec.name] = _Target(spec)
+                t = self._targets[(spec.name, spec.labels)] = _Target(spec)
             t.spec = spec
             refs = set(spec.processes)
             listed |= refs
@@ -187,7 +190,7 @@ class Monitor:
 
     def _ranges_of(self, ref: ProcessRef) -> list[AddressRange]:
         maps = self.ops.mappings(ref)
-        return three_regions(maps) if self.ops.adaptive else normalize(maps)
+        return three_regions(maps) if self.ops.adaptive else normalize(maps, join_touching=False)
 
     def _fail(self, t: _Target, ref: ProcessRef, e: OpsError) -> None:
         """A process we cannot watch: drop it quietly if gone, remember why otherwise."""
@@ -419,10 +422,9 @@ class Monitor:
 
     def regions_of(self, name: str) -> dict[ProcessRef, list[tuple[int, int]]]:
         """Current region boundaries of one target (for tests and debugging)."""
-        t = self._targets.get(name)
-        if t is None:
-            return {}
-        return {ref: [(r.start, r.end) for r in p.regions] for ref, p in t.processes.items()}
+        return {
+            ref: [(r.start, r.end) for r in p.regions] for t in self._named(name) for ref, p in t.processes.items()
+        }
 
     def target_names(self) -> list[str]:
-        return list(self._targets)
+        return list(dict.fromkeys(name for name, _labels in self._targets))

@@ -67,13 +67,17 @@ def three_regions(mappings: Iterable[tuple[int, int]]) -> list[AddressRange]:
     return [r for r in out if r.end > r.start]
 
 
-def normalize(ranges: Iterable[tuple[int, int]]) -> list[AddressRange]:
-    """Page-align, sort and coalesce overlapping ranges; drop empty ones."""
+def normalize(ranges: Iterable[tuple[int, int]], join_touching: bool = True) -> list[AddressRange]:
+    """Page-align, sort and coalesce overlapping ranges; drop empty ones.
+
+    With ``join_touching=False`` ranges that only touch stay apart: a per-mapping backend
+    needs every mapping boundary, even between neighbours such as a library's text and data.
+    """
     out: list[AddressRange] = []
     for s, e in sorted((align_down(s), align_up(e)) for s, e in ranges):
         if e <= s:
             continue
-        if out and s <= out[-1].end:
+        if out and (s < out[-1].end or (join_touching and s == out[-1].end)):
             if e > out[-1].end:
                 out[-1] = AddressRange(out[-1].start, e)
         else:

@@ -31,6 +31,9 @@ Cost per sample and process: one pagemap pread per run of nearby addresses, one 
 pread per address (two for a THP tail, one per 2 MiB when consecutive addresses share the
 head), one bitmap pwrite and one pread per run of nearby words; at check time one pagemap
 pread and one bitmap pread per run. About 4-6 syscalls per region and sample.
+``resident_bytes`` reads pagemap present bits: exact up to 512 pages per range, a stratified
+sample of 16 runs of 32 pages (16 preads) above that; the error bound is documented at
+:func:`exporter.ops.procfs.resident_bytes_pagemap`.
 
 :meth:`PageIdleOps.interference` reports kernel DAMON running and NUMA balancing; another
 page_idle user is *not* detected: finding who holds the bitmap open means reading every
@@ -45,7 +48,7 @@ import glob
 import logging
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from .base import AccessDenied, BackendUnavailable, CheckResult, Operations, OpsError, ProcessGone, ProcessRef
@@ -79,6 +82,8 @@ DENIED_HINT = "page_idle needs root (CAP_SYS_ADMIN, and CAP_SYS_PTRACE for other
 
 #: addresses whose pagemap entries are at most this many pages apart share one pread
 PAGEMAP_GAP = 64
+#: PFNs at most this many apart share one kpageflags pread (512 entries = 4 KiB)
+KPF_GAP = 511
 #: bitmap words at most this many words apart share one pread/pwrite (zero words are no-ops)
 WORD_GAP = 8
 #: kernfs hands a bin attribute at most one page per read/write call
@@ -104,7 +109,6 @@ class _Prepared:
 class _Proc:
     pagemap: Pagemap
     prepared: _Prepared | None = None
-    rng: random.Random = field(default_factory=random.Random)
 
 
 class PageIdleOps(Operations):
@@ -217,12 +221,19 @@ class PageIdleOps(Operations):
     def _heads(self, pfns: list[int]) -> list[int | None]:
         """Head PFN of each page's folio (the page itself when not a tail); None when the
         head is not within the page's 2 MiB-aligned PFN block (gigantic hugetlb folios,
-        which page_idle cannot track anyway)."""
-        flags = [0] * len(pfns)
-        for first, count, idx in runs(pfns, PAGEMAP_GAP):
-            vals = self._kpf(first, count)
-            for i in idx:
-                flags[i] = vals[pfns[i] - first]
+        which page_idle cannot track anyway).
+
+        Folios are naturally aligned, so a tail's head is the nearest COMPOUND_HEAD at or
+        below it in its 512-page block: one kpageflags pread per block, shared by every
+        sampled tail in it (consecutive samples in one THP cost one read, not one each).
+        """
+        self._kpf_block = None  # flags read in an earlier sample may be stale (splits, collapses)
+        flags = self._flags_of(pfns)
+        tails: dict[int, int] = {}  # block base -> highest sampled tail pfn in it
+        for pfn, f in zip(pfns, flags):
+            if f >> KPF_COMPOUND_TAIL & 1:
+                base = pfn & ~(PMD_PAGES - 1)
+                tails[base] = max(tails.get(base, pfn), pfn)
         heads: list[int | None] = []
         for pfn, f in zip(pfns, flags):
             if not f >> KPF_COMPOUND_TAIL & 1:
@@ -231,7 +242,7 @@ class PageIdleOps(Operations):
             base = pfn & ~(PMD_PAGES - 1)
             blk = self._kpf_block
             if blk is None or blk[0] != base or base + len(blk[1]) <= pfn:
-                blk = self._kpf_block = (base, self._kpf(base, pfn - base + 1))
+                blk = self._kpf_block = (base, self._kpf(base, tails[base] - base + 1))
             head = None
             vals = blk[1]
             for q in range(pfn - base, -1, -1):
@@ -298,7 +309,7 @@ class PageIdleOps(Operations):
 
     def _flags_of(self, pfns: list[int]) -> list[int]:
         out = [0] * len(pfns)
-        for first, count, idx in runs(pfns, PAGEMAP_GAP):
+        for first, count, idx in runs(pfns, KPF_GAP):
             vals = self._kpf(first, count)
             for i in idx:
                 out[i] = vals[pfns[i] - first]
@@ -330,7 +341,7 @@ class PageIdleOps(Operations):
 
     def resident_bytes(self, proc: ProcessRef, ranges: Sequence[tuple[int, int]]) -> list[int]:
         p = self._proc(proc)
-        return resident_bytes_pagemap(p.pagemap, list(ranges), p.rng)
+        return resident_bytes_pagemap(p.pagemap, list(ranges), self.rng)
 
     def forget(self, proc: ProcessRef) -> None:
         p = self._procs.pop(proc, None)

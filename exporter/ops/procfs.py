@@ -391,21 +391,21 @@ def open_checked_pagemap(io: PosixIO, proc_root: str, proc: ProcessRef, denied_h
     return pm
 
 
-def runs(pages: list[int], max_gap: int) -> Iterator[tuple[int, int, list[int]]]:
-    """Group sorted-or-not page numbers into (first, count, indices) runs, where neighbours
-    at most ``max_gap`` pages apart share one read. ``indices`` index into ``pages``."""
+def runs(pages: list[int], max_gap: int, max_span: int = 512) -> Iterator[tuple[int, int, list[int]]]:
+    """Group page (or PFN) numbers into (first, count, indices) runs read with one pread:
+    neighbours at most ``max_gap`` apart share a run, and a run covers at most ``max_span``
+    entries (512 u64 = 4 KiB), so one read never grows without bound. ``indices`` index into
+    ``pages``."""
     order = sorted(range(len(pages)), key=pages.__getitem__)
     i = 0
     n = len(order)
     while i < n:
         first = pages[order[i]]
         j = i + 1
-        while j < n and pages[order[j]] - pages[order[j - 1]] <= max_gap:
+        while j < n and pages[order[j]] - pages[order[j - 1]] <= max_gap and pages[order[j]] - first < max_span:
             j += 1
         yield first, pages[order[j - 1]] - first + 1, order[i:j]
         i = j
-
-
 
 #: ranges up to this many pages are counted exactly (one pread of at most 4 KiB)
 EXACT_PAGES = 512

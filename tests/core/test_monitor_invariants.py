@@ -138,7 +138,10 @@ def test_pid_reuse_is_a_new_process():
 
 
 def test_non_adaptive_ops_use_mappings_as_regions():
-    maps = [(BASE + i * 2 * MiB * 16, BASE + i * 2 * MiB * 16 + 16 * MiB) for i in range(8)]
+    # eight 16 MiB mappings; the last two touch (like a library's text and data) and must
+    # still be two regions, since a per-mapping backend answers per mapping
+    maps = [(BASE + i * 2 * MiB * 16, BASE + i * 2 * MiB * 16 + 16 * MiB) for i in range(7)]
+    maps.append((maps[-1][1], maps[-1][1] + 16 * MiB))
     proc = SimulatedProcess(mappings=maps, hot=[HotRange(*maps[2]), HotRange(*maps[5])])
     mon, _, _ = make_monitor({1: proc}, seed=5, adaptive=False, cold_age=4.0, working_set_window=2.0)
     t = list(aggregations(mon, 5))[-1].target("t")

@@ -1,0 +1,154 @@
+"""Decoding of /proc files: maps, stat, smaps, pagemap entries; error mapping."""
+
+from __future__ import annotations
+
+import errno
+import ctypes
+import mmap
+import os
+import struct
+
+import pytest
+
+from exporter.core.ranges import three_regions
+from exporter.ops.base import AccessDenied, OpsError, ProcessGone, ProcessRef
+from exporter.ops.procfs import (
+    PM_PRESENT,
+    PM_SWAPPED,
+    Pagemap,
+    PagemapEntry,
+    PosixIO,
+    check_same_process,
+    ops_error,
+    parse_maps,
+    parse_smaps,
+    parse_stat,
+    runs,
+    u64s,
+)
+
+PAGE = 4096
+
+
+def test_maps_of_50000_mappings_and_three_regions(tmp_path):
+    base = 0x10000000
+    lines = []
+    expected = []
+    addr = base
+    for i in range(50_000):
+        start, end = addr, addr + PAGE
+        perms = "r-xp" if i % 3 else "rw-p"
+        name = "/usr/lib/lib with spaces (deleted)" if i % 7 == 0 else ("[heap]" if i == 5 else "")
+        lines.append(f"{start:x}-{end:x} {perms} 00000000 fe:00 {i} {name}".rstrip())
+        expected.append((start, end))
+        addr = end + PAGE  # one page gap
+        if i == 9_999:
+            addr += 1 << 30  # the second largest gap
+        if i == 29_999:
+            addr += 2 << 30  # the largest gap
+    lines.append("7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]")
+    lines.append("ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsyscall]")
+    path = tmp_path / "maps"
+    path.write_text("\n".join(lines) + "\n")
+    maps = parse_maps(PosixIO().read_file(str(path)))
+    assert len(maps) == 50_001
+    assert maps[:50_000] == expected
+    assert maps[-1] == (0x7FFD00000000, 0x7FFD00021000)
+    regions = three_regions(maps)
+    end_b = expected[29_999][1]
+    # the two largest gaps are the stack gap and the 2 GiB one; the 1 GiB gap stays inside
+    assert [(r.start, r.end) for r in regions] == [
+        (base, end_b),
+        (expected[30_000][0], expected[-1][1]),
+        (0x7FFD00000000, 0x7FFD00021000),
+    ]
+
+
+def test_maps_skip_prot_none_and_sort():
+    data = (
+        b"3000-4000 rw-p 00000000 00:00 0\n"
+        b"1000-2000 ---p 00000000 00:00 0\n"
+        b"2000-3000 r--s 00000000 00:00 0   /dev/shm/x\n"
+        b"800000000000-800000001000 rw-p 00000000 00:00 0\n"
+    )
+    assert parse_maps(data) == [(0x1000, 0x2000), (0x2000, 0x3000), (0x3000, 0x4000)]
+    assert parse_maps(data, skip_prot_none=True) == [(0x2000, 0x3000), (0x3000, 0x4000)]
+    assert parse_maps(b"") == []
+
+
+def test_stat_with_parentheses_and_spaces_in_comm():
+    rest = " ".join(["S", "1", "2", "3"] + ["0"] * 15 + ["987654"] + ["0"] * 30)
+    st = parse_stat(f"123 (a) (b c)) {rest}\n".encode())
+    assert (st.comm, st.state, st.start_time) == ("a) (b c)", "S", 987654)
+    with pytest.raises(ValueError, match="malformed stat line"):
+        parse_stat(b"123 no parens")
+    with pytest.raises(ValueError, match="stat line has 5 fields, expected at least 22"):
+        parse_stat(b"1 (x) S 1 2")
+
+
+def test_real_stat_of_this_process():
+    st = check_same_process(PosixIO(), "/proc", ProcessRef(os.getpid()), "hint")
+    assert st.state in ("R", "S")
+    assert check_same_process(PosixIO(), "/proc", ProcessRef(os.getpid(), st.start_time), "hint") == st
+    with pytest.raises(ProcessGone, match=f"process {os.getpid()} exited \\(pid reused\\)"):
+        check_same_process(PosixIO(), "/proc", ProcessRef(os.getpid(), st.start_time + 1), "hint")
+
+
+def test_smaps_parsing():
+    data = (
+        b"00400000-00401000 r-xp 00000000 fe:00 1   /bin/x\n"
+        b"Size:                  4 kB\nRss:                   4 kB\nPss:  4 kB\n"
+        b"Referenced:            4 kB\nAnonymous: 0 kB\nVmFlags: rd ex\n"
+        b"7f0000000000-7f0000100000 rw-p 00000000 00:00 0 \n"
+        b"Size:               1024 kB\nRss:                 512 kB\nReferenced:            0 kB\n"
+        b"ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0   [vsyscall]\n"
+        b"Rss:                   0 kB\nReferenced:            0 kB\n"
+    )
+    got = [(m.start, m.end, m.rss, m.referenced) for m in parse_smaps(data)]
+    assert got == [(0x400000, 0x401000, 4096, 4096), (0x7F0000000000, 0x7F0000100000, 512 << 10, 0)]
+
+
+def test_pagemap_entry_bits_of_a_real_page():
+    m = mmap.mmap(-1, 2 * PAGE)
+    m[0] = 1  # first page present, second never touched
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
+    pm = Pagemap(PosixIO(), "/proc", os.getpid(), "hint")
+    try:
+        e0, e1 = pm.entries(addr // PAGE, 2)
+        assert PagemapEntry(e0).present and not PagemapEntry(e0).swapped
+        assert PagemapEntry(e0).exclusive
+        assert not PagemapEntry(e1).present and PagemapEntry(e1).pfn == 0
+        assert pm.alive()
+    finally:
+        pm.close()
+    assert PagemapEntry(PM_PRESENT | 1234).pfn == 1234
+    assert PagemapEntry(PM_SWAPPED | 1234).pfn == 0
+
+
+def test_u64s_and_runs():
+    assert list(u64s(struct.pack("=3Q", 1, 2, 3) + b"\x01")) == [1, 2, 3]
+    assert list(runs([100, 5, 7, 300, 102], 4)) == [(5, 3, [1, 2]), (100, 3, [0, 4]), (300, 1, [3])]
+
+
+@pytest.mark.parametrize(
+    "err, kind, message",
+    [
+        (errno.ENOENT, ProcessGone, "process 7 exited"),
+        (errno.ESRCH, ProcessGone, "process 7 exited"),
+        (errno.EACCES, AccessDenied, "cannot access /proc/7/smaps: Permission denied; need X"),
+        (errno.EPERM, AccessDenied, "cannot access /proc/7/smaps: Operation not permitted; need X"),
+        (errno.EIO, OpsError, "cannot read /proc/7/smaps: Input/output error"),
+    ],
+)
+def test_os_errors_map_to_ops_errors(err, kind, message):
+    e = ops_error(OSError(err, os.strerror(err)), 7, "/proc/7/smaps", "need X")
+    assert type(e) is kind
+    assert str(e) == message
+
+
+def test_runs_never_exceed_one_page_of_entries():
+    pages = list(range(0, 3000, 10))  # every neighbour close, 3000 entries in all
+    got = list(runs(pages, 64))
+    assert all(count <= 512 for _, count, _ in got)
+    assert sorted(i for _, _, idx in got for i in idx) == list(range(len(pages)))
+    assert [first for first, _, _ in got] == [0, 520, 1040, 1560, 2080, 2600]
