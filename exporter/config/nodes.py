@@ -68,13 +68,22 @@ class Reader:
     def items(self, node: MappingNode, keypath: str, allowed: tuple[str, ...] | None) -> Iterator[tuple[str, Node, Node, str]]:
         """Yield (key, key node, value node, key path) of a mapping, reporting non-string,
         duplicate and (when ``allowed`` is given) unknown keys instead of yielding them."""
+        own = [kv for kv in node.value if kv[0].tag != "tag:yaml.org,2002:merge"]
         try:
             self._constructor.flatten_mapping(node)  # honour '<<: *anchor' merge keys
         except yaml.YAMLError as e:
             self.error(node, keypath, f"bad merge key: {one_line(getattr(e, 'problem', None) or str(e))}")
             return
+        merged: dict[object, tuple[Node, Node]] = {}
+        if len(node.value) > len(own):
+            # merged entries come first; explicit keys override them and, among merged
+            # mappings, the later entry wins: exactly what yaml.safe_load would build
+            explicit = {k.value for k, _ in own if isinstance(k, ScalarNode)}
+            for knode, vnode in node.value[: len(node.value) - len(own)]:
+                if not (isinstance(knode, ScalarNode) and knode.value in explicit):
+                    merged[knode.value if isinstance(knode, ScalarNode) else id(knode)] = (knode, vnode)
         seen: dict[str, int] = {}
-        for knode, vnode in node.value:
+        for knode, vnode in [*merged.values(), *own]:
             if not isinstance(knode, ScalarNode) or knode.tag != "tag:yaml.org,2002:str":
                 self.error(knode, keypath or "(top level)", f"keys must be strings, got {type_name(knode)}")
                 continue

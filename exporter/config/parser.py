@@ -15,7 +15,6 @@ from ..core.attrs import AttrsError, MonitoringAttrs
 from ..core.durations import DurationError, parse_duration
 from .model import (
     BACKENDS,
-    DEFAULT_MAX_GROUPS,
     GROUP_BY_KEYS,
     RESERVED_LABELS,
     Config,
