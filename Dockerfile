@@ -1,0 +1,23 @@
+# damon-exporter container image. Not built in CI (no container engine there); build with
+#   docker build -t REGISTRY/damon-exporter:0.1.0 .
+# Runs as an unprivileged user by default: enough for the clear_refs backend on processes of
+# the same uid (the sidecar pattern). The DaemonSet and the page_idle backend set
+# runAsUser: 0 plus capabilities in the pod spec (see docs/deploying.md).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY exporter ./exporter
+RUN pip install . && rm -rf /src \
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin damon
+
+WORKDIR /
+USER 10001
+EXPOSE 10170
+ENTRYPOINT ["damon-exporter"]
+CMD ["--config=/etc/damon-exporter/config.yaml"]

@@ -1,0 +1,188 @@
+"""deploy/kubernetes/: every manifest valid for Kubernetes 1.30 (kubernetes-validate, strict)
+or, for the prometheus-operator kinds, for our CRD schema subset; and the properties the
+deployment depends on (privileges per backend, probes, ports, config) asserted one by one."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from exporter.config import parse_config
+
+from .manifests import KUBE_DIR, by_kind, container, kustomize, load_all, strategic_merge, validate
+
+MANIFESTS = sorted(
+    p for p in KUBE_DIR.rglob("*.yaml") if p.name not in ("kustomization.yaml",) and not p.name.endswith("-patch.yaml")
+)
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: str(p.relative_to(KUBE_DIR)))
+def test_manifest_validates(path):
+    docs = load_all(path)
+    assert docs, f"{path} holds no object"
+    for doc in docs:
+        validate(doc, str(path))
+        # namespace-agnostic: `kubectl apply -n NS` decides
+        assert "namespace" not in doc["metadata"], f"{path}: hard-coded namespace"
+
+
+def test_validation_catches_mistakes():
+    """The validators are not rubber stamps: typical mistakes fail, with the path named."""
+    ds = copy.deepcopy(by_kind(load_all(KUBE_DIR / "daemonset.yaml"), "DaemonSet"))
+    ds["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "metrics"
+    with pytest.raises(AssertionError, match=r"spec\.template\.spec\.containers\.0\.ports\.0\.containerPort"):
+        validate(ds, "mutated")
+    ds = copy.deepcopy(by_kind(load_all(KUBE_DIR / "daemonset.yaml"), "DaemonSet"))
+    ds["spec"]["template"]["spec"]["hostPid"] = True  # wrong case: strict mode rejects it
+    with pytest.raises(AssertionError, match="hostPid"):
+        validate(ds, "mutated")
+    sm = copy.deepcopy(by_kind(load_all(KUBE_DIR / "servicemonitor.yaml"), "ServiceMonitor"))
+    sm["spec"]["endpoints"][0]["intervall"] = "30s"
+    with pytest.raises(AssertionError, match="intervall"):
+        validate(sm, "mutated")
+    rule = copy.deepcopy(by_kind(load_all(KUBE_DIR / "prometheusrule.yaml"), "PrometheusRule"))
+    rule["spec"]["groups"][1]["rules"][0]["for"] = "5 minutes"
+    with pytest.raises(AssertionError, match="for"):
+        validate(rule, "mutated")
+
+
+def test_kustomization_lists_the_core_objects():
+    docs = kustomize(KUBE_DIR)
+    assert sorted(d["kind"] for d in docs) == ["ConfigMap", "DaemonSet", "Service", "ServiceAccount"]
+
+
+def _daemonset(docs=None):
+    ds = by_kind(docs or kustomize(KUBE_DIR), "DaemonSet")
+    return ds, ds["spec"]["template"]["spec"], container(ds["spec"]["template"]["spec"], "damon-exporter")
+
+
+def test_daemonset_runs_everywhere_and_rolls():
+    ds, pod, _ = _daemonset()
+    assert pod["hostPID"] is True
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert {"operator": "Exists"} in pod["tolerations"]
+    assert ds["spec"]["updateStrategy"]["type"] == "RollingUpdate"
+    assert ds["spec"]["selector"]["matchLabels"].items() <= ds["spec"]["template"]["metadata"]["labels"].items()
+    assert pod["automountServiceAccountToken"] is False
+
+
+def test_daemonset_probes_and_port():
+    _, _, c = _daemonset()
+    assert c["ports"] == [{"name": "metrics", "containerPort": c["ports"][0]["containerPort"], "protocol": "TCP"}]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/-/ready", "port": "metrics"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/-/healthy", "port": "metrics"}
+    assert "--config=/etc/damon-exporter/config.yaml" in c["args"]
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["config"]["mountPath"] == "/etc/damon-exporter"
+
+
+def _mebibytes(q: str) -> float:
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
+    return float(q[:-2]) * units[q[-2:]]
+
+
+def _millicores(q: str) -> float:
+    return float(q[:-1]) if q.endswith("m") else float(q) * 1000
+
+
+def test_daemonset_resources_fit_the_goals():
+    """Request the sampling budget (0.05 core); the memory limit leaves room over the
+    100 MiB RSS goal at 50 targets but stays small."""
+    _, _, c = _daemonset()
+    r = c["resources"]
+    assert _millicores(r["requests"]["cpu"]) == 50
+    assert _millicores(r["limits"]["cpu"]) > 50
+    assert 100 < _mebibytes(r["limits"]["memory"]) <= 256
+    assert _mebibytes(r["requests"]["memory"]) <= _mebibytes(r["limits"]["memory"])
+
+
+def test_daemonset_has_clear_refs_privileges_only():
+    """Base manifest: enough for clear_refs (root + SYS_PTRACE + DAC_OVERRIDE), not for
+    page_idle (no SYS_ADMIN, /sys read-only), so `backend: auto` settles on clear_refs."""
+    _, pod, c = _daemonset()
+    sc = c["securityContext"]
+    assert sc["privileged"] is False and sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"], "add": ["SYS_PTRACE", "DAC_OVERRIDE"]}
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert mounts["/sys/fs/cgroup"]["readOnly"] is True
+    assert not any(p.startswith("/sys/kernel") for p in mounts)
+    host_paths = {v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
+    assert host_paths == {"/sys/fs/cgroup"}
+
+
+def test_page_idle_overlay_adds_exactly_what_page_idle_needs():
+    base = kustomize(KUBE_DIR)
+    docs = kustomize(KUBE_DIR / "page-idle")
+    for d in docs:
+        validate(d, "page-idle overlay")
+    ds, pod, c = _daemonset(docs)
+    assert c["securityContext"]["capabilities"]["add"] == ["SYS_ADMIN", "SYS_PTRACE", "DAC_OVERRIDE"]
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert mounts["/sys/kernel/mm/page_idle"]["readOnly"] is False
+    vol = next(v for v in pod["volumes"] if v["name"] == mounts["/sys/kernel/mm/page_idle"]["name"])
+    assert vol["hostPath"] == {"path": "/sys/kernel/mm/page_idle", "type": "Directory"}
+    # everything else is the base: the other mounts, probes, resources
+    _, base_pod, base_c = _daemonset(base)
+    assert [m for m in c["volumeMounts"] if m["name"] != "page-idle"] == base_c["volumeMounts"]
+    for key in ("readinessProbe", "livenessProbe", "resources", "ports", "args", "image"):
+        assert c[key] == base_c[key]
+    assert pod["hostPID"] == base_pod["hostPID"]
+
+
+def test_strategic_merge_semantics():
+    base = {"containers": [{"name": "a", "x": 1, "l": [1, 2]}, {"name": "b"}]}
+    patch = {"containers": [{"name": "a", "l": [3]}, {"name": "c"}]}
+    assert strategic_merge(base, patch) == {"containers": [{"name": "a", "x": 1, "l": [3]}, {"name": "b"}, {"name": "c"}]}
+
+
+def test_config_in_configmap_is_valid_and_monitors_pods():
+    cm = by_kind(load_all(KUBE_DIR / "configmap.yaml"), "ConfigMap")
+    config = parse_config(cm["data"]["config.yaml"], "configmap.yaml")
+    assert config.backend == "auto"
+    assert config.cpu_budget == 0.05
+    (pods,) = config.targets
+    assert pods.cgroup == "kubepods*" and pods.group_by == ("pod_uid", "container_id", "qos_class")
+    assert pods.max_groups == 100
+
+
+def test_service_selects_the_pods_by_port_name():
+    docs = kustomize(KUBE_DIR)
+    svc = by_kind(docs, "Service")
+    ds, _, c = _daemonset(docs)
+    assert svc["spec"]["clusterIP"] == "None"
+    assert svc["spec"]["selector"].items() <= ds["spec"]["template"]["metadata"]["labels"].items()
+    (port,) = svc["spec"]["ports"]
+    assert port["name"] == "metrics" and port["targetPort"] == "metrics"
+    assert port["port"] == c["ports"][0]["containerPort"]
+
+
+@pytest.mark.parametrize("name,key", [("servicemonitor.yaml", "endpoints"), ("podmonitor.yaml", "podMetricsEndpoints")])
+def test_monitors_scrape_metrics_port_and_add_node_label(name, key):
+    mon = load_all(KUBE_DIR / name)[0]
+    ds, _, _ = _daemonset()
+    assert mon["spec"]["selector"]["matchLabels"].items() <= ds["spec"]["template"]["metadata"]["labels"].items()
+    (ep,) = mon["spec"][key]
+    assert ep["port"] == "metrics" and ep["path"] == "/metrics"
+    assert {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node", "action": "replace"} in ep["relabelings"]
+
+
+def test_sidecar_example_needs_no_privilege():
+    docs = load_all(KUBE_DIR / "sidecar-example.yaml")
+    dep = by_kind(docs, "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["shareProcessNamespace"] is True
+    assert "hostPID" not in pod
+    assert not any("hostPath" in v for v in pod["volumes"])
+    exp, app = container(pod, "damon-exporter"), container(pod, "nginx")
+    assert exp["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    # same uid as the app: the pod-level runAsUser, not overridden by either container
+    assert pod["securityContext"]["runAsUser"] == 101 and pod["securityContext"]["runAsNonRoot"] is True
+    assert "runAsUser" not in exp["securityContext"] and "runAsUser" not in app["securityContext"]
+    assert exp["readinessProbe"]["httpGet"]["path"] == "/-/ready"
+    cm = by_kind(docs, "ConfigMap")
+    assert exp["volumeMounts"][0]["name"] in {v["name"] for v in pod["volumes"] if v.get("configMap", {}).get("name") == cm["metadata"]["name"]}
+    config = parse_config(cm["data"]["config.yaml"], "sidecar-example.yaml")
+    assert config.backend == "clear_refs"
+    assert [t.comm for t in config.targets] == [("nginx",)]
