@@ -109,7 +109,7 @@ def test_monitoring_attrs_rules_come_from_monitoring_attrs():
     ]
     # only the aggregation interval was set: it is the one blamed, the default is named
     assert errors("monitoring:\n  aggregation_interval: 50ms\n" + OK_TARGETS) == [
-        "c.yaml:2: monitoring.aggregation_interval: sample_interval (100ms) must not exceed aggregation_interval (50ms)"
+        "c.yaml:2: monitoring.aggregation_interval: sample_interval (500ms) must not exceed aggregation_interval (50ms)"
     ]
     assert errors("monitoring:\n  sample_interval: 3s\n  aggregation_interval: 1s\n" + OK_TARGETS) == [
         "c.yaml:2: monitoring.sample_interval: sample_interval (3s) must not exceed aggregation_interval (1s)"
