@@ -290,9 +290,21 @@ class Monitor:
             warnings=self._warnings,
         )
         if self._pending_attrs is not None:
+            old_aggr = self.attrs.aggregation_interval
             self.attrs, self._pending_attrs = self._pending_attrs, None
+            if self.attrs.aggregation_interval != old_aggr:
+                self._rescale_ages(old_aggr / self.attrs.aggregation_interval)
         self.last_snapshot = snap
         return snap
+
+    def _rescale_ages(self, factor: float) -> None:
+        """Ages count aggregations; keep them meaning the same seconds when the aggregation
+        interval changes (the kernel's ``damon_update_monitoring_results()`` does the same),
+        or a longer interval (the CPU budget stretches it) would inflate every idle time."""
+        for t in self._targets.values():
+            for p in t.processes.values():
+                for r in p.regions:
+                    r.age = int(round(r.age * factor))
 
     def _ensure_min_regions(self, t: _Target) -> None:
         """Split the largest regions in two until the target has ``min_regions``.

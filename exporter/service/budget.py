@@ -96,7 +96,8 @@ class CpuBudget:
         """Feed one measurement (monotonic time, sampler CPU seconds) after an aggregation."""
         pts = self._points
         pts.append((now, cpu_seconds))
-        while len(pts) > 2 and now - pts[1][0] >= self.window:
+        window = max(self.window, 2 * self.min_span())  # a stretched aggregation needs more
+        while len(pts) > 2 and now - pts[1][0] >= window:
             pts.popleft()
         span = pts[-1][0] - pts[0][0]
         if self.budget <= 0 or span <= 0:

@@ -72,7 +72,7 @@ class Sampler:
         self._monitor: Monitor | None = None
         self._ops: Operations | None = None
         self._discoverer: Any = None
-        self._last_names: set[str] = set()
+        self._last_backend_error = ""
         self.thread = threading.Thread(target=self._main, name="damon-sampler", daemon=True)
 
     # -- API for other threads -------------------------------------------------------------
@@ -120,7 +120,10 @@ class Sampler:
             ops = self.ops_factory(name)
         except OpsError as e:
             self._count(e.kind)
-            log.error("cannot open access-check backend %s; retrying every %gs", name, BACKEND_RETRY, extra={"kv": {"err": str(e)}})
+            # one error line per distinct problem; the retries repeat it at debug level only
+            level = logging.DEBUG if str(e) == self._last_backend_error else logging.ERROR
+            self._last_backend_error = str(e)
+            log.log(level, "cannot open access-check backend %s; retrying every %gs", name, BACKEND_RETRY, extra={"kv": {"err": str(e)}})
             self._publish_errors()
             return None
         log.info("access-check backend opened", extra={"kv": {"backend": ops.name, "requested": name}})
@@ -190,7 +193,7 @@ class Sampler:
         cfg, self._pending_config = self._pending_config, None
         if cfg is None:
             return False
-        if cfg.backend != self.config.backend:
+        if self._ops is not None and cfg.backend != self.config.backend:
             log.warning("backend change needs a restart; keeping the running backend", extra={"kv": {"running": self.config.backend, "configured": cfg.backend}})
         self.config = cfg
         self.budget.reset(cfg.cpu_budget or 0.0, cfg.monitoring)

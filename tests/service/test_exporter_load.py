@@ -1,0 +1,97 @@
+"""Load and cost: many concurrent scrapers, and the CPU budget with many targets.
+
+Neither asserts a speed. The scrape test asserts *no errors* and a flat RSS; the budget
+test measures the exporter's own CPU share from /proc/PID/stat and compares it with the
+configured budget, which is the contract the budget promises.
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import time
+
+import pytest
+
+from .harness import MiB, comm_target, fast_config, proc_cpu_seconds, proc_rss, unique_comm
+
+
+@pytest.mark.slow
+def test_50_concurrent_scrapers_for_30s_no_errors_flat_rss(exporter, children):
+    kids = [children(unique_comm(f"l{i}"), hot_mib=4, cold_mib=12, period=0.2) for i in range(5)]
+    targets = "".join(comm_target(f"t{i}", k.name, {"team": f"x{i}"}) for i, k in enumerate(kids))
+    e = exporter(fast_config(targets, cpu_budget=0.3))
+    e.wait_ready()
+    e.wait_for(lambda s: all(s.get("damon_target_up", target=f"t{i}") == 1 for i in range(5)), what="all targets up")
+
+    stop = threading.Event()
+    counts = {"ok": 0, "err": 0}
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def scraper() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", e.port, timeout=30)
+        ok = err = 0
+        while not stop.is_set():
+            try:
+                conn.request("GET", "/metrics")
+                r = conn.getresponse()
+                body = r.read()
+                if r.status == 200 and b"damon_resident_bytes{" in body:
+                    ok += 1
+                else:
+                    err += 1
+                    errors.append(f"status {r.status}")
+            except (OSError, http.client.HTTPException) as ex:
+                err += 1
+                errors.append(repr(ex))
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", e.port, timeout=30)
+        conn.close()
+        with lock:
+            counts["ok"] += ok
+            counts["err"] += err
+
+    threads = [threading.Thread(target=scraper) for _ in range(50)]
+    for t in threads:
+        t.start()
+    time.sleep(5)  # warm-up: threads, buffers and caches reach their steady size
+    rss_start = proc_rss(e.pid)
+    time.sleep(25)
+    rss_end = proc_rss(e.pid)
+    stop.set()
+    for t in threads:
+        t.join(60)
+    assert counts["err"] == 0, errors[:5]
+    assert counts["ok"] > 200
+    assert rss_end <= rss_start + 16 * MiB, (rss_start, rss_end)
+    # still healthy and sampling afterwards
+    s = e.scrape()
+    assert s.get("damon_target_up", target="t0") == 1
+    assert "Traceback" not in e.logs()
+
+
+@pytest.mark.slow
+def test_cpu_budget_holds_with_20_targets(exporter, children):
+    budget = 0.05
+    kids = [children(unique_comm(f"b{i}"), hot_mib=2, cold_mib=6, chunks=4, period=0.5) for i in range(20)]
+    targets = "".join(comm_target(f"t{i}", k.name) for i, k in enumerate(kids))
+    e = exporter(fast_config(targets, cpu_budget=budget))
+    e.wait_ready()
+
+    # the controller acts after each 2-aggregation window; wait until it reports within budget
+    s = e.wait_for(lambda s: (s.get("damon_sampler_budget_ratio") or 9) <= 1.0
+                   and all(s.get("damon_target_processes", target=f"t{i}") == 1 for i in range(20)),
+                   timeout=180, what="budget ratio <= 1")
+    stretched = s.get("damon_sampler_sample_interval_seconds")
+    c0, t0 = proc_cpu_seconds(e.pid), time.monotonic()
+    time.sleep(20)
+    c1, t1 = proc_cpu_seconds(e.pid), time.monotonic()
+    share = (c1 - c0) / (t1 - t0)
+    s = e.scrape()
+    # the whole process (sampler + HTTP + housekeeping) within the sampler's budget plus a
+    # margin for what the budget does not cover and for /proc tick granularity
+    assert share <= budget * 1.5 + 0.01, f"exporter used {share:.3f} of a core, budget {budget}"
+    assert stretched > 0.1 or any(x.value < 200 for x in s.all("damon_regions_max"))
+    assert all(s.get("damon_target_up", target=f"t{i}") == 1 for i in range(20))
+    assert "over CPU budget" in e.logs()
