@@ -34,7 +34,8 @@ from ..core.attrs import AttrsError, MonitoringAttrs
 from ..core.durations import DurationError, format_duration, parse_duration
 from ..core.monitor import Monitor, TargetSpec
 from ..core.snapshot import DEFAULT_COLD_AGE, DEFAULT_WORKING_SET_WINDOW
-from ..discovery.procfs import PF_KTHREAD, parse_stat
+from ..discovery.procfs import PF_KTHREAD, scan
+from ..ops.procfs import StatInfo, parse_stat
 from ..ops.base import AccessDenied, Operations, OpsError, ProcessGone, ProcessRef
 from ..report import Frame, SnapshotRun, format_bytes, render_json, render_table
 
@@ -99,10 +100,10 @@ def _duration(flag: str, text: str) -> float:
 # -- processes -----------------------------------------------------------------------------
 
 
-def _read_stat(pid: int):
+def _read_stat(pid: int) -> StatInfo | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            return parse_stat(f.read().decode("utf-8", "replace"))
+            return parse_stat(f.read())
     except (FileNotFoundError, ProcessLookupError):
         return None
 
@@ -119,20 +120,15 @@ def process_ref(pid: int) -> ProcessRef:
 
 def find_comm(comm: str) -> tuple[list[ProcessRef], list[str]]:
     """User processes whose comm equals ``comm`` (compared on its first 15 chars), except
-    this one; and their comms (to default the target name)."""
+    this one; and their comms (to default the target name). Uses discovery's /proc scan,
+    which already skips kernel threads and zombies."""
     want = comm[:COMM_LEN]
     me = os.getpid()
-    refs = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            st = _read_stat(int(name))
-        except (OSError, ValueError, IndexError):
-            continue
-        if st is None or st.comm != want or st.state in ("Z", "X", "x") or st.flags & PF_KTHREAD:
-            continue
-        refs.append(ProcessRef(int(name), st.start_time))
+    refs = [
+        ProcessRef(p.pid, p.start_time)
+        for p in scan(want_exe=False, want_cmdline=False).values()
+        if p.comm == want and p.pid != me
+    ]
     return sorted(refs), [want]
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from ..ops.procfs import parse_stat
+
 PF_KTHREAD = 0x00200000
 
 
@@ -21,26 +23,6 @@ class ProcessInfo:
     comm: str
     exe: str | None = None  # resolved /proc/PID/exe without ' (deleted)'; None if unknown
     cmdline: str | None = None  # arguments joined by spaces; None if not read
-
-
-@dataclass(frozen=True)
-class StatFields:
-    comm: str
-    state: str
-    ppid: int
-    flags: int
-    start_time: int
-
-
-def parse_stat(text: str) -> StatFields:
-    """Parse /proc/PID/stat. The comm is in parentheses and may itself contain ') ' and
-    spaces, so fields are counted from the *last* ')'."""
-    open_paren = text.index("(")
-    close = text.rindex(")")
-    comm = text[open_paren + 1 : close]
-    rest = text[close + 2 :].split()
-    # rest[0] is field 3 (state); field N is rest[N - 3]
-    return StatFields(comm=comm, state=rest[0], ppid=int(rest[1]), flags=int(rest[6]), start_time=int(rest[19]))
 
 
 def _read_text(path: str) -> str | None:
@@ -76,11 +58,13 @@ def read_cgroup_file(proc_root: str, pid: int) -> str | None:
 
 def read_process(proc_root: str, pid: int, *, want_exe: bool, want_cmdline: bool) -> ProcessInfo | None:
     """The process' facts, or None if it is gone, a kernel thread or a zombie."""
-    text = _read_text(f"{proc_root}/{pid}/stat")
-    if not text:
+    try:
+        with open(f"{proc_root}/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:  # gone
         return None
     try:
-        st = parse_stat(text)
+        st = parse_stat(data)
     except (ValueError, IndexError):
         return None
     if st.flags & PF_KTHREAD or st.state in ("Z", "X", "x"):

@@ -189,12 +189,15 @@ def ops_error(e: OSError, pid: int, path: str, denied_hint: str) -> OpsError:
 class StatInfo:
     comm: str
     state: str
-    start_time: int
+    start_time: int  # field 22, clock ticks after boot: (pid, start_time) names one process
+    ppid: int = 0
+    flags: int = 0  # PF_* (PF_KTHREAD marks kernel threads)
 
 
 def parse_stat(data: bytes) -> StatInfo:
     """Parse /proc/PID/stat. comm (field 2) may contain spaces and ')' so we cut at the last
-    ')'; state is field 3 and start time field 22, i.e. index 0 and 19 after the cut."""
+    ')'; after the cut, field N is at index N - 3 (state 3, ppid 4, flags 9, start time 22).
+    Shared by the backends and by target discovery."""
     lpar = data.find(b"(")
     rpar = data.rfind(b")")
     if lpar < 0 or rpar < lpar:
@@ -206,6 +209,8 @@ def parse_stat(data: bytes) -> StatInfo:
         comm=data[lpar + 1 : rpar].decode(errors="replace"),
         state=rest[0].decode(errors="replace"),
         start_time=int(rest[19]),
+        ppid=int(rest[1]),
+        flags=int(rest[6]),
     )
 
 

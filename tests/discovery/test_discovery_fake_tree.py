@@ -10,7 +10,7 @@ from exporter.config import parse_config
 from exporter.core.monitor import TargetSpec
 from exporter.discovery import Discoverer, ProcCgroups, parse_proc_cgroup
 from exporter.discovery.cgroups import expand, hierarchies
-from exporter.discovery.procfs import parse_stat
+from exporter.ops.procfs import parse_stat
 from exporter.ops.base import ProcessRef
 
 from .fakeproc import add_cgroup, add_process
@@ -32,7 +32,7 @@ def pids(spec: TargetSpec) -> list[int]:
 
 
 def test_parse_stat_with_hostile_comm():
-    st = parse_stat("42 (a) b (c) R 7 0 0 0 -1 4194560 " + " ".join(["0"] * 12) + " 5555 0 0\n")
+    st = parse_stat(b"42 (a) b (c) R 7 0 0 0 -1 4194560 " + b" ".join([b"0"] * 12) + b" 5555 0 0\n")
     assert (st.comm, st.state, st.ppid, st.flags, st.start_time) == ("a) b (c", "R", 7, 4194560, 5555)
 
 
