@@ -290,21 +290,30 @@ class Monitor:
             warnings=self._warnings,
         )
         if self._pending_attrs is not None:
-            old_aggr = self.attrs.aggregation_interval
+            old = self.attrs
             self.attrs, self._pending_attrs = self._pending_attrs, None
-            if self.attrs.aggregation_interval != old_aggr:
-                self._rescale_ages(old_aggr / self.attrs.aggregation_interval)
+            if (old.aggregation_interval, old.max_nr_accesses) != (
+                self.attrs.aggregation_interval,
+                self.attrs.max_nr_accesses,
+            ):
+                self._rescale(
+                    old.aggregation_interval / self.attrs.aggregation_interval,
+                    self.attrs.max_nr_accesses / old.max_nr_accesses,
+                )
         self.last_snapshot = snap
         return snap
 
-    def _rescale_ages(self, factor: float) -> None:
-        """Ages count aggregations; keep them meaning the same seconds when the aggregation
-        interval changes (the kernel's ``damon_update_monitoring_results()`` does the same),
-        or a longer interval (the CPU budget stretches it) would inflate every idle time."""
+    def _rescale(self, age_factor: float, accesses_factor: float) -> None:
+        """Keep counters meaning the same when the intervals change, as the kernel's
+        ``damon_update_monitoring_results()`` does: ages count aggregations, so a longer
+        aggregation (the CPU budget stretches it) would otherwise inflate every idle time;
+        and ``last_nr_accesses`` is compared with counts on the new scale at the next
+        aggregation, where an unscaled value would restart ages for no reason."""
         for t in self._targets.values():
             for p in t.processes.values():
                 for r in p.regions:
-                    r.age = int(round(r.age * factor))
+                    r.age = int(round(r.age * age_factor))
+                    r.last_nr_accesses = int(round(r.last_nr_accesses * accesses_factor))
 
     def _ensure_min_regions(self, t: _Target) -> None:
         """Split the largest regions in two until the target has ``min_regions``.

@@ -185,3 +185,21 @@ def test_targets_come_and_go():
     mon.set_targets([TargetSpec("b", (ProcessRef(2),))])
     snap = list(aggregations(mon, 1))[0]
     assert [t.name for t in snap.targets] == ["b"]
+
+
+def test_interval_change_rescales_age_and_last_accesses():
+    hot = HotRange(BASE, BASE + 64 * MiB)
+    mon, _, _ = make_monitor({1: process_with_buffer(256 * MiB, [hot])}, MonitoringAttrs(0.1, 2.0, 10.0, 10, 50), seed=11)
+    list(aggregations(mon, 10))
+    before = {(r.start, r.end): r for p in mon._targets.values() for q in p.processes.values() for r in q.regions}
+    ages = {k: (r.age, r.last_nr_accesses) for k, r in before.items()}
+    # sample twice as slowly, aggregate four times as slowly: samples per aggregation 20 -> 40
+    mon.set_attrs(MonitoringAttrs(0.2, 8.0, 10.0, 10, 50))
+    list(aggregations(mon, 1))
+    assert mon.attrs.max_nr_accesses == 40
+    hot_idle = [r for r in mon.last_snapshot.target("t").regions if r.start >= BASE + 64 * MiB and r.end <= BASE + 256 * MiB]
+    # idle seconds (age x aggregation interval) do not jump fourfold when the interval does
+    assert max(r.idle_seconds for r in hot_idle) <= 10 * 2.0 + 8.0
+    # a steadily hot region's count is on the new scale and its age was not restarted
+    hot_regions = [r for q in next(iter(mon._targets.values())).processes.values() for r in q.regions if BASE <= r.start and r.end <= BASE + 64 * MiB]
+    assert all(r.last_nr_accesses > 30 for r in hot_regions)
