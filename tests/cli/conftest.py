@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -12,7 +11,8 @@ from typing import Iterator
 
 import pytest
 
-CHILDREN = Path(__file__).parent / "children"
+from tests.workloads.build import build_workload
+
 REPO = Path(__file__).resolve().parents[2]
 #: the child's comm: the binary's name, unique enough not to meet another process
 CHILD_COMM = "dmxsnap-mapper"
@@ -31,19 +31,15 @@ class Child:
 
 @pytest.fixture(scope="session")
 def mapper_bin(tmp_path_factory) -> str:
-    gcc = shutil.which("gcc") or shutil.which("cc")
-    if gcc is None:
-        pytest.fail("gcc is needed to build tests/cli/children/mapper.c (apt-get install gcc)")
-    out = tmp_path_factory.mktemp("cli-children") / CHILD_COMM
-    subprocess.run([gcc, "-O2", "-Wall", "-o", str(out), str(CHILDREN / "mapper.c")], check=True)
-    return str(out)
+    """``tests/workloads/mappings.c``, named so that its comm is distinctive."""
+    return build_workload("mappings.c", tmp_path_factory.mktemp("cli-children"), CHILD_COMM)
 
 
 def start_child(mapper_bin: str, n: int = N_MAPS, size_mib: int = MAP_MIB, hot: int = HOT_MAPS) -> Child:
     proc = subprocess.Popen([mapper_bin, str(n), str(size_mib), str(hot)], stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()  # type: ignore[union-attr]
     assert line.startswith("ready "), f"child did not start: {line!r}"
-    return Child(int(line.split()[1]), proc, n * size_mib * MIB, hot * size_mib * MIB)
+    return Child(proc.pid, proc, n * size_mib * MIB, hot * size_mib * MIB)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ NOBODY = 65534
 
 
 class Toucher:
-    """``children/toucher.c``: N mappings of SIZE MiB, the first HOT written continuously."""
+    """``tests/workloads/mappings.c``: N mappings of SIZE MiB, the first HOT written continuously."""
 
     def __init__(self, path: str, n: int, size_mib: int, hot: int, exit_after_ms: int = 0) -> None:
         self.proc = subprocess.Popen([path, str(n), str(size_mib), str(hot), str(exit_after_ms)], stdout=subprocess.PIPE, text=True)

@@ -1,9 +1,11 @@
-/* Test child for the clear_refs backend: N anonymous mappings of SIZE MiB each, separated
- * by PROT_NONE guard pages so the kernel keeps them as separate VMAs. All are touched once
- * (made resident); then the first HOT ones are written continuously, one pass every 20 ms.
+/* Host test child (clear_refs backend, snapshot command): N anonymous mappings of SIZE MiB
+ * each, separated by PROT_NONE guard pages so the kernel keeps them as N separate VMAs (the
+ * clear_refs backend sees one mapping as one region). All are touched once (made resident);
+ * then the first HOT ones are written continuously, one byte per page, one pass every 20 ms.
  * Prints "ready <addr of mapping 0> ... <addr of mapping N-1>" once everything is resident.
- * Usage: toucher N SIZE_MIB HOT [EXIT_AFTER_MS]
- * Exits when its parent goes away, or after EXIT_AFTER_MS when given (> 0). */
+ * Usage: mappings N SIZE_MIB HOT [EXIT_AFTER_MS]
+ * Exits when its parent goes away, or after EXIT_AFTER_MS when given (> 0).
+ * (workload.c beside it is the VM suite's richer workload.) */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
