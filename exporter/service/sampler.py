@@ -182,10 +182,13 @@ class Sampler:
                 m.set_target_max_regions(name, cap)
 
     def _publish_pending(self) -> None:
-        snap = self.box.get().snapshot
-        in_snap = {t.name for t in snap.targets} if snap is not None else set()
-        pending = tuple(PendingTarget(s.name, len(s.processes), s.labels) for s in self._specs if s.name not in in_snap)
-        self.box.update(pending=pending)
+        self.box.update(pending=self._pending(self.box.get().snapshot))
+
+    def _pending(self, snap: MonitorSnapshot | None) -> tuple[PendingTarget, ...]:
+        """Discovered targets with no aggregation yet. Keyed by name *and* labels: the groups
+        of a ``group_by`` target share one name."""
+        done = {(t.name, t.labels) for t in snap.targets} if snap is not None else set()
+        return tuple(PendingTarget(s.name, len(s.processes), s.labels) for s in self._specs if (s.name, s.labels) not in done)
 
     # -- reload --------------------------------------------------------------------------
 
@@ -221,8 +224,7 @@ class Sampler:
             m.set_attrs(d.attrs)
         if d.message:
             log.info(d.message, extra={"kv": {"budget_ratio": f"{d.ratio:.3f}" if d.ratio is not None else ""}})
-        names = {t.name for t in snap.targets}
-        pending = tuple(PendingTarget(s.name, len(s.processes), s.labels) for s in self._specs if s.name not in names)
+        pending = self._pending(snap)
         errors = Counter(self._errors_base)
         errors.update(dict(snap.stats.errors_total))
         errors.update(self._errors)
