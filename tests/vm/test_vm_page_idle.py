@@ -1,0 +1,194 @@
+"""The page_idle backend against a real kernel with idle page tracking, in a QEMU guest.
+
+One guest boot runs every check of tests/vm/guest_checks.py (about 2-3 minutes under TCG);
+each test below asserts on the measurements of one check against the workload's ground truth.
+Steady-state values are the median of the last 5 aggregations of a 20 s run (the first
+15 s are convergence: regions split towards the hot/cold boundary, idle ages build up). A median,
+because when the busy host stalls the emulated CPU running the workload, its hot set really
+goes untouched for a moment; the monitor then rightly sees it idle, merges it with its cold
+neighbours and needs a working-set window (4 s) to settle again.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+from exporter.ops.page_idle import no_pfn_message
+
+from . import harness
+
+pytestmark = [pytest.mark.vm, pytest.mark.slow]
+
+MiB = 1 << 20
+CAP_SYS_ADMIN = 21
+GUEST_TIMEOUT = 1200  # seconds; a normal run takes ~3 minutes
+
+
+@pytest.fixture(scope="module")
+def checks(vm_kernel: Path, workload_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    shared = tmp_path_factory.mktemp("vm-page-idle")
+    out = shared / "results.json"
+    cmd = f"{sys.executable} -m tests.vm.guest_checks --workload {workload_binary} --out {out}\n"
+    run = harness.run_in_guest(cmd, kernel=vm_kernel, timeout=GUEST_TIMEOUT, shared_dir=shared)
+    results = json.loads(out.read_text()) if out.exists() else {}
+    return {"run": run, "results": results}
+
+
+def check(checks: dict, name: str) -> dict:
+    """One check's results, or a failure that shows the guest's output / the traceback."""
+    res = checks["results"].get(name)
+    if res is None:
+        pytest.fail(f"check {name} did not run; {checks['run'].describe()}", pytrace=False)
+    if "error" in res:
+        pytest.fail(f"check {name} raised in the guest:\n{res['error']}", pytrace=False)
+    return res
+
+
+def steady(series: list[dict], key: str, last: int = 5) -> float:
+    """Median of ``key`` over the ``last`` aggregations (at least 15 s into the run)."""
+    assert len(series) >= 3 * last, f"only {len(series)} aggregations"
+    return statistics.median(s[key] for s in series[-last:])
+
+
+def trace(series: list[dict], key: str) -> str:
+    return " ".join(f"{s[key] / MiB:.0f}" for s in series)
+
+
+def assert_close(measured: float, truth: float, rel: float, what: str) -> None:
+    err = abs(measured - truth) / truth
+    assert err <= rel, (
+        f"{what}: measured {measured / MiB:.1f} MiB, truth {truth / MiB:.1f} MiB, "
+        f"error {err:.1%} > {rel:.0%}"
+    )
+
+
+def assert_accurate(res: dict, rel: float = 0.10, last: int = 5) -> None:
+    """Working set and cold bytes of the workload's buffers within ``rel`` of the truth; and
+    the target's total working set no larger than that truth plus everything else the
+    processes have resident (their code, stack, libc: ``other_rss``)."""
+    series, truth = res["series"], res["truth"]
+    for key, tkey, what in (("working_set_known", "working_set", "working set"), ("cold_known", "cold", "cold bytes")):
+        assert_close(steady(series, key, last), truth[tkey], rel,
+                     f"{what} of the buffers (per aggregation, MiB: {trace(series, key)})")
+    total = steady(series, "working_set", last)
+    bound = truth["working_set"] * (1 + rel) + res["other_rss"]
+    assert total <= bound, (
+        f"target working set {total / MiB:.1f} MiB > {bound / MiB:.1f} MiB (truth + other resident "
+        f"{res['other_rss'] / MiB:.1f} MiB; per aggregation: {trace(series, 'working_set')})"
+    )
+
+
+def test_guest_ran_every_check(checks: dict) -> None:
+    run = checks["run"]
+    assert not run.timed_out and run.exit_code == 0, run.describe()
+
+
+def test_working_set_and_cold_bytes_4k_pages(checks: dict) -> None:
+    res = check(checks, "accuracy_4k")
+    assert res["anon_huge_bytes"] == 0, "the 4 KiB workload got huge pages"
+    assert res["buffer_rss"] == res["truth"]["buffer"], "buffer not fully resident"
+    assert_accurate(res)
+
+
+def test_working_set_and_cold_bytes_thp(checks: dict) -> None:
+    res = check(checks, "accuracy_thp")
+    # most of the buffer must really be huge pages, or this is the 4 KiB test again
+    assert res["anon_huge_bytes"] >= 0.9 * res["truth"]["buffer"], res["anon_huge_bytes"]
+    assert_accurate(res)
+
+
+def test_thp_is_wrong_without_tail_to_head_mapping(checks: dict) -> None:
+    """The control for the THP test: testing tail pages themselves makes the whole buffer
+    look hot, which is why the backend maps each sampled tail page to its head."""
+    res = check(checks, "thp_without_tail_mapping")
+    assert res["anon_huge_bytes"] >= 0.9 * res["truth"]["buffer"]
+    ws = steady(res["series"], "working_set_known", last=3)
+    assert ws >= 0.9 * res["truth"]["buffer"], f"working set {ws / MiB:.1f} MiB"
+
+
+def test_moving_hot_set_is_followed(checks: dict) -> None:
+    res = check(checks, "moving_hot_set")
+    assert res["moved_event"] is not None, "the workload never moved its hot set"
+    hot = res["truth"]["hot_size"]
+    after = [s for s in res["series"] if s["t"] > res["moved_at"]]
+    before = [s for s in res["series"] if s["t"] <= res["moved_at"]]
+    # before the move the old place is hot and the new one is not
+    assert before[-1]["accessed_old"] >= 0.9 * hot and before[-1]["accessed_new"] <= 0.1 * hot, before[-1]
+    followed = [
+        i for i, s in enumerate(after, 1) if s["accessed_new"] >= 0.9 * hot and s["accessed_old"] <= 0.1 * hot
+    ]
+    assert followed, [(s["accessed_old"] // MiB, s["accessed_new"] // MiB) for s in after]
+    assert followed[0] <= 3, f"hot set followed only after {followed[0]} aggregations"
+    # and once the old place has aged out of the window (4 s, plus convergence), the working
+    # set is the new place: the last 4 aggregations, at least 12 s after the move
+    tail = [s for s in after if s["t"] >= res["moved_at"] + 12]
+    assert len(tail) >= 4, [s["t"] for s in after]
+    ws = statistics.median(s["working_set_known"] for s in tail[-4:])
+    assert_close(ws, hot, 0.10, f"working set after the move (MiB: {trace(res['series'], 'working_set_known')})")
+
+
+def test_pages_refusing_the_idle_mark_are_no_hits(checks: dict) -> None:
+    res = check(checks, "zero_page")
+    zero = res["truth"]["zero_size"]
+    assert steady(res["series"], "accessed_zero") <= 0.05 * zero, trace(res["series"], "accessed_zero")
+    # other_rss excludes the zero page (the kernel does not count it in RSS): had its
+    # samples counted as hits, the target's working set would exceed the bound by ~64 MiB
+    assert_accurate(res)
+    # the samples that fell on the zero page were discarded, not counted as "not accessed"
+    assert res["series"][-1]["discarded_total"] > 0
+
+
+def test_process_exiting_mid_run_is_dropped(checks: dict) -> None:
+    res = check(checks, "exit_mid_run")
+    assert res["exception"] is None
+    assert res["leaver_exit_code"] == 0
+    series = res["series"]
+    assert series[0]["pids"] == sorted([res["survivor"], res["leaver"]])
+    assert series[-1]["pids"] == [res["survivor"]]
+    assert all(s["errors"] == [] for s in series), [s["errors"] for s in series]
+    assert series[-1]["errors_total"] == {}
+    # the target converges to the survivor alone: the last 5 aggregations, 10+ s after the exit
+    assert series[-5]["t"] >= 14, [s["t"] for s in series]
+    assert_accurate(res)
+
+
+def test_multi_process_target(checks: dict) -> None:
+    res = check(checks, "multi_process")
+    assert res["series"][-1]["pids"] == sorted(res["children"])
+    assert_accurate(res)
+
+
+def test_many_small_mappings(checks: dict) -> None:
+    res = check(checks, "many_mappings")
+    assert res["nr_vmas"] >= 128
+    assert_accurate(res)
+
+
+def test_auto_picks_page_idle_in_the_guest(checks: dict) -> None:
+    res = check(checks, "auto_selection")
+    assert res["name"] == "page_idle"
+    assert res["reason"] == "page_idle selected: /sys/kernel/mm/page_idle/bitmap is writable and pagemap gives PFNs"
+
+
+def test_without_cap_sys_admin_the_error_says_so(checks: dict) -> None:
+    res = check(checks, "without_cap_sys_admin")
+    assert res["child_exit_code"] == 0, res
+    assert not int(res["cap_eff"], 16) >> CAP_SYS_ADMIN & 1, "setpriv did not drop CAP_SYS_ADMIN"
+    expected = no_pfn_message(res["pid"])
+    # the backend used directly: a zero PFN is an error, not "page not present"
+    assert res["direct"] == {"error": "AccessDenied", "message": expected}
+    # through the monitor: the target carries the message, the process is dropped
+    assert res["monitor"]["errors"] == [f"pid {res['pid']}: {expected}"]
+    assert res["monitor"]["pids"] == []
+    assert res["monitor"]["errors_total"] == {"permission": 1}
+    # selection: page_idle refuses, auto falls back to clear_refs and says why
+    assert res["available"][0] is False and "CAP_SYS_ADMIN" in res["available"][1]
+    assert res["page_idle"]["error"] == "BackendUnavailable"
+    assert "CAP_SYS_ADMIN" in res["page_idle"]["message"]
+    assert res["auto"]["name"] == "clear_refs"
+    assert "CAP_SYS_ADMIN" in res["auto"]["reason"]
