@@ -71,6 +71,7 @@ from .procfs import (
     resident_bytes_pagemap,
     runs,
     u64s,
+    zero_page_pfn,
 )
 
 log = logging.getLogger(__name__)
@@ -123,8 +124,13 @@ class PageIdleOps(Operations):
         sys_root: str = "/sys",
         io: PosixIO | None = None,
         rng: random.Random | None = None,
+        map_tail_to_head: bool = True,
     ) -> None:
+        """``map_tail_to_head=False`` checks a large folio's tail pages themselves, as a
+        backend unaware of compound pages would; it exists only so the VM tests can show
+        that such a backend reads a THP as 100% hot."""
         self.proc_root = proc_root
+        self.map_tail_to_head = map_tail_to_head
         self.sys_root = sys_root
         self.io = io or PosixIO()
         self.rng = rng or random.Random()
@@ -139,6 +145,7 @@ class PageIdleOps(Operations):
             raise
         # last kpageflags block read for a tail lookup: (first pfn, flags)
         self._kpf_block: tuple[int, list[int]] | None = None
+        self._zero_pfn = zero_page_pfn(self.io, proc_root)
 
     # -- availability ----------------------------------------------------------------------
 
@@ -227,6 +234,8 @@ class PageIdleOps(Operations):
         below it in its 512-page block: one kpageflags pread per block, shared by every
         sampled tail in it (consecutive samples in one THP cost one read, not one each).
         """
+        if not self.map_tail_to_head:
+            return list(pfns)
         self._kpf_block = None  # flags read in an earlier sample may be stale (splits, collapses)
         flags = self._flags_of(pfns)
         tails: dict[int, int] = {}  # block base -> highest sampled tail pfn in it
@@ -341,7 +350,7 @@ class PageIdleOps(Operations):
 
     def resident_bytes(self, proc: ProcessRef, ranges: Sequence[tuple[int, int]]) -> list[int]:
         p = self._proc(proc)
-        return resident_bytes_pagemap(p.pagemap, list(ranges), self.rng)
+        return resident_bytes_pagemap(p.pagemap, list(ranges), self.rng, self._zero_pfn)
 
     def forget(self, proc: ProcessRef) -> None:
         p = self._procs.pop(proc, None)

@@ -23,8 +23,11 @@ fs/proc/page.c, include/uapi/linux/kernel-page-flags.h):
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import mmap
 import os
+import struct
 import re
 import random
 from array import array
@@ -419,7 +422,38 @@ STRATA = 16
 RUN_PAGES = 32
 
 
-def resident_bytes_pagemap(pm: Pagemap, ranges: list[tuple[int, int]], rng: random.Random) -> list[int]:
+def zero_page_pfn(io: PosixIO, proc_root: str) -> int | None:
+    """PFN of the shared zero page, found by reading our own memory.
+
+    Private anonymous memory that has only been read maps the zero page, which pagemap
+    reports as present although the kernel counts it in nobody's RSS. None when it cannot be
+    learned (no PFNs without CAP_SYS_ADMIN, a fake /proc in tests).
+    """
+    m = mmap.mmap(-1, PAGE_SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        m[0]  # a read fault: maps the zero page
+        view = ctypes.c_char.from_buffer(m)
+        addr = ctypes.addressof(view)
+        del view  # release the export, or the mmap cannot be closed
+        fd = io.open(f"{proc_root}/self/pagemap", os.O_RDONLY)
+        try:
+            data = io.pread(fd, 8, (addr >> PAGE_SHIFT) * 8)
+        finally:
+            io.close(fd)
+    except (OSError, ValueError):
+        return None
+    finally:
+        m.close()
+    if len(data) != 8:
+        return None
+    (entry,) = struct.unpack("<Q", data)
+    pfn = entry & PM_PFN_MASK
+    return pfn if entry & PM_PRESENT and pfn else None
+
+
+def resident_bytes_pagemap(
+    pm: Pagemap, ranges: list[tuple[int, int]], rng: random.Random, zero_pfn: int | None = None
+) -> list[int]:
     """Resident bytes per range from pagemap present bits, at a bounded cost per range.
 
     A range of at most :data:`EXACT_PAGES` pages is counted exactly with one pread. A larger
@@ -432,7 +466,14 @@ def resident_bytes_pagemap(pm: Pagemap, ranges: list[tuple[int, int]], rng: rand
     smaller on average (each boundary stratum errs by a uniformly random fraction); scattered
     single pages give a binomial error with a standard deviation near
     sqrt(p(1-p)/512) of the range size.
+
+    Pages mapping ``zero_pfn`` (the shared zero page) are not resident memory of the
+    process: like the kernel's RSS, they are not counted.
     """
+
+    def resident(e: int) -> bool:
+        return bool(e & PM_PRESENT) and (e & PM_PFN_MASK) != zero_pfn
+
     out: list[int] = []
     for start, end in ranges:
         first = start >> PAGE_SHIFT
@@ -441,7 +482,7 @@ def resident_bytes_pagemap(pm: Pagemap, ranges: list[tuple[int, int]], rng: rand
             out.append(0)
             continue
         if n <= EXACT_PAGES:
-            present = sum(1 for e in pm.entries(first, n) if e & PM_PRESENT)
+            present = sum(1 for e in pm.entries(first, n) if resident(e))
             out.append(present * PAGE_SIZE)
             continue
         total = 0.0
@@ -451,7 +492,7 @@ def resident_bytes_pagemap(pm: Pagemap, ranges: list[tuple[int, int]], rng: rand
             width = s_hi - s_lo
             run = min(RUN_PAGES, width)
             at = s_lo + rng.randrange(width - run + 1)
-            present = sum(1 for e in pm.entries(at, run) if e & PM_PRESENT)
+            present = sum(1 for e in pm.entries(at, run) if resident(e))
             total += present / run * width
         out.append(int(round(total)) * PAGE_SIZE)
     return out

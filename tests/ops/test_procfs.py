@@ -152,3 +152,36 @@ def test_runs_never_exceed_one_page_of_entries():
     assert all(count <= 512 for _, count, _ in got)
     assert sorted(i for _, _, idx in got for i in idx) == list(range(len(pages)))
     assert [first for first, _, _ in got] == [0, 520, 1040, 1560, 2080, 2600]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="PFNs in pagemap need CAP_SYS_ADMIN")
+def test_zero_page_is_not_resident():
+    """Memory only read maps the shared zero page: present in pagemap, but in nobody's RSS."""
+    import random
+
+    from exporter.ops.procfs import Pagemap, PosixIO, resident_bytes_pagemap, zero_page_pfn
+
+    io = PosixIO()
+    zero = zero_page_pfn(io, "/proc")
+    assert zero and zero > 0
+    pages = 64
+    m = mmap.mmap(-1, pages * 4096, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        for i in range(0, 32):
+            m[i * 4096]  # read: the zero page
+        for i in range(32, 48):
+            m[i * 4096] = 1  # written: a page of our own
+        view = ctypes.c_char.from_buffer(m)
+        addr = ctypes.addressof(view)
+        del view
+        pm = Pagemap(io, "/proc", os.getpid(), "")
+        try:
+            rng = random.Random(0)
+            with_zero = resident_bytes_pagemap(pm, [(addr, addr + pages * 4096)], rng)
+            without = resident_bytes_pagemap(pm, [(addr, addr + pages * 4096)], rng, zero)
+        finally:
+            pm.close()
+    finally:
+        m.close()
+    assert with_zero == [48 * 4096]  # pagemap calls the zero-page mappings present
+    assert without == [16 * 4096]  # only the written pages are resident

@@ -278,13 +278,10 @@ def _thp(ctx: "Ctx", map_tail_to_head: bool, seconds: float) -> dict:
     try:
         r = w.ready[0]
         smaps = smaps_of(r["pid"], r["addr"])
-        ops = ctx.ops()
-        if not map_tail_to_head:
-            # Disable the tail-to-head mapping: mark and test the sampled (tail) page itself,
-            # as a backend unaware of compound pages would. page_idle ignores tail pages, so
-            # such samples read "not idle", i.e. accessed.
-            assert hasattr(ops, "_heads"), "PageIdleOps._heads is gone: update this check"
-            ops._heads = lambda pfns: list(pfns)  # type: ignore[method-assign]
+        # without the tail-to-head mapping the sampled (tail) page itself is marked and
+        # tested, as by a backend unaware of compound pages; page_idle ignores tail pages,
+        # so such samples read "not idle", i.e. accessed
+        ops = ctx.ops(map_tail_to_head=map_tail_to_head)
         run = monitor(ops, w.pids, seconds, buffer_of(r), extra=hot_cold_overlap(r))
     finally:
         w.stop()
@@ -502,8 +499,8 @@ CHECKS: dict[str, Callable[["Ctx"], dict]] = {
 class Ctx:
     binary: str
 
-    def ops(self) -> PageIdleOps:
-        return PageIdleOps()
+    def ops(self, **kwargs: bool) -> PageIdleOps:
+        return PageIdleOps(**kwargs)
 
 
 def require_test_guest() -> None:

@@ -141,6 +141,8 @@ def test_pages_refusing_the_idle_mark_are_no_hits(checks: dict) -> None:
     assert_accurate(res)
     # the samples that fell on the zero page were discarded, not counted as "not accessed"
     assert res["series"][-1]["discarded_total"] > 0
+    # and the zero page is not resident memory of the process (the kernel's RSS agrees)
+    assert_close(steady(res["series"], "resident"), res["process_rss"], 0.10, "resident bytes vs the process' RSS")
 
 
 def test_process_exiting_mid_run_is_dropped(checks: dict) -> None:
