@@ -179,11 +179,7 @@ class Monitor:
         total = t.total_size() + sum(r.size for rs in ranges.values() for r in rs)
         for ref, rs in ranges.items():
             if self.ops.adaptive:
-                # size regions by the whole target, as the kernel sizes them by the context
-                regions = []
-                sz = max(MIN_REGION, total // self.attrs.min_regions)
-                for rng in rs:
-                    regions.extend(split_evenly(Region(rng.start, rng.end), max(1, -(-rng.size // sz))))
+                regions = init_regions(rs, self.attrs.min_regions, total)
             else:
                 regions = [Region(a, b) for a, b in rs]
             t.processes[ref] = _Process(ref, regions)

@@ -56,15 +56,22 @@ def split_evenly(r: Region, nr_pieces: int) -> list[Region]:
     return out
 
 
-def init_regions(ranges: Sequence[AddressRange], min_regions: int) -> list[Region]:
-    """``__damon_va_init_regions()``: each range split so region sizes approach total/min."""
-    total = sum(r.size for r in ranges)
+def init_regions(ranges: Sequence[AddressRange], min_regions: int, total: int | None = None) -> list[Region]:
+    """``__damon_va_init_regions()``: each range split so region sizes approach total/min.
+
+    ``total`` defaults to the ranges' own size; a process joining a multi-process target
+    passes the whole target's size, as the kernel sizes regions by the whole context. The
+    piece count is rounded up (the kernel rounds down), so no initial region is larger than
+    total/min and the first merge's size limit never has to be exceeded.
+    """
+    if total is None:
+        total = sum(r.size for r in ranges)
     if total == 0:
         return []
     sz = max(MIN_REGION, total // min_regions)
     out: list[Region] = []
     for rng in ranges:
-        out.extend(split_evenly(Region(rng.start, rng.end), max(1, rng.size // sz)))
+        out.extend(split_evenly(Region(rng.start, rng.end), max(1, -(-rng.size // sz))))
     return out
 
 
