@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from exporter.core.attrs import MonitoringAttrs  # noqa: E402
-from exporter.core.monitor import Monitor, TargetSpec  # noqa: E402
+from exporter.core.engine import TargetSpec  # noqa: E402
+from exporter.core.monitor import Monitor  # noqa: E402
 from exporter.ops.base import ProcessRef  # noqa: E402
 from exporter.ops.clear_refs import ClearRefsOps  # noqa: E402
 from exporter.ops.page_idle import PageIdleOps  # noqa: E402
@@ -240,7 +241,7 @@ def bench_engine(max_regions: int, aggregations: int) -> tuple[Row, float]:
         snap = None
         while snap is None:
             snap = mon.step()
-        nr.append(snap.targets[0].nr_regions)
+        nr.append(len(snap.targets[0].regions))
     total = time.perf_counter() - t0
     regions = statistics.mean(nr)
     backend = ops.spent

@@ -105,23 +105,26 @@ def run_kernel(pid: int, seconds: float) -> dict:
 
 def run_ours(pid: int, seconds: float) -> dict:
     from exporter.core.attrs import MonitoringAttrs
-    from exporter.core.monitor import Monitor, TargetSpec
+    from exporter.core.engine import TargetSpec
+    from exporter.core.monitor import Monitor
     from exporter.ops.base import ProcessRef
     from exporter.ops.page_idle import PageIdleOps
+    from exporter.summary import Policy, summarize
 
     attrs = MonitoringAttrs(sample_interval=SAMPLE, aggregation_interval=AGGR, update_interval=UPDATE,
                             min_regions=MIN_REGIONS, max_regions=MAX_REGIONS)
     ops = PageIdleOps()
-    m = Monitor(ops, attrs, cold_age=COLD_AGE, working_set_window=WINDOW)
+    m = Monitor(ops, attrs)
+    policy = Policy(cold_age=COLD_AGE, working_set_window=WINDOW)
     m.set_targets([TargetSpec("w", (ProcessRef(pid),))])
     series = []
     c0 = time.process_time()
     t0 = time.monotonic()
     try:
         while time.monotonic() - t0 < seconds:
-            snap = m.step()
-            if snap is not None:
-                t = snap.target("w")
+            agg = m.step()
+            if agg is not None:
+                t = summarize(agg, policy).target("w")
                 series.append({"t": round(time.monotonic() - t0, 2), "working_set": t.working_set_bytes,
                                "cold": t.cold_bytes, "resident": t.resident_bytes, "nr_regions": t.nr_regions})
     finally:

@@ -2,8 +2,9 @@
 
 The one-shot twin of the exporter, for a person at a terminal (``--format table``: summary
 and heatmap), a script (``json``) or a check of the metrics contract (``prometheus``). It
-drives :class:`~exporter.core.monitor.Monitor` directly, one target made of all the given
-processes, and keeps every aggregation's snapshot for the heatmap.
+drives the backend's engine directly, one target made of all the given processes, and
+keeps every aggregation's summary (a *recording*: one frame per aggregation) for the
+heatmap.
 
 Exit codes: 0 success; 2 usage errors (bad flag, duration or attributes); 1 runtime errors
 (no such process, no permission, backend unavailable) and runs cut short because every
@@ -11,10 +12,8 @@ target process exited (what was gathered is still printed, with a note on stderr
 answer must not look like a complete one to a script); 130 on Ctrl-C (also after printing
 what was gathered). Every error is one line on stderr, never a traceback.
 
-Defaults: the monitoring attributes default to :class:`MonitoringAttrs`'s, except with the
-clear_refs backend, whose every sample walks the page table of the whole process twice
-(write clear_refs, read smaps); there the sample interval defaults to
-:data:`CLEAR_REFS_SAMPLE_INTERVAL` (see bench/README.md for the measurement). The working-set
+Defaults: 100 ms samples and 2 s aggregations (a short run should be dense), except where
+the backend's registry entry says otherwise (clear_refs: 500 ms, see bench/README.md). The working-set
 window and cold age default to the exporter's (60 s / 120 s) but never more than half the
 run: a 10 s snapshot cannot see 60 s of idleness, and with both at half the run, cold =
 "idle during the whole second half" and working set = the rest.
@@ -32,21 +31,17 @@ from typing import NoReturn, Sequence, TextIO
 
 from ..core.attrs import AttrsError, MonitoringAttrs
 from ..core.durations import DurationError, format_duration, parse_duration
-from ..core.monitor import Monitor, TargetSpec
-from ..core.snapshot import DEFAULT_COLD_AGE, DEFAULT_WORKING_SET_WINDOW
+from ..core.engine import Engine, TargetSpec
 from ..discovery.procfs import PF_KTHREAD, scan
+from ..engines.registry import BACKEND_NAMES, REGISTRY
 from ..ops.procfs import StatInfo, parse_stat
-from ..ops.base import AccessDenied, Operations, OpsError, ProcessGone, ProcessRef
-from ..report import Frame, SnapshotRun, format_bytes, render_json, render_table
+from ..ops.base import AccessDenied, OpsError, ProcessGone, ProcessRef
+from ..report import Frame, Recording, format_bytes, render_json, render_table
+from ..summary import DEFAULT_COLD_AGE, DEFAULT_WORKING_SET_WINDOW, Policy, summarize
 
 PROG = "damon-exporter"
 COMM_LEN = 15  # TASK_COMM_LEN - 1: the kernel truncates comm to this
 DEFAULT_DURATION = "10s"
-#: clear_refs costs two page-table walks of the whole process per sample: ~0.25 ms + 18 us
-#: per MiB resident from Python, the same as from C (bench/engine_bench.py). At 500 ms that
-#: is ~1% of a core for a 256 MiB process and ~4% per GiB, acceptable for a 10 s one-shot;
-#: at 100 ms it would be 5x that. 500 ms still gives 4 samples per 2 s aggregation.
-CLEAR_REFS_SAMPLE_INTERVAL = 0.5
 #: keep at most this many frames for the heatmap; beyond, every other one is dropped
 MAX_FRAMES = 512
 
@@ -77,13 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--pid", type=str, action="append", default=[], metavar="PID", help="a process id (repeatable)")
     who.add_argument("--comm", metavar="NAME", help="every process whose comm (first 15 chars) is NAME")
     p.add_argument("--name", help="target name (default: the comm, or 'pids')")
-    p.add_argument("--backend", default="auto", choices=("auto", "page_idle", "clear_refs"))
+    p.add_argument("--backend", default="auto", choices=BACKEND_NAMES)
     p.add_argument("--duration", default=DEFAULT_DURATION, help="how long to monitor (default 10s; rounded down to whole aggregations)")
     p.add_argument("--sample-interval", metavar="D", help="default 100ms (500ms with clear_refs)")
     p.add_argument("--aggregation-interval", metavar="D", help="default 2s")
     p.add_argument("--update-interval", metavar="D", help="default 10s")
     p.add_argument("--min-regions", type=int, metavar="N", help="default 10")
-    p.add_argument("--max-regions", type=int, metavar="N", help="default 200")
+    p.add_argument("--max-regions", type=int, metavar="N", help="default 100")
     p.add_argument("--cold-age", metavar="D", help="idle this long = cold (default 120s, at most half the duration)")
     p.add_argument("--working-set-window", metavar="D", help="accessed within this = working set (default 60s, at most half the duration)")
     p.add_argument("--format", default="table", choices=("table", "json", "prometheus"))
@@ -158,33 +153,30 @@ class Progress:
             self.stream.flush()
 
 
-def _live_processes(monitor: Monitor, name: str) -> int:
-    return len(monitor.regions_of(name))
-
-
-def monitor_run(ops: Operations, spec: TargetSpec, run: SnapshotRun, progress: Progress) -> int:
+def record(engine: Engine, spec: TargetSpec, run: Recording, progress: Progress) -> int:
     """Sample until ``requested_duration`` is covered by whole aggregations (at least one),
     all processes exited, or Ctrl-C. Returns the exit code the run itself calls for."""
-    monitor = Monitor(ops, run.attrs, cold_age=run.cold_age, working_set_window=run.working_set_window)
-    monitor.set_targets([spec])
+    engine.set_attrs(run.attrs)
+    engine.set_targets([spec])
     wanted = max(1, int(run.requested_duration / run.attrs.aggregation_interval + 1e-9))
     start = time.monotonic()
     working_set = None
     code = 0
     try:
         while run.aggregations < wanted:
-            snap = monitor.step()
+            agg = engine.step()
             run.samples += 1
             elapsed = time.monotonic() - start
-            if snap is not None:
+            if agg is not None:
+                summary = summarize(agg, run.policy)
                 run.aggregations += 1
-                run.frames.append(Frame(elapsed, snap))
+                run.frames.append(Frame(elapsed, summary))
                 if len(run.frames) > MAX_FRAMES:
                     run.frames[:] = run.frames[1::2]
-                t = snap.target(spec.name)
+                t = summary.target(spec.name)
                 working_set = t.working_set_bytes if t else None
             progress.update(elapsed, working_set)
-            if _live_processes(monitor, spec.name) == 0:
+            if engine.live_processes(spec.key) == 0:
                 run.notes.append(
                     f"every target process exited after {elapsed:.1f}s of {run.requested_duration:g}s; "
                     "printed what was gathered until then"
@@ -228,7 +220,6 @@ def _attrs(args: argparse.Namespace, backend: str) -> MonitoringAttrs:
         update_interval=SNAPSHOT_UPDATE_INTERVAL,
     )
     changes: dict[str, float | int] = {}
-    sample = None
     for flag, field in (
         ("--sample-interval", "sample_interval"),
         ("--aggregation-interval", "aggregation_interval"),
@@ -237,8 +228,8 @@ def _attrs(args: argparse.Namespace, backend: str) -> MonitoringAttrs:
         text = getattr(args, field)
         if text is not None:
             changes[field] = _duration(flag, text)
-    if "sample_interval" not in changes and backend == "clear_refs":
-        sample = CLEAR_REFS_SAMPLE_INTERVAL
+    if "sample_interval" not in changes and backend in REGISTRY:
+        sample = REGISTRY[backend].snapshot_sample_interval
         changes["sample_interval"] = min(sample, changes.get("aggregation_interval", base.aggregation_interval))
     for field in ("min_regions", "max_regions"):
         if getattr(args, field) is not None:
@@ -270,11 +261,11 @@ def _targets(args: argparse.Namespace) -> tuple[list[ProcessRef], str]:
     return refs, args.name or "pids"
 
 
-def _probe(ops: Operations, refs: Sequence[ProcessRef]) -> None:
+def _probe(engine: Engine, refs: Sequence[ProcessRef]) -> None:
     """Fail early and clearly on a process we may not read, rather than print an empty run."""
     for ref in refs:
         try:
-            ops.mappings(ref)
+            engine.probe(ref)
         except ProcessGone:
             raise RuntimeFailure(f"process {ref.pid} exited before monitoring started") from None
         except AccessDenied as e:
@@ -294,31 +285,30 @@ def run_command(argv: list[str], stdout: TextIO, stderr: TextIO) -> int:
     _attrs(args, "")
     refs, name = _targets(args)
 
-    from ..ops.registry import create_ops  # imported late: --help needs no backend
+    from ..engines.registry import create_engine
 
     try:
-        ops = create_ops(args.backend)
+        engine = create_engine(args.backend)
     except (OpsError, ValueError) as e:
         raise RuntimeFailure(str(e)) from None
     try:
-        attrs = _attrs(args, ops.name)
+        attrs = _attrs(args, engine.name)
         if duration < attrs.aggregation_interval:
             raise UsageError(
                 f"--duration ({format_duration(duration)}) is shorter than the aggregation interval "
                 f"({format_duration(attrs.aggregation_interval)}): no aggregation would complete"
             )
-        _probe(ops, refs)
-        run = SnapshotRun(
-            backend=ops.name,
-            backend_reason=getattr(ops, "selection_reason", ""),
+        _probe(engine, refs)
+        run = Recording(
+            backend=engine.name,
+            backend_reason=engine.selection_reason,
             attrs=attrs,
-            cold_age=cold_age,
-            working_set_window=ws_window,
+            policy=Policy(cold_age=cold_age, working_set_window=ws_window),
             requested_duration=duration,
         )
-        code = monitor_run(ops, TargetSpec(name, tuple(refs)), run, Progress(stderr, duration))
+        code = record(engine, TargetSpec(name, tuple(refs)), run, Progress(stderr, duration))
     finally:
-        ops.close()
+        engine.close()
     if run.last is None:
         raise RuntimeFailure("; ".join(run.notes) or "no aggregation completed")
     stdout.write(_render(args.format, run, stdout))
@@ -328,7 +318,7 @@ def run_command(argv: list[str], stdout: TextIO, stderr: TextIO) -> int:
     return code
 
 
-def _render(fmt: str, run: SnapshotRun, stdout: TextIO) -> str:
+def _render(fmt: str, run: Recording, stdout: TextIO) -> str:
     if fmt == "json":
         return render_json(run)
     if fmt == "prometheus":

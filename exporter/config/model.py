@@ -10,10 +10,11 @@ import re
 from dataclasses import dataclass, field
 
 from ..core.attrs import MonitoringAttrs
-from ..core.snapshot import DEFAULT_COLD_AGE, DEFAULT_WORKING_SET_WINDOW
+from ..engines.registry import BACKEND_NAMES
+from ..summary import DEFAULT_COLD_AGE, DEFAULT_WORKING_SET_WINDOW
 
 #: accepted values of ``backend``; ``auto`` picks the best one the kernel offers
-BACKENDS: tuple[str, ...] = ("auto", "page_idle", "clear_refs")
+BACKENDS: tuple[str, ...] = BACKEND_NAMES  # the registry is the one list
 
 #: keys a target may be split by (``group_by``); each becomes a label of that name
 GROUP_BY_KEYS: tuple[str, ...] = ("pid", "comm", "cgroup", "pod_uid", "container_id", "qos_class")

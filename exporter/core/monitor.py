@@ -1,24 +1,26 @@
-"""The monitoring loop: DAMON's kdamond, in user space, for many targets at once.
+"""The user-space DAMON engine: the kernel's kdamond loop, for many targets at once.
 
-One :class:`Monitor` drives one operations set over any number of *targets*; a target is a
-named group of processes (a service, a pod, a cgroup) whose results add up. Every process
-has its own sorted list of regions. Per target, the region count is kept in
-``[min_regions, max_regions]`` after each aggregation, exactly as the kernel keeps one
-context's count, with two deliberate differences noted where they happen.
+One :class:`Monitor` drives one operations set (page_idle; simulated memory in tests) over
+any number of *targets*; a target is a named group of processes (a service, a pod, a
+cgroup) whose results add up. Every process has its own sorted list of regions. Per
+target, the region count is kept in ``[min_regions, max_regions]`` after each aggregation,
+exactly as the kernel keeps one context's count, with two deliberate differences noted
+where they happen. It is one :class:`~exporter.core.engine.Engine` among several: it hands
+back raw records and knows nothing of working set or cold age.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable
 
 from ..ops.base import Operations, OpsError, ProcessGone, ProcessRef
 from .attrs import PAGE_SIZE, MonitoringAttrs
+from .engine import Engine, TargetSpec
 from .ranges import AddressRange, normalize, three_regions
 from .regions import (
     MIN_REGION,
@@ -33,29 +35,11 @@ from .regions import (
     split_regions,
     update_age,
 )
-from .snapshot import (
-    DEFAULT_COLD_AGE,
-    DEFAULT_WORKING_SET_WINDOW,
-    MonitorSnapshot,
-    MonitorStats,
-    RegionStat,
-    TargetSnapshot,
-    idle_seconds,
-    summarize_target,
-)
+from .records import Aggregation, EngineStats, RegionRecord, TargetKey, TargetRecords, idle_seconds
 
 log = logging.getLogger(__name__)
 
 MAX_ERRORS_PER_TARGET = 5
-
-
-@dataclass(frozen=True)
-class TargetSpec:
-    """What to monitor under one name: the processes, and labels to carry along."""
-
-    name: str
-    processes: tuple[ProcessRef, ...]
-    labels: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -79,64 +63,80 @@ class _Target:
         return sum(r.end - r.start for p in self.processes.values() for r in p.regions)
 
 
-class Monitor:
+class Monitor(Engine):
     """DAMON's monitoring loop over an operations set.
 
-    Call :meth:`set_targets` to say what to watch, then either :meth:`run` (a loop until a
-    stop event) or :meth:`step` (one sample; used by tests with a virtual clock).
+    Call :meth:`set_targets` to say what to watch, then :meth:`step` repeatedly (one sample
+    each; tests pass a virtual clock and sleep).
     """
+
+    uses_region_cap = True
 
     def __init__(
         self,
         ops: Operations,
         attrs: MonitoringAttrs | None = None,
         *,
-        cold_age: float = DEFAULT_COLD_AGE,
-        working_set_window: float = DEFAULT_WORKING_SET_WINDOW,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         self.ops = ops
-        self.attrs = attrs or MonitoringAttrs()
+        self.name = ops.name  # type: ignore[misc]  # the backend is the operations set's
+        self.uses_region_cap = ops.adaptive  # type: ignore[misc]
+        self._attrs = attrs or MonitoringAttrs()
         self._pending_attrs: MonitoringAttrs | None = None
-        self.cold_age = cold_age
-        self.working_set_window = working_set_window
         self.rng = rng or random.Random()
         self.clock = clock
         self.wall_clock = wall_clock
         self.sleep = sleep
         # keyed by (name, labels): a group_by target is several specs sharing one name
-        self._targets: dict[tuple[str, tuple[tuple[str, str], ...]], _Target] = {}
+        self._targets: dict[TargetKey, _Target] = {}
         self._failed: dict[ProcessRef, str] = {}
         self._checks = 0
         self._discarded = 0
         self._aggregations = 0
         self._errors: Counter[str] = Counter()
         self._warnings: tuple[str, ...] = ()
+        self._steps = 0
         now = clock()
         self._next_aggregation = now + self.attrs.aggregation_interval
         self._next_update = now + self.attrs.update_interval
-        self.last_snapshot: MonitorSnapshot | None = None
 
     # -- configuration -------------------------------------------------------------------
 
+    @property
+    def attrs(self) -> MonitoringAttrs:
+        return self._attrs
+
     def set_attrs(self, attrs: MonitoringAttrs) -> None:
-        """New attributes take effect at the next aggregation, like an online commit."""
+        """New attributes take effect at the next aggregation, like an online commit; before
+        the first step, at once (the attributes the engine starts with)."""
+        if self._steps == 0:
+            self._attrs = attrs
+            now = self.clock()
+            self._next_aggregation = now + attrs.aggregation_interval
+            self._next_update = now + attrs.update_interval
+            return
         self._pending_attrs = attrs
 
-    def set_target_max_regions(self, name: str, max_regions: int | None) -> None:
+    def set_region_cap(self, key: TargetKey, cap: int | None) -> None:
         """Lower one target's region cap (the CPU budget uses this); None restores it."""
-        for t in self._named(name):
-            t.max_regions = max_regions
+        t = self._targets.get(key)
+        if t is not None:
+            t.max_regions = cap
 
-    def max_regions_of(self, name: str) -> int:
-        t = next(iter(self._named(name)), None)
+    def region_cap(self, key: TargetKey) -> int:
+        t = self._targets.get(key)
         return self._max_regions(t) if t else self.attrs.max_regions
 
-    def _named(self, name: str) -> list[_Target]:
-        return [t for t in self._targets.values() if t.spec.name == name]
+    def probe(self, proc: ProcessRef) -> None:
+        self.ops.mappings(proc)
+
+    def live_processes(self, key: TargetKey) -> int:
+        t = self._targets.get(key)
+        return len(t.processes) if t else 0
 
     def _max_regions(self, t: _Target) -> int:
         m = self.attrs.max_regions if t.max_regions is None else t.max_regions
@@ -241,11 +241,11 @@ class Monitor:
 
     # -- aggregation ---------------------------------------------------------------------
 
-    def aggregate(self) -> MonitorSnapshot:
-        """Age, merge, split; publish a snapshot; reset the counters."""
+    def aggregate(self) -> Aggregation:
+        """Age, merge, split; hand back the raw records; reset the counters."""
         attrs = self.attrs
         max_acc = attrs.max_nr_accesses
-        targets: list[TargetSnapshot] = []
+        targets: list[TargetRecords] = []
         for t in self._targets.values():
             procs = list(t.processes.values())
             max_regions = self._max_regions(t)
@@ -269,14 +269,14 @@ class Monitor:
             else:
                 for p in procs:
                     update_age(p.regions, 0)
-            targets.append(self._target_snapshot(t, max_regions))
+            targets.append(self._target_records(t, max_regions))
             for p in procs:
                 for r in p.regions:
                     r.last_nr_accesses = r.nr_accesses
                     r.nr_accesses = 0
                     r.nr_checks = 0
         self._aggregations += 1
-        snap = MonitorSnapshot(
+        agg = Aggregation(
             backend=self.ops.name,
             taken_at=self.wall_clock(),
             sample_interval=attrs.sample_interval,
@@ -287,7 +287,7 @@ class Monitor:
         )
         if self._pending_attrs is not None:
             old = self.attrs
-            self.attrs, self._pending_attrs = self._pending_attrs, None
+            self._attrs, self._pending_attrs = self._pending_attrs, None
             if (old.aggregation_interval, old.max_nr_accesses) != (
                 self.attrs.aggregation_interval,
                 self.attrs.max_nr_accesses,
@@ -296,8 +296,7 @@ class Monitor:
                     old.aggregation_interval / self.attrs.aggregation_interval,
                     self.attrs.max_nr_accesses / old.max_nr_accesses,
                 )
-        self.last_snapshot = snap
-        return snap
+        return agg
 
     def _rescale(self, age_factor: float, accesses_factor: float) -> None:
         """Keep counters meaning the same when the intervals change, as the kernel's
@@ -340,8 +339,8 @@ class Monitor:
             p.regions = split_regions(p.regions, nr_subs, self.rng)
         t.last_nr_regions = nr
 
-    def _target_snapshot(self, t: _Target, max_regions: int) -> TargetSnapshot:
-        stats: list[RegionStat] = []
+    def _target_records(self, t: _Target, max_regions: int) -> TargetRecords:
+        stats: list[RegionRecord] = []
         aggr = self.attrs.aggregation_interval
         for p in list(t.processes.values()):
             try:
@@ -351,7 +350,7 @@ class Monitor:
                 continue
             for r, res in zip(p.regions, resident):
                 stats.append(
-                    RegionStat(
+                    RegionRecord(
                         pid=p.ref.pid,
                         start=r.start,
                         end=r.end,
@@ -363,12 +362,10 @@ class Monitor:
                     )
                 )
         errors = tuple(list(t.errors.values())[:MAX_ERRORS_PER_TARGET])
-        return summarize_target(
-            t.spec.name,
-            [ref.pid for ref in t.processes],
-            stats,
-            cold_age=self.cold_age,
-            working_set_window=self.working_set_window,
+        return TargetRecords(
+            name=t.spec.name,
+            pids=tuple(sorted({ref.pid for ref in t.processes})),
+            regions=tuple(stats),
             aggregated_at=self.wall_clock(),
             labels=t.spec.labels,
             errors=errors,
@@ -394,43 +391,34 @@ class Monitor:
 
     # -- driving -------------------------------------------------------------------------
 
-    def step(self, discover: Callable[[], Iterable[TargetSpec]] | None = None) -> MonitorSnapshot | None:
-        """One sample: prepare, wait one sample interval, check; aggregate and update when
-        due. Returns the snapshot when this step ended an aggregation."""
+    def step(self) -> Aggregation | None:
+        """One sample: prepare, wait one sample interval, check; aggregate and update the
+        regions to the mappings when due. Returns the records when this step ended an
+        aggregation."""
+        if self._steps == 0:
+            self._warnings = tuple(self.ops.interference())
+        self._steps += 1
         self.prepare()
         self.sleep(self.attrs.sample_interval)
         self.check()
         now = self.clock()
-        snap = None
+        agg = None
         if now >= self._next_aggregation:
-            snap = self.aggregate()
+            agg = self.aggregate()
             self._next_aggregation = max(self._next_aggregation + self.attrs.aggregation_interval, now)
         if now >= self._next_update:
-            if discover is not None:
-                self.set_targets(discover())
             self.update()
             self._next_update = now + self.attrs.update_interval
-        return snap
+        return agg
 
-    def run(
-        self,
-        stop: threading.Event,
-        on_snapshot: Callable[[MonitorSnapshot], None],
-        discover: Callable[[], Iterable[TargetSpec]] | None = None,
-    ) -> None:
-        """Sample until ``stop`` is set, handing each snapshot to ``on_snapshot``."""
-        if self.sleep is time.sleep:
-            self.sleep = stop.wait  # wake at once on stop
-        if discover is not None:
-            self.set_targets(discover())
-        self._warnings = tuple(self.ops.interference())
-        while not stop.is_set():
-            snap = self.step(discover)
-            if snap is not None:
-                on_snapshot(snap)
+    def interference(self) -> list[str]:
+        return self.ops.interference()
 
-    def stats(self) -> MonitorStats:
-        return MonitorStats(
+    def close(self) -> None:
+        self.ops.close()
+
+    def stats(self) -> EngineStats:
+        return EngineStats(
             checks_total=self._checks,
             discarded_total=self._discarded,
             aggregations_total=self._aggregations,
@@ -438,10 +426,10 @@ class Monitor:
         )
 
     def regions_of(self, name: str) -> dict[ProcessRef, list[tuple[int, int]]]:
-        """Current region boundaries of one target (for tests and debugging)."""
+        """Current region boundaries of every target called ``name`` (for tests and debugging)."""
         return {
-            ref: [(r.start, r.end) for r in p.regions] for t in self._named(name) for ref, p in t.processes.items()
+            ref: [(r.start, r.end) for r in p.regions]
+            for t in self._targets.values()
+            if t.spec.name == name
+            for ref, p in t.processes.items()
         }
-
-    def target_names(self) -> list[str]:
-        return list(dict.fromkeys(name for name, _labels in self._targets))

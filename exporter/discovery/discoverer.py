@@ -12,7 +12,7 @@ from collections import defaultdict
 from typing import Callable
 
 from ..config.model import COMM_LEN, Config, TargetConfig
-from ..core.monitor import TargetSpec
+from ..core.engine import TargetSpec
 from ..ops.base import ProcessRef
 from . import cgroups, kube, procfs
 

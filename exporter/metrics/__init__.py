@@ -1,6 +1,6 @@
 """Prometheus metric families of the exporter.
 
-:mod:`.targets` builds the per-target families from one snapshot (pure);
+:mod:`.targets` builds the per-target families from one summary (pure);
 :mod:`.self_metrics` the exporter's own; :mod:`.collector` glues them to a registry.
 """
 
@@ -10,7 +10,7 @@ from typing import Sequence
 
 from prometheus_client.exposition import generate_latest
 
-from ..core.snapshot import MonitorSnapshot
+from ..summary import Summary
 from .targets import target_families
 
 
@@ -24,9 +24,9 @@ class _Families:
         return iter(self._families)
 
 
-def render_text(snapshot: MonitorSnapshot, label_names: Sequence[str] = ()) -> str:
-    """The target families of ``snapshot`` in the classic Prometheus text format."""
-    return generate_latest(_Families(target_families(snapshot, label_names))).decode("utf-8")  # type: ignore[arg-type]
+def render_text(summary: Summary, label_names: Sequence[str] = ()) -> str:
+    """The target families of ``summary`` in the classic Prometheus text format."""
+    return generate_latest(_Families(target_families(summary, label_names))).decode("utf-8")  # type: ignore[arg-type]
 
 
 __all__ = ["render_text", "target_families"]

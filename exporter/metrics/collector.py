@@ -18,23 +18,6 @@ from .self_metrics import self_families
 from .targets import target_families
 
 
-class DamonCollector(Collector):
-    def __init__(self, box: StateBox) -> None:
-        self.box = box
-
-    def collect(self) -> Iterator[Metric]:
-        # one read: the whole scrape sees one consistent state
-        return _StateCollector(self.box.get()).collect()
-
-
-def make_registry(box: StateBox) -> CollectorRegistry:
-    """Our families plus the standard ``process_*`` ones (RSS, CPU, fds of the exporter)."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(DamonCollector(box))
-    ProcessCollector(registry=registry)
-    return registry
-
-
 class _Only:
     def __init__(self, collector: Collector) -> None:
         self.collector = collector
@@ -86,5 +69,5 @@ class _StateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         state = self.state
         pending = ((p.name, p.nr_processes, p.labels) for p in state.pending)
-        yield from target_families(state.snapshot, state.label_names, pending)
+        yield from target_families(state.summary, state.label_names, pending)
         yield from self_families(state)

@@ -1,7 +1,7 @@
 """Per-target metric families, built fresh from one immutable snapshot.
 
-A pure function of its inputs: the same :class:`MonitorSnapshot` always gives the same
-families, which is what lets ``damon-exporter snapshot --format prometheus`` and the
+A pure function of its inputs: the same :class:`~exporter.summary.Summary` always gives the
+same families, which is what lets ``damon-exporter snapshot --format prometheus`` and the
 long-running exporter print exactly the same contract.
 
 Label set: ``target`` plus the discoverer's extra label names, in that order, every series
@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 from prometheus_client.metrics_core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-from ..core.snapshot import MonitorSnapshot, TargetSnapshot
+from ..summary import Summary, TargetSummary
 
 #: every per-target family this module can emit, for tests and documentation
 TARGET_METRIC_NAMES: tuple[str, ...] = (
@@ -34,7 +34,7 @@ TARGET_METRIC_NAMES: tuple[str, ...] = (
 )
 
 
-def target_up(t: TargetSnapshot) -> int:
+def target_up(t: TargetSummary) -> int:
     """1 when at least one process was monitored in this aggregation and none failed.
 
     A target with zero processes is *down* (0): there is nothing we measured, and
@@ -53,11 +53,11 @@ def _histogram(pairs: Sequence[tuple[float, int]]) -> list[tuple[str, float]]:
 
 
 def target_families(
-    snapshot: MonitorSnapshot | None,
+    summary: Summary | None,
     label_names: Sequence[str] = (),
     pending: Iterable[tuple[str, int, tuple[tuple[str, str], ...]]] = (),
 ) -> list[Metric]:
-    """Metric families for every target of ``snapshot``.
+    """Metric families for every target of ``summary``.
 
     ``pending`` lists (name, nr_processes, labels) of targets that are configured but not
     yet in any aggregation: they get ``damon_target_processes`` and ``damon_target_up 0``
@@ -91,7 +91,7 @@ def target_families(
         unit="ratio",
     )
     seen: set[str] = set()
-    for t in snapshot.targets if snapshot is not None else ():
+    for t in summary.targets if summary is not None else ():
         seen.add(t.name)
         lv = label_values(t.name, t.labels, label_names)
         processes.add_metric(lv, len(t.pids))
@@ -103,10 +103,8 @@ def target_families(
         working.add_metric(lv, t.working_set_bytes)
         cold.add_metric(lv, t.cold_bytes)
         ratio.add_metric(lv, t.cold_ratio)
-        idle_sum = float(sum(r.resident_bytes * r.idle_seconds for r in t.regions))
-        freq_sum = float(sum(r.resident_bytes * r.frequency for r in t.regions))
-        idle.add_metric(lv, _histogram(t.idle_age_histogram), idle_sum)
-        freq.add_metric(lv, _histogram(t.frequency_histogram), freq_sum)
+        idle.add_metric(lv, _histogram(t.idle_age_histogram), t.idle_age_sum)
+        freq.add_metric(lv, _histogram(t.frequency_histogram), t.frequency_sum)
     for name, nr, labels in pending:
         if name in seen:
             continue

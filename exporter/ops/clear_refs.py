@@ -64,7 +64,6 @@ class _Proc:
 class ClearRefsOps(Operations):
     name = "clear_refs"
     adaptive = False
-    selection_reason = ""
 
     def __init__(self, *, proc_root: str = "/proc", io: PosixIO | None = None) -> None:
         self.proc_root = proc_root

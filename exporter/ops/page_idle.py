@@ -115,7 +115,6 @@ class _Proc:
 class PageIdleOps(Operations):
     name = "page_idle"
     adaptive = True
-    selection_reason = ""
 
     def __init__(
         self,

@@ -1,13 +1,13 @@
 """Rendering of a finished ``damon-exporter snapshot`` run: table + heatmap, JSON.
 
-Pure functions of a :class:`~exporter.report.run.SnapshotRun` (no I/O, no clock), so that the
-output is testable byte for byte with synthetic snapshots.
+Pure functions of a :class:`~exporter.report.run.Recording` (no I/O, no clock), so that the
+output is testable byte for byte with synthetic summaries.
 """
 
 from .heatmap import render_heatmap
 from .jsonout import render_json
-from .run import Frame, SnapshotRun
+from .run import Frame, Recording
 from .table import render_table
 from .units import format_bytes
 
-__all__ = ["Frame", "SnapshotRun", "format_bytes", "render_heatmap", "render_json", "render_table"]
+__all__ = ["Frame", "Recording", "format_bytes", "render_heatmap", "render_json", "render_table"]

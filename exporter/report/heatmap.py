@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..core.snapshot import TargetSnapshot
+from ..summary import TargetSummary
 from .units import format_bytes
 
 #: '.' is exactly 0; then one character per eighth of the frequency range
@@ -39,7 +39,7 @@ def ramp_legend() -> str:
     return f"ramp (access frequency): ' ' no region, '{RAMP[0]}' 0%, {steps}, '{RAMP[8]}' >=87.5%"
 
 
-def _spans(targets: Sequence[TargetSnapshot]) -> list[tuple[int, int, int]]:
+def _spans(targets: Sequence[TargetSummary]) -> list[tuple[int, int, int]]:
     """Union of every region of every frame, as sorted (pid, start, end) spans."""
     by_pid: dict[int, list[tuple[int, int]]] = {}
     for t in targets:
@@ -91,7 +91,7 @@ class _Layout:
         return c * self.total // self.width
 
 
-def _accumulate(layout: _Layout, t: TargetSnapshot, sums: list[float], weights: list[int]) -> None:
+def _accumulate(layout: _Layout, t: TargetSummary, sums: list[float], weights: list[int]) -> None:
     """Add one frame's byte-weighted frequencies into per-column sums."""
     for r in t.regions:
         sq = layout.squeeze(r.pid, r.start, r.end)
@@ -127,14 +127,14 @@ def _row(sums: list[float], weights: list[int], colour: bool) -> str:
 
 
 def render_heatmap(
-    frames: Sequence[tuple[float, TargetSnapshot]],
+    frames: Sequence[tuple[float, TargetSummary]],
     *,
     width: int = 80,
     max_rows: int = 30,
     colour: bool = False,
 ) -> list[str]:
     """The heatmap of one target as lines of text. ``frames`` are (seconds since the start,
-    target snapshot) in time order; ``width`` counts the cell columns only (the time labels
+    target summary) in time order; ``width`` counts the cell columns only (the time labels
     come on top of it)."""
     targets = [t for _e, t in frames]
     spans = _spans(targets)

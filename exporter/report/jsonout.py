@@ -1,14 +1,14 @@
-"""The ``--format json`` output: the last snapshot's targets plus how the run was made."""
+"""The ``--format json`` output: the last aggregation's targets plus how the run was made."""
 
 from __future__ import annotations
 
 import json
 
-from .run import SnapshotRun
+from .run import Recording
 
 
-def run_dict(run: SnapshotRun) -> dict:
-    """``backend`` and ``targets`` (``TargetSnapshot.to_dict()``) are the contract; the rest
+def run_dict(run: Recording) -> dict:
+    """``backend`` and ``targets`` (``TargetSummary.to_dict()``) are the contract; the rest
     says how the numbers were obtained."""
     a = run.attrs
     last = run.last
@@ -34,5 +34,5 @@ def run_dict(run: SnapshotRun) -> dict:
     }
 
 
-def render_json(run: SnapshotRun) -> str:
+def render_json(run: Recording) -> str:
     return json.dumps(run_dict(run), indent=2) + "\n"

@@ -1,31 +1,30 @@
-"""What a ``snapshot`` run produced: the frames (one per aggregation) and how it ran."""
+"""What a ``snapshot`` command produced: a recording (damo's word), one frame per aggregation."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from ..core.attrs import MonitoringAttrs
-from ..core.snapshot import MonitorSnapshot
+from ..summary import Policy, Summary
 
 
 @dataclass(frozen=True)
 class Frame:
-    """One aggregation's snapshot and when it ended, in seconds after the run started."""
+    """One aggregation's summary and when it ended, in seconds after the run started."""
 
     elapsed: float
-    snapshot: MonitorSnapshot
+    summary: Summary
 
 
 @dataclass
-class SnapshotRun:
+class Recording:
     """Everything the renderers need. ``frames`` may have been thinned (every other one
     dropped when a long run exceeds the bound) but always covers the whole run."""
 
     backend: str
     backend_reason: str
     attrs: MonitoringAttrs
-    cold_age: float
-    working_set_window: float
+    policy: Policy
     requested_duration: float
     elapsed: float = 0.0
     samples: int = 0
@@ -34,5 +33,13 @@ class SnapshotRun:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def last(self) -> MonitorSnapshot | None:
-        return self.frames[-1].snapshot if self.frames else None
+    def cold_age(self) -> float:
+        return self.policy.cold_age
+
+    @property
+    def working_set_window(self) -> float:
+        return self.policy.working_set_window
+
+    @property
+    def last(self) -> Summary | None:
+        return self.frames[-1].summary if self.frames else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..core.durations import format_duration
 from .heatmap import render_heatmap
-from .run import SnapshotRun
+from .run import Recording
 from .units import format_bytes, format_percent
 
 
@@ -15,8 +15,8 @@ def _pids(pids: tuple[int, ...], limit: int = 8) -> str:
     return shown if len(pids) <= limit else f"{shown}, ... ({len(pids)} processes)"
 
 
-def render_table(run: SnapshotRun, *, width: int = 80, max_rows: int = 30, colour: bool = False) -> str:
-    """Summary lines ("key: value") for every target of the last snapshot, each followed by
+def render_table(run: Recording, *, width: int = 80, max_rows: int = 30, colour: bool = False) -> str:
+    """Summary lines ("key: value") for every target of the last aggregation, each followed by
     the heatmap of that target over the whole run."""
     last = run.last
     if last is None:
@@ -39,7 +39,7 @@ def render_table(run: SnapshotRun, *, width: int = 80, max_rows: int = 30, colou
         for err in t.errors:
             lines.append(f"error:        {err}")
         lines.append("")
-        frames = [(f.elapsed, ft) for f in run.frames if (ft := f.snapshot.target(t.name)) is not None]
+        frames = [(f.elapsed, ft) for f in run.frames if (ft := f.summary.target(t.name)) is not None]
         lines += render_heatmap(frames, width=width, max_rows=max_rows, colour=colour)
         lines.append("")
     for w in last.warnings:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Hashable
 
 from ..core.attrs import MonitoringAttrs
 
@@ -39,7 +40,7 @@ RELAX_STEP = 0.8
 class TargetLoad:
     """What the controller needs to know about one target after an aggregation."""
 
-    name: str
+    key: Hashable  # the target's (name, labels): group_by groups of one name are apart
     nr_regions: int
     max_regions: int  # cap in effect
 
@@ -49,7 +50,7 @@ class Decision:
     """What to apply to the monitor. Empty when nothing changes."""
 
     ratio: float | None  # used share / budget over the window; None while measuring
-    max_regions: dict[str, int | None] = field(default_factory=dict)  # None = back to config
+    max_regions: dict[Hashable, int | None] = field(default_factory=dict)  # None = back to config
     attrs: MonitoringAttrs | None = None
     message: str = ""
 
@@ -62,7 +63,7 @@ class CpuBudget:
         self.base = base
         self.window = window
         self.stretch = 1.0
-        self.caps: dict[str, int] = {}  # lowered caps only; absent = configured max
+        self.caps: dict[Hashable, int] = {}  # lowered caps only, by target key; absent = configured max
         self._points: deque[tuple[float, float]] = deque()
         self.last_ratio = 0.0
         self._at_limit_reported = False
@@ -127,8 +128,8 @@ class CpuBudget:
                 cap = min(t.max_regions, max(t.nr_regions, floor))
                 new = max(floor, int(cap * scale))
                 if new < t.max_regions:
-                    self.caps[t.name] = new
-                    d.max_regions[t.name] = new
+                    self.caps[t.key] = new
+                    d.max_regions[t.key] = new
         if d.max_regions:
             d.message = f"over CPU budget ({ratio:.2f}x): region caps lowered by {1 - scale:.0%}"
             return d
@@ -154,19 +155,19 @@ class CpuBudget:
             d.message = f"under CPU budget: sample interval back to {d.attrs.sample_interval:.3g}s"
             return d
         if adaptive and self.caps:
-            for name, cap in list(self.caps.items()):
+            for key, cap in list(self.caps.items()):
                 new = math.ceil(cap / RELAX_STEP)
                 if new >= self.base.max_regions:
-                    del self.caps[name]
-                    d.max_regions[name] = None
+                    del self.caps[key]
+                    d.max_regions[key] = None
                 else:
-                    self.caps[name] = new
-                    d.max_regions[name] = new
+                    self.caps[key] = new
+                    d.max_regions[key] = new
             d.message = "under CPU budget: region caps raised"
         return d
 
-    def forget(self, names: set[str]) -> None:
+    def forget(self, keys: set[Hashable]) -> None:
         """Drop caps of targets that no longer exist."""
-        for n in list(self.caps):
-            if n not in names:
-                del self.caps[n]
+        for k in list(self.caps):
+            if k not in keys:
+                del self.caps[k]

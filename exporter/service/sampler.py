@@ -1,11 +1,14 @@
-"""The sampler thread: runs the monitor for all targets and publishes its state.
+"""The sampler thread: owns the schedule, drives the engine, publishes summaries.
 
-One thread owns the :class:`Monitor`, the operations set and the discoverer; nothing else
-touches them. Other threads talk to it only through :meth:`Sampler.apply_config` (a
-reference it picks up at the next aggregation) and read it only through the published
-:class:`ServiceState`. A failure never ends the thread: a missing backend is retried, an
-unexpected exception restarts the monitor after a pause, each with one log line and a
-``damon_sampler_errors_total{kind}`` increment.
+One thread owns the engine and the discoverer; nothing else touches them. Data flows one
+way: the sampler discovers targets, hands them to the engine between steps (with region
+caps and new attributes: the kernel's ``damon_call()`` model), steps it, turns each
+aggregation's raw records into a :class:`~exporter.summary.Summary` and publishes it. The
+engine never calls back. Other threads talk to the sampler only through
+:meth:`Sampler.apply_config` (a reference it picks up at the next aggregation) and read it
+only through the published :class:`ServiceState`. A failure never ends the thread: a
+missing backend is retried, an unexpected exception restarts the engine after a pause,
+each with one log line and a ``damon_sampler_errors_total{kind}`` increment.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ import time
 from collections import Counter
 from typing import Any, Callable
 
-from ..core.monitor import Monitor, TargetSpec
-from ..core.snapshot import MonitorSnapshot
-from ..ops.base import OpsError, Operations
+from ..core.engine import Engine, TargetSpec
+from ..core.records import Aggregation
+from ..ops.base import OpsError
+from ..summary import Policy, Summary, summarize
 from .budget import CpuBudget, TargetLoad
 from .state import PendingTarget, StateBox
 
@@ -27,14 +31,14 @@ log = logging.getLogger("exporter.sampler")
 
 #: seconds between attempts to open a backend that is unavailable (e.g. missing privilege)
 BACKEND_RETRY = 30.0
-#: pause before restarting the monitor after an unexpected exception
+#: pause before restarting the engine after an unexpected exception
 RESTART_PAUSE = 5.0
 
 
-def _default_ops_factory(name: str) -> Operations:
-    from ..ops.registry import create_ops
+def _default_engine_factory(name: str) -> Engine:
+    from ..engines.registry import create_engine
 
-    return create_ops(name)
+    return create_engine(name)
 
 
 def _default_discoverer_factory(config: Any) -> Any:
@@ -44,8 +48,8 @@ def _default_discoverer_factory(config: Any) -> Any:
 
 
 class Sampler:
-    """Owns the monitoring loop. ``start()``; ``apply_config(cfg)`` from any thread; the
-    ``stop`` event ends it."""
+    """Owns the schedule. ``start()``; ``apply_config(cfg)`` from any thread; the ``stop``
+    event ends it."""
 
     def __init__(
         self,
@@ -53,24 +57,24 @@ class Sampler:
         box: StateBox,
         stop: threading.Event,
         *,
-        ops_factory: Callable[[str], Operations] = _default_ops_factory,
+        engine_factory: Callable[[str], Engine] = _default_engine_factory,
         discoverer_factory: Callable[[Any], Any] = _default_discoverer_factory,
         budget_window: float = 10.0,
     ) -> None:
         self.config = config
         self.box = box
         self.stop = stop
-        self.ops_factory = ops_factory
+        self.engine_factory = engine_factory
         self.discoverer_factory = discoverer_factory
         self.budget = CpuBudget(config.cpu_budget or 0.0, config.monitoring, window=budget_window)
         self._pending_config: Any = None
         self._errors: Counter[str] = Counter()
-        self._errors_base: Counter[str] = Counter()  # from monitors that were restarted
+        self._errors_base: Counter[str] = Counter()  # from engines that were restarted
         self._checks_base = 0
         self._seen_warnings: set[str] = set()
         self._specs: list[TargetSpec] = []
-        self._monitor: Monitor | None = None
-        self._ops: Operations | None = None
+        self._engine: Engine | None = None
+        self._next_discovery = 0.0
         self._discoverer: Any = None
         self._last_backend_error = ""
         self.thread = threading.Thread(target=self._main, name="damon-sampler", daemon=True)
@@ -96,28 +100,24 @@ class Sampler:
         while not self.stop.is_set():
             try:
                 self._take_pending_config()
-                if self._ops is None:
-                    self._ops = self._open_backend()
-                    if self._ops is None:
+                if self._engine is None:
+                    self._engine = self._open_backend()
+                    if self._engine is None:
                         self.stop.wait(BACKEND_RETRY)
                         continue
-                self._run_monitor(self._ops)
-            except Exception as e:  # never die: one line, a counter, a pause, a fresh monitor
+                self._run(self._engine)
+            except Exception as e:  # never die: one line, a counter, a pause, a fresh engine
                 self._count("internal")
                 log.error("sampler failed, restarting in %gs", RESTART_PAUSE, exc_info=log.isEnabledFor(logging.DEBUG), extra={"kv": {"err": f"{type(e).__name__}: {e}"}})
-                self._retire_monitor()
+                self._retire_engine()
+                self._publish_errors()
                 self.stop.wait(RESTART_PAUSE)
-        self._retire_monitor()
-        if self._ops is not None:
-            try:
-                self._ops.close()
-            except Exception:  # closing is best effort at exit
-                pass
+        self._retire_engine()
 
-    def _open_backend(self) -> Operations | None:
+    def _open_backend(self) -> Engine | None:
         name = self.config.backend
         try:
-            ops = self.ops_factory(name)
+            engine = self.engine_factory(name)
         except OpsError as e:
             self._count(e.kind)
             # one error line per distinct problem; the retries repeat it at debug level only
@@ -126,35 +126,48 @@ class Sampler:
             log.log(level, "cannot open access-check backend %s; retrying every %gs", name, BACKEND_RETRY, extra={"kv": {"err": str(e)}})
             self._publish_errors()
             return None
-        log.info("access-check backend opened", extra={"kv": {"backend": ops.name, "requested": name}})
-        for w in ops.interference():
+        log.info("access-check backend opened", extra={"kv": {"backend": engine.name, "requested": name}})
+        for w in engine.interference():
             log.warning("results may be disturbed", extra={"kv": {"reason": w}})
-        self.box.update(backend=ops.name)
-        return ops
+        self.box.update(backend=engine.name, backend_reason=engine.selection_reason)
+        return engine
 
-    def _retire_monitor(self) -> None:
-        m = self._monitor
-        if m is None:
+    def _retire_engine(self) -> None:
+        """Keep the counters of an engine that stops (restart or exit), then close it."""
+        e, self._engine = self._engine, None
+        if e is None:
             return
-        st = m.stats()
+        st = e.stats()
         self._checks_base += st.checks_total
         self._errors_base.update(dict(st.errors_total))
-        self._monitor = None
+        try:
+            e.close()
+        except Exception:  # closing is best effort
+            pass
 
-    def _run_monitor(self, ops: Operations) -> None:
+    def _run(self, engine: Engine) -> None:
+        """The schedule: discover when due, step, summarize and publish each aggregation."""
         cfg = self.config
         if self._discoverer is None:
             self._discoverer = self.discoverer_factory(cfg)
             self.box.update(label_names=tuple(self._discoverer.label_names()))
-        m = Monitor(ops, self.budget.effective_attrs(), cold_age=cfg.cold_age, working_set_window=cfg.working_set_window)
-        self._monitor = m
-        self.box.update(sample_interval=m.attrs.sample_interval, aggregation_interval=m.attrs.aggregation_interval, cpu_budget=cfg.cpu_budget or 0.0)
-        m.run(self.stop, self._on_snapshot, self._discover)
+        engine.sleep = self.stop.wait  # wake at once on stop
+        engine.set_attrs(self.budget.effective_attrs())
+        self._next_discovery = 0.0
+        self.box.update(sample_interval=engine.attrs.sample_interval, aggregation_interval=engine.attrs.aggregation_interval, cpu_budget=cfg.cpu_budget or 0.0)
+        while not self.stop.is_set():
+            now = time.monotonic()
+            if now >= self._next_discovery:
+                self._retarget(engine)
+                self._next_discovery = now + engine.attrs.update_interval
+            agg = engine.step()
+            if agg is not None:
+                self._on_aggregation(engine, agg)
 
     # -- discovery -----------------------------------------------------------------------
 
     def _discover(self) -> list[TargetSpec]:
-        """Called by the monitor every update interval (and by us on reload)."""
+        """Every update interval, and on reload; the previous targets when discovery fails."""
         try:
             specs = list(self._discoverer.discover())
         except Exception as e:
@@ -168,27 +181,24 @@ class Sampler:
                 log.warning(w)
         self._specs = specs
         self._publish_pending()
-        self._reapply_caps()
         return specs
 
-    def _reapply_caps(self) -> None:
-        m = self._monitor
-        if m is None:
-            return
-        names = {s.name for s in self._specs}
-        self.budget.forget(names)
-        for name, cap in self.budget.caps.items():
-            if m.max_regions_of(name) != cap:
-                m.set_target_max_regions(name, cap)
+    def _retarget(self, e: Engine) -> None:
+        """Hand the discovered targets to the engine, with the budget's caps for them."""
+        e.set_targets(self._discover())
+        self.budget.forget({s.key for s in self._specs})
+        for key, cap in self.budget.caps.items():
+            if e.region_cap(key) != cap:
+                e.set_region_cap(key, cap)
 
     def _publish_pending(self) -> None:
-        self.box.update(pending=self._pending(self.box.get().snapshot))
+        self.box.update(pending=self._pending(self.box.get().summary))
 
-    def _pending(self, snap: MonitorSnapshot | None) -> tuple[PendingTarget, ...]:
+    def _pending(self, summary: Summary | None) -> tuple[PendingTarget, ...]:
         """Discovered targets with no aggregation yet. Keyed by name *and* labels: the groups
         of a ``group_by`` target share one name."""
-        done = {(t.name, t.labels) for t in snap.targets} if snap is not None else set()
-        return tuple(PendingTarget(s.name, len(s.processes), s.labels) for s in self._specs if (s.name, s.labels) not in done)
+        done = {(t.name, t.labels) for t in summary.targets} if summary is not None else set()
+        return tuple(PendingTarget(s.name, len(s.processes), s.labels) for s in self._specs if s.key not in done)
 
     # -- reload --------------------------------------------------------------------------
 
@@ -196,46 +206,46 @@ class Sampler:
         cfg, self._pending_config = self._pending_config, None
         if cfg is None:
             return False
-        if self._ops is not None and cfg.backend != self.config.backend:
+        if self._engine is not None and cfg.backend != self.config.backend:
             log.warning("backend change needs a restart; keeping the running backend", extra={"kv": {"running": self.config.backend, "configured": cfg.backend}})
         self.config = cfg
         self.budget.reset(cfg.cpu_budget or 0.0, cfg.monitoring)
-        self._discoverer = None if self._monitor is None else self.discoverer_factory(cfg)
-        m = self._monitor
-        if m is not None:
+        e = self._engine
+        self._discoverer = None if e is None else self.discoverer_factory(cfg)
+        if e is not None:
             self.box.update(label_names=tuple(self._discoverer.label_names()), cpu_budget=cfg.cpu_budget or 0.0)
-            m.cold_age = cfg.cold_age
-            m.working_set_window = cfg.working_set_window
-            m.set_attrs(self.budget.effective_attrs())
-            m.set_targets(self._discover())
+            e.set_attrs(self.budget.effective_attrs())
+            self._retarget(e)
         return True
+
+    def policy(self) -> Policy:
+        return Policy(cold_age=self.config.cold_age, working_set_window=self.config.working_set_window)
 
     # -- each aggregation ----------------------------------------------------------------
 
-    def _on_snapshot(self, snap: MonitorSnapshot) -> None:
-        m = self._monitor
-        assert m is not None and self._ops is not None
+    def _on_aggregation(self, engine: Engine, agg: Aggregation) -> None:
+        summary = summarize(agg, self.policy())
         cpu = time.thread_time()
-        loads = [TargetLoad(t.name, t.nr_regions, t.max_regions) for t in snap.targets]
-        d = self.budget.observe(time.monotonic(), cpu, loads, self._ops.adaptive)
-        for name, cap in d.max_regions.items():
-            m.set_target_max_regions(name, cap)
+        loads = [TargetLoad(t.key, len(t.regions), t.max_regions) for t in agg.targets]
+        d = self.budget.observe(time.monotonic(), cpu, loads, engine.uses_region_cap)
+        for key, cap in d.max_regions.items():
+            engine.set_region_cap(key, cap)
         if d.attrs is not None:
-            m.set_attrs(d.attrs)
+            engine.set_attrs(d.attrs)
         if d.message:
             log.info(d.message, extra={"kv": {"budget_ratio": f"{d.ratio:.3f}" if d.ratio is not None else ""}})
-        pending = self._pending(snap)
+        pending = self._pending(summary)
         errors = Counter(self._errors_base)
-        errors.update(dict(snap.stats.errors_total))
+        errors.update(dict(agg.stats.errors_total))
         errors.update(self._errors)
         self.box.update(
-            snapshot=snap,
+            summary=summary,
             pending=pending,
             cpu_seconds_total=cpu,
             budget_ratio=self.budget.last_ratio,
-            sample_interval=snap.sample_interval,
-            aggregation_interval=snap.aggregation_interval,
-            checks_total=self._checks_base + snap.stats.checks_total,
+            sample_interval=agg.sample_interval,
+            aggregation_interval=agg.aggregation_interval,
+            checks_total=self._checks_base + agg.stats.checks_total,
             errors_total=tuple(sorted(errors.items())),
             ready=True,
         )

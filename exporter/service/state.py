@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from ..core.snapshot import MonitorSnapshot
+from ..summary import Summary
 
 
 @dataclass(frozen=True)
@@ -28,9 +28,10 @@ class ServiceState:
 
     version: str
     backend: str  # chosen backend name, or the requested one while it is unavailable
+    backend_reason: str = ""  # why that backend (``auto``'s choice, or "requested")
     label_names: tuple[str, ...] = ()
-    snapshot: MonitorSnapshot | None = None
-    #: targets known to discovery but absent from ``snapshot`` (shown with up=0)
+    summary: Summary | None = None  # the last aggregation's
+    #: targets known to discovery but absent from ``summary`` (shown with up=0)
     pending: tuple[PendingTarget, ...] = ()
     cpu_seconds_total: float = 0.0
     budget_ratio: float = 0.0
@@ -49,9 +50,9 @@ class ServiceState:
 
 @dataclass
 class StateBox:
-    """Holds the current :class:`ServiceState`. ``get`` is one attribute read; ``set`` one
-    store. Writers are serialised by the callers (the sampler, the reloader) through
-    :meth:`update`, which takes a short lock around building the new object only."""
+    """Holds the current :class:`ServiceState`. :meth:`get` is one attribute read. Writers
+    (the sampler, the reloader) go through :meth:`update`, which takes a short lock around
+    building the new object and storing it, never around I/O."""
 
     state: ServiceState
     _lock: object = field(default=None, repr=False)

@@ -10,8 +10,8 @@ from ..metrics.targets import target_up
 
 def landing_page(state: ServiceState, metrics_path: str) -> bytes:
     rows = []
-    snap = state.snapshot
-    for t in snap.targets if snap is not None else ():
+    summary = state.summary
+    for t in summary.targets if summary is not None else ():
         rows.append((t.name, str(len(t.pids)), "up" if target_up(t) else "down", f"{t.resident_bytes / 2**20:.1f} MiB", f"{t.cold_ratio:.0%}"))
     for p in state.pending:
         rows.append((p.name, str(p.nr_processes), "waiting for first aggregation", "", ""))
@@ -26,7 +26,7 @@ def landing_page(state: ServiceState, metrics_path: str) -> bytes:
 <p>Memory access patterns (working set, idle age, cold memory) of processes and cgroups, sampled with DAMON's region-based algorithm from user space.</p>
 <ul>
 <li>Version: {escape(state.version)}</li>
-<li>Backend: {escape(state.backend)}</li>
+<li>Backend: {escape(state.backend)}{f" ({escape(state.backend_reason)})" if state.backend_reason else ""}</li>
 <li>Sample interval: {state.sample_interval:g} s, aggregation interval: {state.aggregation_interval:g} s</li>
 <li><a href="{escape(metrics_path, quote=True)}">Metrics</a> &middot; <a href="/-/healthy">Health</a> &middot; <a href="/-/ready">Readiness</a></li>
 </ul>

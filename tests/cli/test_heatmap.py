@@ -1,8 +1,9 @@
-"""The heatmap renderer on synthetic snapshots: exact output for tiny cases."""
+"""The heatmap renderer on synthetic summaries: exact output for tiny cases."""
 
 from __future__ import annotations
 
-from exporter.core.snapshot import RegionStat, summarize_target
+from exporter.core.records import RegionRecord, TargetRecords
+from exporter.summary import Policy, summarize_target
 from exporter.report.heatmap import RAMP, level, render_heatmap
 
 P = 4096
@@ -10,8 +11,8 @@ P = 4096
 
 def target(regions: list[tuple[int, int, int, int]], checks: int = 4):
     """regions: (pid, start, end, nr_accesses) with ``checks`` samples each."""
-    stats = [RegionStat(pid, s, e, a, checks, 0, 0.0, e - s) for pid, s, e, a in regions]
-    return summarize_target("t", [r[0] for r in regions], stats, cold_age=1, working_set_window=1, aggregated_at=0)
+    stats = tuple(RegionRecord(pid, s, e, e - s, nr_accesses=a, nr_checks=checks) for pid, s, e, a in regions)
+    return summarize_target(TargetRecords("t", tuple(r[0] for r in regions), stats, 0), Policy(cold_age=1, working_set_window=1))
 
 
 A, B = 0x10000, 0x900000

@@ -1,12 +1,17 @@
-"""Helpers to run the real Monitor on a simulated address space with a virtual clock."""
+"""Helpers to run the real Monitor on a simulated address space with a virtual clock.
+
+:class:`SummarizingMonitor` is the real engine plus the summary layer, stepped the way the
+sampler steps it, so that tests read working set and cold bytes off each aggregation."""
 
 from __future__ import annotations
 
 import random
 
 from exporter.core.attrs import MonitoringAttrs
-from exporter.core.monitor import Monitor, TargetSpec
+from exporter.core.engine import TargetSpec
+from exporter.core.monitor import Monitor
 from exporter.ops.base import ProcessRef
+from exporter.summary import Policy, Summary, summarize
 from exporter.ops.simulated import HotRange, SimulatedOps, SimulatedProcess, VirtualClock
 
 MiB = 1 << 20
@@ -21,6 +26,18 @@ def process_with_buffer(size: int, hot: list[HotRange] | None = None, **kw) -> S
     return SimulatedProcess(mappings=[TEXT, (BASE, BASE + size), STACK], hot=hot or [], **kw)
 
 
+class SummarizingMonitor(Monitor):
+    """The user-space engine whose ``step`` returns the summary of each aggregation."""
+
+    def __init__(self, *args, cold_age: float = 120.0, working_set_window: float = 60.0, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.policy = Policy(cold_age=cold_age, working_set_window=working_set_window)
+
+    def step(self) -> Summary | None:  # type: ignore[override]
+        agg = super().step()
+        return None if agg is None else summarize(agg, self.policy)
+
+
 def make_monitor(
     processes: dict[int, SimulatedProcess],
     attrs: MonitoringAttrs | None = None,
@@ -28,10 +45,10 @@ def make_monitor(
     targets: dict[str, list[int]] | None = None,
     adaptive: bool = True,
     **kw,
-) -> tuple[Monitor, SimulatedOps, VirtualClock]:
+) -> tuple[SummarizingMonitor, SimulatedOps, VirtualClock]:
     clk = VirtualClock()
     ops = SimulatedOps(processes, clk, random.Random(seed), adaptive=adaptive)
-    mon = Monitor(
+    mon = SummarizingMonitor(
         ops,
         attrs or MonitoringAttrs(0.1, 2.0, 10.0, 10, 200),
         rng=random.Random(seed + 1000),
@@ -45,7 +62,7 @@ def make_monitor(
     return mon, ops, clk
 
 
-def aggregations(mon: Monitor, n: int):
+def aggregations(mon: SummarizingMonitor, n: int):
     """Run until ``n`` more aggregations have happened; yield each snapshot."""
     done = 0
     while done < n:

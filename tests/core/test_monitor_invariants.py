@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.core.attrs import MonitoringAttrs
-from exporter.core.monitor import TargetSpec
+from exporter.core.engine import TargetSpec
 from exporter.core.ranges import normalize, three_regions
 from exporter.ops.base import AccessDenied, ProcessRef
 from exporter.ops.simulated import HotRange, SimulatedProcess
@@ -167,12 +167,12 @@ def test_budget_can_lower_a_targets_region_cap():
     mon, _, _ = make_monitor({1: process_with_buffer(GiB, hot)}, MonitoringAttrs(0.1, 2.0, 10.0, 10, 400), seed=8)
     counts = [s.target("t").nr_regions for s in aggregations(mon, 15)]
     assert max(counts) > 40
-    mon.set_target_max_regions("t", 20)
-    assert mon.max_regions_of("t") == 20
+    mon.set_region_cap(("t", ()), 20)
+    assert mon.region_cap(("t", ())) == 20
     counts = [s.target("t").nr_regions for s in aggregations(mon, 5)]
     assert all(10 <= c <= 20 for c in counts), counts
-    mon.set_target_max_regions("t", 1)  # never below min_regions
-    assert mon.max_regions_of("t") == 10
+    mon.set_region_cap(("t", ()), 1)  # never below min_regions
+    assert mon.region_cap(("t", ())) == 10
 
 
 def test_targets_come_and_go():
@@ -195,9 +195,9 @@ def test_interval_change_rescales_age_and_last_accesses():
     ages = {k: (r.age, r.last_nr_accesses) for k, r in before.items()}
     # sample twice as slowly, aggregate four times as slowly: samples per aggregation 20 -> 40
     mon.set_attrs(MonitoringAttrs(0.2, 8.0, 10.0, 10, 50))
-    list(aggregations(mon, 1))
+    last = list(aggregations(mon, 1))[-1]
     assert mon.attrs.max_nr_accesses == 40
-    hot_idle = [r for r in mon.last_snapshot.target("t").regions if r.start >= BASE + 64 * MiB and r.end <= BASE + 256 * MiB]
+    hot_idle = [r for r in last.target("t").regions if r.start >= BASE + 64 * MiB and r.end <= BASE + 256 * MiB]
     # idle seconds (age x aggregation interval) do not jump fourfold when the interval does
     assert max(r.idle_seconds for r in hot_idle) <= 10 * 2.0 + 8.0
     # a steadily hot region's count is on the new scale and its age was not restarted

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 from exporter.config import parse_config
-from exporter.core.monitor import TargetSpec
+from exporter.core.engine import TargetSpec
 from exporter.discovery import Discoverer, ProcCgroups, parse_proc_cgroup
 from exporter.discovery.cgroups import expand, hierarchies
 from exporter.ops.procfs import parse_stat

@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 
 from exporter.core.attrs import MonitoringAttrs
-from exporter.core.monitor import Monitor, TargetSpec
+from exporter.core.engine import TargetSpec
+from exporter.core.monitor import Monitor
 from exporter.ops.base import ProcessRef
 from exporter.ops.simulated import SimulatedOps, SimulatedProcess, VirtualClock
 
@@ -26,10 +27,12 @@ def test_groups_sharing_a_name_are_separate_targets():
         snap = mon.step()
     got = sorted((t.name, t.labels, tuple(sorted(t.pids))) for t in snap.targets)
     assert got == [("web", (("pid", "1"),), (1,)), ("web", (("pid", "2"),), (2, 3))]
-    assert mon.target_names() == ["web"]
     assert set(mon.regions_of("web")) == {ProcessRef(1), ProcessRef(2), ProcessRef(3)}
-    mon.set_target_max_regions("web", 20)  # the CPU budget works per name: all groups
-    assert mon.max_regions_of("web") == 20
+    # the CPU budget caps each group on its own: one group's cap leaves the other's alone
+    mon.set_region_cap(g1.key, 20)
+    assert mon.region_cap(g1.key) == 20
+    assert mon.region_cap(g2.key) == 200
+    assert [mon.live_processes(g.key) for g in (g1, g2)] == [1, 2]
     # a group disappearing drops only its own processes
     mon.set_targets([g2])
     assert set(mon.regions_of("web")) == {ProcessRef(2), ProcessRef(3)}

@@ -12,7 +12,8 @@ import time
 import pytest
 
 from exporter.core.attrs import MonitoringAttrs
-from exporter.core.monitor import Monitor, TargetSpec
+from exporter.core.engine import TargetSpec
+from tests.core.sim import SummarizingMonitor
 from exporter.ops.base import AccessDenied, ProcessGone, ProcessRef
 from exporter.ops.clear_refs import ClearRefsOps
 from exporter.ops.procfs import PosixIO, check_same_process
@@ -85,7 +86,7 @@ def test_monitor_measures_working_set_and_cold_memory(children):
     t = children(8, 16, 2)
     ops = ClearRefsOps()
     attrs = MonitoringAttrs(sample_interval=0.2, aggregation_interval=1.0, update_interval=1.0, min_regions=3, max_regions=200)
-    mon = Monitor(ops, attrs, cold_age=3.0, working_set_window=2.0, rng=random.Random(5))
+    mon = SummarizingMonitor(ops, attrs, cold_age=3.0, working_set_window=2.0, rng=random.Random(5))
     mon.set_targets([TargetSpec("toucher", (t.ref,))])
     snaps = []
     deadline = time.monotonic() + 6.5
@@ -116,7 +117,7 @@ def test_process_exiting_mid_run_is_dropped(children):
     leaves = children(1, 2, 1, 600)
     ops = ClearRefsOps()
     attrs = MonitoringAttrs(sample_interval=0.1, aggregation_interval=0.5, update_interval=0.5, min_regions=3, max_regions=50)
-    mon = Monitor(ops, attrs, cold_age=3.0, working_set_window=2.0)
+    mon = SummarizingMonitor(ops, attrs, cold_age=3.0, working_set_window=2.0)
     mon.set_targets([TargetSpec("both", (stays.ref, leaves.ref))])
     first = last = None
     deadline = time.monotonic() + 1.8

@@ -7,7 +7,8 @@ import random
 import pytest
 
 from exporter.core.attrs import MonitoringAttrs
-from exporter.core.monitor import Monitor, TargetSpec
+from exporter.core.engine import TargetSpec
+from tests.core.sim import SummarizingMonitor
 from exporter.ops.base import AccessDenied, BackendUnavailable, ProcessGone, ProcessRef
 from exporter.ops.page_idle import PageIdleOps
 from exporter.ops.procfs import PosixIO
@@ -330,7 +331,7 @@ def test_monitor_finds_the_hot_megabyte(kernel):
         clock.sleep(s)
 
     attrs = MonitoringAttrs(sample_interval=0.1, aggregation_interval=1.0, update_interval=5.0, min_regions=10, max_regions=100)
-    mon = Monitor(ops, attrs, cold_age=5.0, working_set_window=2.0, rng=random.Random(3), clock=clock, wall_clock=clock, sleep=sleep)
+    mon = SummarizingMonitor(ops, attrs, cold_age=5.0, working_set_window=2.0, rng=random.Random(3), clock=clock, wall_clock=clock, sleep=sleep)
     mon.set_targets([TargetSpec("fake", (REF,))])
     snap = None
     for _ in range(200):

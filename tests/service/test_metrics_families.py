@@ -1,4 +1,4 @@
-"""The /metrics contract, built from hand-made snapshots (no processes, no HTTP)."""
+"""The /metrics contract, built from hand-made records (no processes, no HTTP)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import math
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.core.snapshot import MonitorSnapshot, MonitorStats, RegionStat, summarize_target
+from exporter.core.records import Aggregation, EngineStats, RegionRecord, TargetRecords
+from exporter.summary import Policy, Summary, summarize
 from exporter.metrics import render_text
 from exporter.metrics.self_metrics import self_families
 from exporter.metrics.targets import TARGET_METRIC_NAMES, target_families
@@ -15,24 +16,23 @@ from exporter.service.state import ServiceState
 MiB = 1 << 20
 
 
-def region(pid: int, start: int, size: int, resident: int, acc: int, checks: int, age: int, aggr: float = 1.0) -> RegionStat:
+def region(pid: int, start: int, size: int, resident: int, acc: int, checks: int, age: int, aggr: float = 1.0) -> RegionRecord:
     idle = 0.0 if acc else age * aggr
-    return RegionStat(pid, start, start + size, acc, checks, age, idle, resident)
+    return RegionRecord(pid, start, start + size, resident, nr_accesses=acc, nr_checks=checks, age=age, idle_seconds=idle)
 
 
-def snapshot() -> MonitorSnapshot:
+def snapshot() -> Summary:
     regions_a = [
         region(1, 0x1000_0000, 8 * MiB, 8 * MiB, 10, 10, 0),  # hot: idle 0, freq 1.0
         region(1, 0x2000_0000, 8 * MiB, 4 * MiB, 3, 10, 0),  # warm: freq 0.3
         region(2, 0x3000_0000, 16 * MiB, 16 * MiB, 0, 10, 200),  # cold: idle 200 s
         region(2, 0x4000_0000, 4 * MiB, 0, 0, 10, 7),  # not resident: weighs nothing
     ]
-    a = summarize_target("web", [1, 2], regions_a, cold_age=120, working_set_window=60, aggregated_at=1700000000.0,
-                         labels=(("team", "blue"),), max_regions=150)
-    b = summarize_target("gone", [], [], cold_age=120, working_set_window=60, aggregated_at=1700000000.0)
-    c = summarize_target("denied", [5], [region(5, 0x1000, MiB, MiB, 1, 1, 0)], cold_age=120, working_set_window=60,
-                         aggregated_at=1700000000.0, errors=("pid 6: permission denied",))
-    return MonitorSnapshot("clear_refs", 1700000000.0, 0.1, 1.0, (a, b, c), MonitorStats(checks_total=42))
+    a = TargetRecords("web", (1, 2), tuple(regions_a), 1700000000.0, labels=(("team", "blue"),), max_regions=150)
+    b = TargetRecords("gone", (), (), 1700000000.0)
+    c = TargetRecords("denied", (5,), (region(5, 0x1000, MiB, MiB, 1, 1, 0),), 1700000000.0, errors=("pid 6: permission denied",))
+    agg = Aggregation("clear_refs", 1700000000.0, 0.1, 1.0, (a, b, c), EngineStats(checks_total=42))
+    return summarize(agg, Policy(cold_age=120, working_set_window=60))
 
 
 def parse(text: str) -> dict:
@@ -149,7 +149,7 @@ def test_cached_exposition_reencodes_only_for_a_new_state():
     from exporter.metrics.collector import CachedExposition
     from exporter.service.state import StateBox
 
-    box = StateBox(ServiceState(version="1", backend="clear_refs", snapshot=snapshot(), label_names=("team",)))
+    box = StateBox(ServiceState(version="1", backend="clear_refs", summary=snapshot(), label_names=("team",)))
     exp = CachedExposition(box)
     enc, ctype = choose_encoder("")
     first = exp.render(enc, ctype).decode()

@@ -14,7 +14,8 @@ import pytest
 
 from exporter.config import Config
 from exporter.core.attrs import MonitoringAttrs
-from exporter.core.monitor import TargetSpec
+from exporter.core.engine import TargetSpec
+from exporter.core.monitor import Monitor
 from exporter.ops.base import BackendUnavailable, ProcessRef
 from exporter.ops.simulated import HotRange, SimulatedOps, SimulatedProcess
 from exporter.service import sampler as sampler_mod
@@ -61,7 +62,7 @@ def run_sampler():
     def start(config, ops_factory, discoverers) -> tuple[Sampler, StateBox]:
         box = StateBox(ServiceState(version="t", backend="none"))
         stop = threading.Event()
-        s = Sampler(config, box, stop, ops_factory=ops_factory, discoverer_factory=lambda cfg: discoverers(cfg))
+        s = Sampler(config, box, stop, engine_factory=lambda name: Monitor(ops_factory(name)), discoverer_factory=lambda cfg: discoverers(cfg))
         s.start()
         started.append((s, stop))
         return s, box
@@ -77,10 +78,10 @@ def test_publishes_snapshots_and_becomes_ready(run_sampler):
     procs = {10: proc()}
     disc = FakeDiscoverer([TargetSpec("web", (ProcessRef(10, 1),), (("team", "a"),))], ("team",))
     _, box = run_sampler(Config(monitoring=FAST), lambda name: SimulatedOps(procs, time.monotonic, adaptive=False), lambda cfg: disc)
-    st = wait_for(lambda: box.get() if box.get().ready and box.get().snapshot.stats.aggregations_total >= 3 else None)
+    st = wait_for(lambda: box.get() if box.get().ready and box.get().summary.stats.aggregations_total >= 3 else None)
     assert st.backend == "simulated"
     assert st.label_names == ("team",)
-    t = st.snapshot.target("web")
+    t = st.summary.target("web")
     assert t.pids == (10,) and t.resident_bytes == 12 * MiB and t.labels == (("team", "a"),)
     assert st.checks_total > 0 and st.cpu_seconds_total > 0
     assert st.sample_interval == 0.01 and st.aggregation_interval == 0.05
@@ -93,7 +94,7 @@ def test_targets_are_listed_as_pending_before_the_first_aggregation(run_sampler)
     _, box = run_sampler(Config(monitoring=slow), lambda name: SimulatedOps(procs, time.monotonic), lambda cfg: disc)
     st = wait_for(lambda: box.get() if box.get().pending else None)
     assert [(p.name, p.nr_processes) for p in st.pending] == [("web", 2)]
-    assert not st.ready and st.snapshot is None
+    assert not st.ready and st.summary is None
 
 
 def test_a_reused_pid_is_a_new_process(run_sampler):
@@ -103,13 +104,13 @@ def test_a_reused_pid_is_a_new_process(run_sampler):
     _, box = run_sampler(Config(monitoring=FAST), lambda name: SimulatedOps(procs, time.monotonic, adaptive=False), lambda cfg: disc)
 
     def max_age():
-        snap = box.get().snapshot
+        snap = box.get().summary
         return max((r.age for r in snap.target("web").regions), default=0) if snap else 0
 
     wait_for(lambda: max_age() >= 8)  # the cold mapping ages, one per aggregation
     disc.specs = [TargetSpec("web", (ProcessRef(10, 200),))]  # same pid, new start time
     wait_for(lambda: max_age() < 4, timeout=10)
-    assert box.get().snapshot.target("web").pids == (10,)
+    assert box.get().summary.target("web").pids == (10,)
 
 
 def test_reload_applies_new_targets_and_attrs(run_sampler):
@@ -120,8 +121,8 @@ def test_reload_applies_new_targets_and_attrs(run_sampler):
                          lambda cfg: one if cfg.cold_age == 120 else two)
     wait_for(lambda: box.get().ready)
     s.apply_config(Config(monitoring=FAST.with_changes(aggregation_interval=0.08), cold_age=60))
-    st = wait_for(lambda: box.get() if box.get().snapshot.aggregation_interval == 0.08 and box.get().snapshot.target("db") else None)
-    assert [t.name for t in st.snapshot.targets] == ["web", "db"]
+    st = wait_for(lambda: box.get() if box.get().summary.aggregation_interval == 0.08 and box.get().summary.target("db") else None)
+    assert [t.name for t in st.summary.targets] == ["web", "db"]
     assert st.label_names == ("team",)
 
 
@@ -162,18 +163,18 @@ def test_unexpected_exception_restarts_the_monitor(run_sampler, monkeypatch):
                          lambda cfg: FakeDiscoverer([TargetSpec("web", (ProcessRef(10),))]))
     st = wait_for(lambda: box.get() if box.get().ready else None)
     assert dict(st.errors_total)["internal"] == 1
-    assert st.snapshot.target("web").pids == (10,)
+    assert st.summary.target("web").pids == (10,)
 
 
 def test_exited_process_is_dropped_silently(run_sampler):
     procs = {10: proc(), 11: proc()}
     disc = FakeDiscoverer([TargetSpec("web", (ProcessRef(10), ProcessRef(11)))])
     _, box = run_sampler(Config(monitoring=FAST), lambda name: SimulatedOps(procs, time.monotonic), lambda cfg: disc)
-    wait_for(lambda: box.get().ready and box.get().snapshot.target("web").pids == (10, 11))
+    wait_for(lambda: box.get().ready and box.get().summary.target("web").pids == (10, 11))
     procs[11].exited = True
-    st = wait_for(lambda: box.get() if box.get().snapshot.target("web").pids == (10,) else None)
+    st = wait_for(lambda: box.get() if box.get().summary.target("web").pids == (10,) else None)
     assert sum(n for _, n in st.errors_total) == 0
-    assert not st.snapshot.target("web").errors
+    assert not st.summary.target("web").errors
 
 
 def test_permission_denied_is_counted_once_and_the_target_is_down(run_sampler):
@@ -190,9 +191,9 @@ def test_permission_denied_is_counted_once_and_the_target_is_down(run_sampler):
 
     disc = FakeDiscoverer([TargetSpec("web", (ProcessRef(10), ProcessRef(11)))])
     _, box = run_sampler(Config(monitoring=FAST), lambda name: Picky(procs, time.monotonic), lambda cfg: disc)
-    wait_for(lambda: box.get().ready and box.get().snapshot.stats.aggregations_total >= 5)
+    wait_for(lambda: box.get().ready and box.get().summary.stats.aggregations_total >= 5)
     st = box.get()
-    t = st.snapshot.target("web")
+    t = st.summary.target("web")
     assert t.pids == (10,)
     assert t.errors == ("pid 11: clear_refs needs ptrace access to the process (same uid, or CAP_SYS_PTRACE)",)
     assert target_up(t) == 0

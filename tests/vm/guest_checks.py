@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from exporter.core.attrs import MonitoringAttrs
-from exporter.core.monitor import Monitor, TargetSpec
-from exporter.core.snapshot import MonitorSnapshot, TargetSnapshot
+from exporter.core.engine import TargetSpec
+from tests.core.sim import SummarizingMonitor
+from exporter.summary import Summary, TargetSummary
 from exporter.ops.base import OpsError, ProcessRef
 from exporter.ops.page_idle import PageIdleOps
 
@@ -143,7 +144,7 @@ def rss_of(pid: int) -> int:
 # -- monitoring ------------------------------------------------------------------------------
 
 
-def accessed_overlap(t: TargetSnapshot, start: int, end: int, pid: int | None = None) -> int:
+def accessed_overlap(t: TargetSummary, start: int, end: int, pid: int | None = None) -> int:
     """Bytes of [start, end) covered by regions that saw an access in this aggregation."""
     total = 0
     for r in t.regions:
@@ -152,7 +153,7 @@ def accessed_overlap(t: TargetSnapshot, start: int, end: int, pid: int | None = 
     return total
 
 
-def summary(t: TargetSnapshot, t0: float, snap: MonitorSnapshot) -> dict:
+def summary(t: TargetSummary, t0: float, snap: Summary) -> dict:
     return {
         "t": round(time.monotonic() - t0, 3),
         "pids": list(t.pids),
@@ -178,7 +179,7 @@ class Run:
 Known = list[tuple[int, int, int]]  # (start, end, pid): memory whose truth we know
 
 
-def known_bytes(t: TargetSnapshot, known: Known) -> tuple[int, int]:
+def known_bytes(t: TargetSummary, known: Known) -> tuple[int, int]:
     """(working set, cold) bytes *inside the known ranges*: the workload's buffers, fully
     resident, whose truth we know exactly. The target's totals also hold the processes' own
     code, stack and libc (~1 MiB each), whose truth nobody knows."""
@@ -205,11 +206,11 @@ def monitor(
     seconds: float,
     known: Known,
     *,
-    extra: Callable[[TargetSnapshot], dict] | None = None,
+    extra: Callable[[TargetSummary], dict] | None = None,
     during: Callable[[float], None] | None = None,
 ) -> Run:
     """Monitor ``pids`` as one target for ``seconds``; one summary per aggregation."""
-    m = Monitor(ops, ATTRS, cold_age=COLD_AGE, working_set_window=WORKING_SET_WINDOW)
+    m = SummarizingMonitor(ops, ATTRS, cold_age=COLD_AGE, working_set_window=WORKING_SET_WINDOW)
     m.set_targets([TargetSpec("workload", refs(pids))])
     run = Run(other_rss=other_rss(pids, known))
     t0 = time.monotonic()
@@ -231,13 +232,13 @@ def monitor(
     return run
 
 
-def hot_cold_overlap(r: dict) -> Callable[[TargetSnapshot], dict]:
+def hot_cold_overlap(r: dict) -> Callable[[TargetSummary], dict]:
     """Per aggregation: bytes of the hot part and of the rest of the buffer that lie in
     regions seen accessed (the first should be the hot size, the second zero)."""
     hot = (r["hot_addr"], r["hot_addr"] + r["hot_size"])
     buf = (r["addr"], r["addr"] + r["size"])
 
-    def extra(t: TargetSnapshot) -> dict:
+    def extra(t: TargetSummary) -> dict:
         acc_hot = accessed_overlap(t, *hot, pid=r["pid"])
         # the buffer's regions, in KiB from the buffer start: (offset, size, nr_accesses, age)
         regions = [((x.start - buf[0]) >> 10, x.size >> 10, x.nr_accesses, x.age)
@@ -315,7 +316,7 @@ def check_moving_hot_set(ctx: "Ctx") -> dict:
             os.kill(pid, signal.SIGUSR1)
             moved_at.append(t)
 
-    def extra(t: TargetSnapshot) -> dict:
+    def extra(t: TargetSummary) -> dict:
         acc_buf = accessed_overlap(t, *buf)
         acc_old = accessed_overlap(t, *old)
         acc_new = accessed_overlap(t, *new)
@@ -344,7 +345,7 @@ def check_zero_page(ctx: "Ctx") -> dict:
 
     regions = hot_cold_overlap(r)
 
-    def extra(t: TargetSnapshot) -> dict:
+    def extra(t: TargetSummary) -> dict:
         return {"accessed_zero": accessed_overlap(t, *zero), **regions(t)}
 
     try:
@@ -410,11 +411,11 @@ def check_many_mappings(ctx: "Ctx") -> dict:
 
 
 def check_auto_selection(ctx: "Ctx") -> dict:
-    from exporter.ops.registry import create_ops
+    from exporter.engines.registry import create_engine
 
-    ops = create_ops("auto")
+    ops = create_engine("auto")
     try:
-        return {"name": ops.name, "reason": getattr(ops, "selection_reason", None)}
+        return {"name": ops.name, "reason": ops.selection_reason}
     finally:
         ops.close()
 
@@ -443,20 +444,20 @@ def check_without_cap_sys_admin(ctx: "Ctx") -> dict:
 
 def nocap_child(pid: int, addr: int) -> dict:
     """Runs under setpriv without CAP_SYS_ADMIN (see check_without_cap_sys_admin)."""
-    from exporter.ops.registry import create_ops
+    from exporter.engines.registry import create_engine
 
     out: dict = {"pid": pid}
     status = open("/proc/self/status").read()
     out["cap_eff"] = re.search(r"^CapEff:\s*(\S+)", status, re.M)[1]
     out["available"] = list(PageIdleOps.available())
     try:
-        ops = create_ops("auto")
-        out["auto"] = {"name": ops.name, "reason": getattr(ops, "selection_reason", None)}
+        ops = create_engine("auto")
+        out["auto"] = {"name": ops.name, "reason": ops.selection_reason}
         ops.close()
     except OpsError as e:
         out["auto"] = {"error": type(e).__name__, "message": str(e)}
     try:
-        create_ops("page_idle").close()
+        create_engine("page_idle").close()
         out["page_idle"] = {"error": None}
     except OpsError as e:
         out["page_idle"] = {"error": type(e).__name__, "message": str(e)}
@@ -470,7 +471,7 @@ def nocap_child(pid: int, addr: int) -> dict:
     except OpsError as e:
         out["direct"] = {"error": type(e).__name__, "message": str(e)}
     # and through the monitor: the target carries the message, nothing raises
-    m = Monitor(ops, ATTRS, cold_age=COLD_AGE, working_set_window=WORKING_SET_WINDOW)
+    m = SummarizingMonitor(ops, ATTRS, cold_age=COLD_AGE, working_set_window=WORKING_SET_WINDOW)
     m.set_targets([TargetSpec("workload", (ref,))])
     snap = None
     while snap is None:

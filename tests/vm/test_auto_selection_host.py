@@ -12,7 +12,7 @@ import os
 import pytest
 
 from exporter.ops.base import BackendUnavailable
-from exporter.ops.registry import create_ops
+from exporter.engines.registry import create_engine
 
 BITMAP = "/sys/kernel/mm/page_idle/bitmap"
 
@@ -22,10 +22,10 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_auto_picks_clear_refs_without_page_idle() -> None:
-    ops = create_ops("auto")
+    ops = create_engine("auto")
     try:
         assert ops.name == "clear_refs"
-        assert ops.selection_reason == (  # type: ignore[attr-defined]
+        assert ops.selection_reason == (
             f"page_idle unavailable: {BITMAP} does not exist (kernel built without "
             "CONFIG_IDLE_PAGE_TRACKING); using clear_refs"
         )
@@ -35,7 +35,7 @@ def test_auto_picks_clear_refs_without_page_idle() -> None:
 
 def test_page_idle_requested_without_page_idle_is_unavailable() -> None:
     with pytest.raises(BackendUnavailable) as e:
-        create_ops("page_idle")
+        create_engine("page_idle")
     assert str(e.value) == (
         f"page_idle unavailable: {BITMAP} does not exist (kernel built without CONFIG_IDLE_PAGE_TRACKING)"
     )

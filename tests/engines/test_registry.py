@@ -1,4 +1,4 @@
-"""Backend selection: names, auto fallback and its logged reason, explicit requests."""
+"""The backend registry: names, auto fallback and its logged reason, explicit requests."""
 
 from __future__ import annotations
 
@@ -8,29 +8,27 @@ import os
 import pytest
 
 from exporter.ops.base import BackendUnavailable
-from exporter.ops.clear_refs import ClearRefsOps
-from exporter.ops.page_idle import PageIdleOps
-from exporter.ops.registry import BACKENDS, create_ops
+from exporter.engines.registry import BACKEND_NAMES, create_engine
 
-from .fakekernel import FakeKernel
+from tests.ops.fakekernel import FakeKernel
 
 
 def test_backend_names():
-    assert BACKENDS == ("auto", "page_idle", "clear_refs")
+    assert BACKEND_NAMES == ("auto", "page_idle", "clear_refs")
 
 
 def test_unknown_backend_lists_the_allowed_ones():
     with pytest.raises(ValueError) as e:
-        create_ops("damon")
+        create_engine("damon")
     assert str(e.value) == "unknown backend 'damon'; expected one of: auto, page_idle, clear_refs"
 
 
 def test_auto_falls_back_to_clear_refs_and_logs_why(tmp_path, caplog):
     sys_root = tmp_path / "sys"  # a kernel without CONFIG_IDLE_PAGE_TRACKING
     sys_root.mkdir()
-    with caplog.at_level(logging.INFO, logger="exporter.ops.registry"):
-        ops = create_ops("auto", sys_root=str(sys_root))
-    assert isinstance(ops, ClearRefsOps)
+    with caplog.at_level(logging.INFO, logger="exporter.engines.registry"):
+        ops = create_engine("auto", sys_root=str(sys_root))
+    assert ops.name == "clear_refs"
     reason = (
         f"page_idle unavailable: {sys_root}/kernel/mm/page_idle/bitmap does not exist "
         "(kernel built without CONFIG_IDLE_PAGE_TRACKING); using clear_refs"
@@ -41,11 +39,11 @@ def test_auto_falls_back_to_clear_refs_and_logs_why(tmp_path, caplog):
 
 def test_auto_on_this_host():
     """This host's kernel has no page_idle: auto must pick clear_refs and say so."""
-    ops = create_ops("auto")
+    ops = create_engine("auto")
     if os.path.exists("/sys/kernel/mm/page_idle/bitmap") and os.geteuid() == 0:
-        assert isinstance(ops, PageIdleOps)
+        assert ops.name == "page_idle"
     else:
-        assert isinstance(ops, ClearRefsOps)
+        assert ops.name == "clear_refs"
         assert ops.selection_reason.startswith("page_idle unavailable: ")
         assert ops.selection_reason.endswith("; using clear_refs")
     ops.close()
@@ -53,8 +51,8 @@ def test_auto_on_this_host():
 
 def test_auto_prefers_page_idle_where_usable(tmp_path):
     k = FakeKernel(tmp_path)
-    ops = create_ops("auto", proc_root=k.proc_root, sys_root=k.sys_root)
-    assert isinstance(ops, PageIdleOps)
+    ops = create_engine("auto", proc_root=k.proc_root, sys_root=k.sys_root)
+    assert ops.name == "page_idle"
     assert ops.selection_reason == f"page_idle selected: {k.sys_root}/kernel/mm/page_idle/bitmap is writable and pagemap gives PFNs"
     ops.close()
 
@@ -62,21 +60,21 @@ def test_auto_prefers_page_idle_where_usable(tmp_path):
 def test_explicit_page_idle_unavailable(tmp_path):
     k = FakeKernel(tmp_path, page_idle=False)
     with pytest.raises(BackendUnavailable) as e:
-        create_ops("page_idle", proc_root=k.proc_root, sys_root=k.sys_root)
+        create_engine("page_idle", proc_root=k.proc_root, sys_root=k.sys_root)
     assert str(e.value) == (
         f"page_idle unavailable: {k.sys_root}/kernel/mm/page_idle/bitmap does not exist "
         "(kernel built without CONFIG_IDLE_PAGE_TRACKING)"
     )
     k2 = FakeKernel(tmp_path / "nocap", cap_sys_admin=False)
     with pytest.raises(BackendUnavailable, match="page_idle unavailable: page_idle needs CAP_SYS_ADMIN to read PFNs"):
-        create_ops("page_idle", proc_root=k2.proc_root, sys_root=k2.sys_root)
+        create_engine("page_idle", proc_root=k2.proc_root, sys_root=k2.sys_root)
 
 
 def test_explicit_clear_refs(tmp_path):
-    ops = create_ops("clear_refs")
-    assert isinstance(ops, ClearRefsOps) and ops.selection_reason == "clear_refs requested"
+    ops = create_engine("clear_refs")
+    assert ops.name == "clear_refs" and ops.selection_reason == "clear_refs requested"
     with pytest.raises(BackendUnavailable) as e:
-        create_ops("clear_refs", proc_root=str(tmp_path))
+        create_engine("clear_refs", proc_root=str(tmp_path))
     assert str(e.value) == (
         f"clear_refs unavailable: {tmp_path}/self/clear_refs does not exist "
         "(kernel built without CONFIG_PROC_PAGE_MONITOR)"

@@ -1,8 +1,9 @@
-"""Immutable results of one aggregation, and the summaries computed from them.
+"""Working set, cold bytes and distributions, computed from raw region records.
 
-The sampler thread builds a :class:`MonitorSnapshot` at every aggregation and publishes it by
-swapping one reference; readers (the CLI, Prometheus collectors) never see a half-updated
-state and never hold a lock while the sampler does I/O.
+Every number is weighted by resident bytes, never by region size: non-resident memory is in
+no numerator and no denominator, whatever the engine. A record either carries one idle time
+for the whole region (DAMON's engines) or a distribution of idle time over its bytes (the
+referenced-bytes engine); both give the same kind of answer here.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
+
+from ..core.records import Aggregation, EngineStats, RegionRecord, TargetRecords
 
 #: Upper bounds (seconds) of ``damon_idle_age_seconds`` buckets; part of the metrics contract.
 IDLE_AGE_BUCKETS: tuple[float, ...] = (0, 1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, math.inf)
@@ -20,47 +23,39 @@ DEFAULT_COLD_AGE = 120.0
 DEFAULT_WORKING_SET_WINDOW = 60.0
 
 
-@dataclass(frozen=True, slots=True)
-class RegionStat:
-    """One region at the end of an aggregation."""
+@dataclass(frozen=True)
+class Policy:
+    """What the user calls cold and working set (config ``cold_age``, ``working_set_window``)."""
 
-    pid: int
-    start: int
-    end: int
-    nr_accesses: int
-    nr_checks: int
-    age: int
-    idle_seconds: float
-    resident_bytes: int
-
-    @property
-    def size(self) -> int:
-        return self.end - self.start
-
-    @property
-    def frequency(self) -> float:
-        """Share of this aggregation's valid samples that saw an access (0..1)."""
-        return self.nr_accesses / self.nr_checks if self.nr_checks else 0.0
-
-    def to_dict(self) -> dict:
-        return {
-            "pid": self.pid,
-            "start": self.start,
-            "end": self.end,
-            "nr_accesses": self.nr_accesses,
-            "nr_checks": self.nr_checks,
-            "age": self.age,
-            "idle_seconds": self.idle_seconds,
-            "resident_bytes": self.resident_bytes,
-            "frequency": round(self.frequency, 6),
-        }
+    cold_age: float = DEFAULT_COLD_AGE
+    working_set_window: float = DEFAULT_WORKING_SET_WINDOW
 
 
-def idle_seconds(nr_accesses: int, age: int, aggregation_interval: float) -> float:
-    """How long a region has gone unaccessed: DAMON's age, in seconds, if it saw no access
-    this aggregation; zero otherwise. Because a move to zero restarts the age, this is the
-    time since the region was last seen accessed (lower bound: since we began watching it)."""
-    return 0.0 if nr_accesses > 0 else age * aggregation_interval
+def idle_at_least(r: RegionRecord, seconds: float) -> int:
+    """Resident bytes of ``r`` not accessed for at least ``seconds``."""
+    if not r.idle_distribution:
+        return r.resident_bytes if r.idle_seconds >= seconds else 0
+    idle = r.resident_bytes
+    for s, nbytes in r.idle_distribution:  # increasing seconds, decreasing bytes
+        if s > seconds:
+            break
+        idle = nbytes
+    return min(idle, r.resident_bytes)
+
+
+def idle_bands(r: RegionRecord) -> Iterable[tuple[float, int]]:
+    """(idle seconds, bytes) bands covering the region's resident bytes exactly once."""
+    if not r.idle_distribution:
+        yield r.idle_seconds, r.resident_bytes
+        return
+    prev_s, prev_b = 0.0, r.resident_bytes
+    for s, nbytes in r.idle_distribution:
+        nbytes = min(nbytes, prev_b)
+        if prev_b > nbytes:
+            yield prev_s, prev_b - nbytes
+        prev_s, prev_b = s, nbytes
+    if prev_b:
+        yield prev_s, prev_b
 
 
 def cumulative_histogram(pairs: Iterable[tuple[float, int]], bounds: Sequence[float]) -> tuple[tuple[float, int], ...]:
@@ -80,17 +75,19 @@ def cumulative_histogram(pairs: Iterable[tuple[float, int]], bounds: Sequence[fl
 
 
 @dataclass(frozen=True)
-class TargetSnapshot:
-    """One target (a group of processes) at the end of an aggregation."""
+class TargetSummary:
+    """One target's numbers at the end of an aggregation, with the records they came from."""
 
     name: str
     pids: tuple[int, ...]
-    regions: tuple[RegionStat, ...]
+    regions: tuple[RegionRecord, ...]
     resident_bytes: int
     working_set_bytes: int
     cold_bytes: int
     idle_age_histogram: tuple[tuple[float, int], ...]
     frequency_histogram: tuple[tuple[float, int], ...]
+    idle_age_sum: float  # byte-seconds (the gauge histogram's _gsum)
+    frequency_sum: float
     aggregated_at: float  # wall clock (seconds since the epoch)
     labels: tuple[tuple[str, str], ...] = ()
     errors: tuple[str, ...] = ()
@@ -130,65 +127,45 @@ def _bound(b: float) -> float | str:
     return "+Inf" if math.isinf(b) else b
 
 
-def summarize_target(
-    name: str,
-    pids: Sequence[int],
-    regions: Sequence[RegionStat],
-    *,
-    cold_age: float,
-    working_set_window: float,
-    aggregated_at: float,
-    labels: tuple[tuple[str, str], ...] = (),
-    errors: tuple[str, ...] = (),
-    max_regions: int = 0,
-) -> TargetSnapshot:
-    """Working set, cold bytes and the two distributions, from resident bytes only.
-
-    Non-resident memory is in no numerator and no denominator: a region's weight is its
-    resident bytes, never its size.
-    """
+def summarize_target(t: TargetRecords, policy: Policy) -> TargetSummary:
+    """Working set, cold bytes and the two distributions of one target, from resident bytes."""
+    regions = t.regions
     resident = sum(r.resident_bytes for r in regions)
-    working = sum(r.resident_bytes for r in regions if r.idle_seconds < working_set_window)
-    cold = sum(r.resident_bytes for r in regions if r.idle_seconds >= cold_age)
-    return TargetSnapshot(
-        name=name,
-        pids=tuple(sorted(set(pids))),
-        regions=tuple(regions),
+    working = resident - sum(idle_at_least(r, policy.working_set_window) for r in regions)
+    cold = sum(idle_at_least(r, policy.cold_age) for r in regions)
+    bands = [band for r in regions for band in idle_bands(r)]
+    return TargetSummary(
+        name=t.name,
+        pids=tuple(sorted(set(t.pids))),
+        regions=regions,
         resident_bytes=resident,
         working_set_bytes=working,
         cold_bytes=cold,
-        idle_age_histogram=cumulative_histogram(((r.idle_seconds, r.resident_bytes) for r in regions), IDLE_AGE_BUCKETS),
+        idle_age_histogram=cumulative_histogram(bands, IDLE_AGE_BUCKETS),
         frequency_histogram=cumulative_histogram(((r.frequency, r.resident_bytes) for r in regions), FREQUENCY_BUCKETS),
-        aggregated_at=aggregated_at,
-        labels=labels,
-        errors=errors,
-        max_regions=max_regions,
+        idle_age_sum=float(sum(s * b for s, b in bands)),
+        frequency_sum=float(sum(r.resident_bytes * r.frequency for r in regions)),
+        aggregated_at=t.aggregated_at,
+        labels=t.labels,
+        errors=t.errors,
+        max_regions=t.max_regions,
     )
 
 
 @dataclass(frozen=True)
-class MonitorStats:
-    """Counters since the monitor started (monotonic, for ``_total`` metrics)."""
-
-    checks_total: int = 0
-    discarded_total: int = 0
-    aggregations_total: int = 0
-    errors_total: tuple[tuple[str, int], ...] = ()
-
-
-@dataclass(frozen=True)
-class MonitorSnapshot:
-    """Everything one aggregation produced. Immutable; publish by reference swap."""
+class Summary:
+    """One aggregation, summarized: what the exporter publishes and the CLI prints."""
 
     backend: str
     taken_at: float  # wall clock
     sample_interval: float
     aggregation_interval: float
-    targets: tuple[TargetSnapshot, ...]
-    stats: MonitorStats = field(default_factory=MonitorStats)
+    targets: tuple[TargetSummary, ...]
+    policy: Policy = field(default_factory=Policy)
+    stats: EngineStats = field(default_factory=EngineStats)
     warnings: tuple[str, ...] = ()
 
-    def target(self, name: str) -> TargetSnapshot | None:
+    def target(self, name: str) -> TargetSummary | None:
         for t in self.targets:
             if t.name == name:
                 return t
@@ -203,3 +180,17 @@ class MonitorSnapshot:
             "warnings": list(self.warnings),
             "targets": [t.to_dict(with_regions) for t in self.targets],
         }
+
+
+def summarize(agg: Aggregation, policy: Policy) -> Summary:
+    """The summary of every target of one aggregation."""
+    return Summary(
+        backend=agg.backend,
+        taken_at=agg.taken_at,
+        sample_interval=agg.sample_interval,
+        aggregation_interval=agg.aggregation_interval,
+        targets=tuple(summarize_target(t, policy) for t in agg.targets),
+        policy=policy,
+        stats=agg.stats,
+        warnings=agg.warnings,
+    )

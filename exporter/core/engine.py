@@ -1,0 +1,105 @@
+"""The engine seam: what the sampler drives, whatever watches memory underneath.
+
+The role ``struct damon_ctx`` plus ``kdamond_fn`` play in the kernel. An engine is given
+targets (groups of processes) and attributes, is stepped by the sampler, and ends each
+aggregation with raw :class:`~exporter.core.records.Aggregation` records. It knows nothing
+of metric policy (working set, cold age, buckets: :mod:`exporter.summary`) and nothing of
+discovery: the sampler owns the schedule and changes targets, caps and attributes only
+between steps (the kernel's ``damon_call()`` model), so no callback ever runs from an
+engine back up.
+
+Engines:
+
+- :class:`~exporter.core.monitor.Monitor`: DAMON's loop in user space over an operations
+  set (page_idle; simulated memory in tests);
+- :class:`~exporter.engines.clear_refs.ReferencedBytesEngine`: referenced-bytes curves from
+  ``clear_refs`` and ``smaps``;
+- :class:`~exporter.engines.damon_sysfs.DamonSysfsEngine`: the kernel's own DAMON.
+
+:mod:`exporter.engines.registry` is the one list of them.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Iterable
+
+from ..ops.base import ProcessRef
+from .attrs import MonitoringAttrs
+from .records import Aggregation, EngineStats, TargetKey
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """What to monitor under one name: the processes, and labels to carry along."""
+
+    name: str
+    processes: tuple[ProcessRef, ...]
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def key(self) -> TargetKey:
+        return (self.name, self.labels)
+
+
+class Engine(abc.ABC):
+    """One way of seeing memory access. Called from one sampler thread only."""
+
+    #: backend name as used in flags, configs and the ``backend`` label
+    name: ClassVar[str] = "abstract"
+    #: True where the region cap bounds the cost (the CPU budget may lower it); False where
+    #: regions are given by the memory layout (whole mappings) and the cap means nothing
+    uses_region_cap: ClassVar[bool] = True
+    #: why this engine was chosen (set by the registry; shown in logs, landing page, CLI)
+    selection_reason: str = ""
+
+    #: how the engine waits one sample interval; the sampler swaps in ``stop.wait`` so that
+    #: a stop wakes it at once, tests a virtual clock
+    sleep: Callable[[float], object] = staticmethod(time.sleep)  # type: ignore[assignment]
+
+    @property
+    @abc.abstractmethod
+    def attrs(self) -> MonitoringAttrs:
+        """The attributes in effect."""
+
+    @abc.abstractmethod
+    def set_attrs(self, attrs: MonitoringAttrs) -> None:
+        """New attributes; they take effect at the next aggregation (an online commit)."""
+
+    @abc.abstractmethod
+    def set_targets(self, specs: Iterable[TargetSpec]) -> None:
+        """Replace the set of targets. Processes already watched keep their history; new
+        ones start now; processes no longer listed are dropped."""
+
+    @abc.abstractmethod
+    def step(self) -> Aggregation | None:
+        """Run about one sample interval; the raw records when an aggregation ended."""
+
+    def set_region_cap(self, key: TargetKey, cap: int | None) -> None:
+        """Lower one target's region cap (the CPU budget); None restores the configured one."""
+
+    def region_cap(self, key: TargetKey) -> int:
+        """The region cap in effect for one target."""
+        return self.attrs.max_regions
+
+    @abc.abstractmethod
+    def probe(self, proc: ProcessRef) -> None:
+        """Raise ProcessGone or AccessDenied (saying which privilege) if ``proc`` cannot be
+        monitored; the ``snapshot`` command fails early on it instead of printing nothing."""
+
+    @abc.abstractmethod
+    def live_processes(self, key: TargetKey) -> int:
+        """How many of the target's processes are still being monitored."""
+
+    @abc.abstractmethod
+    def stats(self) -> EngineStats:
+        """Counters since the engine started."""
+
+    def interference(self) -> list[str]:
+        """Human-readable reasons why results may be wrong right now; empty when none known."""
+        return []
+
+    def close(self) -> None:
+        """Release everything (files, kernel state); the engine is stopping."""

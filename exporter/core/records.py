@@ -1,0 +1,114 @@
+"""Raw results of one aggregation: what an engine hands back, before any metric policy.
+
+Every engine (user-space DAMON over an operations set, kernel DAMON through sysfs, the
+referenced-bytes curves of clear_refs) ends an aggregation with one :class:`Aggregation`:
+per target, per region, the address range, the resident bytes and whatever the engine
+knows of access. Nothing here says what "working set" or "cold" means; that is the summary
+layer's job (:mod:`exporter.summary`), as ``mm/damon/stat.c`` and damo's reports compute
+from the kernel's raw regions. Immutable, so the sampler can publish it by reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: (name, labels): a target's identity. ``group_by`` makes several targets of one name.
+TargetKey = tuple[str, tuple[tuple[str, str], ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class RegionRecord:
+    """One region of one process at the end of an aggregation.
+
+    What is known of access comes in one of two forms:
+
+    - a *point*: ``nr_accesses`` of ``nr_checks`` samples saw an access this aggregation,
+      and ``idle_seconds`` is how long the whole region has gone unaccessed (DAMON's age,
+      in seconds, when ``nr_accesses`` is 0; a lower bound: since we began watching it);
+    - a *distribution* (``idle_distribution`` non-empty): pairs ``(seconds, bytes)``, the
+      resident bytes of the region *not* accessed within ``seconds``, for increasing
+      ``seconds``. Engines that only know how many bytes were touched, not which, give
+      this (clear_refs' referenced-bytes curve). ``idle_seconds`` is then unused.
+    """
+
+    pid: int
+    start: int
+    end: int
+    resident_bytes: int
+    nr_accesses: int = 0
+    nr_checks: int = 0
+    age: int = 0
+    idle_seconds: float = 0.0
+    idle_distribution: tuple[tuple[float, int], ...] = ()
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+    @property
+    def frequency(self) -> float:
+        """Share of this aggregation's valid samples that saw an access (0..1)."""
+        return self.nr_accesses / self.nr_checks if self.nr_checks else 0.0
+
+    def to_dict(self) -> dict:
+        d = {
+            "pid": self.pid,
+            "start": self.start,
+            "end": self.end,
+            "nr_accesses": self.nr_accesses,
+            "nr_checks": self.nr_checks,
+            "age": self.age,
+            "idle_seconds": self.idle_seconds,
+            "resident_bytes": self.resident_bytes,
+            "frequency": round(self.frequency, 6),
+        }
+        if self.idle_distribution:
+            d["idle_distribution"] = [[s, b] for s, b in self.idle_distribution]
+        return d
+
+
+def idle_seconds(nr_accesses: int, age: int, aggregation_interval: float) -> float:
+    """How long a region has gone unaccessed: DAMON's age, in seconds, if it saw no access
+    this aggregation; zero otherwise. Because a move to zero restarts the age, this is the
+    time since the region was last seen accessed (lower bound: since we began watching it)."""
+    return 0.0 if nr_accesses > 0 else age * aggregation_interval
+
+
+@dataclass(frozen=True)
+class TargetRecords:
+    """One target (a group of processes) at the end of an aggregation, raw."""
+
+    name: str
+    pids: tuple[int, ...]
+    regions: tuple[RegionRecord, ...]
+    aggregated_at: float  # wall clock (seconds since the epoch)
+    labels: tuple[tuple[str, str], ...] = ()
+    errors: tuple[str, ...] = ()
+    max_regions: int = 0  # region cap in effect (0 where the engine has none)
+
+    @property
+    def key(self) -> TargetKey:
+        return (self.name, self.labels)
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """Counters since the engine started (monotonic, for ``_total`` metrics)."""
+
+    checks_total: int = 0
+    discarded_total: int = 0
+    aggregations_total: int = 0
+    errors_total: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """Everything one aggregation produced, raw. Immutable; publish by reference swap."""
+
+    backend: str
+    taken_at: float  # wall clock
+    sample_interval: float
+    aggregation_interval: float
+    targets: tuple[TargetRecords, ...]
+    stats: EngineStats = field(default_factory=EngineStats)
+    warnings: tuple[str, ...] = ()

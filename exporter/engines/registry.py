@@ -1,0 +1,125 @@
+"""The one list of backends: names, availability checks, ``auto`` order, construction.
+
+node_exporter's ``registerCollector`` and the kernel's ``damon_register_ops`` play this role
+there. Config validation, the CLI's ``--backend`` choices, ``auto`` and the Helm chart's
+values schema all take their list from :data:`BACKEND_NAMES` (a test ties the chart to it).
+
+``auto`` tries the registered backends in registration order, which is the order of
+preference: page-granular and reclaim-neutral first. The reason for the choice is logged
+once at INFO and kept on the engine as ``selection_reason`` so that the landing page and
+the CLI can show it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+from ..core.engine import Engine
+from ..ops.base import BackendUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One way of seeing memory access."""
+
+    name: str
+    #: one line for ``--help`` and docs
+    summary: str
+    #: (ok, why) on this machine; never writes anything
+    available: Callable[[str, str], tuple[bool, str]]
+    #: build the engine (may raise BackendUnavailable / AccessDenied)
+    create: Callable[[str, str], Engine]
+    #: the ``snapshot`` command's default sample interval (short, interactive runs)
+    snapshot_sample_interval: float = 0.1
+
+
+def _page_idle_available(proc_root: str, sys_root: str) -> tuple[bool, str]:
+    from ..ops.page_idle import PageIdleOps
+
+    return PageIdleOps.available(proc_root=proc_root, sys_root=sys_root)
+
+
+def _page_idle_create(proc_root: str, sys_root: str) -> Engine:
+    from ..core.monitor import Monitor
+    from ..ops.page_idle import PageIdleOps
+
+    return Monitor(PageIdleOps(proc_root=proc_root, sys_root=sys_root))
+
+
+def _clear_refs_available(proc_root: str, sys_root: str) -> tuple[bool, str]:
+    from ..ops.clear_refs import ClearRefsOps
+
+    return ClearRefsOps.available(proc_root=proc_root)
+
+
+def _clear_refs_create(proc_root: str, sys_root: str) -> Engine:
+    from ..core.monitor import Monitor
+    from ..ops.clear_refs import ClearRefsOps
+
+    return Monitor(ClearRefsOps(proc_root=proc_root))
+
+
+#: registration order is ``auto``'s order of preference
+REGISTRY: dict[str, Backend] = {}
+
+
+def register(backend: Backend) -> None:
+    if backend.name in REGISTRY or backend.name == "auto":
+        raise ValueError(f"backend {backend.name!r} registered twice")
+    REGISTRY[backend.name] = backend
+
+
+register(
+    Backend(
+        "page_idle",
+        "user-space DAMON over /sys/kernel/mm/page_idle (page-granular; needs CONFIG_IDLE_PAGE_TRACKING and root)",
+        _page_idle_available,
+        _page_idle_create,
+    )
+)
+register(
+    Backend(
+        "clear_refs",
+        "/proc/PID/clear_refs + smaps (any kernel; ptrace access to the target)",
+        _clear_refs_available,
+        _clear_refs_create,
+        snapshot_sample_interval=0.5,
+    )
+)
+
+#: every name a config or flag may use, ``auto`` first
+BACKEND_NAMES: tuple[str, ...] = ("auto", *REGISTRY)
+
+
+def create_engine(name: str, *, proc_root: str = "/proc", sys_root: str = "/sys") -> Engine:
+    """The engine of backend ``name``, or for ``auto`` the first one usable here.
+
+    Raises ValueError for an unknown name, BackendUnavailable when the requested backend (or,
+    for ``auto``, every backend) cannot work here, AccessDenied when a privilege is missing.
+    """
+    if name not in BACKEND_NAMES:
+        raise ValueError(f"unknown backend {name!r}; expected one of: {', '.join(BACKEND_NAMES)}")
+    if name != "auto":
+        b = REGISTRY[name]
+        ok, why = b.available(proc_root, sys_root)
+        if not ok:
+            raise BackendUnavailable(f"{name} unavailable: {why}")
+        return _chosen(b.create(proc_root, sys_root), f"{name} requested")
+    refused: list[str] = []
+    for b in REGISTRY.values():
+        ok, why = b.available(proc_root, sys_root)
+        if ok:
+            reason = f"{b.name} selected: {why}" if not refused else f"{'; '.join(refused)}; using {b.name}"
+            return _chosen(b.create(proc_root, sys_root), reason)
+        refused.append(f"{b.name} unavailable: {why}")
+    raise BackendUnavailable(f"no usable backend: {'; '.join(refused)}")
+
+
+def _chosen(engine: Engine, reason: str) -> Engine:
+    engine.selection_reason = reason
+    log.info("access-check backend: %s", reason)
+    return engine
