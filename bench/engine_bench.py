@@ -36,7 +36,7 @@ from exporter.core.attrs import MonitoringAttrs  # noqa: E402
 from exporter.core.engine import TargetSpec  # noqa: E402
 from exporter.core.monitor import Monitor  # noqa: E402
 from exporter.ops.base import ProcessRef  # noqa: E402
-from exporter.ops.clear_refs import ClearRefsOps  # noqa: E402
+from exporter.engines.clear_refs import ProcSmaps  # noqa: E402
 from exporter.ops.page_idle import PageIdleOps  # noqa: E402
 from exporter.ops.procfs import Pagemap, PosixIO, resident_bytes_pagemap  # noqa: E402
 from exporter.ops.simulated import HotRange, SimulatedOps, SimulatedProcess, VirtualClock  # noqa: E402
@@ -147,16 +147,15 @@ def bench_clear_refs(floor: Path, sizes_mib: list[int], budget: float) -> tuple[
     for mib in sizes_mib:
         h = Holder(floor, mib * MIB, PAGE)
         try:
-            ops = ClearRefsOps()
-            addrs = [a for a, _b in ops.mappings(h.ref)]
+            src = ProcSmaps()
+            n = len(src.read(h.ref))
 
-            def sample() -> None:
-                ops.prepare_access_checks(h.ref, addrs)
-                ops.check_accesses(h.ref, addrs)
+            def sample() -> None:  # one clear and one smaps read: what a clear_refs read costs
+                src.clear(h.ref)
+                src.read(h.ref)
 
             py, c, _ = paired(sample, floor, lambda it: ["clear_refs", h.pid, it], budget)
-            ops.close()
-            n = len(addrs)
+            src.close()
             rows.append(Row([
                 "clear_refs", f"{mib} MiB resident, {n} regions (mappings)",
                 fmt_t(py), fmt_t(c), f"{py / c:.2f}x", fmt_t(py / n), fmt_t(c / n),
@@ -304,12 +303,11 @@ def bench_scaling(floor: Path, sys_root: str, sizes_gib: list[int], budget: floa
             res_rng = random.Random(7)
             resident = timed(lambda: resident_bytes_pagemap(pm, ranges, res_rng), budget / 2)
             per_range.append(resident / REGIONS)
-            cr = ClearRefsOps()
-            cr_addrs = [a for a, _b in cr.mappings(h.ref)]
+            cr = ProcSmaps()
 
             def cr_sample() -> None:
-                cr.prepare_access_checks(h.ref, cr_addrs)
-                cr.check_accesses(h.ref, cr_addrs)
+                cr.clear(h.ref)
+                cr.read(h.ref)
 
             clear = timed(cr_sample, budget / 2)
             t0 = time.perf_counter()

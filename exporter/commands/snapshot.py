@@ -13,7 +13,7 @@ answer must not look like a complete one to a script); 130 on Ctrl-C (also after
 what was gathered). Every error is one line on stderr, never a traceback.
 
 Defaults: 100 ms samples and 2 s aggregations (a short run should be dense), except where
-the backend's registry entry says otherwise (clear_refs: 500 ms, see bench/README.md). The working-set
+the backend's registry entry says otherwise. The working-set
 window and cold age default to the exporter's (60 s / 120 s) but never more than half the
 run: a 10 s snapshot cannot see 60 s of idleness, and with both at half the run, cold =
 "idle during the whole second half" and working set = the rest.
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="target name (default: the comm, or 'pids')")
     p.add_argument("--backend", default="auto", choices=BACKEND_NAMES)
     p.add_argument("--duration", default=DEFAULT_DURATION, help="how long to monitor (default 10s; rounded down to whole aggregations)")
-    p.add_argument("--sample-interval", metavar="D", help="default 100ms (500ms with clear_refs)")
+    p.add_argument("--sample-interval", metavar="D", help="default 100ms")
     p.add_argument("--aggregation-interval", metavar="D", help="default 2s")
     p.add_argument("--update-interval", metavar="D", help="default 10s")
     p.add_argument("--min-regions", type=int, metavar="N", help="default 10")
@@ -157,6 +157,7 @@ def record(engine: Engine, spec: TargetSpec, run: Recording, progress: Progress)
     """Sample until ``requested_duration`` is covered by whole aggregations (at least one),
     all processes exited, or Ctrl-C. Returns the exit code the run itself calls for."""
     engine.set_attrs(run.attrs)
+    engine.set_horizons((run.policy.working_set_window, run.policy.cold_age))
     engine.set_targets([spec])
     wanted = max(1, int(run.requested_duration / run.attrs.aggregation_interval + 1e-9))
     start = time.monotonic()

@@ -77,6 +77,14 @@ class Engine(abc.ABC):
     def step(self) -> Aggregation | None:
         """Run about one sample interval; the raw records when an aggregation ended."""
 
+    def set_horizons(self, seconds: Iterable[float]) -> None:
+        """The idle times the summary will ask about (``working_set_window``, ``cold_age``).
+
+        Engines that measure each region's idle time ignore this. An engine that only knows
+        how many bytes were touched since some moment (clear_refs) uses it to measure at
+        exactly those moments; it is not metric policy, only when to look.
+        """
+
     def set_region_cap(self, key: TargetKey, cap: int | None) -> None:
         """Lower one target's region cap (the CPU budget); None restores the configured one."""
 

@@ -28,7 +28,10 @@ class RegionRecord:
     - a *distribution* (``idle_distribution`` non-empty): pairs ``(seconds, bytes)``, the
       resident bytes of the region *not* accessed within ``seconds``, for increasing
       ``seconds``. Engines that only know how many bytes were touched, not which, give
-      this (clear_refs' referenced-bytes curve). ``idle_seconds`` is then unused.
+      this (clear_refs' referenced-bytes curve). ``idle_seconds`` is then unused. Idle
+      time is a lower bound, as with DAMON's age: bytes untouched at point ``s_i`` but
+      touched by ``s_{i+1}`` count as idle for ``s_i``; bytes untouched at the last point
+      count as idle for that long, never longer.
     """
 
     pid: int
@@ -40,6 +43,9 @@ class RegionRecord:
     age: int = 0
     idle_seconds: float = 0.0
     idle_distribution: tuple[tuple[float, int], ...] = ()
+    #: with a distribution: bytes seen accessed within one aggregation interval (the
+    #: frequency histogram counts them at 1, the rest of the resident bytes at 0)
+    accessed_bytes: int = 0
 
     @property
     def size(self) -> int:
@@ -47,7 +53,10 @@ class RegionRecord:
 
     @property
     def frequency(self) -> float:
-        """Share of this aggregation's valid samples that saw an access (0..1)."""
+        """Share of this aggregation's valid samples that saw an access (0..1); for a
+        distribution record, the share of its resident bytes seen accessed."""
+        if self.idle_distribution:
+            return min(1.0, self.accessed_bytes / self.resident_bytes) if self.resident_bytes else 0.0
         return self.nr_accesses / self.nr_checks if self.nr_checks else 0.0
 
     def to_dict(self) -> dict:
@@ -85,6 +94,10 @@ class TargetRecords:
     labels: tuple[tuple[str, str], ...] = ()
     errors: tuple[str, ...] = ()
     max_regions: int = 0  # region cap in effect (0 where the engine has none)
+    #: (horizon seconds, wall time) where the figure at that idle time was measured
+    #: earlier than ``aggregated_at`` (the oldest measurement used); empty where every
+    #: figure is measured at each aggregation
+    measured_at: tuple[tuple[float, float], ...] = ()
 
     @property
     def key(self) -> TargetKey:

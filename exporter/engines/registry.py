@@ -51,16 +51,15 @@ def _page_idle_create(proc_root: str, sys_root: str) -> Engine:
 
 
 def _clear_refs_available(proc_root: str, sys_root: str) -> tuple[bool, str]:
-    from ..ops.clear_refs import ClearRefsOps
+    from .clear_refs import available
 
-    return ClearRefsOps.available(proc_root=proc_root)
+    return available(proc_root)
 
 
 def _clear_refs_create(proc_root: str, sys_root: str) -> Engine:
-    from ..core.monitor import Monitor
-    from ..ops.clear_refs import ClearRefsOps
+    from .clear_refs import ProcSmaps, ReferencedBytesEngine
 
-    return Monitor(ClearRefsOps(proc_root=proc_root))
+    return ReferencedBytesEngine(ProcSmaps(proc_root))
 
 
 #: registration order is ``auto``'s order of preference
@@ -84,10 +83,9 @@ register(
 register(
     Backend(
         "clear_refs",
-        "/proc/PID/clear_refs + smaps (any kernel; ptrace access to the target)",
+        "referenced-bytes curves from /proc/PID/clear_refs + smaps (any kernel; ptrace access to the target)",
         _clear_refs_available,
         _clear_refs_create,
-        snapshot_sample_interval=0.5,
     )
 )
 

@@ -7,7 +7,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from ..service.state import ServiceState
 
 #: error kinds always exported (at 0 until they happen) so rate() works from the start
-KNOWN_ERROR_KINDS: tuple[str, ...] = ("permission", "io", "backend_unavailable", "discovery", "internal")
+KNOWN_ERROR_KINDS: tuple[str, ...] = ("permission", "io", "backend_unavailable", "discovery", "internal", "referenced_reset")
 
 SELF_METRIC_NAMES: tuple[str, ...] = (
     "damon_exporter_build_info",

@@ -27,7 +27,9 @@ TARGET_METRIC_NAMES: tuple[str, ...] = (
     "damon_regions_max",
     "damon_resident_bytes",
     "damon_working_set_bytes",
+    "damon_working_set_measured_timestamp_seconds",
     "damon_cold_bytes",
+    "damon_cold_measured_timestamp_seconds",
     "damon_cold_ratio",
     "damon_idle_age_seconds",
     "damon_access_frequency_ratio",
@@ -76,7 +78,9 @@ def target_families(
     regions_max = gauge("damon_regions_max", "Current region cap of the target; below the configured max_regions while the CPU budget holds it down.")
     resident = gauge("damon_resident_bytes", "Resident bytes in the target's monitored regions.", "bytes")
     working = gauge("damon_working_set_bytes", "Resident bytes seen accessed within the configured working_set_window.", "bytes")
+    working_at = gauge("damon_working_set_measured_timestamp_seconds", "Unix time the published working set was measured: the last aggregation for DAMON engines; for clear_refs, the last time working_set_window had passed since a clear.", "seconds")
     cold = gauge("damon_cold_bytes", "Resident bytes not seen accessed for at least the configured cold_age.", "bytes")
+    cold_at = gauge("damon_cold_measured_timestamp_seconds", "Unix time the published cold bytes were measured (as for the working set, with cold_age).", "seconds")
     ratio = gauge("damon_cold_ratio", "damon_cold_bytes / damon_resident_bytes (0..1; 0 when nothing is resident).", "ratio")
     idle = GaugeHistogramMetricFamily(
         "damon_idle_age_seconds",
@@ -101,7 +105,9 @@ def target_families(
         regions_max.add_metric(lv, t.max_regions)
         resident.add_metric(lv, t.resident_bytes)
         working.add_metric(lv, t.working_set_bytes)
+        working_at.add_metric(lv, t.working_set_measured_at)
         cold.add_metric(lv, t.cold_bytes)
+        cold_at.add_metric(lv, t.cold_measured_at)
         ratio.add_metric(lv, t.cold_ratio)
         idle.add_metric(lv, _histogram(t.idle_age_histogram), t.idle_age_sum)
         freq.add_metric(lv, _histogram(t.frequency_histogram), t.frequency_sum)
@@ -111,4 +117,4 @@ def target_families(
         lv = label_values(name, labels, label_names)
         processes.add_metric(lv, nr)
         up.add_metric(lv, 0)
-    return [processes, up, last, regions, regions_max, resident, working, cold, ratio, idle, freq]
+    return [processes, up, last, regions, regions_max, resident, working, working_at, cold, cold_at, ratio, idle, freq]

@@ -286,7 +286,9 @@ def read_maps(io: PosixIO, proc_root: str, pid: int, denied_hint: str) -> bytes:
 
 # -- /proc/PID/smaps -------------------------------------------------------------------------
 
-_SMAPS_RE = re.compile(rb"^([0-9a-f]+)-([0-9a-f]+) |^Rss:\s+(\d+) kB|^Referenced:\s+(\d+) kB", re.M)
+_SMAPS_RE = re.compile(
+    rb"^([0-9a-f]+)-([0-9a-f]+) |^Rss:\s+(\d+) kB|^Referenced:\s+(\d+) kB|^Anonymous:\s+(\d+) kB", re.M
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,25 +297,28 @@ class SmapsEntry:
     end: int
     rss: int  # bytes
     referenced: int  # bytes
+    anonymous: int = 0  # bytes (private to the process: no one else's flags reach them)
 
 
 def parse_smaps(data: bytes) -> list[SmapsEntry]:
-    """(start, end, Rss, Referenced) of each user mapping, sorted, bytes; one regex pass
-    touching only the header, ``Rss:`` and ``Referenced:`` lines."""
+    """(start, end, Rss, Referenced, Anonymous) of each user mapping, sorted, bytes; one
+    regex pass touching only the header and those three lines."""
     out: list[SmapsEntry] = []
-    start = end = rss = ref = -1
+    start = end = rss = ref = anon = -1
     limit = USER_ADDR_LIMIT
-    for s, e, r, f in _SMAPS_RE.findall(data):
+    for s, e, r, f, a in _SMAPS_RE.findall(data):
         if s:
             if start >= 0 and start < limit:
-                out.append(SmapsEntry(start, end, max(rss, 0) * 1024, max(ref, 0) * 1024))
-            start, end, rss, ref = int(s, 16), int(e, 16), -1, -1
+                out.append(SmapsEntry(start, end, max(rss, 0) * 1024, max(ref, 0) * 1024, max(anon, 0) * 1024))
+            start, end, rss, ref, anon = int(s, 16), int(e, 16), -1, -1, -1
         elif r:
             rss = int(r)
-        else:
+        elif f:
             ref = int(f)
+        else:
+            anon = int(a)
     if start >= 0 and start < limit:
-        out.append(SmapsEntry(start, end, max(rss, 0) * 1024, max(ref, 0) * 1024))
+        out.append(SmapsEntry(start, end, max(rss, 0) * 1024, max(ref, 0) * 1024, max(anon, 0) * 1024))
     if any(out[i].start < out[i - 1].start for i in range(1, len(out))):
         out.sort(key=lambda x: x.start)
     return out

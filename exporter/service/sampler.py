@@ -153,6 +153,7 @@ class Sampler:
             self.box.update(label_names=tuple(self._discoverer.label_names()))
         engine.sleep = self.stop.wait  # wake at once on stop
         engine.set_attrs(self.budget.effective_attrs())
+        engine.set_horizons(self.horizons())
         self._next_discovery = 0.0
         self.box.update(sample_interval=engine.attrs.sample_interval, aggregation_interval=engine.attrs.aggregation_interval, cpu_budget=cfg.cpu_budget or 0.0)
         while not self.stop.is_set():
@@ -215,11 +216,17 @@ class Sampler:
         if e is not None:
             self.box.update(label_names=tuple(self._discoverer.label_names()), cpu_budget=cfg.cpu_budget or 0.0)
             e.set_attrs(self.budget.effective_attrs())
+            e.set_horizons(self.horizons())
             self._retarget(e)
         return True
 
     def policy(self) -> Policy:
         return Policy(cold_age=self.config.cold_age, working_set_window=self.config.working_set_window)
+
+    def horizons(self) -> tuple[float, float]:
+        """When the summary will look (an engine measuring bytes touched since a moment
+        needs to know; the others ignore it)."""
+        return (self.config.working_set_window, self.config.cold_age)
 
     # -- each aggregation ----------------------------------------------------------------
 

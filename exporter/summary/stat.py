@@ -32,19 +32,19 @@ class Policy:
 
 
 def idle_at_least(r: RegionRecord, seconds: float) -> int:
-    """Resident bytes of ``r`` not accessed for at least ``seconds``."""
+    """Resident bytes of ``r`` not accessed for at least ``seconds`` (idle time being a
+    lower bound: what is not known to be idle that long is not counted)."""
     if not r.idle_distribution:
         return r.resident_bytes if r.idle_seconds >= seconds else 0
-    idle = r.resident_bytes
-    for s, nbytes in r.idle_distribution:  # increasing seconds, decreasing bytes
-        if s > seconds:
-            break
-        idle = nbytes
-    return min(idle, r.resident_bytes)
+    return sum(b for s, b in idle_bands(r) if s >= seconds)
 
 
 def idle_bands(r: RegionRecord) -> Iterable[tuple[float, int]]:
-    """(idle seconds, bytes) bands covering the region's resident bytes exactly once."""
+    """(idle seconds, bytes) bands covering the region's resident bytes exactly once.
+
+    From a distribution: bytes touched before its first point are idle 0; bytes untouched
+    at point ``s_i`` but not at ``s_{i+1}`` are idle ``s_i`` (a lower bound); bytes
+    untouched at the last point are idle for that long."""
     if not r.idle_distribution:
         yield r.idle_seconds, r.resident_bytes
         return
@@ -56,6 +56,17 @@ def idle_bands(r: RegionRecord) -> Iterable[tuple[float, int]]:
         prev_s, prev_b = s, nbytes
     if prev_b:
         yield prev_s, prev_b
+
+
+def frequency_bands(r: RegionRecord) -> Iterable[tuple[float, int]]:
+    """(accesses per sample, bytes): one value per region, or for a distribution record
+    its accessed bytes at 1 and the rest at 0 (one sample: the first aggregation)."""
+    if not r.idle_distribution:
+        yield r.frequency, r.resident_bytes
+        return
+    seen = min(r.accessed_bytes, r.resident_bytes)
+    yield 1.0, seen
+    yield 0.0, r.resident_bytes - seen
 
 
 def cumulative_histogram(pairs: Iterable[tuple[float, int]], bounds: Sequence[float]) -> tuple[tuple[float, int], ...]:
@@ -92,6 +103,10 @@ class TargetSummary:
     labels: tuple[tuple[str, str], ...] = ()
     errors: tuple[str, ...] = ()
     max_regions: int = 0
+    #: wall time the working-set / cold figure was measured (= aggregated_at where the
+    #: engine measures at every aggregation; earlier for clear_refs between its points)
+    working_set_measured_at: float = 0.0
+    cold_measured_at: float = 0.0
 
     @property
     def cold_ratio(self) -> float:
@@ -134,6 +149,8 @@ def summarize_target(t: TargetRecords, policy: Policy) -> TargetSummary:
     working = resident - sum(idle_at_least(r, policy.working_set_window) for r in regions)
     cold = sum(idle_at_least(r, policy.cold_age) for r in regions)
     bands = [band for r in regions for band in idle_bands(r)]
+    freq = [band for r in regions for band in frequency_bands(r)]
+    measured = dict(t.measured_at)
     return TargetSummary(
         name=t.name,
         pids=tuple(sorted(set(t.pids))),
@@ -142,13 +159,15 @@ def summarize_target(t: TargetRecords, policy: Policy) -> TargetSummary:
         working_set_bytes=working,
         cold_bytes=cold,
         idle_age_histogram=cumulative_histogram(bands, IDLE_AGE_BUCKETS),
-        frequency_histogram=cumulative_histogram(((r.frequency, r.resident_bytes) for r in regions), FREQUENCY_BUCKETS),
+        frequency_histogram=cumulative_histogram(freq, FREQUENCY_BUCKETS),
         idle_age_sum=float(sum(s * b for s, b in bands)),
-        frequency_sum=float(sum(r.resident_bytes * r.frequency for r in regions)),
+        frequency_sum=float(sum(f * b for f, b in freq)),
         aggregated_at=t.aggregated_at,
         labels=t.labels,
         errors=t.errors,
         max_regions=t.max_regions,
+        working_set_measured_at=measured.get(policy.working_set_window, t.aggregated_at),
+        cold_measured_at=measured.get(policy.cold_age, t.aggregated_at),
     )
 
 

@@ -137,7 +137,7 @@ def test_self_metrics():
     assert value(fams, "damon_sampler_budget_ratio", "damon_sampler_budget_ratio") == 0.4
     assert value(fams, "damon_sampler_sample_interval_seconds", "damon_sampler_sample_interval_seconds") == 0.2
     errors = {s.labels["kind"]: s.value for s in fams["damon_sampler_errors"].samples if s.name.endswith("_total")}
-    assert errors == {"backend_unavailable": 0, "discovery": 0, "internal": 0, "io": 0, "permission": 2, "weird": 1}
+    assert errors == {"backend_unavailable": 0, "discovery": 0, "internal": 0, "io": 0, "permission": 2, "referenced_reset": 0, "weird": 1}
     assert value(fams, "damon_config_last_reload_successful", "damon_config_last_reload_successful") == 0
     assert value(fams, "damon_config_last_reload_success_timestamp_seconds", "damon_config_last_reload_success_timestamp_seconds") == 12.0
 

@@ -1,0 +1,493 @@
+"""The clear_refs engine: page-exact referenced-bytes curves from ``clear_refs`` and ``smaps``.
+
+On kernels without idle page tracking (Debian's, most cloud images) this is what ``auto``
+picks. Writing ``1`` to ``/proc/PID/clear_refs`` clears the accessed (young) bit of every
+PTE of the process and the Referenced flag of its pages; from then on, ``Referenced:`` in
+``/proc/PID/smaps`` is, per mapping, the number of bytes touched since (a page whose PTE is
+young, or whose page is Young or Referenced; a PMD-mapped THP counts 2 MiB). Read again
+without clearing, it only grows: it is the exact size of the set of pages touched since the
+clear. That curve, bytes touched within τ of the clear for every τ up to the clear period,
+is the working-set-size profile (Brendan Gregg's wss tools), and under a steady pattern it
+is also the distribution of idle time: bytes not touched within τ are idle for at least τ.
+
+So, per process, the engine clears once per **clear period** (the longest horizon the
+summary asks about: ``max(working_set_window, cold_age)``, 2 minutes by default), reads
+``smaps`` at every aggregation and at exactly each horizon after the clear, and hands back
+one record per mapping whose idle distribution is that curve. A figure at horizon τ is
+exact once τ has passed since the clear; until then the previous period's exact figure is
+published, and :attr:`TargetRecords.measured_at` says how old it is. A process (or a
+mapping) seen for less than τ has no figure for τ: none of its bytes is called idle that
+long (the convention of DAMON's age: idleness is never invented).
+
+Clearing once per period instead of twice a second also spares reclaim: the referenced
+information the LRU uses to keep hot pages in memory is erased every two minutes, not
+continuously.
+
+What disturbs it (see README): reclaim and MGLRU aging clear accessed bits too, so under
+memory pressure Referenced undercounts; another writer of ``clear_refs`` for the same
+process (a second monitor, CRIU) resets our curve. Both show as Referenced going *down*
+between two reads without the resident bytes going down as much: the engine then restarts
+the period and counts it in ``damon_sampler_errors_total{kind="referenced_reset"}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Protocol
+
+from ..core.attrs import MonitoringAttrs
+from ..core.engine import Engine, TargetSpec
+from ..core.records import Aggregation, EngineStats, RegionRecord, TargetKey, TargetRecords
+from ..ops.base import OpsError, ProcessGone, ProcessRef
+from ..ops.procfs import Pagemap, PosixIO, SmapsEntry, ops_error, open_checked_pagemap, parse_smaps
+from ..summary.stat import DEFAULT_COLD_AGE, DEFAULT_WORKING_SET_WINDOW
+
+log = logging.getLogger(__name__)
+
+DENIED_HINT = "clear_refs needs ptrace access to the process (same uid, or CAP_SYS_PTRACE)"
+MAX_ERRORS_PER_TARGET = 5
+#: a drop of Referenced (net of freed memory) above this is someone else's reset, not noise
+RESET_MIN_BYTES = 256 << 10
+RESET_KIND = "referenced_reset"
+
+
+def available(proc_root: str = "/proc", io: PosixIO | None = None) -> tuple[bool, str]:
+    """Whether this kernel has clear_refs (never writes anything)."""
+    io = io or PosixIO()
+    path = f"{proc_root}/self/clear_refs"
+    if not io.exists(path):
+        return False, f"{path} does not exist (kernel built without CONFIG_PROC_PAGE_MONITOR)"
+    return True, f"{path} exists"
+
+
+class SmapsSource(Protocol):
+    """Where the engine clears and reads (the real /proc, or a simulation in tests)."""
+
+    def clear(self, proc: ProcessRef) -> None: ...
+    def read(self, proc: ProcessRef) -> list[SmapsEntry]: ...
+    def probe(self, proc: ProcessRef) -> None: ...
+    def forget(self, proc: ProcessRef) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class _Files:
+    pagemap: Pagemap  # held open only as the exit/exec probe: it pins the mm
+    clear_fd: int = -1
+
+
+class ProcSmaps:
+    """The real interface: ``/proc/PID/clear_refs``, ``/proc/PID/smaps``."""
+
+    def __init__(self, proc_root: str = "/proc", io: PosixIO | None = None) -> None:
+        self.proc_root = proc_root
+        self.io = io or PosixIO()
+        self._files: dict[ProcessRef, _Files] = {}
+
+    def _get(self, proc: ProcessRef) -> _Files:
+        f = self._files.get(proc)
+        if f is None:
+            f = self._files[proc] = _Files(open_checked_pagemap(self.io, self.proc_root, proc, DENIED_HINT))
+        return f
+
+    def _alive(self, f: _Files, pid: int) -> None:
+        if not f.pagemap.alive():
+            raise ProcessGone(f"process {pid} exited or exec'ed")
+
+    def probe(self, proc: ProcessRef) -> None:
+        self._alive(self._get(proc), proc.pid)
+
+    def clear(self, proc: ProcessRef) -> None:
+        f = self._get(proc)
+        path = f"{self.proc_root}/{proc.pid}/clear_refs"
+        try:
+            if f.clear_fd < 0:
+                f.clear_fd = self.io.open(path, os.O_WRONLY)
+            self.io.write(f.clear_fd, b"1")
+        except OSError as e:
+            raise ops_error(e, proc.pid, path, DENIED_HINT) from None
+        self._alive(f, proc.pid)  # an exited or exec'ed process accepts the write silently
+
+    def read(self, proc: ProcessRef) -> list[SmapsEntry]:
+        f = self._get(proc)
+        path = f"{self.proc_root}/{proc.pid}/smaps"
+        try:
+            data = self.io.read_file(path)
+        except OSError as e:
+            raise ops_error(e, proc.pid, path, DENIED_HINT) from None
+        self._alive(f, proc.pid)  # an empty or foreign smaps would read as "all idle"
+        return parse_smaps(data)
+
+    def forget(self, proc: ProcessRef) -> None:
+        f = self._files.pop(proc, None)
+        if f is None:
+            return
+        f.pagemap.close()
+        if f.clear_fd >= 0:
+            try:
+                self.io.close(f.clear_fd)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        for ref in list(self._files):
+            self.forget(ref)
+
+
+# -- the curve bookkeeping (pure) -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One read of one mapping: ``elapsed`` seconds after the mapping's curve began."""
+
+    elapsed: float
+    rss: int
+    referenced: int
+    wall: float
+
+    @property
+    def untouched(self) -> int:
+        return max(0, self.rss - self.referenced)
+
+
+@dataclass
+class Curve:
+    """The referenced-bytes curve of one mapping within one clear period.
+
+    ``origin`` is when the curve began, in seconds after the period's clear: 0 for a mapping
+    that existed at the clear; for one that appeared later, the time of the last read that
+    did not see it (its pages cannot have been idle for longer than that)."""
+
+    origin: float
+    end: int
+    points: list[Point] = field(default_factory=list)
+
+
+@dataclass
+class Period:
+    """One process' curves since one clear."""
+
+    cleared_at: float  # monotonic
+    curves: dict[int, Curve] = field(default_factory=dict)  # by mapping start
+    last_read: float = 0.0  # seconds after the clear
+    horizons_read: set[float] = field(default_factory=set)
+
+
+def reset_bytes(before: dict[int, Curve], now: list[SmapsEntry]) -> int:
+    """How far Referenced of private anonymous memory went down between two reads, net of
+    memory that was freed.
+
+    Referenced only grows between clears, except where pages leave the mapping (munmap,
+    MADV_DONTNEED, reclaim), which lowers Rss by as much. Whatever is left is someone
+    clearing the accessed bits: another clear_refs writer, or reclaim's own aging. Shared
+    file pages (libc, the page cache) are left out: their Referenced and Young flags are
+    shared by every process mapping them, and any process' clear_refs, or the kernel's
+    DAMON or reclaim, resets them routinely (measured here every few seconds)."""
+    lost = 0
+    for m in now:
+        c = before.get(m.start)
+        if c is None or not c.points or m.anonymous * 2 < m.rss:
+            continue
+        p = c.points[-1]
+        lost += max(0, (p.referenced - m.referenced) - max(0, p.rss - m.rss))
+    return lost
+
+
+def record_points(current: Curve | None, previous: Curve | None, elapsed: float) -> list[Point]:
+    """The points that describe a mapping now: the current period's up to ``elapsed``, and
+    beyond it the previous period's (each figure as of the last time it was exact)."""
+    pts = [p for p in current.points] if current is not None else []
+    if previous is not None:
+        last = pts[-1].elapsed if pts else 0.0
+        pts += [p for p in previous.points if p.elapsed > max(last, elapsed)]
+    return pts
+
+
+def idle_distribution(points: list[Point], rss_now: int) -> tuple[tuple[float, int], ...]:
+    """(seconds, bytes untouched within seconds), non-increasing in bytes, at most Rss now."""
+    out: list[tuple[float, int]] = []
+    cap = rss_now
+    for p in points:
+        if p.elapsed <= 0:
+            continue
+        cap = min(cap, p.untouched)
+        out.append((p.elapsed, cap))
+    return tuple(out)
+
+
+# -- the engine -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Proc:
+    ref: ProcessRef
+    period: Period | None = None  # None until the first clear
+    previous: Period | None = None  # the last complete period
+    smaps: list[SmapsEntry] = field(default_factory=list)  # the last read
+
+
+@dataclass
+class _Target:
+    spec: TargetSpec
+    refs: set[ProcessRef] = field(default_factory=set)
+    errors: dict[ProcessRef, str] = field(default_factory=dict)
+
+
+class ReferencedBytesEngine(Engine):
+    """Referenced-bytes curves per mapping, one clear per period, for any number of targets."""
+
+    name = "clear_refs"
+    uses_region_cap = False  # regions are the mappings; the cost is one smaps read each
+
+    def __init__(
+        self,
+        source: SmapsSource | None = None,
+        attrs: MonitoringAttrs | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], object] = time.sleep,
+    ) -> None:
+        self.source: SmapsSource = source or ProcSmaps()
+        self._attrs = attrs or MonitoringAttrs()
+        self._pending_attrs: MonitoringAttrs | None = None
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.sleep = sleep
+        self.horizons: tuple[float, ...] = (DEFAULT_WORKING_SET_WINDOW, DEFAULT_COLD_AGE)
+        self._targets: dict[TargetKey, _Target] = {}
+        # one state per process, shared by every target that lists it: two clears of one
+        # process would erase each other's curves
+        self._procs: dict[ProcessRef, _Proc] = {}
+        self._failed: dict[ProcessRef, str] = {}
+        self._errors: Counter[str] = Counter()
+        self._reads = 0
+        self._aggregations = 0
+        self._steps = 0
+        self._next_aggregation = clock() + self._attrs.aggregation_interval
+
+    # -- configuration ---------------------------------------------------------------------
+
+    @property
+    def attrs(self) -> MonitoringAttrs:
+        return self._attrs
+
+    @property
+    def clear_period(self) -> float:
+        """Seconds between clears: the longest horizon (at least one aggregation)."""
+        return max(max(self.horizons, default=0.0), self._attrs.aggregation_interval)
+
+    def set_attrs(self, attrs: MonitoringAttrs) -> None:
+        if self._steps == 0:
+            self._attrs = attrs
+            self._next_aggregation = self.clock() + attrs.aggregation_interval
+        else:
+            self._pending_attrs = attrs
+
+    def set_horizons(self, seconds: Iterable[float]) -> None:
+        """A longer period applies from the next clear; a shorter one ends the current
+        period at once if it is already that old (both at the next read)."""
+        self.horizons = tuple(sorted({float(s) for s in seconds if s > 0}))
+
+    def set_targets(self, specs: Iterable[TargetSpec]) -> None:
+        specs = list(specs)
+        wanted = {s.key: s for s in specs}
+        for key in list(self._targets):
+            if key not in wanted:
+                del self._targets[key]
+        listed: set[ProcessRef] = set()
+        for spec in specs:
+            t = self._targets.get(spec.key)
+            if t is None:
+                t = self._targets[spec.key] = _Target(spec)
+            t.spec = spec
+            refs = {r for r in spec.processes if r not in self._failed}
+            listed |= set(spec.processes)
+            t.refs = refs
+            t.errors = {r: e for r, e in t.errors.items() if r in spec.processes}
+            for ref in refs:
+                if ref not in self._procs:
+                    self._procs[ref] = _Proc(ref)
+        for ref in list(self._procs):
+            if ref not in listed:
+                self._forget(ref)
+        self._failed = {r: e for r, e in self._failed.items() if r in listed}
+
+    def _forget(self, ref: ProcessRef) -> None:
+        self._procs.pop(ref, None)
+        for t in self._targets.values():
+            t.refs.discard(ref)
+        self.source.forget(ref)
+
+    def probe(self, proc: ProcessRef) -> None:
+        self.source.probe(proc)
+
+    def live_processes(self, key: TargetKey) -> int:
+        t = self._targets.get(key)
+        return len(t.refs) if t else 0
+
+    def regions_of(self, name: str) -> dict[ProcessRef, list[tuple[int, int]]]:
+        """Mappings with resident memory, per process of every target called ``name``."""
+        return {
+            ref: [(m.start, m.end) for m in self._procs[ref].smaps if m.rss]
+            for t in self._targets.values()
+            if t.spec.name == name
+            for ref in t.refs
+        }
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def step(self) -> Aggregation | None:
+        """Wait one sample interval (the engine's tick); clear, read at horizons and hand
+        back the records when due."""
+        self._steps += 1
+        self.sleep(self._attrs.sample_interval)
+        now = self.clock()
+        aggregate = now >= self._next_aggregation
+        for p in list(self._procs.values()):
+            try:
+                self._tick(p, now, aggregate)
+            except OpsError as e:
+                self._fail(p.ref, e)
+        if not aggregate:
+            return None
+        self._next_aggregation = max(self._next_aggregation + self._attrs.aggregation_interval, now)
+        agg = self._aggregate(now)
+        if self._pending_attrs is not None:
+            self._attrs, self._pending_attrs = self._pending_attrs, None
+        return agg
+
+    def _clear(self, p: _Proc, now: float) -> None:
+        self.source.clear(p.ref)
+        p.period = Period(cleared_at=now)
+
+    def _tick(self, p: _Proc, now: float, aggregate: bool) -> None:
+        if p.period is None:
+            self._clear(p, now)  # a process' curve starts at its first clear
+            if aggregate:
+                p.smaps = self.source.read(p.ref)
+            return
+        elapsed = now - p.period.cleared_at
+        due = [h for h in self.horizons if h <= elapsed and h not in p.period.horizons_read]
+        end = elapsed >= self.clear_period
+        if not (aggregate or due or end):
+            return
+        smaps = self.source.read(p.ref)
+        self._reads += 1
+        lost = reset_bytes(p.period.curves, smaps)
+        if lost > max(RESET_MIN_BYTES, sum(c.points[-1].referenced for c in p.period.curves.values() if c.points) // 100):
+            self._errors[RESET_KIND] += 1
+            log.warning(
+                "pid %d: Referenced went down by %d KiB since the last read (another clear_refs "
+                "writer, or reclaim under memory pressure); restarting its curve", p.ref.pid, lost >> 10
+            )
+            p.smaps = smaps
+            self._clear(p, now)
+            return
+        self._add_points(p.period, smaps, elapsed)
+        p.period.horizons_read.update(due)
+        p.smaps = smaps
+        if end:
+            p.previous = p.period
+            self._clear(p, now)
+
+    def _add_points(self, period: Period, smaps: list[SmapsEntry], elapsed: float) -> None:
+        wall = self.wall_clock()
+        curves: dict[int, Curve] = {}
+        starts = {m.start for m in smaps}
+        # a mapping that grew downwards (a merged mmap below it) keeps its end and its curve
+        by_end = {c.end: c for s, c in period.curves.items() if s not in starts}
+        for m in smaps:
+            c = period.curves.get(m.start) or by_end.pop(m.end, None)
+            if c is None:
+                c = Curve(origin=period.last_read, end=m.end)  # new since the last read
+            c.end = m.end
+            c.points.append(Point(elapsed - c.origin, m.rss, m.referenced, wall))
+            curves[m.start] = c
+        period.curves = curves  # mappings that vanished are dropped with their curves
+        period.last_read = elapsed
+
+    def _aggregate(self, now: float) -> Aggregation:
+        out: list[TargetRecords] = []
+        for t in self._targets.values():
+            records: list[RegionRecord] = []
+            oldest: dict[float, float] = {}
+            for ref in sorted(t.refs):
+                records += self._records(self._procs[ref], now, oldest)
+            out.append(
+                TargetRecords(
+                    name=t.spec.name,
+                    pids=tuple(sorted({ref.pid for ref in t.refs})),
+                    regions=tuple(records),
+                    aggregated_at=self.wall_clock(),
+                    labels=t.spec.labels,
+                    errors=tuple(list(t.errors.values())[:MAX_ERRORS_PER_TARGET]),
+                    measured_at=tuple(sorted(oldest.items())),
+                )
+            )
+        self._aggregations += 1
+        return Aggregation(
+            backend=self.name,
+            taken_at=self.wall_clock(),
+            sample_interval=self._attrs.sample_interval,
+            aggregation_interval=self._attrs.aggregation_interval,
+            targets=tuple(out),
+            stats=self.stats(),
+        )
+
+    def _records(self, p: _Proc, now: float, oldest: dict[float, float]) -> list[RegionRecord]:
+        period = p.period
+        if period is None:
+            return []
+        elapsed = now - period.cleared_at
+        prev = p.previous.curves if p.previous is not None else {}
+        out = []
+        for m in p.smaps:
+            if not m.rss:
+                continue
+            cur = period.curves.get(m.start)
+            pts = record_points(cur, prev.get(m.start), elapsed - (cur.origin if cur else period.last_read))
+            first = pts[0] if pts else None
+            out.append(
+                RegionRecord(
+                    pid=p.ref.pid,
+                    start=m.start,
+                    end=m.end,
+                    resident_bytes=m.rss,
+                    idle_distribution=idle_distribution(pts, m.rss) or ((0.0, 0),),
+                    accessed_bytes=first.referenced if first else 0,
+                )
+            )
+            for h in self.horizons:
+                at = next((q.wall for q in pts if q.elapsed >= h), None)
+                if at is not None and (h not in oldest or at < oldest[h]):
+                    oldest[h] = at
+        return out
+
+    def _fail(self, ref: ProcessRef, e: OpsError) -> None:
+        """A process we cannot watch: drop it quietly if gone, remember why otherwise."""
+        owners = [t for t in self._targets.values() if ref in t.refs]
+        self._forget(ref)
+        if isinstance(e, ProcessGone):
+            return
+        self._errors[e.kind] += 1
+        msg = f"pid {ref.pid}: {e}"
+        self._failed[ref] = msg
+        for t in owners:
+            t.errors[ref] = msg
+        log.warning("targets %s: %s", ",".join(t.spec.name for t in owners), msg)
+
+    def stats(self) -> EngineStats:
+        return EngineStats(
+            checks_total=self._reads,
+            aggregations_total=self._aggregations,
+            errors_total=tuple(sorted(self._errors.items())),
+        )
+
+    def close(self) -> None:
+        self.source.close()

@@ -1,0 +1,241 @@
+"""The referenced-bytes engine's bookkeeping against a simulated smaps source.
+
+The simulation keeps, per page, the time of its last access and the time of the last clear,
+and answers smaps the way the kernel does: Referenced = resident pages touched since the
+last clear. Mappings appear, grow, shrink and vanish between reads. The ground truth of
+"idle for at least s" is then exact, page by page.
+"""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exporter.core.attrs import MonitoringAttrs
+from exporter.core.engine import TargetSpec
+from exporter.engines.clear_refs import RESET_KIND, ReferencedBytesEngine
+from exporter.ops.base import ProcessGone, ProcessRef
+from exporter.ops.procfs import SmapsEntry
+from exporter.ops.simulated import VirtualClock
+from exporter.summary import Policy, summarize
+from exporter.summary.stat import idle_at_least
+
+PAGE = 4096
+MiB = 1 << 20
+REF = ProcessRef(1)
+
+
+class SimSmaps:
+    """Pages of one process: {mapping start: [last access time per page]}; -inf = never."""
+
+    def __init__(self, clock: VirtualClock) -> None:
+        self.clock = clock
+        self.maps: dict[int, list[float]] = {}
+        self.cleared_at = -1.0
+        self.clears = 0
+        self.gone = False
+
+    def add(self, start: int, pages: int) -> None:
+        self.maps[start] = [self.clock()] * pages  # faulting a page in touches it
+
+    def touch(self, start: int, lo: int, hi: int) -> None:
+        t = self.clock()
+        pages = self.maps[start]
+        for i in range(lo, min(hi, len(pages))):
+            pages[i] = t
+
+    # -- SmapsSource -----------------------------------------------------------------------
+
+    def clear(self, proc: ProcessRef) -> None:
+        if self.gone:
+            raise ProcessGone("gone")
+        self.cleared_at = self.clock()
+        self.clears += 1
+
+    def read(self, proc: ProcessRef) -> list[SmapsEntry]:
+        if self.gone:
+            raise ProcessGone("gone")
+        out = []
+        for start, pages in sorted(self.maps.items()):
+            ref = sum(1 for t in pages if t >= self.cleared_at)
+            out.append(SmapsEntry(start, start + len(pages) * PAGE, len(pages) * PAGE, ref * PAGE, len(pages) * PAGE))
+        return out
+
+    def probe(self, proc: ProcessRef) -> None:
+        if self.gone:
+            raise ProcessGone("gone")
+
+    def forget(self, proc: ProcessRef) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    # -- truth -----------------------------------------------------------------------------
+
+    def idle_at_least(self, seconds: float, watched_since: float) -> int:
+        """Bytes whose last access is at least ``seconds`` ago, as seen by an observer who
+        started watching at ``watched_since`` (a page cannot be known idle for longer)."""
+        now = self.clock()
+        return PAGE * sum(1 for pages in self.maps.values() for t in pages if now - max(t, watched_since) >= seconds)
+
+
+def make(horizons=(4.0, 8.0), aggr=1.0):
+    clk = VirtualClock()
+    src = SimSmaps(clk)
+    eng = ReferencedBytesEngine(src, MonitoringAttrs(0.25, aggr, 10.0, 3, 10), clock=clk, wall_clock=clk, sleep=clk.sleep)
+    eng.set_horizons(horizons)
+    return clk, src, eng
+
+
+def run(eng, src, seconds, workload=None):
+    """Step the engine for ``seconds``, calling ``workload()`` every tick; yield aggregations."""
+    end = src.clock() + seconds
+    while src.clock() < end:
+        if workload:
+            workload()
+        agg = eng.step()
+        if agg is not None:
+            yield agg
+
+
+def test_steady_pattern_is_exact_once_a_period_has_passed():
+    clk, src, eng = make()
+    src.add(0x10000000, 512)  # 2 MiB "heap", one mapping
+    eng.set_targets([TargetSpec("t", (REF,))])
+    policy = Policy(cold_age=8.0, working_set_window=4.0)
+    hot = lambda: src.touch(0x10000000, 0, 64)  # noqa: E731 - 64 pages hot, the rest cold
+    aggs = list(run(eng, src, 30, hot))
+    for agg in aggs[9:]:  # from the end of the first period on, every aggregation
+        t = summarize(agg, policy).target("t")
+        assert t.resident_bytes == 512 * PAGE
+        assert t.working_set_bytes == 64 * PAGE
+        assert t.cold_bytes == 448 * PAGE
+    assert src.clears == 4  # once per 8 s period (30 s), not once per sample
+
+
+def test_nothing_is_idle_longer_than_it_was_watched():
+    clk, src, eng = make()
+    src.add(0x10000000, 100)
+    eng.set_targets([TargetSpec("t", (REF,))])
+    policy = Policy(cold_age=8.0, working_set_window=4.0)
+    for agg in run(eng, src, 7.9):
+        t = summarize(agg, policy).target("t")
+        assert t.cold_bytes == 0  # watched for less than cold_age: nothing is cold yet
+    t = summarize(list(run(eng, src, 1.0))[-1], policy).target("t")
+    assert t.cold_bytes == 100 * PAGE
+
+
+def test_last_exact_figure_is_kept_between_points_and_says_how_old_it_is():
+    clk, src, eng = make(horizons=(4.0, 8.0))
+    src.add(0x10000000, 100)
+    eng.set_targets([TargetSpec("t", (REF,))])
+    policy = Policy(cold_age=8.0, working_set_window=4.0)
+    list(run(eng, src, 8.0, lambda: src.touch(0x10000000, 0, 100)))  # first period: all hot
+    # the hot set shrinks to 10 pages. Until 4 s into the new period nothing proves the
+    # other 90 idle for 4 s: the published working set is the previous period's exact one,
+    # measured ~4 s after its clear, and says so
+    agg = list(run(eng, src, 2.0, lambda: src.touch(0x10000000, 0, 10)))[-1]
+    t = summarize(agg, policy).target("t")
+    assert t.working_set_bytes == 100 * PAGE
+    assert t.aggregated_at - t.working_set_measured_at >= 4.0
+    agg = list(run(eng, src, 3.0, lambda: src.touch(0x10000000, 0, 10)))[-1]
+    t = summarize(agg, policy).target("t")
+    assert t.working_set_bytes == 10 * PAGE  # exact for the new period
+    assert t.aggregated_at - t.working_set_measured_at < 1.5
+
+
+def test_a_growing_pattern_shows_at_once():
+    """The other way round, what the current period already saw touched is in the working
+    set at once: the previous period's figure is a bound, never a cap on what is seen."""
+    clk, src, eng = make(horizons=(4.0, 8.0))
+    src.add(0x10000000, 100)
+    eng.set_targets([TargetSpec("t", (REF,))])
+    policy = Policy(cold_age=8.0, working_set_window=4.0)
+    list(run(eng, src, 8.3, lambda: src.touch(0x10000000, 0, 10)))
+    agg = list(run(eng, src, 2.0, lambda: src.touch(0x10000000, 0, 100)))[-1]
+    assert summarize(agg, policy).target("t").working_set_bytes == 100 * PAGE
+
+
+def test_foreign_clear_restarts_the_period_and_is_counted():
+    clk, src, eng = make()
+    src.add(0x10000000, 1000)
+    eng.set_targets([TargetSpec("t", (REF,))])
+    clears = []
+    aggs = list(run(eng, src, 2.6, lambda: src.touch(0x10000000, 0, 500)))
+    src.cleared_at = clk()  # someone else writes clear_refs: Referenced drops from 2 MiB to 0
+    clears.append(src.clears)
+    aggs += list(run(eng, src, 1.0))
+    assert dict(aggs[-1].stats.errors_total) == {RESET_KIND: 1}
+    assert src.clears == clears[0] + 1  # we cleared again: a fresh, known start
+
+
+def test_exited_process_is_dropped_quietly():
+    clk, src, eng = make()
+    src.add(0x10000000, 10)
+    eng.set_targets([TargetSpec("t", (REF,))])
+    list(run(eng, src, 2.0))
+    src.gone = True
+    agg = list(run(eng, src, 1.0))[-1]
+    assert agg.targets[0].pids == () and agg.targets[0].errors == ()
+    assert agg.stats.errors_total == ()
+    assert eng.live_processes(("t", ())) == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32), st.lists(st.sampled_from(["add", "grow", "shrink", "vanish", "touch", "wait"]), min_size=5, max_size=40))
+def test_shapes_changing_keep_the_records_consistent_and_settle_exactly(seed, actions):
+    """Whatever the mappings do between reads: every distribution is non-increasing and
+    within the resident bytes, resident bytes are exact, working set and cold bytes stay
+    within them. Once the shapes hold still, one clear period later the figures are exact
+    again: the bytes a steady pattern touches are the working set, the rest is cold."""
+    rnd = random.Random(seed)
+    clk, src, eng = make(horizons=(2.0, 4.0), aggr=0.5)
+    src.add(0x10000000, 64)
+    eng.set_targets([TargetSpec("t", (REF,))])
+    policy = Policy(cold_age=4.0, working_set_window=2.0)
+    next_start = 0x20000000
+
+    def check(agg) -> None:
+        (t,) = agg.targets
+        for r in t.regions:
+            bytes_ = [b for _, b in r.idle_distribution]
+            assert bytes_ == sorted(bytes_, reverse=True)
+            assert all(0 <= b <= r.resident_bytes for b in bytes_)
+        assert sum(r.resident_bytes for r in t.regions) == sum(len(p) for p in src.maps.values()) * PAGE
+        s = summarize(agg, policy).target("t")
+        assert 0 <= s.cold_bytes <= s.resident_bytes
+        assert 0 <= s.working_set_bytes <= s.resident_bytes
+        assert sum(idle_at_least(r, 0.0) for r in t.regions) == s.resident_bytes
+
+    for a in actions:
+        starts = sorted(src.maps)
+        if a == "add" or not starts:
+            src.add(next_start, rnd.randint(1, 64))
+            next_start += 0x1000000
+        elif a == "grow":
+            s = rnd.choice(starts)
+            src.maps[s] += [clk()] * rnd.randint(1, 16)
+        elif a == "shrink":
+            s = rnd.choice(starts)
+            del src.maps[s][rnd.randint(1, len(src.maps[s])) :]
+        elif a == "vanish":
+            del src.maps[rnd.choice(starts)]
+        elif a == "touch":
+            s = rnd.choice(starts)
+            lo = rnd.randrange(len(src.maps[s]))
+            src.touch(s, lo, lo + rnd.randint(1, 16))
+        for agg in run(eng, src, rnd.choice([0.25, 0.5, 1.0, 3.0])):
+            check(agg)
+    # hold still: one mapping's first 8 pages stay hot, everything else goes cold
+    if not src.maps:
+        src.add(next_start, 16)
+    hot = min(src.maps)
+    hot_pages = min(8, len(src.maps[hot]))
+    for agg in run(eng, src, 12.0, lambda: src.touch(hot, 0, 8)):
+        check(agg)
+    t = summarize(agg, policy).target("t")
+    assert t.working_set_bytes == hot_pages * PAGE
+    assert t.cold_bytes == t.resident_bytes - hot_pages * PAGE
