@@ -20,4 +20,4 @@ WORKDIR /
 USER 10001
 EXPOSE 10170
 ENTRYPOINT ["damon-exporter"]
-CMD ["--config=/etc/damon-exporter/config.yaml"]
+CMD ["--config.file=/etc/damon-exporter/config.yaml"]
