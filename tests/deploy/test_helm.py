@@ -327,3 +327,13 @@ def test_node_exporter_values_file_renders():
     assert ep["metricRelabelings"] == values["prometheus"]["monitor"]["metricRelabelings"]
     assert by_kind(docs, "ServiceAccount")["metadata"]["annotations"] == {"team": "memory"}
     assert by_kind(docs, "Service")["metadata"]["annotations"] == {"prometheus.io/scrape": "true"}
+
+
+def test_name_templates_and_remove_empty_groups_reach_the_config():
+    """A process-exporter style name template passes the schema and reaches the exporter as
+    written (Helm does not template values)."""
+    docs = helm_render({"config": {"remove_empty_groups": True, "targets": [{"name": "{{.Comm}}", "match": {"comm": ["nginx", "redis-server"]}}]}})
+    config = parse_config(by_kind(docs, "ConfigMap")["data"]["config.yaml"], "chart")
+    assert config.remove_empty_groups is True
+    (t,) = config.targets
+    assert t.name == "{{.Comm}}" and t.name_template is not None and t.comm == ("nginx", "redis-server")
