@@ -216,9 +216,9 @@ def test_basic_auth_from_values_keeps_the_probes_working():
     ds, pod, c = _pod(docs)
     secret = by_kind(docs, "Secret")
     assert yaml.safe_load(secret["stringData"]["web-config.yml"]) == {"basic_auth_users": {"prometheus": BCRYPT}}
-    assert "--web.config.file=/etc/damon-exporter/web/web-config.yml" in c["args"]
+    assert "--web.config.file=/etc/damon-exporter-web/web-config.yml" in c["args"]
     assert {"name": "web-config", "secret": {"secretName": secret["metadata"]["name"]}} in pod["volumes"]
-    assert {"name": "web-config", "mountPath": "/etc/damon-exporter/web", "readOnly": True} in c["volumeMounts"]
+    assert {"name": "web-config", "mountPath": "/etc/damon-exporter-web", "readOnly": True} in c["volumeMounts"]
     # no credentials to send: tcpSocket, the rest of the probe settings kept
     assert c["readinessProbe"] == {"tcpSocket": {"port": "metrics"}, "initialDelaySeconds": 0, "periodSeconds": 5, "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3}
     assert c["livenessProbe"]["tcpSocket"] == {"port": "metrics"} and "httpGet" not in c["livenessProbe"]

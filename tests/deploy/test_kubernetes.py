@@ -164,10 +164,10 @@ def test_web_config_overlay_mounts_the_secret_and_probes_without_credentials():
     docs = kubectl_kustomize(OVERLAYS_DIR / "web-config")
     _, pod, c = _daemonset(docs)
     _, base_pod, base_c = _daemonset(base)
-    assert c["args"] == [*base_c["args"], "--web.config.file=/etc/damon-exporter/web/web-config.yml"]
+    assert c["args"] == [*base_c["args"], "--web.config.file=/etc/damon-exporter-web/web-config.yml"]
     assert c["readinessProbe"] == {"tcpSocket": {"port": "metrics"}, "periodSeconds": 5, "failureThreshold": 3}
     assert c["livenessProbe"] == {"tcpSocket": {"port": "metrics"}, "initialDelaySeconds": 10, "periodSeconds": 10, "failureThreshold": 3}
-    assert c["volumeMounts"][-1] == {"name": "web-config", "mountPath": "/etc/damon-exporter/web", "readOnly": True}
+    assert c["volumeMounts"][-1] == {"name": "web-config", "mountPath": "/etc/damon-exporter-web", "readOnly": True}
     assert pod["volumes"][-1] == {"name": "web-config", "secret": {"secretName": "damon-exporter-web-config"}}
     assert pod["volumes"][:-1] == base_pod["volumes"]
     for key in ("resources", "ports", "securityContext", "image"):
