@@ -98,23 +98,29 @@ class Discoverer:
                 mine = set(found_in)
             else:
                 mine = {pid for pid, p in procs.items() if pid not in claimed and matches(t, p)}
+            origin: dict[int, int] = {}  # descendant -> the matched process it descends from
             if t.include_children:
-                mine = self._with_descendants(mine, children, claimed)
+                mine = self._with_descendants(mine, children, claimed, origin)
             claimed |= mine
-            specs.extend(self._specs(t, mine, procs, found_in, proc_cgroups))
+            specs.extend(self._specs(t, mine, procs, found_in, proc_cgroups, origin))
         return _merge_same_series(specs)
 
     @staticmethod
-    def _with_descendants(roots: set[int], children: dict[int, list[int]], claimed: set[int]) -> set[int]:
+    def _with_descendants(
+        roots: set[int], children: dict[int, list[int]], claimed: set[int], origin: dict[int, int] | None = None
+    ) -> set[int]:
         """Roots plus their descendants; a process another target already claimed is not
-        entered (its subtree belongs to that claim)."""
+        entered (its subtree belongs to that claim). ``origin`` gets each descendant's root."""
         out = set(roots)
         stack = list(roots)
         while stack:
-            for child in children.get(stack.pop(), ()):
+            parent = stack.pop()
+            for child in children.get(parent, ()):
                 if child not in out and child not in claimed:
                     out.add(child)
                     stack.append(child)
+                    if origin is not None:
+                        origin[child] = origin.get(parent, parent)
         return out
 
     def _specs(
@@ -124,6 +130,7 @@ class Discoverer:
         procs: dict[int, procfs.ProcessInfo],
         found_in: dict[int, str],
         proc_cgroups: Callable[[int], cgroups.ProcCgroups],
+        origin: dict[int, int] | None = None,
     ) -> list[TargetSpec]:
         static = dict(t.labels)
 
@@ -144,7 +151,10 @@ class Discoverer:
         for pid in pids:
             key = self._group_key(t, procs[pid], found_in, proc_cgroups)
             if template is not None:
-                name = template.render(self._name_context(t, procs[pid], found_in, proc_cgroups))
+                # a descendant (include_children) joins the group of the process it descends
+                # from, as in process-exporter, instead of being named after itself
+                named = procs[(origin or {}).get(pid, pid)]
+                name = template.render(self._name_context(t, named, found_in, proc_cgroups))
                 if not name:
                     continue  # nothing to call it (e.g. an optional regex group that did not match)
                 key = (name, *key)

@@ -212,3 +212,18 @@ def test_three_real_programs_give_three_targets(tmp_path):
         for p in progs:
             p.kill()
             p.wait()
+
+
+def test_children_join_the_group_of_their_matched_ancestor(tmp_path):
+    proc = tmp_path / "proc"
+    add_process(proc, 70, comm="supervisor")
+    add_process(proc, 71, comm="sh", ppid=70)
+    add_process(proc, 72, comm="worker", ppid=71)
+    add_process(proc, 73, comm="other")
+    d = discoverer(tmp_path, """\
+        targets:
+          - name: "{{.Comm}}"
+            match: {comm: [supervisor, other]}
+            include_children: true
+        """)
+    assert names(d.discover()) == {"supervisor": [70, 71, 72], "other": [73]}
