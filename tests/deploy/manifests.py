@@ -34,8 +34,17 @@ BASE_DIR = KUBE_DIR / "base"
 OVERLAYS_DIR = KUBE_DIR / "overlays"
 OPERATOR_DIR = KUBE_DIR / "prometheus-operator"
 CHART_DIR = ROOT / "helm" / "damon-exporter"
+COMPONENTS_DIR = KUBE_DIR / "components"
+
+
+def _kind(path: Path) -> str:
+    return yaml.safe_load(path.read_text())["kind"]
+
+
 #: Every kustomization in the repository: each is built by kubectl in the tests.
-KUSTOMIZATIONS = sorted(p.parent for p in KUBE_DIR.rglob("kustomization.yaml"))
+KUSTOMIZATIONS = sorted(p.parent for p in KUBE_DIR.rglob("kustomization.yaml") if _kind(p) == "Kustomization")
+#: Every kustomize Component (built only as part of a kustomization).
+COMPONENTS = sorted(p.parent for p in KUBE_DIR.rglob("kustomization.yaml") if _kind(p) == "Component")
 #: Kubernetes versions we support and validate against: 1.30 (the oldest still in upstream or
 #: vendor support) and the newest that the installed kubernetes-validate ships schemas for.
 OLDEST_KUBE = "1.30.0"

@@ -6,6 +6,7 @@ depends on (privileges per backend, probes, ports, config) asserted one by one."
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 
@@ -13,6 +14,7 @@ from exporter.config import parse_config
 
 from .manifests import (
     BASE_DIR,
+    COMPONENTS,
     KUBE_DIR,
     KUSTOMIZATIONS,
     OPERATOR_DIR,
@@ -30,6 +32,26 @@ PLAIN_FILES = [KUBE_DIR / "sidecar-example.yaml", *sorted(OPERATOR_DIR.glob("*.y
 def test_every_kustomization_is_tested():
     """Overlays sit beside the base, not inside it (kustomize refuses a root inside another)."""
     assert [p.relative_to(KUBE_DIR).as_posix() for p in KUSTOMIZATIONS] == ["base", "overlays/page-idle", "overlays/web-config"]
+    assert [p.relative_to(KUBE_DIR).as_posix() for p in COMPONENTS] == ["components/page-idle", "components/web-config"]
+
+
+def test_components_combine(tmp_path):
+    """A user's own overlay listing both components (page_idle and a web config) builds, and
+    gets both: what the two overlays do, together."""
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources: [{os.path.relpath(BASE_DIR, tmp_path)}]\n"
+        f"components: [{', '.join(os.path.relpath(c, tmp_path) for c in COMPONENTS)}]\n"
+    )
+    docs = kubectl_kustomize(tmp_path)
+    for doc in docs:
+        validate(doc, "base + both components")
+    _, pod, c = _daemonset(docs)
+    _, _, idle = _daemonset(kubectl_kustomize(OVERLAYS_DIR / "page-idle"))
+    _, _, web = _daemonset(kubectl_kustomize(OVERLAYS_DIR / "web-config"))
+    assert c["securityContext"] == idle["securityContext"]
+    assert c["args"] == web["args"] and c["readinessProbe"] == web["readinessProbe"] and c["livenessProbe"] == web["livenessProbe"]
+    assert {m["name"] for m in c["volumeMounts"]} == {m["name"] for m in idle["volumeMounts"]} | {"web-config"}
 
 
 @pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=lambda p: p.relative_to(KUBE_DIR).as_posix())
