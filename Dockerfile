@@ -10,14 +10,20 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# Build facts for damon_exporter_build_info (the image has no .git to read them from):
+#   docker build --build-arg REVISION=$(git rev-parse HEAD) --build-arg BRANCH=$(git rev-parse --abbrev-ref HEAD) ...
+ARG REVISION=unknown
+ARG BRANCH=unknown
+
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY exporter ./exporter
-RUN pip install . && rm -rf /src \
+RUN printf '{"revision": "%s", "branch": "%s"}\n' "$REVISION" "$BRANCH" > exporter/_build.json \
+    && pip install . && rm -rf /src \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin damon
 
 WORKDIR /
 USER 10001
 EXPOSE 10170
 ENTRYPOINT ["damon-exporter"]
-CMD ["--config=/etc/damon-exporter/config.yaml"]
+CMD ["--config.file=/etc/damon-exporter/config.yaml"]

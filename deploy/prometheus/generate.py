@@ -2,7 +2,7 @@
 """Publish deploy/prometheus/rules.yaml, the one source of damon-exporter's rules, in the
 two other shapes deployments need:
 
-* ``deploy/kubernetes/prometheusrule.yaml``: a prometheus-operator ``PrometheusRule`` whose
+* ``deploy/kubernetes/prometheus-operator/prometheusrule.yaml``: a prometheus-operator ``PrometheusRule`` whose
   ``spec`` is the rules file (the operator's CRD embeds the rule-file format unchanged);
 * ``helm/damon-exporter/files/rules.yaml``: a byte-for-byte copy, because Helm's
   ``.Files.Get`` cannot reach outside the chart directory and a copy is not template-rendered
@@ -23,7 +23,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 SOURCE = HERE / "rules.yaml"
-PROMETHEUS_RULE = ROOT / "deploy" / "kubernetes" / "prometheusrule.yaml"
+PROMETHEUS_RULE = ROOT / "deploy" / "kubernetes" / "prometheus-operator" / "prometheusrule.yaml"
 HELM_COPY = ROOT / "helm" / "damon-exporter" / "files" / "rules.yaml"
 
 HEADER = (

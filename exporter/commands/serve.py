@@ -41,10 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="damon-exporter",
         description="Prometheus exporter of memory access patterns (DAMON region sampling from user space).",
     )
-    p.add_argument("--config", metavar="FILE", help="config file (required; see 'damon-exporter check-config')")
+    # node_exporter-style name; --config (the original spelling) stays as an alias
+    p.add_argument("--config.file", "--config", dest="config", metavar="FILE", help="config file (required; see 'damon-exporter check-config'); --config is an alias")
     p.add_argument("--web.listen-address", dest="listen", default=DEFAULT_LISTEN, metavar="[HOST]:PORT", help=f"address to serve on (default {DEFAULT_LISTEN})")
     p.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", metavar="PATH", help="path of the metrics (default /metrics)")
     p.add_argument("--web.config.file", dest="web_config", metavar="FILE", help="exporter-toolkit web config: TLS and basic auth")
+    p.add_argument("--web.disable-exporter-metrics", dest="disable_exporter_metrics", action="store_true", help="leave out the exporter's own process_* metrics (CPU, memory, file descriptors of this process); damon_* self-metrics stay")
     p.add_argument("--config.auto-reload-interval", dest="reload_interval", default="5s", metavar="DURATION", help="how often to check the config file for changes; 0 disables (default 5s; SIGHUP always reloads)")
     p.add_argument("--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"])
     p.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
@@ -61,7 +63,7 @@ def main(argv: list[str]) -> int:
 
     setup_logging(args.log_level, args.log_format)
     if not args.config:
-        sys.stderr.write("damon-exporter: error: --config FILE is required (there are no default targets to monitor)\n")
+        sys.stderr.write("damon-exporter: error: --config.file FILE is required (there are no default targets to monitor)\n")
         return 2
     if not args.telemetry_path.startswith("/") or args.telemetry_path in ("/", "/-/healthy", "/-/ready"):
         sys.stderr.write(f"damon-exporter: error: --web.telemetry-path {args.telemetry_path!r} must start with '/' and not be '/', '/-/healthy' or '/-/ready'\n")
@@ -133,7 +135,7 @@ def run(
             reload_success_timestamp=time.time(),
         )
     )
-    app = WebApp(box, CachedExposition(box), args.telemetry_path, BasicAuth(users))
+    app = WebApp(box, CachedExposition(box, exporter_metrics=not args.disable_exporter_metrics), args.telemetry_path, BasicAuth(users))
     try:
         server, http_thread = start_server(address, app, ssl_context)
     except OSError as e:

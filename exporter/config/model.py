@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..core.attrs import MonitoringAttrs
 from ..engines.registry import BACKEND_NAMES
 from ..summary import DEFAULT_COLD_AGE, DEFAULT_WORKING_SET_WINDOW
+
+if TYPE_CHECKING:  # discovery imports config at run time; config only names this type
+    from ..discovery.naming import NameTemplate
 
 #: accepted values of ``backend``; ``auto`` picks the best one the kernel offers
 BACKENDS: tuple[str, ...] = BACKEND_NAMES  # the registry is the one list
@@ -47,6 +51,8 @@ class TargetConfig:
     max_groups: int = DEFAULT_MAX_GROUPS
     labels: tuple[tuple[str, str], ...] = ()
     line: int = 0
+    #: set when ``name`` holds {{.Field}} references: one target per distinct rendered name
+    name_template: "NameTemplate | None" = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,8 @@ class Config:
     cold_age: float = DEFAULT_COLD_AGE
     working_set_window: float = DEFAULT_WORKING_SET_WINDOW
     cpu_budget: float = DEFAULT_CPU_BUDGET
+    #: drop a target with no process instead of exporting it with damon_target_up 0
+    remove_empty_groups: bool = False
     targets: tuple[TargetConfig, ...] = ()
 
 

@@ -23,7 +23,7 @@ from .model import (
 )
 from .nodes import INVALID, Reader, line_of, one_line, type_name
 
-TOP_KEYS = ("backend", "monitoring", "cold_age", "working_set_window", "cpu_budget", "targets")
+TOP_KEYS = ("backend", "monitoring", "cold_age", "working_set_window", "cpu_budget", "remove_empty_groups", "targets")
 MONITORING_KEYS = ("sample_interval", "aggregation_interval", "update_interval", "min_regions", "max_regions")
 TARGET_KEYS = ("name", "match", "cgroup", "include_children", "group_by", "max_groups", "labels")
 MATCH_KEYS = ("comm", "exe", "cmdline")
@@ -91,6 +91,10 @@ def parse_config(text: str, path: str = "<config>") -> Config:
                     values["cpu_budget"] = budget
                 else:
                     r.error(vnode, sub, f"must be greater than 0 and at most 1 (a share of one CPU core), got {_num(budget)}")
+        elif key == "remove_empty_groups":
+            flag = r.get_bool(vnode, sub)
+            if flag is not INVALID:
+                values["remove_empty_groups"] = flag
         elif key == "targets":
             seen_targets = True
             targets = _targets(r, vnode, sub)
@@ -178,6 +182,8 @@ def _targets(r: Reader, node: Node, keypath: str) -> tuple[TargetConfig, ...]:
 
 
 def _target(r: Reader, node: Node, keypath: str, names: dict[str, int]) -> TargetConfig:
+    from ..discovery.naming import is_template, parse_template  # (import cycle)
+
     mapping = r.get_mapping(node, keypath)
     if mapping is INVALID:
         return INVALID
@@ -188,6 +194,7 @@ def _target(r: Reader, node: Node, keypath: str, names: dict[str, int]) -> Targe
         present[key] = knode
         if key == "name":
             value = _target_name(r, vnode, sub, names)
+            name_node = vnode
         elif key == "match":
             value = _match(r, vnode, sub)
         elif key == "cgroup":
@@ -218,19 +225,35 @@ def _target(r: Reader, node: Node, keypath: str, names: dict[str, int]) -> Targe
     elif "match" not in present and "cgroup" not in present:
         r.error(mapping, keypath, "needs either 'match' (comm, exe, cmdline) or 'cgroup'")
         ok = False
-    if "max_groups" in present and "group_by" not in present:
-        r.error(present["max_groups"], f"{keypath}.max_groups", "only applies together with group_by")
+    if "max_groups" in present and "group_by" not in present and not is_template(fields.get("name", "")):
+        r.error(present["max_groups"], f"{keypath}.max_groups", "only applies together with group_by or a name template")
         ok = False
+    if ok and is_template(fields["name"]):
+        template = parse_template(fields["name"])  # already checked by _target_name
+        groups = {g for rx in fields.get("cmdline", ()) for g in rx.groupindex}
+        for group in template.match_groups:
+            if group not in groups:
+                r.error(name_node, f"{keypath}.name", f"{{{{.Matches.{group}}}}}: no cmdline regex of this target has a named group (?P<{group}>...)")
+                ok = False
+        fields["name_template"] = template
     if not ok:
         return INVALID
     return TargetConfig(**fields)
 
 
 def _target_name(r: Reader, node: Node, keypath: str, names: dict[str, int]) -> str:
+    from ..discovery.naming import TemplateError, is_template, parse_template  # (import cycle)
+
     name = r.get_str(node, keypath)
     if name is INVALID:
         return INVALID
-    if not _NAME.fullmatch(name):
+    if is_template(name):
+        try:
+            parse_template(name)
+        except TemplateError as e:
+            r.error(node, keypath, f"bad name template: {e}")
+            return INVALID
+    elif not _NAME.fullmatch(name):
         r.error(
             node,
             keypath,

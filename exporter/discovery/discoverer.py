@@ -14,7 +14,7 @@ from typing import Callable
 from ..config.model import COMM_LEN, Config, TargetConfig
 from ..core.engine import TargetSpec
 from ..ops.base import ProcessRef
-from . import cgroups, kube, procfs
+from . import cgroups, kube, naming, procfs
 
 _KUBE_KEYS = ("pod_uid", "container_id", "qos_class")
 
@@ -56,11 +56,13 @@ class Discoverer:
             names.update(t.group_by)
             names.update(k for k, _ in t.labels)
         self._label_names = tuple(sorted(names))
-        self._want_exe = any(t.exe for t in config.targets)
-        self._want_cmdline = any(t.cmdline for t in config.targets)
+        needs = set().union(*(t.name_template.needs for t in config.targets if t.name_template is not None))
+        self._want_exe = any(t.exe for t in config.targets) or "exe" in needs
+        self._want_cmdline = any(t.cmdline for t in config.targets) or "exe" in needs  # argv[0] stands in for an unreadable exe
         # groups monitored last time, per target: kept first when the cap bites, so a new
         # group cannot push out one whose history is already being collected
         self._kept: dict[str, set[tuple[str, ...]]] = {}
+        self._username = naming.username_lookup()
 
     def label_names(self) -> tuple[str, ...]:
         """Extra label names every spec carries (group_by keys and static label keys)."""
@@ -85,6 +87,7 @@ class Discoverer:
         specs: list[TargetSpec] = []
         self.warnings = []
         self.dropped_groups = {}
+        self._username = naming.username_lookup()
         for t in self.config.targets:
             found_in: dict[int, str] = {}  # pid -> cgroup it was found in (cgroup targets)
             if t.cgroup is not None:
@@ -95,23 +98,29 @@ class Discoverer:
                 mine = set(found_in)
             else:
                 mine = {pid for pid, p in procs.items() if pid not in claimed and matches(t, p)}
+            origin: dict[int, int] = {}  # descendant -> the matched process it descends from
             if t.include_children:
-                mine = self._with_descendants(mine, children, claimed)
+                mine = self._with_descendants(mine, children, claimed, origin)
             claimed |= mine
-            specs.extend(self._specs(t, mine, procs, found_in, proc_cgroups))
-        return specs
+            specs.extend(self._specs(t, mine, procs, found_in, proc_cgroups, origin))
+        return _merge_same_series(specs)
 
     @staticmethod
-    def _with_descendants(roots: set[int], children: dict[int, list[int]], claimed: set[int]) -> set[int]:
+    def _with_descendants(
+        roots: set[int], children: dict[int, list[int]], claimed: set[int], origin: dict[int, int] | None = None
+    ) -> set[int]:
         """Roots plus their descendants; a process another target already claimed is not
-        entered (its subtree belongs to that claim)."""
+        entered (its subtree belongs to that claim). ``origin`` gets each descendant's root."""
         out = set(roots)
         stack = list(roots)
         while stack:
-            for child in children.get(stack.pop(), ()):
+            parent = stack.pop()
+            for child in children.get(parent, ()):
                 if child not in out and child not in claimed:
                     out.add(child)
                     stack.append(child)
+                    if origin is not None:
+                        origin[child] = origin.get(parent, parent)
         return out
 
     def _specs(
@@ -121,21 +130,36 @@ class Discoverer:
         procs: dict[int, procfs.ProcessInfo],
         found_in: dict[int, str],
         proc_cgroups: Callable[[int], cgroups.ProcCgroups],
+        origin: dict[int, int] | None = None,
     ) -> list[TargetSpec]:
         static = dict(t.labels)
 
-        def spec(group: dict[str, str], members: list[int]) -> TargetSpec:
+        def spec(name: str, group: dict[str, str], members: list[int]) -> TargetSpec:
             refs = tuple(sorted(ProcessRef(pid, procs[pid].start_time) for pid in members))
             values = {**static, **group}
-            return TargetSpec(t.name, refs, tuple((k, values.get(k, "")) for k in self._label_names))
+            return TargetSpec(name, refs, tuple((k, values.get(k, "")) for k in self._label_names))
 
-        if not t.group_by:
-            return [spec({}, list(pids))]
+        template = t.name_template
+        if template is None and not t.group_by:
+            if not pids and self.config.remove_empty_groups:
+                return []  # no process: no series at all, instead of damon_target_up 0
+            return [spec(t.name, {}, list(pids))]
 
+        # group key: (rendered name,) + group_by values with a template, else the values
+        keys = (("name",) if template is not None else ()) + t.group_by
         groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
         for pid in pids:
-            groups[self._group_key(t, procs[pid], found_in, proc_cgroups)].append(pid)
-        order = sorted(groups, key=lambda k: _sort_key(t.group_by, k))
+            key = self._group_key(t, procs[pid], found_in, proc_cgroups)
+            if template is not None:
+                # a descendant (include_children) joins the group of the process it descends
+                # from, as in process-exporter, instead of being named after itself
+                named = procs[(origin or {}).get(pid, pid)]
+                name = template.render(self._name_context(t, named, found_in, proc_cgroups))
+                if not name:
+                    continue  # nothing to call it (e.g. an optional regex group that did not match)
+                key = (name, *key)
+            groups[key].append(pid)
+        order = sorted(groups, key=lambda k: _sort_key(keys, k))
         if len(order) > t.max_groups:
             previous = self._kept.get(t.name, set())
             kept = [k for k in order if k in previous][: t.max_groups]
@@ -145,11 +169,45 @@ class Discoverer:
             dropped = len(groups) - len(order)
             self.dropped_groups[t.name] = dropped
             self.warnings.append(
-                f"target '{t.name}': {len(groups)} groups by ({', '.join(t.group_by)}) exceed "
+                f"target '{t.name}': {len(groups)} groups by ({', '.join(keys)}) exceed "
                 f"max_groups {t.max_groups}; {dropped} not monitored"
             )
         self._kept[t.name] = set(order)
-        return [spec(dict(zip(t.group_by, k)), groups[k]) for k in order]
+        if template is not None:
+            return [spec(k[0], dict(zip(t.group_by, k[1:])), groups[k]) for k in order]
+        return [spec(t.name, dict(zip(t.group_by, k)), groups[k]) for k in order]
+
+    def _name_context(
+        self,
+        t: TargetConfig,
+        p: procfs.ProcessInfo,
+        found_in: dict[int, str],
+        proc_cgroups: Callable[[int], cgroups.ProcCgroups],
+    ) -> naming.NameContext:
+        """What ``t``'s name template may use of process ``p``; only what it names is read."""
+        assert t.name_template is not None
+        needs = t.name_template.needs
+        exe = ""
+        if "exe" in needs:
+            # the resolved /proc/PID/exe; argv[0] when the link is refused (another uid without
+            # CAP_SYS_PTRACE), as process-exporter uses argv[0]
+            exe = p.exe or ((p.cmdline or "").split(" ", 1)[0])
+        matches: dict[str, str] = {}
+        if "cmdline" in needs and p.cmdline is not None:
+            for rx in t.cmdline:
+                m = rx.search(p.cmdline)
+                if m is not None:
+                    matches.update({k: v for k, v in m.groupdict().items() if v is not None})
+        username = self._username(naming.read_uid(self.proc_root, p.pid)) if "uid" in needs else ""
+        meta = _cgroup_and_meta(p, found_in, proc_cgroups)[1] if "cgroup" in needs else None
+        return naming.NameContext(
+            comm=p.comm,
+            exe=exe,
+            username=username,
+            matches=matches,
+            pod_uid=meta.pod_uid if meta else "",
+            container_id=meta.container_id if meta else "",
+        )
 
     @staticmethod
     def _group_key(
@@ -161,12 +219,7 @@ class Discoverer:
         cg: str | None = None
         meta: kube.KubeMeta | None = None
         if "cgroup" in t.group_by or any(k in t.group_by for k in _KUBE_KEYS):
-            cg = found_in.get(p.pid)
-            own = proc_cgroups(p.pid)
-            if cg is None:
-                cg = own.effective
-            # k8s metadata: whichever of the process' paths is inside a pod
-            meta = kube.kube_metadata(cg) or kube.kube_metadata(own.memory) or kube.kube_metadata(own.v2)
+            cg, meta = _cgroup_and_meta(p, found_in, proc_cgroups)
         values = []
         for key in t.group_by:
             if key == "pid":
@@ -178,6 +231,31 @@ class Discoverer:
             else:
                 values.append(getattr(meta, key) if meta else "")
         return tuple(values)
+
+
+def _cgroup_and_meta(
+    p: procfs.ProcessInfo, found_in: dict[int, str], proc_cgroups: Callable[[int], cgroups.ProcCgroups]
+) -> tuple[str | None, kube.KubeMeta | None]:
+    """The cgroup a process was found in (else its own) and its pod metadata: from whichever
+    of the process' paths is inside a pod."""
+    cg = found_in.get(p.pid)
+    own = proc_cgroups(p.pid)
+    if cg is None:
+        cg = own.effective
+    return cg, kube.kube_metadata(cg) or kube.kube_metadata(own.memory) or kube.kube_metadata(own.v2)
+
+
+def _merge_same_series(specs: list[TargetSpec]) -> list[TargetSpec]:
+    """One spec per (name, labels): a templated name may render to a name another target
+    already has; their processes then form one target, as process-exporter merges groups."""
+    merged: dict[tuple, TargetSpec] = {}
+    for s in specs:
+        key = (s.name, s.labels)
+        if key in merged:
+            merged[key] = TargetSpec(s.name, tuple(sorted(set(merged[key].processes) | set(s.processes))), s.labels)
+        else:
+            merged[key] = s
+    return list(merged.values())
 
 
 def _sort_key(keys: tuple[str, ...], values: tuple[str, ...]) -> tuple:

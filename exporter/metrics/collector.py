@@ -39,10 +39,13 @@ class CachedExposition:
     concurrent miss renders twice, harmlessly.
     """
 
-    def __init__(self, box: StateBox) -> None:
+    def __init__(self, box: StateBox, exporter_metrics: bool = True) -> None:
         self.box = box
-        self.process = CollectorRegistry(auto_describe=False)
-        ProcessCollector(registry=self.process)
+        #: ``process_*`` of the exporter itself; none with --web.disable-exporter-metrics
+        self.process: CollectorRegistry | None = None
+        if exporter_metrics:
+            self.process = CollectorRegistry(auto_describe=False)
+            ProcessCollector(registry=self.process)
         self._cache: tuple[object, object, bytes] | None = None
 
     def render(self, encoder: Callable[[Any], bytes], content_type: str) -> bytes:
@@ -54,6 +57,8 @@ class CachedExposition:
         else:
             ours = encoder(_Only(_StateCollector(state)))
             self._cache = (state, content_type, ours)
+        if self.process is None:
+            return ours
         tail = encoder(self.process)
         if ours.endswith(EOF_LINE):  # OpenMetrics: one "# EOF" at the very end
             ours = ours[: -len(EOF_LINE)]

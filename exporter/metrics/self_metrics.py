@@ -1,9 +1,15 @@
-"""The exporter's own metrics: build, sampler cost and budget, errors, config reloads."""
+"""The exporter's own metrics: build, backend, sampler cost and budget, errors, config reloads.
+
+``damon_exporter_build_info`` carries only what is fixed at build time (as node_exporter's
+does); the backend is chosen at run time and may change on reload, so it has its own gauge,
+``damon_sampler_backend_info``, next to the sampler's other run-time gauges.
+"""
 
 from __future__ import annotations
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from ..build import build_info
 from ..service.state import ServiceState
 
 #: error kinds always exported (at 0 until they happen) so rate() works from the start
@@ -11,6 +17,7 @@ KNOWN_ERROR_KINDS: tuple[str, ...] = ("permission", "io", "backend_unavailable",
 
 SELF_METRIC_NAMES: tuple[str, ...] = (
     "damon_exporter_build_info",
+    "damon_sampler_backend_info",
     "damon_sampler_checks_total",
     "damon_sampler_cpu_seconds_total",
     "damon_sampler_budget_ratio",
@@ -24,8 +31,15 @@ SELF_METRIC_NAMES: tuple[str, ...] = (
 
 
 def self_families(state: ServiceState) -> list[Metric]:
-    build = GaugeMetricFamily("damon_exporter_build_info", "Constant 1, labelled by the exporter version and the access-check backend in use.", labels=["version", "backend"])
-    build.add_metric([state.version, state.backend], 1)
+    info = build_info()
+    build = GaugeMetricFamily(
+        "damon_exporter_build_info",
+        "A metric with a constant '1' value labeled by version, revision, branch, and pythonversion from which damon-exporter was built.",
+        labels=["version", "revision", "branch", "pythonversion"],
+    )
+    build.add_metric([state.version, info.revision, info.branch, info.pythonversion], 1)
+    backend = GaugeMetricFamily("damon_sampler_backend_info", "Constant 1, labelled by the access-check backend the sampler uses now ('none' until it has opened one).", labels=["backend"])
+    backend.add_metric([state.backend], 1)
     checks = CounterMetricFamily("damon_sampler_checks_total", "Access checks (one sampled page of one region) done by the sampler.")
     checks.add_metric([], state.checks_total)
     cpu = CounterMetricFamily("damon_sampler_cpu_seconds_total", "CPU time used by the sampler thread, in seconds.", unit="seconds")
@@ -46,4 +60,4 @@ def self_families(state: ServiceState) -> list[Metric]:
     ok.add_metric([], 1 if state.reload_successful else 0)
     ts = GaugeMetricFamily("damon_config_last_reload_success_timestamp_seconds", "Unix time of the last successful configuration load.", unit="seconds")
     ts.add_metric([], state.reload_success_timestamp)
-    return [build, checks, cpu, ratio, budget, si, ai, errors, ok, ts]
+    return [build, backend, checks, cpu, ratio, budget, si, ai, errors, ok, ts]

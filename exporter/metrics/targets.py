@@ -1,4 +1,4 @@
-"""Per-target metric families, built fresh from one immutable snapshot.
+"""Per-target metric families, built fresh from one immutable summary.
 
 A pure function of its inputs: the same :class:`~exporter.summary.Summary` always gives the
 same families, which is what lets ``damon-exporter snapshot --format prometheus`` and the

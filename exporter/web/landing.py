@@ -1,23 +1,50 @@
-"""The HTML landing page at ``/``: what this is, where the metrics are, what it watches."""
+"""The HTML landing page at ``/``: what this is, where the metrics are, what it watches.
+
+One row per target group (a target, or one of its group_by / name-template groups) with the
+labels that tell groups apart and the numbers an operator looks for first: resident memory,
+working set, cold bytes and the cold ratio, as of the latest aggregation.
+"""
 
 from __future__ import annotations
 
 from html import escape
 
-from ..service.state import ServiceState
 from ..metrics.targets import target_up
+from ..service.state import ServiceState
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def _labels(labels: tuple[tuple[str, str], ...]) -> str:
+    """Only labels with a value: every target carries every label name, mostly empty."""
+    return ", ".join(f'{k}="{v}"' for k, v in labels if v)
+
+
+COLUMNS = ("target", "labels", "processes", "state", "resident", "working set", "cold", "cold ratio")
 
 
 def landing_page(state: ServiceState, metrics_path: str) -> bytes:
     rows = []
     summary = state.summary
     for t in summary.targets if summary is not None else ():
-        rows.append((t.name, str(len(t.pids)), "up" if target_up(t) else "down", f"{t.resident_bytes / 2**20:.1f} MiB", f"{t.cold_ratio:.0%}"))
+        rows.append((
+            t.name,
+            _labels(t.labels),
+            str(len(t.pids)),
+            "up" if target_up(t) else "down",
+            _mib(t.resident_bytes),
+            _mib(t.working_set_bytes),
+            _mib(t.cold_bytes),
+            f"{t.cold_ratio:.0%}",
+        ))
     for p in state.pending:
-        rows.append((p.name, str(p.nr_processes), "waiting for first aggregation", "", ""))
+        rows.append((p.name, _labels(p.labels), str(p.nr_processes), "waiting for first aggregation", "", "", "", ""))
     body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in rows)
     if not rows:
-        body = '<tr><td colspan="5">no targets</td></tr>'
+        body = f'<tr><td colspan="{len(COLUMNS)}">no targets</td></tr>'
+    head = "".join(f"<th>{c}</th>" for c in COLUMNS)
     html = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>DAMON Exporter</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left}}</style>
@@ -31,7 +58,7 @@ def landing_page(state: ServiceState, metrics_path: str) -> bytes:
 <li><a href="{escape(metrics_path, quote=True)}">Metrics</a> &middot; <a href="/-/healthy">Health</a> &middot; <a href="/-/ready">Readiness</a></li>
 </ul>
 <h2>Targets</h2>
-<table><tr><th>target</th><th>processes</th><th>state</th><th>resident</th><th>cold</th></tr>{body}</table>
+<table><tr>{head}</tr>{body}</table>
 </body></html>
 """
     return html.encode("utf-8")

@@ -22,7 +22,7 @@ def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
 def test_valid_file_exits_0_with_summary():
     p = run(str(EXAMPLE))
     assert p.returncode == 0
-    assert p.stdout == f"{EXAMPLE}: OK (3 targets, backend auto)\n"
+    assert p.stdout == f"{EXAMPLE}: OK (4 targets, backend auto)\n"
     assert p.stderr == ""
 
 
@@ -42,7 +42,7 @@ def test_invalid_file_exits_2_with_all_error_lines_on_stderr(tmp_path):
     assert p.stderr.splitlines() == [
         f"{f}:2: monitoring.min_regions: min_regions must be at least 3, got 2",
         f"{f}:5: targets[0].match.comm: expected a list of strings, got int",
-        f"{f}:6: extra: unknown key (expected one of: backend, monitoring, cold_age, working_set_window, cpu_budget, targets)",
+        f"{f}:6: extra: unknown key (expected one of: backend, monitoring, cold_age, working_set_window, cpu_budget, remove_empty_groups, targets)",
     ]
     assert "Traceback" not in p.stderr
 
@@ -68,4 +68,4 @@ def test_usage_errors_exit_2():
 
 def test_stdin():
     p = run("-", stdin=EXAMPLE.read_text())
-    assert (p.returncode, p.stdout) == (0, "-: OK (3 targets, backend auto)\n")
+    assert (p.returncode, p.stdout) == (0, "-: OK (4 targets, backend auto)\n")

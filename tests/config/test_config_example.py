@@ -16,7 +16,10 @@ def test_example_parses_to_documented_values():
     assert c.backend == "auto"
     assert c.monitoring == MonitoringAttrs(0.1, 2.0, 10.0, 10, 200)
     assert (c.cold_age, c.working_set_window, c.cpu_budget) == (120.0, 60.0, 0.05)
-    web, batch, pods = c.targets
+    assert c.remove_empty_groups is False
+    web, batch, programs, pods = c.targets
+    assert programs.name == "{{.Comm}}" and programs.name_template is not None
+    assert programs.comm == ("postgres", "redis-server")
     assert (web.name, web.comm, web.exe, [p.pattern for p in web.cmdline]) == (
         "web",
         ("nginx",),

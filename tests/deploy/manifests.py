@@ -1,42 +1,99 @@
-"""Helpers for the deployment tests: load manifests, validate them, patch them like kustomize.
+"""Helpers for the deployment tests: build, render and validate manifests with the real tools.
 
-kubernetes-validate covers the core kinds; the prometheus-operator kinds are checked against
-schemas/monitoring-coreos-com-v1.json, a subset of the operator's CRDs we wrote for that.
+* kustomizations are built by ``kubectl kustomize`` (kubectl's built-in kustomize);
+* the chart is linted and rendered by Helm's own engine (PyPI ``helm-python-sdk``, Helm's Go
+  SDK as a native library: no helm binary needed);
+* core kinds are validated by ``kubernetes-validate`` in strict mode for the oldest and the
+  newest Kubernetes we support;
+* the prometheus-operator kinds, which kubernetes-validate has no schema for, are validated
+  against the JSON schema of the operator's CRD models in PyPI
+  ``cloudcoil-models-prometheus-operator`` (generated from the operator's CRDs), made strict the
+  way kubernetes-validate makes its own schemas strict: unknown fields are refused.
 """
 
 from __future__ import annotations
 
-import copy
-import json
+import functools
+import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import helm_python
 import jsonschema
 import kubernetes_validate
 import kubernetes_validate.utils
+import pytest
 import yaml
+from cloudcoil.models.prometheus_operator import v1 as operator_v1
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBE_DIR = ROOT / "deploy" / "kubernetes"
+BASE_DIR = KUBE_DIR / "base"
+OVERLAYS_DIR = KUBE_DIR / "overlays"
+OPERATOR_DIR = KUBE_DIR / "prometheus-operator"
 CHART_DIR = ROOT / "helm" / "damon-exporter"
-#: Kubernetes versions to validate against: 1.30 (oldest still widely run) and the newest
-#: that the installed kubernetes-validate ships schemas for
-KUBE_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version())
+COMPONENTS_DIR = KUBE_DIR / "components"
+
+
+def _kind(path: Path) -> str:
+    return yaml.safe_load(path.read_text())["kind"]
+
+
+#: Every kustomization in the repository: each is built by kubectl in the tests.
+KUSTOMIZATIONS = sorted(p.parent for p in KUBE_DIR.rglob("kustomization.yaml") if _kind(p) == "Kustomization")
+#: Every kustomize Component (built only as part of a kustomization).
+COMPONENTS = sorted(p.parent for p in KUBE_DIR.rglob("kustomization.yaml") if _kind(p) == "Component")
+#: Kubernetes versions we support and validate against: 1.30 (the oldest still in upstream or
+#: vendor support) and the newest that the installed kubernetes-validate ships schemas for.
+OLDEST_KUBE = "1.30.0"
+KUBE_VERSIONS = (OLDEST_KUBE, kubernetes_validate.utils.latest_version())
 CRD_KINDS = ("ServiceMonitor", "PodMonitor", "PrometheusRule")
-_CRD_SCHEMA = json.loads((Path(__file__).parent / "schemas" / "monitoring-coreos-com-v1.json").read_text())
+RELEASE = "damon-exporter"
+NAMESPACE = "monitoring"
 
 
 def load_all(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
+def _strict(node: Any) -> Any:
+    """Refuse unknown fields in every object that lists its properties (kubernetes-validate's
+    strict mode does the same to the Kubernetes schemas)."""
+    if isinstance(node, dict):
+        if "properties" in node and "additionalProperties" not in node:
+            node["additionalProperties"] = False
+        for value in node.values():
+            _strict(value)
+    elif isinstance(node, list):
+        for value in node:
+            _strict(value)
+    return node
+
+
+@functools.cache
+def _crd_validator(kind: str) -> jsonschema.Draft202012Validator:
+    model = getattr(operator_v1, kind)
+    return jsonschema.Draft202012Validator(_strict(model.model_json_schema(by_alias=True, mode="validation")))
+
+
+def _deepest(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
+    """The error that names the bad field: the models' optional fields are `anyOf: [X, null]`,
+    whose own error only names the enclosing object."""
+    while error.context:
+        error = max(error.context, key=lambda e: (len(e.absolute_path), e.validator != "type"))
+    return error
+
+
 def validate(doc: dict[str, Any], where: str) -> None:
     """Raise AssertionError naming ``where`` if ``doc`` is not a valid object of its kind."""
     kind = doc.get("kind")
+    name = doc.get("metadata", {}).get("name")
     if kind in CRD_KINDS:
-        schema = {"$ref": f"#/$defs/{kind}", "$defs": _CRD_SCHEMA["$defs"]}
-        errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(doc), key=str)
-        assert not errors, f"{where}: {kind}: " + "; ".join(
+        errors = [_deepest(e) for e in _crd_validator(kind).iter_errors(doc)]
+        errors.sort(key=lambda e: list(map(str, e.absolute_path)))
+        assert not errors, f"{where}: {kind}/{name}: " + "; ".join(
             f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in errors
         )
         return
@@ -45,46 +102,51 @@ def validate(doc: dict[str, Any], where: str) -> None:
             kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as e:
             path = ".".join(str(p) for p in e.path)
-            raise AssertionError(f"{where}: {kind}/{doc['metadata']['name']} (Kubernetes {version}): {path}: {e.message}") from None
+            raise AssertionError(f"{where}: {kind}/{name} (Kubernetes {version}): {path}: {e.message}") from None
 
 
-def strategic_merge(base: Any, patch: Any) -> Any:
-    """The part of Kubernetes' strategic merge patch our overlays use: maps merge
-    recursively, lists of maps with a ``name`` merge by name, other lists are replaced."""
-    if isinstance(base, dict) and isinstance(patch, dict):
-        out = copy.deepcopy(base)
-        for k, v in patch.items():
-            out[k] = strategic_merge(base[k], v) if k in base else copy.deepcopy(v)
-        return out
-    if (
-        isinstance(base, list)
-        and isinstance(patch, list)
-        and all(isinstance(x, dict) and "name" in x for x in base + patch)
-    ):
-        out = copy.deepcopy(base)
-        index = {x["name"]: i for i, x in enumerate(out)}
-        for item in patch:
-            if item["name"] in index:
-                out[index[item["name"]]] = strategic_merge(out[index[item["name"]]], item)
-            else:
-                out.append(copy.deepcopy(item))
-        return out
-    return copy.deepcopy(patch)
+def _tool_missing(what: str) -> None:
+    """Under CI a missing tool fails the run (.ci/run installs it); elsewhere skip, loudly."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is missing under CI (.ci/run installs it)", pytrace=False)
+    pytest.skip(f"SKIPPED, NOT CHECKED: {what} is missing (run .ci/install-kubectl)")
 
 
-def kustomize(directory: Path) -> list[dict[str, Any]]:
-    """Build a kustomization (resources + strategic-merge patches, all we use)."""
-    k = yaml.safe_load((directory / "kustomization.yaml").read_text())
+def kubectl_kustomize(directory: Path) -> list[dict[str, Any]]:
+    """``kubectl kustomize DIR``: the objects a user's ``kubectl apply -k DIR`` would send."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        _tool_missing("kubectl")
+    r = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"kubectl kustomize {directory.relative_to(ROOT)}: {r.stderr.strip()}"
+    return [d for d in yaml.safe_load_all(r.stdout) if d]
+
+
+def helm_render(values: dict[str, Any] | None = None, *, release: str = RELEASE, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
+    """The chart rendered by Helm's engine with ``values`` over values.yaml (schema checked
+    by Helm on the way, as ``helm install`` does)."""
+    with helm_python.Chart.load(CHART_DIR) as chart:
+        rendered = chart.render(values=values, name=release, namespace=namespace)
     docs: list[dict[str, Any]] = []
-    for res in k.get("resources", []):
-        p = (directory / res).resolve()
-        docs.extend(kustomize(p) if p.is_dir() else load_all(p))
-    for patch_ref in k.get("patches", []):
-        for patch in load_all(directory / patch_ref["path"]):
-            hits = [i for i, d in enumerate(docs) if (d["kind"], d["metadata"]["name"]) == (patch["kind"], patch["metadata"]["name"])]
-            assert len(hits) == 1, f"{patch_ref['path']}: patch matches {len(hits)} resources"
-            docs[hits[0]] = strategic_merge(docs[hits[0]], patch)
+    for text in rendered.values():
+        docs.extend(d for d in yaml.safe_load_all(text) if d)
     return docs
+
+
+def helm_lint(values: dict[str, Any] | None = None, kube_version: str | None = None) -> list[str]:
+    """``helm lint --strict`` messages above info level (warnings and errors)."""
+    report = helm_python.lint(CHART_DIR, values, strict=True, kube_version=kube_version)
+    return [f"{m['path']}: {m['error']}" for m in report["messages"] if m["severity"] >= 2] + list(report["errors"])
+
+
+def helm_schema_errors(values: dict[str, Any]) -> str | None:
+    """Helm's own values.schema.json verdict on ``values`` merged over values.yaml."""
+    with helm_python.Chart.load(CHART_DIR) as chart:
+        try:
+            chart.validate_schema(chart.merge_values(values))
+        except helm_python.HelmValuesError as e:
+            return str(e)
+    return None
 
 
 def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:

@@ -1,59 +1,109 @@
-"""deploy/kubernetes/: every manifest valid for Kubernetes 1.30 (kubernetes-validate, strict)
-or, for the prometheus-operator kinds, for our CRD schema subset; and the properties the
-deployment depends on (privileges per backend, probes, ports, config) asserted one by one."""
+"""deploy/kubernetes/: every kustomization built by `kubectl kustomize`, every object valid
+for the oldest and newest supported Kubernetes (kubernetes-validate --strict) or, for the
+prometheus-operator kinds, for the operator's CRD schema; and the properties the deployment
+depends on (privileges per backend, probes, ports, config) asserted one by one."""
 
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 
 from exporter.config import parse_config
 
-from .manifests import KUBE_DIR, by_kind, container, kustomize, load_all, strategic_merge, validate
-
-MANIFESTS = sorted(
-    p for p in KUBE_DIR.rglob("*.yaml") if p.name not in ("kustomization.yaml",) and not p.name.endswith("-patch.yaml")
+from .manifests import (
+    BASE_DIR,
+    COMPONENTS,
+    KUBE_DIR,
+    KUSTOMIZATIONS,
+    OPERATOR_DIR,
+    OVERLAYS_DIR,
+    by_kind,
+    container,
+    kubectl_kustomize,
+    load_all,
+    validate,
 )
 
+PLAIN_FILES = [KUBE_DIR / "sidecar-example.yaml", *sorted(OPERATOR_DIR.glob("*.yaml"))]
 
-@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: str(p.relative_to(KUBE_DIR)))
-def test_manifest_validates(path):
+
+def test_every_kustomization_is_tested():
+    """Overlays sit beside the base, not inside it (kustomize refuses a root inside another)."""
+    assert [p.relative_to(KUBE_DIR).as_posix() for p in KUSTOMIZATIONS] == ["base", "overlays/page-idle", "overlays/web-config"]
+    assert [p.relative_to(KUBE_DIR).as_posix() for p in COMPONENTS] == ["components/page-idle", "components/web-config"]
+
+
+def test_components_combine(tmp_path):
+    """A user's own overlay listing both components (page_idle and a web config) builds, and
+    gets both: what the two overlays do, together."""
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources: [{os.path.relpath(BASE_DIR, tmp_path)}]\n"
+        f"components: [{', '.join(os.path.relpath(c, tmp_path) for c in COMPONENTS)}]\n"
+    )
+    docs = kubectl_kustomize(tmp_path)
+    for doc in docs:
+        validate(doc, "base + both components")
+    _, pod, c = _daemonset(docs)
+    _, _, idle = _daemonset(kubectl_kustomize(OVERLAYS_DIR / "page-idle"))
+    _, _, web = _daemonset(kubectl_kustomize(OVERLAYS_DIR / "web-config"))
+    assert c["securityContext"] == idle["securityContext"]
+    assert c["args"] == web["args"] and c["readinessProbe"] == web["readinessProbe"] and c["livenessProbe"] == web["livenessProbe"]
+    assert {m["name"] for m in c["volumeMounts"]} == {m["name"] for m in idle["volumeMounts"]} | {"web-config"}
+
+
+@pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=lambda p: p.relative_to(KUBE_DIR).as_posix())
+def test_kustomization_builds_and_validates(directory):
+    docs = kubectl_kustomize(directory)
+    assert docs
+    for doc in docs:
+        validate(doc, f"kubectl kustomize {directory.relative_to(KUBE_DIR)}")
+        # namespace-agnostic: `kubectl apply -n NS` decides
+        assert "namespace" not in doc["metadata"], f"{directory}: hard-coded namespace"
+
+
+@pytest.mark.parametrize("path", PLAIN_FILES, ids=lambda p: str(p.relative_to(KUBE_DIR)))
+def test_plain_manifest_validates(path):
     docs = load_all(path)
     assert docs, f"{path} holds no object"
     for doc in docs:
         validate(doc, str(path))
-        # namespace-agnostic: `kubectl apply -n NS` decides
         assert "namespace" not in doc["metadata"], f"{path}: hard-coded namespace"
 
 
 def test_validation_catches_mistakes():
     """The validators are not rubber stamps: typical mistakes fail, with the path named."""
-    ds = copy.deepcopy(by_kind(load_all(KUBE_DIR / "daemonset.yaml"), "DaemonSet"))
+    ds = copy.deepcopy(by_kind(load_all(BASE_DIR / "daemonset.yaml"), "DaemonSet"))
     ds["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "metrics"
     with pytest.raises(AssertionError, match=r"spec\.template\.spec\.containers\.0\.ports\.0\.containerPort"):
         validate(ds, "mutated")
-    ds = copy.deepcopy(by_kind(load_all(KUBE_DIR / "daemonset.yaml"), "DaemonSet"))
+    ds = copy.deepcopy(by_kind(load_all(BASE_DIR / "daemonset.yaml"), "DaemonSet"))
     ds["spec"]["template"]["spec"]["hostPid"] = True  # wrong case: strict mode rejects it
     with pytest.raises(AssertionError, match="hostPid"):
         validate(ds, "mutated")
-    sm = copy.deepcopy(by_kind(load_all(KUBE_DIR / "servicemonitor.yaml"), "ServiceMonitor"))
+    sm = copy.deepcopy(by_kind(load_all(OPERATOR_DIR / "servicemonitor.yaml"), "ServiceMonitor"))
     sm["spec"]["endpoints"][0]["intervall"] = "30s"
-    with pytest.raises(AssertionError, match="intervall"):
+    with pytest.raises(AssertionError, match=r"spec\.endpoints\.0: Additional properties .*'intervall'"):
         validate(sm, "mutated")
-    rule = copy.deepcopy(by_kind(load_all(KUBE_DIR / "prometheusrule.yaml"), "PrometheusRule"))
+    pm = copy.deepcopy(by_kind(load_all(OPERATOR_DIR / "podmonitor.yaml"), "PodMonitor"))
+    pm["spec"]["podMetricsEndpoints"][0]["interval"] = "30 seconds"
+    with pytest.raises(AssertionError, match=r"spec\.podMetricsEndpoints\.0\.interval"):
+        validate(pm, "mutated")
+    rule = copy.deepcopy(by_kind(load_all(OPERATOR_DIR / "prometheusrule.yaml"), "PrometheusRule"))
     rule["spec"]["groups"][1]["rules"][0]["for"] = "5 minutes"
-    with pytest.raises(AssertionError, match="for"):
+    with pytest.raises(AssertionError, match=r"spec\.groups\.1\.rules\.0\.for"):
         validate(rule, "mutated")
 
 
 def test_kustomization_lists_the_core_objects():
-    docs = kustomize(KUBE_DIR)
+    docs = kubectl_kustomize(BASE_DIR)
     assert sorted(d["kind"] for d in docs) == ["ConfigMap", "DaemonSet", "Service", "ServiceAccount"]
 
 
 def _daemonset(docs=None):
-    ds = by_kind(docs or kustomize(KUBE_DIR), "DaemonSet")
+    ds = by_kind(docs or kubectl_kustomize(BASE_DIR), "DaemonSet")
     return ds, ds["spec"]["template"]["spec"], container(ds["spec"]["template"]["spec"], "damon-exporter")
 
 
@@ -72,7 +122,7 @@ def test_daemonset_probes_and_port():
     assert c["ports"] == [{"name": "metrics", "containerPort": c["ports"][0]["containerPort"], "protocol": "TCP"}]
     assert c["readinessProbe"]["httpGet"] == {"path": "/-/ready", "port": "metrics"}
     assert c["livenessProbe"]["httpGet"] == {"path": "/-/healthy", "port": "metrics"}
-    assert "--config=/etc/damon-exporter/config.yaml" in c["args"]
+    assert "--config.file=/etc/damon-exporter/config.yaml" in c["args"]
     mounts = {m["name"]: m for m in c["volumeMounts"]}
     assert mounts["config"]["mountPath"] == "/etc/damon-exporter"
 
@@ -113,10 +163,8 @@ def test_daemonset_has_clear_refs_privileges_only():
 
 
 def test_page_idle_overlay_adds_exactly_what_page_idle_needs():
-    base = kustomize(KUBE_DIR)
-    docs = kustomize(KUBE_DIR / "page-idle")
-    for d in docs:
-        validate(d, "page-idle overlay")
+    base = kubectl_kustomize(BASE_DIR)
+    docs = kubectl_kustomize(OVERLAYS_DIR / "page-idle")
     ds, pod, c = _daemonset(docs)
     assert c["securityContext"]["capabilities"]["add"] == ["SYS_ADMIN", "SYS_PTRACE", "DAC_OVERRIDE"]
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
@@ -131,14 +179,25 @@ def test_page_idle_overlay_adds_exactly_what_page_idle_needs():
     assert pod["hostPID"] == base_pod["hostPID"]
 
 
-def test_strategic_merge_semantics():
-    base = {"containers": [{"name": "a", "x": 1, "l": [1, 2]}, {"name": "b"}]}
-    patch = {"containers": [{"name": "a", "l": [3]}, {"name": "c"}]}
-    assert strategic_merge(base, patch) == {"containers": [{"name": "a", "x": 1, "l": [3]}, {"name": "b"}, {"name": "c"}]}
+def test_web_config_overlay_mounts_the_secret_and_probes_without_credentials():
+    """Basic auth guards every path, /-/healthy and /-/ready too, and the kubelet has no
+    credentials: the overlay's probes are tcpSocket probes, everything else is the base."""
+    base = kubectl_kustomize(BASE_DIR)
+    docs = kubectl_kustomize(OVERLAYS_DIR / "web-config")
+    _, pod, c = _daemonset(docs)
+    _, base_pod, base_c = _daemonset(base)
+    assert c["args"] == [*base_c["args"], "--web.config.file=/etc/damon-exporter-web/web-config.yml"]
+    assert c["readinessProbe"] == {"tcpSocket": {"port": "metrics"}, "periodSeconds": 5, "failureThreshold": 3}
+    assert c["livenessProbe"] == {"tcpSocket": {"port": "metrics"}, "initialDelaySeconds": 10, "periodSeconds": 10, "failureThreshold": 3}
+    assert c["volumeMounts"][-1] == {"name": "web-config", "mountPath": "/etc/damon-exporter-web", "readOnly": True}
+    assert pod["volumes"][-1] == {"name": "web-config", "secret": {"secretName": "damon-exporter-web-config"}}
+    assert pod["volumes"][:-1] == base_pod["volumes"]
+    for key in ("resources", "ports", "securityContext", "image"):
+        assert c[key] == base_c[key]
 
 
 def test_config_in_configmap_is_valid_and_monitors_pods():
-    cm = by_kind(load_all(KUBE_DIR / "configmap.yaml"), "ConfigMap")
+    cm = by_kind(load_all(BASE_DIR / "configmap.yaml"), "ConfigMap")
     config = parse_config(cm["data"]["config.yaml"], "configmap.yaml")
     assert config.backend == "auto"
     assert config.cpu_budget == 0.05
@@ -148,7 +207,7 @@ def test_config_in_configmap_is_valid_and_monitors_pods():
 
 
 def test_service_selects_the_pods_by_port_name():
-    docs = kustomize(KUBE_DIR)
+    docs = kubectl_kustomize(BASE_DIR)
     svc = by_kind(docs, "Service")
     ds, _, c = _daemonset(docs)
     assert svc["spec"]["clusterIP"] == "None"
@@ -160,7 +219,7 @@ def test_service_selects_the_pods_by_port_name():
 
 @pytest.mark.parametrize("name,key", [("servicemonitor.yaml", "endpoints"), ("podmonitor.yaml", "podMetricsEndpoints")])
 def test_monitors_scrape_metrics_port_and_add_node_label(name, key):
-    mon = load_all(KUBE_DIR / name)[0]
+    mon = load_all(OPERATOR_DIR / name)[0]
     ds, _, _ = _daemonset()
     assert mon["spec"]["selector"]["matchLabels"].items() <= ds["spec"]["template"]["metadata"]["labels"].items()
     (ep,) = mon["spec"][key]
@@ -180,7 +239,11 @@ def test_sidecar_example_needs_no_privilege():
     # same uid as the app: the pod-level runAsUser, not overridden by either container
     assert pod["securityContext"]["runAsUser"] == 101 and pod["securityContext"]["runAsNonRoot"] is True
     assert "runAsUser" not in exp["securityContext"] and "runAsUser" not in app["securityContext"]
-    assert exp["readinessProbe"]["httpGet"]["path"] == "/-/ready"
+    # tcpSocket probes: the app's readiness must not wait for the exporter's first
+    # aggregation, and they keep working when basic auth is turned on
+    assert exp["readinessProbe"]["tcpSocket"] == {"port": "metrics"}
+    assert exp["livenessProbe"]["tcpSocket"] == {"port": "metrics"}
+    assert "--config.file=/etc/damon-exporter/config.yaml" in exp["args"]
     cm = by_kind(docs, "ConfigMap")
     assert exp["volumeMounts"][0]["name"] in {v["name"] for v in pod["volumes"] if v.get("configMap", {}).get("name") == cm["metadata"]["name"]}
     config = parse_config(cm["data"]["config.yaml"], "sidecar-example.yaml")

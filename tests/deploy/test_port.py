@@ -10,17 +10,17 @@ import yaml
 
 from exporter.commands.serve import DEFAULT_PORT
 
-from .manifests import CHART_DIR, KUBE_DIR, ROOT, by_kind, container, load_all
+from .manifests import BASE_DIR, CHART_DIR, KUBE_DIR, ROOT, by_kind, container, load_all
 
 
 def test_plain_manifests_use_default_port():
-    ds = by_kind(load_all(KUBE_DIR / "daemonset.yaml"), "DaemonSet")
+    ds = by_kind(load_all(BASE_DIR / "daemonset.yaml"), "DaemonSet")
     dep = by_kind(load_all(KUBE_DIR / "sidecar-example.yaml"), "Deployment")
     for pod in (ds["spec"]["template"]["spec"], dep["spec"]["template"]["spec"]):
         c = container(pod, "damon-exporter")
         assert c["ports"][0]["containerPort"] == DEFAULT_PORT
         assert f"--web.listen-address=:{DEFAULT_PORT}" in c["args"]
-    assert by_kind(load_all(KUBE_DIR / "service.yaml"), "Service")["spec"]["ports"][0]["port"] == DEFAULT_PORT
+    assert by_kind(load_all(BASE_DIR / "service.yaml"), "Service")["spec"]["ports"][0]["port"] == DEFAULT_PORT
 
 
 def test_chart_and_image_use_default_port():

@@ -13,7 +13,7 @@ import sys
 import pytest
 import yaml
 
-from .manifests import CHART_DIR, KUBE_DIR, ROOT, load_all, validate
+from .manifests import CHART_DIR, OPERATOR_DIR, ROOT, load_all, validate
 
 PROM_DIR = ROOT / "deploy" / "prometheus"
 RULES = PROM_DIR / "rules.yaml"
@@ -98,7 +98,7 @@ def test_every_alert_and_record_is_unit_tested():
 def test_published_copies_in_sync():
     r = subprocess.run([sys.executable, str(PROM_DIR / "generate.py"), "--check"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    (rule,) = load_all(KUBE_DIR / "prometheusrule.yaml")
+    (rule,) = load_all(OPERATOR_DIR / "prometheusrule.yaml")
     validate(rule, "prometheusrule.yaml")
     assert rule["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"]
     assert (CHART_DIR / "files" / "rules.yaml").read_text() == RULES.read_text()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import platform
 import re
 import signal
 import time
@@ -78,7 +79,8 @@ def test_metrics_contract_and_values(exporter, children, cgroup2):
         assert s.get("damon_regions", target=t) >= 4
         assert abs(s.get("damon_target_last_aggregation_timestamp_seconds", target=t) - time.time()) < 30
 
-    assert s.get("damon_exporter_build_info", backend="clear_refs", version="0.1.0") == 1
+    assert s.get("damon_sampler_backend_info", backend="clear_refs") == 1
+    assert s.get("damon_exporter_build_info", version="0.1.0", pythonversion=platform.python_version()) == 1
     assert s.get("damon_sampler_checks_total") > 0
     assert s.get("damon_sampler_cpu_seconds_total") > 0
     assert s.get("damon_config_last_reload_successful") == 1

@@ -40,7 +40,7 @@ def test_bad_config_prints_every_error_line_and_exits_2(tmp_path):
 def test_missing_config_flag_and_bad_flags_exit_2(tmp_path):
     r = run_cli()
     assert r.returncode == 2
-    assert r.stderr == "damon-exporter: error: --config FILE is required (there are no default targets to monitor)\n"
+    assert r.stderr == "damon-exporter: error: --config.file FILE is required (there are no default targets to monitor)\n"
     r = run_cli("--config", str(tmp_path / "nope.yaml"))
     assert r.returncode == 2 and r.stderr == f"{tmp_path}/nope.yaml: cannot read: No such file or directory\n"
     cfg = tmp_path / "c.yaml"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import platform
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.core.records import Aggregation, EngineStats, RegionRecord, TargetRecords
 from exporter.summary import Policy, Summary, summarize
+from exporter.build import build_info
 from exporter.metrics import render_text
 from exporter.metrics.self_metrics import self_families
 from exporter.metrics.targets import TARGET_METRIC_NAMES, target_families
@@ -131,7 +133,10 @@ def test_self_metrics():
     from prometheus_client.exposition import generate_latest
 
     fams = parse(generate_latest(_Families(self_families(st))).decode())
-    assert value(fams, "damon_exporter_build_info", "damon_exporter_build_info", version="1.2.3", backend="clear_refs") == 1
+    info = build_info()
+    assert value(fams, "damon_exporter_build_info", "damon_exporter_build_info", version="1.2.3", revision=info.revision, branch=info.branch, pythonversion=platform.python_version()) == 1
+    assert value(fams, "damon_sampler_backend_info", "damon_sampler_backend_info", backend="clear_refs") == 1
+    assert [s.labels for s in fams["damon_sampler_backend_info"].samples] == [{"backend": "clear_refs"}]
     assert value(fams, "damon_sampler_checks", "damon_sampler_checks_total") == 99
     assert value(fams, "damon_sampler_cpu_seconds", "damon_sampler_cpu_seconds_total") == 1.5
     assert value(fams, "damon_sampler_budget_ratio", "damon_sampler_budget_ratio") == 0.4

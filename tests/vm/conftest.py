@@ -15,12 +15,30 @@ import pytest
 from . import harness
 
 
+#: why the VM tests were skipped in this session (printed again, loudly, at the end)
+_SKIPPED: list[str] = []
+
+
 def _unavailable(reason: str) -> None:
     """Skip, except under CI: there a missing kernel or qemu must fail the run, so that CI
     can never pass without having run the VM tests."""
     if os.environ.get("CI"):
         pytest.fail(f"VM tests cannot run under CI: {reason}", pytrace=False)
-    pytest.skip(reason)
+    if reason not in _SKIPPED:
+        _SKIPPED.append(reason)
+    pytest.skip(f"VM TEST NOT RUN: {reason}")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """A skipped VM test checked nothing on a real kernel: say so where nobody misses it."""
+    if not _SKIPPED:
+        return
+    tr = terminalreporter
+    tr.section("VM TESTS SKIPPED: page_idle and kernel DAMON were NOT checked on a real kernel", sep="!", red=True, bold=True)
+    for reason in _SKIPPED:
+        tr.line(f"  reason: {reason}", red=True)
+    tr.line(f"  to run them from any clone: {harness.KERNEL_ENV}=/path/to/bzImage python3 -m pytest tests/vm", bold=True)
+    tr.line("  (scripts/build-test-kernel builds a kernel with page_idle and DAMON; docs/vm-testing.md)")
 
 
 @pytest.fixture(scope="session")

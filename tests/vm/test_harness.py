@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,19 @@ def test_a_failed_command_is_not_retried(monkeypatch: pytest.MonkeyPatch, tmp_pa
     run = harness.run_in_guest("false", kernel=tmp_path / "bzImage", shared_dir=tmp_path)
     assert len(calls) == 1 and run.exit_code == 1
     assert run.describe().startswith("guest exit code 1 after 12s; last output:\nboom")
+
+
+def test_skipped_vm_tests_are_reported_loudly():
+    """Without a kernel (and outside CI) the VM tests skip, and the run ends with a banner
+    naming the reason and the variable that points them at a kernel."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env[harness.KERNEL_ENV] = "/nonexistent/bzImage"
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/vm/test_vm_smoke.py"],
+                       cwd=harness.REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "VM TESTS SKIPPED: page_idle and kernel DAMON were NOT checked on a real kernel" in r.stdout
+    assert "reason: DAMON_EXPORTER_TEST_KERNEL=/nonexistent/bzImage is not a file" in r.stdout
+    assert "DAMON_EXPORTER_TEST_KERNEL=/path/to/bzImage python3 -m pytest tests/vm" in r.stdout

@@ -1,0 +1,98 @@
+"""Build facts for ``damon_exporter_build_info``, as Prometheus' version collector gives them
+for Go exporters (version, revision, branch and the language runtime's version).
+
+A Go binary has them linked in; a Python package does not, so they come from, in order:
+``exporter/_build.json`` (written by the Dockerfile from its REVISION and BRANCH build
+arguments), else the git checkout the package is imported from (read from ``.git`` directly,
+no ``git`` binary needed), else ``unknown``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+
+UNKNOWN = "unknown"
+_PACKAGE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    version: str
+    revision: str
+    branch: str
+    pythonversion: str
+
+
+def _git_dir(repo: Path) -> Path | None:
+    """The git directory of ``repo``: ``.git`` itself, or where a worktree's ``.git`` file points."""
+    dot_git = repo / ".git"
+    if dot_git.is_dir():
+        return dot_git
+    if dot_git.is_file():
+        text = dot_git.read_text().strip()
+        if text.startswith("gitdir:"):
+            path = Path(text[len("gitdir:"):].strip())
+            return path if path.is_absolute() else (repo / path).resolve()
+    return None
+
+
+def _resolve_ref(git_dir: Path, ref: str) -> str | None:
+    """A ref's commit, from the loose ref file or packed-refs (a worktree keeps both in the
+    main repository's git directory, named by ``commondir``)."""
+    dirs = [git_dir]
+    common = git_dir / "commondir"
+    if common.is_file():
+        dirs.append((git_dir / common.read_text().strip()).resolve())
+    for d in dirs:
+        loose = d / ref
+        if loose.is_file():
+            return loose.read_text().strip()
+    for d in dirs:
+        packed = d / "packed-refs"
+        if packed.is_file():
+            for line in packed.read_text().splitlines():
+                parts = line.split()
+                if len(parts) == 2 and parts[1] == ref:
+                    return parts[0]
+    return None
+
+
+def git_facts(repo: Path) -> tuple[str, str] | None:
+    """(revision, branch) of the checkout at ``repo``; branch is ``HEAD`` when detached, as
+    ``git rev-parse --abbrev-ref HEAD`` says. None when ``repo`` is not a checkout."""
+    git_dir = _git_dir(repo)
+    if git_dir is None or not (git_dir / "HEAD").is_file():
+        return None
+    head = (git_dir / "HEAD").read_text().strip()
+    if head.startswith("ref:"):
+        ref = head[len("ref:"):].strip()
+        revision = _resolve_ref(git_dir, ref) or UNKNOWN
+        return revision, ref.removeprefix("refs/heads/")
+    return head, "HEAD"
+
+
+@functools.cache
+def build_info() -> BuildInfo:
+    revision = branch = UNKNOWN
+    stamped = _PACKAGE / "_build.json"
+    if stamped.is_file():
+        try:
+            data = json.loads(stamped.read_text())
+            revision = str(data.get("revision") or UNKNOWN)
+            branch = str(data.get("branch") or UNKNOWN)
+        except (OSError, ValueError):
+            pass
+    else:
+        try:
+            facts = git_facts(_PACKAGE.parent)
+        except OSError:
+            facts = None
+        if facts is not None:
+            revision, branch = facts
+    return BuildInfo(__version__, revision, branch, platform.python_version())
