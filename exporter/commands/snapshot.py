@@ -34,7 +34,7 @@ from ..core.durations import DurationError, format_duration, parse_duration
 from ..core.engine import Engine, TargetSpec
 from ..discovery.procfs import PF_KTHREAD, scan
 from ..engines.registry import BACKEND_NAMES, REGISTRY
-from ..ops.procfs import StatInfo, parse_stat
+from ..ops.procfs import PosixIO, read_stat
 from ..ops.base import AccessDenied, OpsError, ProcessGone, ProcessRef
 from ..report import Frame, Recording, format_bytes, render_json, render_table
 from ..summary import DEFAULT_COLD_AGE, DEFAULT_WORKING_SET_WINDOW, Policy, summarize
@@ -95,17 +95,12 @@ def _duration(flag: str, text: str) -> float:
 # -- processes -----------------------------------------------------------------------------
 
 
-def _read_stat(pid: int) -> StatInfo | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return parse_stat(f.read())
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-
-
 def process_ref(pid: int) -> ProcessRef:
     """The ref of a user process that exists now, or RuntimeFailure saying why not."""
-    st = _read_stat(pid)
+    try:
+        st = read_stat(PosixIO(), "/proc", pid, "")
+    except ProcessGone:
+        st = None
     if st is None or st.state in ("Z", "X", "x"):
         raise RuntimeFailure(f"no process with pid {pid}")
     if st.flags & PF_KTHREAD:

@@ -32,7 +32,6 @@ _DURATION_KEYS = ("sample_interval", "aggregation_interval", "update_interval")
 # target names end up as label values and in log lines; keep them boring
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}")
 _LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_GLOB_MAGIC = re.compile(r"[*?\[]")
 
 
 def load_config(path: str) -> Config:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..ops.procfs import parse_stat
+from ..ops.base import OpsError
+from ..ops.procfs import PosixIO, read_stat
 
 PF_KTHREAD = 0x00200000
+_IO = PosixIO()
 
 
 @dataclass(frozen=True)
@@ -59,13 +61,8 @@ def read_cgroup_file(proc_root: str, pid: int) -> str | None:
 def read_process(proc_root: str, pid: int, *, want_exe: bool, want_cmdline: bool) -> ProcessInfo | None:
     """The process' facts, or None if it is gone, a kernel thread or a zombie."""
     try:
-        with open(f"{proc_root}/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:  # gone
-        return None
-    try:
-        st = parse_stat(data)
-    except (ValueError, IndexError):
+        st = read_stat(_IO, proc_root, pid, "")
+    except OpsError:  # gone, or a stat line we cannot parse
         return None
     if st.flags & PF_KTHREAD or st.state in ("Z", "X", "x"):
         return None
