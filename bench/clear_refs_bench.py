@@ -35,7 +35,7 @@ from exporter.core.attrs import MonitoringAttrs  # noqa: E402
 from exporter.core.engine import TargetSpec  # noqa: E402
 from exporter.engines.clear_refs import ProcSmaps, ReferencedBytesEngine  # noqa: E402
 from exporter.ops.base import ProcessRef  # noqa: E402
-from exporter.ops.procfs import PosixIO, check_same_process  # noqa: E402
+from exporter.procfs import PosixIO, check_same_process  # noqa: E402
 
 SAMPLE, AGGR = 0.5, 10.0
 

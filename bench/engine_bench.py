@@ -38,7 +38,7 @@ from exporter.core.monitor import Monitor  # noqa: E402
 from exporter.ops.base import ProcessRef  # noqa: E402
 from exporter.engines.clear_refs import ProcSmaps  # noqa: E402
 from exporter.ops.page_idle import PageIdleOps  # noqa: E402
-from exporter.ops.procfs import Pagemap, PosixIO, resident_bytes_pagemap  # noqa: E402
+from exporter.procfs import Pagemap, PosixIO, resident_bytes_pagemap  # noqa: E402
 from exporter.ops.simulated import HotRange, SimulatedOps, SimulatedProcess, VirtualClock  # noqa: E402
 
 MIB = 1 << 20

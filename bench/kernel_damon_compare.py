@@ -76,7 +76,7 @@ def _summarize(items: list[tuple[float, int]]) -> tuple[int, int, int]:
 
 
 def run_kernel(pid: int, seconds: float) -> dict:
-    from exporter.ops.procfs import Pagemap, PosixIO, resident_bytes_pagemap
+    from exporter.procfs import Pagemap, PosixIO, resident_bytes_pagemap
     from guest.kdamond_sysfs import Kdamond, thread_cpu_seconds
 
     pm = Pagemap(PosixIO(), "/proc", pid, "needs root")

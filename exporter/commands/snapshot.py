@@ -32,9 +32,9 @@ from typing import NoReturn, Sequence, TextIO
 from ..core.attrs import AttrsError, MonitoringAttrs
 from ..core.durations import DurationError, format_duration, parse_duration
 from ..core.engine import Engine, TargetSpec
-from ..discovery.procfs import PF_KTHREAD, scan
+from ..procfs import PF_KTHREAD, scan
 from ..engines.registry import BACKEND_NAMES, REGISTRY
-from ..ops.procfs import PosixIO, read_stat
+from ..procfs import PosixIO, read_stat
 from ..ops.base import AccessDenied, OpsError, ProcessGone, ProcessRef
 from ..report import Frame, Recording, format_bytes, render_json, render_table
 from ..summary import DEFAULT_COLD_AGE, DEFAULT_WORKING_SET_WINDOW, Policy, summarize

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 
 from .durations import format_duration
 
-PAGE_SIZE = 4096
+#: the machine's page size, read once: pagemap and the page_idle bitmap are indexed by it
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 # User-space defaults, chosen from bench/engine_bench.py. The kernel's 5 ms / 100 ms / 60 s /
 # 10 / 1000 assume an access check costs well under a microsecond; from Python a page_idle

@@ -14,7 +14,8 @@ from typing import Callable
 from ..config.model import COMM_LEN, Config, TargetConfig
 from ..core.engine import TargetSpec
 from ..ops.base import ProcessRef
-from . import cgroups, kube, naming, procfs
+from .. import procfs
+from . import cgroups, kube, naming
 
 _KUBE_KEYS = ("pod_uid", "container_id", "qos_class")
 

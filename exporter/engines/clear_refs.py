@@ -43,7 +43,7 @@ from ..core.attrs import MonitoringAttrs
 from ..core.engine import Engine, TargetSpec
 from ..core.records import Aggregation, EngineStats, RegionRecord, TargetKey, TargetRecords
 from ..ops.base import OpsError, ProcessGone, ProcessRef
-from ..ops.procfs import Pagemap, PosixIO, SmapsEntry, ops_error, open_checked_pagemap, parse_smaps
+from ..procfs import Pagemap, PosixIO, SmapsEntry, ops_error, open_checked_pagemap, parse_smaps
 from ..summary.stat import DEFAULT_COLD_AGE, DEFAULT_WORKING_SET_WINDOW
 
 log = logging.getLogger(__name__)

@@ -52,27 +52,21 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from .base import AccessDenied, BackendUnavailable, CheckResult, Operations, OpsError, ProcessGone, ProcessRef
-from .procfs import (
+from ..procfs import (
     CAP_SYS_ADMIN,
-    KPF_COMPOUND_HEAD,
-    KPF_COMPOUND_TAIL,
-    KPF_LRU,
     PAGE_SHIFT,
     PM_PFN_MASK,
     PM_PRESENT,
-    PMD_PAGES,
     Pagemap,
     PosixIO,
-    open_checked_pagemap,
     effective_caps,
-    pack_u64s,
+    open_checked_pagemap,
     parse_maps,
     read_maps,
     resident_bytes_pagemap,
-    runs,
     u64s,
-    zero_page_pfn,
 )
+from .kpageflags import KPF_COMPOUND_HEAD, KPF_COMPOUND_TAIL, KPF_LRU, PMD_PAGES, pack_u64s, runs, zero_page_pfn
 
 log = logging.getLogger(__name__)
 

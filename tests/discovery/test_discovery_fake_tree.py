@@ -10,7 +10,7 @@ from exporter.config import parse_config
 from exporter.core.engine import TargetSpec
 from exporter.discovery import Discoverer, ProcCgroups, parse_proc_cgroup
 from exporter.discovery.cgroups import expand, hierarchies
-from exporter.ops.procfs import parse_stat
+from exporter.procfs import parse_stat
 from exporter.ops.base import ProcessRef
 
 from .fakeproc import add_cgroup, add_process

@@ -17,7 +17,7 @@ from exporter.core.attrs import MonitoringAttrs
 from exporter.core.engine import TargetSpec
 from exporter.engines.clear_refs import RESET_KIND, ReferencedBytesEngine
 from exporter.ops.base import ProcessGone, ProcessRef
-from exporter.ops.procfs import SmapsEntry
+from exporter.procfs import SmapsEntry
 from exporter.ops.simulated import VirtualClock
 from exporter.summary import Policy, summarize
 from exporter.summary.stat import idle_at_least

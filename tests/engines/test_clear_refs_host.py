@@ -23,7 +23,7 @@ from exporter.core.attrs import MonitoringAttrs
 from exporter.core.engine import TargetSpec
 from exporter.engines.clear_refs import RESET_KIND, ProcSmaps, ReferencedBytesEngine
 from exporter.ops.base import AccessDenied, ProcessGone, ProcessRef
-from exporter.ops.procfs import PosixIO, check_same_process
+from exporter.procfs import PosixIO, check_same_process
 from exporter.summary import Policy, summarize
 from tests.cli.conftest import run_snapshot
 from tests.ops.fakekernel import FakeKernel, FakeKernelIO

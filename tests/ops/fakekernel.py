@@ -23,11 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from exporter.ops.procfs import (
-    KPF_COMPOUND_HEAD,
-    KPF_COMPOUND_TAIL,
-    KPF_LRU,
-    KPF_THP,
+from exporter.ops.kpageflags import KPF_COMPOUND_HEAD, KPF_COMPOUND_TAIL, KPF_LRU, KPF_THP
+from exporter.procfs import (
     PAGE_SHIFT,
     PM_PFN_MASK,
     PM_PRESENT,

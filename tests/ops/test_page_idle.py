@@ -11,7 +11,7 @@ from exporter.core.engine import TargetSpec
 from tests.core.sim import SummarizingMonitor
 from exporter.ops.base import AccessDenied, BackendUnavailable, ProcessGone, ProcessRef
 from exporter.ops.page_idle import PageIdleOps
-from exporter.ops.procfs import PosixIO
+from exporter.procfs import PosixIO
 from exporter.ops.simulated import VirtualClock
 
 from .fakekernel import PAGE, FakeKernel, FakeKernelIO

@@ -12,7 +12,7 @@ import pytest
 
 from exporter.core.ranges import three_regions
 from exporter.ops.base import AccessDenied, OpsError, ProcessGone, ProcessRef
-from exporter.ops.procfs import (
+from exporter.procfs import (
     PM_PRESENT,
     PM_SWAPPED,
     Pagemap,
@@ -23,9 +23,9 @@ from exporter.ops.procfs import (
     parse_maps,
     parse_smaps,
     parse_stat,
-    runs,
     u64s,
 )
+from exporter.ops.kpageflags import runs
 
 PAGE = 4096
 
@@ -159,7 +159,8 @@ def test_zero_page_is_not_resident():
     """Memory only read maps the shared zero page: present in pagemap, but in nobody's RSS."""
     import random
 
-    from exporter.ops.procfs import Pagemap, PosixIO, resident_bytes_pagemap, zero_page_pfn
+    from exporter.ops.kpageflags import zero_page_pfn
+    from exporter.procfs import Pagemap, PosixIO, resident_bytes_pagemap
 
     io = PosixIO()
     zero = zero_page_pfn(io, "/proc")

@@ -1,7 +1,8 @@
-"""Shared helpers for the /proc and /sys files the real backends read.
+"""The one reader of /proc: every backend, discovery and the CLI read process files here.
 
 Everything here is about *decoding* kernel files cheaply, and about turning ``OSError`` into
-the backend errors of :mod:`exporter.ops.base`. The root paths are parameters so that tests
+the backend errors of :mod:`exporter.ops.base`. What only page_idle reads (kpageflags, the
+zero page) lives beside it, in :mod:`exporter.ops.kpageflags`. The root paths are parameters so that tests
 can point a backend at a fake tree under a temp dir, and every syscall goes through a small
 :class:`PosixIO` object so that tests can substitute one that emulates kernel semantics a
 plain file cannot (the page_idle bitmap, a pagemap fd whose process has exited).
@@ -15,7 +16,6 @@ fs/proc/page.c, include/uapi/linux/kernel-page-flags.h):
   61 file page or shared anon, 62 swapped, 63 present. The fd pins the ``mm`` it was opened
   on: after the process exits *or exec's*, a read returns 0 bytes. That is our cheap,
   race-free "is this still the address space we watch" probe.
-- ``/proc/kpageflags`` has one u64 of KPF_* flags per PFN at offset ``pfn * 8``.
 - ``/proc/PID/stat`` field 22 is the start time in clock ticks since boot; field 2 (comm) is
   in parentheses and may itself contain spaces and parentheses, so we split after the
   *last* ``)``.
@@ -23,60 +23,27 @@ fs/proc/page.c, include/uapi/linux/kernel-page-flags.h):
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import mmap
 import os
-import struct
 import re
 import random
 from array import array
 from dataclasses import dataclass
-from typing import Iterator
 
-from .base import AccessDenied, OpsError, ProcessGone, ProcessRef
+from .core.attrs import PAGE_SIZE
+from .ops.base import AccessDenied, OpsError, ProcessGone, ProcessRef
 
-PAGE_SIZE = 4096
-PAGE_SHIFT = 12
+PAGE_SHIFT = PAGE_SIZE.bit_length() - 1
 
 #: user space ends here on x86-64 (4-level paging; 5-level still starts mmap below it)
 USER_ADDR_LIMIT = 0x800000000000
 
 # pagemap entry bits
 PM_PFN_MASK = (1 << 55) - 1
-PM_SOFT_DIRTY = 1 << 55
 PM_EXCLUSIVE = 1 << 56
-PM_UFFD_WP = 1 << 57
-PM_GUARD = 1 << 58
 PM_FILE = 1 << 61
 PM_SWAPPED = 1 << 62
 PM_PRESENT = 1 << 63
-
-# /proc/kpageflags bits (KPF_*)
-KPF_LOCKED = 0
-KPF_REFERENCED = 2
-KPF_DIRTY = 4
-KPF_LRU = 5
-KPF_ACTIVE = 6
-KPF_SLAB = 7
-KPF_MMAP = 11
-KPF_ANON = 12
-KPF_SWAPCACHE = 13
-KPF_SWAPBACKED = 14
-KPF_COMPOUND_HEAD = 15
-KPF_COMPOUND_TAIL = 16
-KPF_HUGE = 17
-KPF_UNEVICTABLE = 18
-KPF_NOPAGE = 20
-KPF_KSM = 21
-KPF_THP = 22
-KPF_OFFLINE = 23
-KPF_ZERO_PAGE = 24
-KPF_IDLE = 25
-KPF_PGTABLE = 26
-
-#: pages per PMD-sized folio: the largest folio page_idle can see (hugetlb is never on an LRU)
-PMD_PAGES = 512
 
 _NATIVE_U64 = "Q"
 assert array(_NATIVE_U64).itemsize == 8
@@ -87,14 +54,6 @@ def u64s(buf: bytes) -> array:
     a = array(_NATIVE_U64)
     a.frombytes(buf[: len(buf) - len(buf) % 8])
     return a
-
-
-def pack_u64s(values: list[int]) -> bytes:
-    return array(_NATIVE_U64, values).tobytes()
-
-
-def flag(flags: int, bit: int) -> bool:
-    return bool(flags >> bit & 1)
 
 
 @dataclass(frozen=True)
@@ -404,56 +363,11 @@ def open_checked_pagemap(io: PosixIO, proc_root: str, proc: ProcessRef, denied_h
     return pm
 
 
-def runs(pages: list[int], max_gap: int, max_span: int = 512) -> Iterator[tuple[int, int, list[int]]]:
-    """Group page (or PFN) numbers into (first, count, indices) runs read with one pread:
-    neighbours at most ``max_gap`` apart share a run, and a run covers at most ``max_span``
-    entries (512 u64 = 4 KiB), so one read never grows without bound. ``indices`` index into
-    ``pages``."""
-    order = sorted(range(len(pages)), key=pages.__getitem__)
-    i = 0
-    n = len(order)
-    while i < n:
-        first = pages[order[i]]
-        j = i + 1
-        while j < n and pages[order[j]] - pages[order[j - 1]] <= max_gap and pages[order[j]] - first < max_span:
-            j += 1
-        yield first, pages[order[j - 1]] - first + 1, order[i:j]
-        i = j
-
 #: ranges up to this many pages are counted exactly (one pread of at most 4 KiB)
 EXACT_PAGES = 512
 #: larger ranges: this many strata, one run of RUN_PAGES entries read in each
 STRATA = 16
 RUN_PAGES = 32
-
-
-def zero_page_pfn(io: PosixIO, proc_root: str) -> int | None:
-    """PFN of the shared zero page, found by reading our own memory.
-
-    Private anonymous memory that has only been read maps the zero page, which pagemap
-    reports as present although the kernel counts it in nobody's RSS. None when it cannot be
-    learned (no PFNs without CAP_SYS_ADMIN, a fake /proc in tests).
-    """
-    m = mmap.mmap(-1, PAGE_SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    try:
-        m[0]  # a read fault: maps the zero page
-        view = ctypes.c_char.from_buffer(m)
-        addr = ctypes.addressof(view)
-        del view  # release the export, or the mmap cannot be closed
-        fd = io.open(f"{proc_root}/self/pagemap", os.O_RDONLY)
-        try:
-            data = io.pread(fd, 8, (addr >> PAGE_SHIFT) * 8)
-        finally:
-            io.close(fd)
-    except (OSError, ValueError):
-        return None
-    finally:
-        m.close()
-    if len(data) != 8:
-        return None
-    (entry,) = struct.unpack("<Q", data)
-    pfn = entry & PM_PFN_MASK
-    return pfn if entry & PM_PRESENT and pfn else None
 
 
 def resident_bytes_pagemap(
@@ -500,4 +414,87 @@ def resident_bytes_pagemap(
             present = sum(1 for e in pm.entries(at, run) if resident(e))
             total += present / run * width
         out.append(int(round(total)) * PAGE_SIZE)
+    return out
+
+
+# -- the process list (discovery) -------------------------------------------------------------
+#
+# Processes come and go while we read; every read tolerates the process vanishing (it is
+# simply left out) and a refused ``exe`` link (matching by exe then fails, comm and cmdline
+# still work). Kernel threads and zombies are skipped: they have no user memory to sample.
+
+PF_KTHREAD = 0x00200000
+_IO = PosixIO()
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    pid: int
+    ppid: int
+    start_time: int  # /proc/PID/stat field 22, clock ticks after boot: (pid, start_time) is unique
+    comm: str
+    exe: str | None = None  # resolved /proc/PID/exe without ' (deleted)'; None if unknown
+    cmdline: str | None = None  # arguments joined by spaces; None if not read
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except OSError:  # ENOENT/ESRCH: gone; EACCES: not ours to read
+        return None
+
+
+def read_exe(proc_root: str, pid: int) -> str | None:
+    try:
+        target = os.readlink(f"{proc_root}/{pid}/exe")
+    except OSError:
+        return None
+    if target.endswith(" (deleted)"):  # binary replaced on disk (upgrade): still the same program
+        target = target[: -len(" (deleted)")]
+    return target
+
+
+def read_cmdline(proc_root: str, pid: int) -> str | None:
+    try:
+        with open(f"{proc_root}/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    return " ".join(a.decode("utf-8", "replace") for a in raw.rstrip(b"\0").split(b"\0"))
+
+
+def read_cgroup_file(proc_root: str, pid: int) -> str | None:
+    return _read_text(f"{proc_root}/{pid}/cgroup")
+
+
+def read_process(proc_root: str, pid: int, *, want_exe: bool, want_cmdline: bool) -> ProcessInfo | None:
+    """The process' facts, or None if it is gone, a kernel thread or a zombie."""
+    try:
+        st = read_stat(_IO, proc_root, pid, "")
+    except OpsError:  # gone, or a stat line we cannot parse
+        return None
+    if st.flags & PF_KTHREAD or st.state in ("Z", "X", "x"):
+        return None
+    exe = read_exe(proc_root, pid) if want_exe else None
+    cmdline = read_cmdline(proc_root, pid) if want_cmdline else None
+    return ProcessInfo(pid=pid, ppid=st.ppid, start_time=st.start_time, comm=st.comm, exe=exe, cmdline=cmdline)
+
+
+def list_pids(proc_root: str) -> list[int]:
+    try:
+        names = os.listdir(proc_root)
+    except OSError:
+        return []
+    return sorted(int(n) for n in names if n.isdigit())
+
+
+def scan(proc_root: str = "/proc", *, want_exe: bool = True, want_cmdline: bool = True) -> dict[int, ProcessInfo]:
+    """All user processes now, by pid. Only what matching needs is read (exe/cmdline are
+    skipped when no target asks for them), which keeps a scan of ~1000 processes cheap."""
+    out: dict[int, ProcessInfo] = {}
+    for pid in list_pids(proc_root):
+        info = read_process(proc_root, pid, want_exe=want_exe, want_cmdline=want_cmdline)
+        if info is not None:
+            out[pid] = info
     return out
