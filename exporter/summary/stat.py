@@ -173,16 +173,36 @@ def summarize_target(t: TargetRecords, policy: Policy) -> TargetSummary:
 
 @dataclass(frozen=True)
 class Summary:
-    """One aggregation, summarized: what the exporter publishes and the CLI prints."""
+    """One aggregation, summarized: what the exporter publishes and the CLI prints. The raw
+    aggregation rides along (its backend, intervals, counters, warnings)."""
 
-    backend: str
-    taken_at: float  # wall clock
-    sample_interval: float
-    aggregation_interval: float
+    raw: Aggregation
     targets: tuple[TargetSummary, ...]
     policy: Policy = field(default_factory=Policy)
-    stats: EngineStats = field(default_factory=EngineStats)
-    warnings: tuple[str, ...] = ()
+
+    @property
+    def backend(self) -> str:
+        return self.raw.backend
+
+    @property
+    def taken_at(self) -> float:
+        return self.raw.taken_at
+
+    @property
+    def sample_interval(self) -> float:
+        return self.raw.sample_interval
+
+    @property
+    def aggregation_interval(self) -> float:
+        return self.raw.aggregation_interval
+
+    @property
+    def stats(self) -> EngineStats:
+        return self.raw.stats
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return self.raw.warnings
 
     def target(self, name: str) -> TargetSummary | None:
         for t in self.targets:
@@ -203,13 +223,4 @@ class Summary:
 
 def summarize(agg: Aggregation, policy: Policy) -> Summary:
     """The summary of every target of one aggregation."""
-    return Summary(
-        backend=agg.backend,
-        taken_at=agg.taken_at,
-        sample_interval=agg.sample_interval,
-        aggregation_interval=agg.aggregation_interval,
-        targets=tuple(summarize_target(t, policy) for t in agg.targets),
-        policy=policy,
-        stats=agg.stats,
-        warnings=agg.warnings,
-    )
+    return Summary(raw=agg, targets=tuple(summarize_target(t, policy) for t in agg.targets), policy=policy)
