@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 
-import yaml
 from yaml.nodes import MappingNode, Node, SequenceNode
 
 from ..core.attrs import AttrsError, MonitoringAttrs
@@ -21,7 +20,8 @@ from .model import (
     ConfigError,
     TargetConfig,
 )
-from .nodes import INVALID, Reader, line_of, one_line, type_name
+from .nodes import INVALID, Reader, line_of, type_name
+from .yamlfile import YAMLFileError, compose, read_text
 
 TOP_KEYS = ("backend", "monitoring", "cold_age", "working_set_window", "cpu_budget", "targets")
 MONITORING_KEYS = ("sample_interval", "aggregation_interval", "update_interval", "min_regions", "max_regions")
@@ -36,35 +36,34 @@ _GLOB_MAGIC = re.compile(r"[*?\[]")
 
 
 def load_config(path: str) -> Config:
-    """Read and validate a config file; raise ConfigError (also when it cannot be read)."""
+    """Read and validate a config file; raise ConfigError (also when it cannot be read,
+    is larger than MAX_CONFIG_BYTES or is not UTF-8)."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise ConfigError([f"{path}: cannot read: {e.strerror or e}"]) from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError([f"{path}: cannot read: not UTF-8 text (byte {e.start})"]) from None
+        text = read_text(path)
+    except YAMLFileError as e:
+        raise ConfigError(e.lines) from None
     return parse_config(text, path)
 
 
 def parse_config(text: str, path: str = "<config>") -> Config:
     """Validate config text; ``path`` only names the source in error lines."""
-    r = Reader(path)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as e:
-        raise ConfigError([_syntax_error(path, e)]) from None
-    except yaml.YAMLError as e:  # not positioned (e.g. bad stream encoding)
-        raise ConfigError([f"{path}: YAML error: {one_line(str(e))}"]) from None
+        root = compose(text, path)
+    except YAMLFileError as e:
+        raise ConfigError(e.lines) from None
     if root is None:
         raise ConfigError([f"{path}:1: empty config: expected a mapping with at least a 'targets' list"])
     if not isinstance(root, MappingNode):
         raise ConfigError(
             [f"{path}:{line_of(root)}: expected a mapping of settings at the top level, got {type_name(root)}"]
         )
+    try:
+        return _config(Reader(path), root, path)
+    except RecursionError:  # e.g. a self-merging anchor; never a traceback, never a dead thread
+        raise ConfigError([f"{path}:{line_of(root)}: YAML nested too deeply (or a recursive alias)"]) from None
 
+
+def _config(r: Reader, root: MappingNode, path: str) -> Config:
     values: dict = {}
     targets: tuple[TargetConfig, ...] = ()
     seen_targets = False
@@ -99,17 +98,6 @@ def parse_config(text: str, path: str = "<config>") -> Config:
     if r.errors:
         raise ConfigError(r.error_lines())
     return Config(path=None if path == "<config>" else path, targets=targets, **values)
-
-
-def _syntax_error(path: str, e: yaml.MarkedYAMLError) -> str:
-    mark = e.problem_mark or e.context_mark
-    where = f"{path}:{mark.line + 1}" if mark else path
-    problem = one_line(e.problem or "")
-    context = one_line(e.context or "")
-    if context and e.context_mark is not None and e.context_mark is not mark:
-        context += f" at line {e.context_mark.line + 1}"
-    detail = f"{problem} ({context})" if problem and context else (problem or context or "invalid YAML")
-    return f"{where}: YAML syntax error: {detail}"
 
 
 def _num(x: float) -> str:

@@ -370,4 +370,4 @@ def test_unreadable_and_binary_files(tmp_path):
     binary.write_bytes(b"targets: \xff\xfe\n")
     with pytest.raises(ConfigError) as info:
         load_config(str(binary))
-    assert info.value.lines == [f"{binary}: cannot read: not UTF-8 text (byte 9)"]
+    assert info.value.lines == [f"{binary}:1: not UTF-8 text (byte 9)"]

@@ -1,0 +1,44 @@
+"""Issue 12: what a hostile config, client or local user could do to a running exporter.
+
+Every test runs the real exporter as a subprocess and talks to it over real sockets.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+from .harness import REPO, comm_target, fast_config
+
+CONFIG = fast_config(comm_target("a", "no-such-comm"))
+
+
+def deep_yaml(levels: int) -> str:
+    return "".join(" " * i + "a:\n" for i in range(levels)) + " " * levels + "x\n"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "exporter", *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+def test_deeply_nested_config_at_start_is_one_line_and_exit_2(tmp_path):
+    cfg = tmp_path / "deep.yaml"
+    cfg.write_text(deep_yaml(500))
+    r = run_cli("--config", str(cfg))
+    assert (r.returncode, r.stderr) == (2, f"{cfg}:64: YAML syntax error: nested deeper than 64 levels\n")
+
+
+def test_deeply_nested_config_on_reload_keeps_the_reload_thread_alive(exporter):
+    e = exporter(CONFIG, extra=["--config.auto-reload-interval", "0"])
+    e.wait_ready()
+    e.config_path.write_text(deep_yaml(500))
+    e.proc.send_signal(signal.SIGHUP)
+    e.wait_for(lambda s: s.get("damon_config_last_reload_successful") == 0, timeout=20, what="failed reload")
+    assert f"{e.config_path}:64: YAML syntax error: nested deeper than 64 levels" in e.logs()
+    # the thread survived: the next SIGHUP with a good config is applied
+    e.config_path.write_text(fast_config(comm_target("b", "no-such-comm")))
+    e.proc.send_signal(signal.SIGHUP)
+    s = e.wait_for(lambda s: s.get("damon_target_processes", target="b") is not None, timeout=20, what="reload after the bad one")
+    assert s.get("damon_config_last_reload_successful") == 1
+    assert "Traceback" not in e.logs() and "RecursionError" not in e.logs()
