@@ -68,12 +68,13 @@ def main(argv: list[str]) -> int:
         return 2
 
     from ..config import ConfigError, load_config
-    from ..core.durations import DurationError, parse_duration
+    from ..config.parser import parse_bounded_duration
+    from ..core.durations import DurationError
     from ..web.config import WebConfigError, load_web_config, make_ssl_context
     from ..web.server import ListenAddressError, parse_listen_address
 
     try:
-        reload_interval = parse_duration(args.reload_interval) if args.reload_interval not in ("0", "0s") else 0.0
+        reload_interval = parse_bounded_duration(args.reload_interval, "1h") if args.reload_interval not in ("0", "0s") else 0.0
     except DurationError as e:
         sys.stderr.write(f"damon-exporter: error: --config.auto-reload-interval: {e}\n")
         return 2

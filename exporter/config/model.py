@@ -6,8 +6,8 @@ wrong with a file is caught (and reported with its line) before anything starts.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..core.attrs import MonitoringAttrs
 from ..core.snapshot import DEFAULT_COLD_AGE, DEFAULT_WORKING_SET_WINDOW
@@ -39,7 +39,7 @@ class TargetConfig:
     name: str
     comm: tuple[str, ...] = ()
     exe: tuple[str, ...] = ()
-    cmdline: tuple[re.Pattern, ...] = ()
+    cmdline: tuple[Any, ...] = ()  # RE2 patterns (exporter.config.regex), each with .search
     cgroup: str | None = None
     include_children: bool = False
     group_by: tuple[str, ...] = ()

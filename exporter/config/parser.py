@@ -20,6 +20,7 @@ from .model import (
     ConfigError,
     TargetConfig,
 )
+from .regex import RegexError, compile_regex
 from .nodes import INVALID, Reader, line_of, type_name
 from .yamlfile import YAMLFileError, compose, read_text
 
@@ -29,6 +30,16 @@ TARGET_KEYS = ("name", "match", "cgroup", "include_children", "group_by", "max_g
 MATCH_KEYS = ("comm", "exe", "cmdline")
 
 _DURATION_KEYS = ("sample_interval", "aggregation_interval", "update_interval")
+#: the longest value each duration key accepts. Past these a value is a typo or mischief:
+#: ``sample_interval: 1000y`` overflows the sampler's sleeps, and ``aggregation_interval:
+#: 100y`` would defer every reload (applied at the next aggregation) by a century.
+DURATION_MAX: dict[str, str] = {
+    "sample_interval": "1m",
+    "aggregation_interval": "1h",
+    "update_interval": "1h",
+    "cold_age": "30d",
+    "working_set_window": "30d",
+}
 # target names end up as label values and in log lines; keep them boring
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}")
 _LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -80,7 +91,7 @@ def _config(r: Reader, root: MappingNode, path: str) -> Config:
             if attrs is not INVALID:
                 values["monitoring"] = attrs
         elif key in ("cold_age", "working_set_window"):
-            seconds = _duration(r, vnode, sub)
+            seconds = _duration(r, vnode, sub, key)
             if seconds is not INVALID:
                 values[key] = seconds
         elif key == "cpu_budget":
@@ -104,12 +115,28 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(x)
 
 
-def _duration(r: Reader, node: Node, keypath: str) -> float:
+def parse_bounded_duration(text: object, maximum: str) -> float:
+    """``parse_duration`` that also refuses values above ``maximum`` (a duration string)
+    and absurdly long spellings; every failure is a DurationError with the reason."""
+    if isinstance(text, str) and len(text) > 64:
+        raise DurationError(f"not a duration: {text[:20]!r}... ({len(text)} characters)")
+    try:
+        seconds = parse_duration(text)  # type: ignore[arg-type]
+    except DurationError:
+        raise
+    except ValueError as e:  # e.g. int() of thousands of digits
+        raise DurationError(f"not a duration: {e}") from None
+    if seconds > parse_duration(maximum):
+        raise DurationError(f"{text} is longer than the maximum of {maximum}")
+    return seconds
+
+
+def _duration(r: Reader, node: Node, keypath: str, key: str) -> float:
     if isinstance(node, (MappingNode, SequenceNode)):
         r.error(node, keypath, f"expected a duration like 500ms, 10s or 2m, got {type_name(node)}")
         return INVALID
     try:
-        return parse_duration(r.scalar(node))
+        return parse_bounded_duration(r.scalar(node), DURATION_MAX[key])
     except DurationError as e:
         r.error(node, keypath, str(e))
         return INVALID
@@ -123,7 +150,7 @@ def _monitoring(r: Reader, node: Node, keypath: str) -> MonitoringAttrs:
     where: dict[str, tuple[Node, str]] = {}
     ok = True
     for key, _knode, vnode, sub in r.items(mapping, keypath, MONITORING_KEYS):
-        value = _duration(r, vnode, sub) if key in _DURATION_KEYS else r.get_int(vnode, sub)
+        value = _duration(r, vnode, sub, key) if key in _DURATION_KEYS else r.get_int(vnode, sub)
         if value is INVALID:
             ok = False
         else:
@@ -253,9 +280,9 @@ def _match(r: Reader, node: Node, keypath: str) -> dict:
         for value, inode, isub in items:
             if key == "cmdline":
                 try:
-                    values.append(re.compile(value))
-                except re.error as e:
-                    r.error(inode, isub, f"bad regex {value!r}: {e}")
+                    values.append(compile_regex(value))
+                except RegexError as e:
+                    r.error(inode, isub, f"bad regex {_short(value)}: {e}")
                     ok = False
             elif not value:
                 r.error(inode, isub, "empty string")
@@ -270,6 +297,11 @@ def _match(r: Reader, node: Node, keypath: str) -> dict:
         r.error(mapping, keypath, "needs at least one of comm, exe, cmdline")
         ok = False
     return out if ok else INVALID
+
+
+def _short(value: str, limit: int = 80) -> str:
+    """A regex for an error line: quoted, and cut when long (it may be megabytes)."""
+    return repr(value) if len(value) <= limit else f"{value[:limit]!r}... ({len(value)} characters)"
 
 
 def _cgroup(r: Reader, node: Node, keypath: str) -> str:

@@ -195,7 +195,7 @@ def test_match_needs_a_matcher_and_valid_values():
 
 def test_bad_regex():
     assert errors("targets:\n  - name: a\n    match:\n      cmdline: ['--ok', '(unclosed']\n") == [
-        "c.yaml:4: targets[0].match.cmdline[1]: bad regex '(unclosed': missing ), unterminated subpattern at position 0"
+        "c.yaml:4: targets[0].match.cmdline[1]: bad regex '(unclosed': RE2 cannot compile it: missing ): (unclosed"
     ]
 
 

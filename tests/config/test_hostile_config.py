@@ -60,3 +60,64 @@ def test_files_over_the_size_limit_are_refused_unread(tmp_path):
     assert ok.stat().st_size == MAX_CONFIG_BYTES
     assert [t.name for t in load_config(str(ok)).targets] == ["web"]
     assert errors(OK_TARGETS + "#" * MAX_CONFIG_BYTES) == [f"c.yaml:1: file larger than {MAX_CONFIG_BYTES} bytes (1 MiB); refusing to parse it"]
+
+
+def test_cmdline_regexes_are_re2():
+    c = parse_config("targets:\n  - name: a\n    match: {cmdline: ['^(a+)+( [0-9]+)?$', '(?i)JAVA']}\n")
+    evil, java = c.targets[0].cmdline
+    assert evil.search("a" * 50000 + "! 1000") is None  # linear time: Python's re would never return
+    assert evil.search("aaaa 1000") is not None
+    assert java.search("/usr/bin/java -jar x") is not None
+
+
+def test_what_re2_cannot_compile_is_a_positioned_error():
+    assert errors("targets:\n  - name: a\n    match:\n      cmdline:\n        - '(a)\\1'\n        - '(?=x)y'\n        - 'x\\Z'\n") == [
+        "c.yaml:5: targets[0].match.cmdline[0]: bad regex '(a)\\\\1': RE2 cannot compile it: invalid escape sequence: \\1 (RE2, as in Prometheus, has no backreferences, lookahead or lookbehind)",
+        "c.yaml:6: targets[0].match.cmdline[1]: bad regex '(?=x)y': RE2 cannot compile it: invalid perl operator: (?= (RE2, as in Prometheus, has no backreferences, lookahead or lookbehind)",
+        "c.yaml:7: targets[0].match.cmdline[2]: bad regex 'x\\\\Z': RE2 cannot compile it: invalid escape sequence: \\Z (RE2, as in Prometheus, has no backreferences, lookahead or lookbehind)",
+    ]
+
+
+def test_a_huge_regex_is_refused_by_re2_memory_bound():
+    regex = "x" * (900 << 10)  # under the file size limit, over RE2's 8 MiB program limit
+    assert errors(f"targets:\n  - name: a\n    match: {{cmdline: ['{regex}']}}\n") == [
+        f"c.yaml:3: targets[0].match.cmdline[0]: bad regex {'x' * 80!r}... (921600 characters): RE2 cannot compile it: pattern too large - compile failed"
+    ]
+
+
+@pytest.mark.parametrize(
+    "key, value, maximum",
+    [
+        ("monitoring.sample_interval", "1000y", "1m"),
+        ("monitoring.aggregation_interval", "100y", "1h"),
+        ("monitoring.update_interval", "2h", "1h"),
+        ("cold_age", "31d", "30d"),
+        ("working_set_window", "5w", "30d"),
+    ],
+)
+def test_durations_have_upper_bounds(key, value, maximum):
+    if key.startswith("monitoring."):
+        text = f"monitoring:\n  {key.split('.')[1]}: {value}\n" + OK_TARGETS
+        line = 2
+        if key != "monitoring.sample_interval":  # keep the sample <= aggregation rule out of the way
+            text = text.replace("monitoring:\n", "monitoring:\n  sample_interval: 1s\n")
+            line = 3
+    else:
+        text = f"{key}: {value}\n" + OK_TARGETS
+        line = 1
+    assert errors(text) == [f"c.yaml:{line}: {key}: {value} is longer than the maximum of {maximum}"]
+
+
+def test_durations_at_their_bounds_and_absurd_spellings():
+    c = parse_config("monitoring: {sample_interval: 1m, aggregation_interval: 1h, update_interval: 1h}\ncold_age: 30d\nworking_set_window: 720h\n" + OK_TARGETS)
+    assert (c.monitoring.sample_interval, c.monitoring.aggregation_interval, c.cold_age, c.working_set_window) == (60, 3600, 30 * 86400, 30 * 86400)
+    digits = "9" * 5000
+    assert errors(f"cold_age: {digits}s\n" + OK_TARGETS) == [f"c.yaml:1: cold_age: not a duration: {digits[:20]!r}... (5001 characters)"]
+
+
+def test_reload_interval_flag_is_bounded(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(OK_TARGETS)
+    p = subprocess.run([sys.executable, "-m", "exporter", "--config", str(cfg), "--config.auto-reload-interval", "100y"],
+                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert (p.returncode, p.stderr) == (2, "damon-exporter: error: --config.auto-reload-interval: 100y is longer than the maximum of 1h\n")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 
 from .harness import REPO, comm_target, fast_config
 
@@ -42,3 +43,26 @@ def test_deeply_nested_config_on_reload_keeps_the_reload_thread_alive(exporter):
     s = e.wait_for(lambda s: s.get("damon_target_processes", target="b") is not None, timeout=20, what="reload after the bad one")
     assert s.get("damon_config_last_reload_successful") == 1
     assert "Traceback" not in e.logs() and "RecursionError" not in e.logs()
+
+
+def test_backtracking_cmdline_regex_cannot_freeze_the_exporter(exporter):
+    """``^(a+)+...$`` against a 51-character command line any local user can choose: with a
+    backtracking engine discovery never returns and, holding the GIL, freezes everything."""
+    evil = subprocess.Popen(["a" * 50 + "!", "1000"], executable="/bin/sleep")
+    good = subprocess.Popen(["aaaa", "1000"], executable="/bin/sleep")
+    try:
+        time.sleep(0.2)
+        cfg = fast_config("  - name: evil\n    match:\n      cmdline: ['^(a+)+( [0-9]+)?$']\n")
+        e = exporter(cfg)
+        e.wait_ready(timeout=30)
+        s = e.wait_for(lambda s: s.get("damon_target_processes", target="evil") == 1, timeout=20, what="the matching process")
+        assert s.get("damon_target_processes", target="evil") == 1  # only 'aaaa 1000'
+        t = time.monotonic()
+        assert e.request("/-/healthy", timeout=5).status == 200
+        assert time.monotonic() - t < 2
+        e.proc.send_signal(signal.SIGTERM)
+        assert e.proc.wait(10) == 0
+    finally:
+        for p in (evil, good):
+            p.kill()
+            p.wait()
