@@ -106,6 +106,7 @@ class Sampler:
                 self._count("internal")
                 log.error("sampler failed, restarting in %gs", RESTART_PAUSE, exc_info=log.isEnabledFor(logging.DEBUG), extra={"kv": {"err": f"{type(e).__name__}: {e}"}})
                 self._retire_monitor()
+                self._publish_errors()  # before the first aggregation nothing else would
                 self.stop.wait(RESTART_PAUSE)
         self._retire_monitor()
         if self._ops is not None:
