@@ -10,6 +10,10 @@ import subprocess
 import sys
 import time
 
+import statistics
+
+import bcrypt
+
 from .harness import REPO, comm_target, fast_config
 
 CONFIG = fast_config(comm_target("a", "no-such-comm"))
@@ -66,3 +70,38 @@ def test_backtracking_cmdline_regex_cannot_freeze_the_exporter(exporter):
         for p in (evil, good):
             p.kill()
             p.wait()
+
+
+def _auth_exporter(exporter, tmp_path, rounds: int):
+    web = tmp_path / "web.yml"
+    h = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=rounds)).decode()
+    web.write_text(f"basic_auth_users:\n  alice: '{h}'\n")
+    e = exporter(CONFIG, extra=["--web.config.file", str(web)], auth=("alice", "s3cret"))
+    e.wait_ready()
+    return e
+
+
+def test_long_password_gets_401_for_unknown_users_too(exporter, tmp_path):
+    e = _auth_exporter(exporter, tmp_path, 4)
+    for user in ("alice", "nobody"):
+        r = e.request("/metrics", auth=(user, "x" * 100))
+        assert r.status == 401, user  # the unknown user's connection used to drop
+    assert e.request("/metrics").status == 200
+    assert "Traceback" not in e.logs()
+
+
+def test_unknown_user_answers_as_fast_as_a_known_users_wrong_password(exporter, tmp_path):
+    """One user at cost 4: an unknown name used to cost a fixed cost-10 check (about 40x
+    slower), which told names apart. Now it costs what the configured user costs."""
+    e = _auth_exporter(exporter, tmp_path, 4)
+
+    def median_time(user: str) -> float:
+        times = []
+        for i in range(9):
+            t = time.perf_counter()
+            assert e.request("/-/healthy", auth=(user, f"wrong{i}")).status == 401
+            times.append(time.perf_counter() - t)
+        return statistics.median(times)
+
+    known, unknown = median_time("alice"), median_time("mallory")
+    assert unknown < 3 * known + 0.010, (known, unknown)
