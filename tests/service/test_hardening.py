@@ -5,15 +5,24 @@ Every test runs the real exporter as a subprocess and talks to it over real sock
 
 from __future__ import annotations
 
+import gzip
+import http.client
+import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import statistics
 
 import bcrypt
+import pytest
 
+from .certs import make_certs, make_server_cert
 from .harness import REPO, comm_target, fast_config
 
 CONFIG = fast_config(comm_target("a", "no-such-comm"))
@@ -105,3 +114,191 @@ def test_unknown_user_answers_as_fast_as_a_known_users_wrong_password(exporter, 
 
     known, unknown = median_time("alice"), median_time("mallory")
     assert unknown < 3 * known + 0.010, (known, unknown)
+
+
+# -- HTTP: bounds and deadlines (item 4), gzip (10), request bodies (11) --------------------
+
+
+def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send ``data`` on one connection and read until the server closes or goes quiet."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except TimeoutError:
+            pass
+        return out
+
+
+def threads_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError("no Threads line")
+
+
+def test_requests_past_max_requests_get_503(exporter, tmp_path):
+    """A wrong password at bcrypt cost 14 keeps the only worker busy for about a second."""
+    web = tmp_path / "web.yml"
+    web.write_text(f"basic_auth_users:\n  alice: '{bcrypt.hashpw(b'pw', bcrypt.gensalt(rounds=14)).decode()}'\n")
+    e = exporter(CONFIG, extra=["--web.config.file", str(web), "--web.max-requests", "1"])
+    busy_result = []
+    busy = threading.Thread(target=lambda: busy_result.append(e.request("/metrics", auth=("alice", "wrong"), timeout=30)))
+    deadline = time.monotonic() + 20
+    while True:  # up (the 401 needs no auth check of ours)
+        try:
+            e.request("/-/healthy", timeout=2)
+            break
+        except OSError:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    busy.start()
+    time.sleep(0.3)
+    r = e.request("/-/healthy", auth=("alice", "wrong"))
+    assert r.status == 503, r
+    assert r.text == "Too many requests in flight (--web.max-requests=1); try again.\n"
+    busy.join()
+    assert [r.status for r in busy_result] == [401], busy_result
+    assert e.request("/metrics", auth=("alice", "pw"), timeout=30).status == 200
+    e.auth = ("alice", "pw")
+    e.wait_for(lambda s: s.get("damon_web_rejected_total", reason="max_requests") == 1, timeout=5, what="the 503 counted")
+
+
+def test_slow_client_is_cut_at_the_total_read_deadline(exporter):
+    """A header line every second: each read is quick, the request never ends. The old
+    per-read timeout kept such a client forever; the total deadline is 10 s."""
+    e = exporter(CONFIG)
+    e.wait_ready()
+    with socket.create_connection(("127.0.0.1", e.port), timeout=5) as s:
+        t0 = time.monotonic()
+        s.sendall(b"GET /metrics HTTP/1.1\r\n")
+        got = b""
+        for i in range(20):
+            try:
+                s.sendall(f"X-Slow-{i}: 1\r\n".encode())
+            except OSError:
+                break
+            s.settimeout(1.0)
+            try:
+                got = s.recv(4096)
+            except TimeoutError:
+                continue
+            break
+        took = time.monotonic() - t0
+    assert got.startswith(b"HTTP/1.1 408 "), got
+    assert 9.5 <= took <= 13, took
+    e.wait_for(lambda s: s.get("damon_web_rejected_total", reason="timeout") == 1, timeout=5, what="the timeout counted")
+
+
+def test_many_idle_connections_cost_no_threads_and_cannot_lock_scrapers_out(exporter):
+    e = exporter(CONFIG, extra=["--web.max-connections", "100"])
+    e.wait_ready()
+    base = threads_of(e.pid)
+    socks = [socket.create_connection(("127.0.0.1", e.port), timeout=5) for _ in range(300)]
+    try:
+        for s in socks:
+            s.sendall(b"GET /metrics HTTP/1.1\r\n")  # and never finish
+        time.sleep(0.5)
+        assert threads_of(e.pid) <= base + 2  # one thread per connection before: ~300 more
+        t = time.monotonic()
+        for _ in range(5):
+            assert e.request("/-/healthy", timeout=5).status == 200
+        assert time.monotonic() - t < 5
+        e.wait_for(lambda s: s.get("damon_web_rejected_total", reason="max_connections") >= 200, timeout=5, what="evictions counted")
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_gzip_only_when_accept_encoding_allows_it(exporter):
+    e = exporter(CONFIG)
+    e.wait_ready()
+    for header, gz in (("gzip", True), ("gzip;q=0", False), ("deflate, gzip;q=0.5", True), ("*;q=0", False), ("identity", False)):
+        r = e.request("/metrics", {"Accept-Encoding": header})
+        assert r.status == 200
+        assert (r.headers.get("content-encoding") == "gzip") is gz, header
+        text = gzip.decompress(r.body) if gz else r.body
+        assert b"damon_exporter_build_info" in text
+        assert r.headers["vary"] == "Accept-Encoding"
+
+
+def test_a_get_body_is_drained_not_parsed_as_the_next_request(exporter):
+    e = exporter(CONFIG)
+    e.wait_ready()
+    smuggled = b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+    out = raw_exchange(
+        e.port,
+        b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(smuggled) + smuggled
+        + b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    assert out.count(b"HTTP/1.1 200 OK") == 2 and b" 404 " not in out, out
+
+
+def test_other_methods_are_405(exporter):
+    e = exporter(CONFIG)
+    e.wait_ready()
+    out = raw_exchange(e.port, b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi")
+    assert out.startswith(b"HTTP/1.1 405 ") and b"Allow: GET, HEAD" in out, out
+
+
+# -- the web config is re-read per connection (item 9) -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+def test_password_change_and_revoked_user_apply_without_restart(exporter, tmp_path):
+    web = tmp_path / "web.yml"
+    h = lambda pw: bcrypt.hashpw(pw, bcrypt.gensalt(rounds=4)).decode()  # noqa: E731
+    web.write_text(f"basic_auth_users:\n  alice: '{h(b'one')}'\n  bob: '{h(b'bob')}'\n")
+    e = exporter(CONFIG, extra=["--web.config.file", str(web)], auth=("alice", "one"))
+    e.wait_ready()
+    assert e.request("/metrics", auth=("bob", "bob")).status == 200
+    web.write_text(f"basic_auth_users:\n  alice: '{h(b'two')}'\n")
+    assert e.request("/metrics", auth=("alice", "one")).status == 401
+    assert e.request("/metrics", auth=("bob", "bob")).status == 401
+    r = e.request("/metrics", auth=("alice", "two"))
+    assert r.status == 200 and "damon_web_config_last_reload_successful 1.0" in r.text
+    assert 'msg="web configuration reloaded"' in e.logs()
+    # a broken file keeps the last good users, says so in the log and the metric
+    web.write_text("basic_auth_users:\n  alice: plaintext\n")
+    r = e.request("/metrics", auth=("alice", "two"))
+    assert r.status == 200 and "damon_web_config_last_reload_successful 0.0" in r.text
+    assert f"web config reload failed, keeping the running web config: {web}:2: basic_auth_users.alice:" in e.logs()
+
+
+def _served_cert(port: int, ca: Path) -> bytes:
+    ctx = ssl.create_default_context(cafile=str(ca))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+        return s.getpeercert(binary_form=True)
+
+
+def test_rotated_certificate_is_served_and_a_bad_one_is_refused_on_sighup(exporter, certs, tmp_path):
+    crt, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    shutil.copy(certs.server_crt, crt)
+    shutil.copy(certs.server_key, key)
+    web = tmp_path / "web.yml"
+    web.write_text("tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n")
+    e = exporter(CONFIG, extra=["--web.config.file", str(web)], tls=ssl.create_default_context(cafile=str(certs.ca)))
+    e.wait_ready()
+    first = _served_cert(e.port, certs.ca)
+    new_crt, new_key = make_server_cert(certs, "rotated")
+    # a Secret update: the files are replaced (rename, as kubelet's symlink swap does)
+    shutil.copy(new_crt, tmp_path / "tls.crt.new")
+    shutil.copy(new_key, tmp_path / "tls.key.new")
+    (tmp_path / "tls.key.new").rename(key)
+    (tmp_path / "tls.crt.new").rename(crt)
+    second = _served_cert(e.port, certs.ca)
+    assert second != first and second == ssl.PEM_cert_to_DER_cert(new_crt.read_text())
+    # a broken certificate, then SIGHUP: an error line and the metric, the old cert stays
+    crt.write_text("not a certificate\n")
+    e.proc.send_signal(signal.SIGHUP)
+    s = e.wait_for(lambda s: s.get("damon_web_config_last_reload_successful") == 0, timeout=20, what="failed web reload")
+    assert _served_cert(e.port, certs.ca) == second
+    logs = e.logs()
+    assert "web config reload failed, keeping the running web config: " in logs and "cannot load certificate" in logs
+    assert s.get("damon_config_last_reload_successful") == 1  # the main config is fine
