@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", metavar="PATH", help="path of the metrics (default /metrics)")
     p.add_argument("--web.config.file", dest="web_config", metavar="FILE", help="exporter-toolkit web config: TLS and basic auth")
     p.add_argument("--web.max-requests", dest="max_requests", type=int, default=40, metavar="N", help="requests served at once; past it the answer is 503 (default 40; 0 = no limit but --web.max-connections)")
-    p.add_argument("--web.max-connections", dest="max_connections", type=int, default=512, metavar="N", help="open connections; past it the longest-waiting idle or incomplete one is closed (default 512)")
+    p.add_argument("--web.max-connections", dest="max_connections", type=int, default=8192, metavar="N", help="open connections; past it the longest-waiting idle or incomplete one is closed (default 8192, lowered to fit the open-file limit)")
     p.add_argument("--config.auto-reload-interval", dest="reload_interval", default="5s", metavar="DURATION", help="how often to check the config file for changes; 0 disables (default 5s; SIGHUP always reloads)")
     p.add_argument("--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"])
     p.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
