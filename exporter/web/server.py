@@ -232,6 +232,11 @@ class ExporterHTTPServer:
                     next_sweep = now + 0.25
         finally:
             for c in list(self._conns.values()):
+                if c.state == BUSY:  # wake a worker blocked writing to a slow reader
+                    try:
+                        c.sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
                 self._close(c)
             self._stopped.set()
 

@@ -4,8 +4,8 @@ exporter-toolkit reads its web config file again for each TLS handshake and each
 so a changed password, a revoked user or a rotated certificate (a Kubernetes Secret update)
 takes effect without a restart. We do the same, but cheaply: each check stats the web
 config file and the certificate, key and CA files it names, and only when one of them
-changed (inode, size, mtime or ctime; a Secret update swaps a symlink) is the config loaded
-again. A new config that fails to load is logged once, counted in
+changed (the config file's content hash; the others' inode, size, mtime or ctime: a Secret
+update swaps a symlink) is the config loaded again. A new config that fails to load is logged once, counted in
 ``damon_web_config_last_reload_successful`` = 0, and the last good one stays in force.
 
 Switching TLS on or off cannot happen on a running listener; such a change is refused
@@ -14,6 +14,7 @@ like any other bad config and needs a restart.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import ssl
@@ -21,6 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from ..config.yamlfile import MAX_CONFIG_BYTES
 from ..service.state import StateBox
 from .auth import BasicAuth
 from .config import WebConfig, WebConfigError, load_web_config, make_ssl_context
@@ -41,6 +43,16 @@ def _stat_key(path: str) -> tuple[int, int, int, int, int] | None:
     except OSError:
         return None
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _content_key(path: str) -> bytes | None:
+    """SHA-256 of the (small) web config file itself: an edit that keeps size and mtime
+    (two writes within one clock tick) must not go unseen."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read(MAX_CONFIG_BYTES + 1)).digest()
+    except OSError:
+        return None
 
 
 def activate(cfg: WebConfig, previous: ActiveWebConfig | None = None) -> ActiveWebConfig:
@@ -71,7 +83,7 @@ class WebConfigSource:
             files += [cfg.tls.cert_file, cfg.tls.key_file]
             if cfg.tls.client_ca_file:
                 files.append(cfg.tls.client_ca_file)
-        return tuple((f, _stat_key(f)) for f in files)
+        return (_content_key(self.path), *((f, _stat_key(f)) for f in files))
 
     def current(self) -> ActiveWebConfig:
         if self.path and self._signature(self._active.config) != self._seen:
@@ -110,7 +122,7 @@ class WebConfigSource:
             # keep the signature taken *before* reading when the same files are watched, so
             # a change made while we read is seen next time (at worst one extra reload)
             new_sig = self._signature(cfg)
-            self._seen = sig if [f for f, _ in new_sig] == [f for f, _ in sig] else new_sig
+            self._seen = sig if [f for f, _ in new_sig[1:]] == [f for f, _ in sig[1:]] else new_sig
             self._active = new
             if self.box is not None:
                 self.box.update(web_reload_successful=True, web_reload_success_timestamp=time.time())

@@ -182,3 +182,36 @@ def test_tls_version_range_non_utf8_and_deep_nesting(tmp_path, certs):
     assert errors_of(p) == [f"{p}:2: not UTF-8 text (byte 23)"]
     p.write_text("".join(" " * i + "a:\n" for i in range(500)))
     assert errors_of(p) == [f"{p}:64: YAML syntax error: nested deeper than 64 levels"]
+
+
+def test_web_config_source_reloads_on_change_keeps_last_good_and_refuses_a_tls_switch(tmp_path, certs):
+    from exporter.service.state import ServiceState, StateBox
+    from exporter.web.source import WebConfigSource
+
+    box = StateBox(ServiceState(version="t", backend="none"))
+    p = tmp_path / "web.yml"
+    h1 = bcrypt.hashpw(b"one", bcrypt.gensalt(rounds=4)).decode()
+    p.write_text(f"basic_auth_users:\n  alice: '{h1}'\n")
+    src = WebConfigSource(str(p), load_web_config(str(p)), box)
+    first = src.auth()
+    assert src.auth() is first  # unchanged files: nothing reloaded
+    p.write_text(f"basic_auth_users:\n  alice: '{h1}'\n  bob: '{h1}'\n")
+    assert set(src.auth().users) == {"alice", "bob"} and box.get().web_reload_successful
+    p.write_text(f"tls_server_config:\n  cert_file: {certs.server_crt}\n  key_file: {certs.server_key}\n")
+    assert set(src.auth().users) == {"alice", "bob"}  # the last good one
+    assert not box.get().web_reload_successful
+    assert src.current().ssl_context is None
+    assert not src.check("signal")
+
+
+def test_max_requests_and_connections_flags_are_checked(tmp_path):
+    import subprocess
+    import sys
+
+    from .harness import REPO
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("targets:\n  - name: a\n    match: {comm: [x]}\n")
+    r = subprocess.run([sys.executable, "-m", "exporter", "--config", str(cfg), "--web.max-requests", "100", "--web.max-connections", "10"],
+                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stderr) == (2, "damon-exporter: error: want 0 <= --web.max-requests (100) <= --web.max-connections (10), and --web.max-connections >= 1\n")
