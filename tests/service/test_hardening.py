@@ -302,3 +302,29 @@ def test_rotated_certificate_is_served_and_a_bad_one_is_refused_on_sighup(export
     logs = e.logs()
     assert "web config reload failed, keeping the running web config: " in logs and "cannot load certificate" in logs
     assert s.get("damon_config_last_reload_successful") == 1  # the main config is fine
+
+
+def test_tls_clients_that_never_finish_the_handshake_cost_no_threads(exporter, certs, tmp_path):
+    web = tmp_path / "web.yml"
+    web.write_text(f"tls_server_config:\n  cert_file: {certs.server_crt}\n  key_file: {certs.server_key}\n")
+    e = exporter(CONFIG, extra=["--web.config.file", str(web)], tls=ssl.create_default_context(cafile=str(certs.ca)))
+    e.wait_ready()
+    base = threads_of(e.pid)
+    stalled = [socket.create_connection(("127.0.0.1", e.port), timeout=5) for _ in range(200)]
+    try:
+        for s in stalled[:100]:
+            s.sendall(b"\x16\x03\x01\x00\xff")  # the start of a ClientHello, never the rest
+        time.sleep(0.5)
+        assert threads_of(e.pid) <= base + 2
+        t = time.monotonic()
+        for _ in range(5):
+            assert e.request("/-/healthy", timeout=5).status == 200
+        assert time.monotonic() - t < 5
+        # the handshake is inside the 10 s deadline: the stalled ones are cut
+        stalled[0].settimeout(15)
+        t = time.monotonic()
+        assert stalled[0].recv(100) == b""
+        assert time.monotonic() - t < 12
+    finally:
+        for s in stalled:
+            s.close()
