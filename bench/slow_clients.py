@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import errno
 import http.client
-import os
 import resource
 import selectors
 import socket

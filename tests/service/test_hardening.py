@@ -6,7 +6,6 @@ Every test runs the real exporter as a subprocess and talks to it over real sock
 from __future__ import annotations
 
 import gzip
-import http.client
 import shutil
 import signal
 import socket
