@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING
 from .. import __version__
 
 if TYPE_CHECKING:
-    import ssl
-
     from ..config import Config
+    from ..web.config import WebConfig
 
 #: The 9100-9999 exporter range of Prometheus' default port allocations has been fully
 #: allocated since 2023, so we take a port past it (see the README for the reasoning).
@@ -47,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", metavar="PATH", help="path of the metrics (default /metrics)")
     p.add_argument("--web.config.file", dest="web_config", metavar="FILE", help="exporter-toolkit web config: TLS and basic auth")
     p.add_argument("--web.disable-exporter-metrics", dest="disable_exporter_metrics", action="store_true", help="leave out the exporter's own process_* metrics (CPU, memory, file descriptors of this process); damon_* self-metrics stay")
+    p.add_argument("--web.max-requests", dest="max_requests", type=int, default=40, metavar="N", help="requests served at once; past it the answer is 503 (default 40; 0 = no limit but --web.max-connections)")
+    p.add_argument("--web.max-connections", dest="max_connections", type=int, default=8192, metavar="N", help="open connections; past it the longest-waiting idle or incomplete one is closed (default 8192, lowered to fit the open-file limit)")
     p.add_argument("--config.auto-reload-interval", dest="reload_interval", default="5s", metavar="DURATION", help="how often to check the config file for changes; 0 disables (default 5s; SIGHUP always reloads)")
     p.add_argument("--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"])
     p.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
@@ -70,12 +71,13 @@ def main(argv: list[str]) -> int:
         return 2
 
     from ..config import ConfigError, load_config
-    from ..core.durations import DurationError, parse_duration
-    from ..web.config import WebConfigError, load_web_config, make_ssl_context
+    from ..config.parser import parse_bounded_duration
+    from ..core.durations import DurationError
+    from ..web.config import WebConfig, WebConfigError, load_web_config
     from ..web.server import ListenAddressError, parse_listen_address
 
     try:
-        reload_interval = parse_duration(args.reload_interval) if args.reload_interval not in ("0", "0s") else 0.0
+        reload_interval = parse_bounded_duration(args.reload_interval, "1h") if args.reload_interval not in ("0", "0s") else 0.0
     except DurationError as e:
         sys.stderr.write(f"damon-exporter: error: --config.auto-reload-interval: {e}\n")
         return 2
@@ -90,26 +92,25 @@ def main(argv: list[str]) -> int:
         for line in e.lines:
             sys.stderr.write(line + "\n")
         return 2
-    ssl_context = None
-    users: dict[str, bytes] = {}
+    if args.max_requests < 0 or args.max_connections < 1 or args.max_requests > args.max_connections:
+        sys.stderr.write(f"damon-exporter: error: want 0 <= --web.max-requests ({args.max_requests}) <= --web.max-connections ({args.max_connections}), and --web.max-connections >= 1\n")
+        return 2
+    web = WebConfig()
     if args.web_config:
         try:
             web = load_web_config(args.web_config)
-            ssl_context = make_ssl_context(web.tls) if web.tls else None
         except WebConfigError as e:
             for line in e.lines:
                 sys.stderr.write(line + "\n")
             return 2
-        users = web.users
-    return run(config, args, address, ssl_context, users, reload_interval)
+    return run(config, args, address, web, reload_interval)
 
 
 def run(
     config: "Config",
     args: argparse.Namespace,
     address: tuple[str, int],
-    ssl_context: "ssl.SSLContext | None",
-    users: dict[str, bytes],
+    web: "WebConfig",
     reload_interval: float,
 ) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code (0 on a clean stop)."""
@@ -120,8 +121,8 @@ def run(
     from ..service.reload import ConfigReloader
     from ..service.sampler import Sampler
     from ..service.state import ServiceState, StateBox
-    from ..web.auth import BasicAuth
-    from ..web.server import WebApp, start_server
+    from ..web.server import Limits, WebApp, start_server
+    from ..web.source import WebConfigSource
 
     stop = threading.Event()
     box = StateBox(
@@ -135,14 +136,18 @@ def run(
             reload_success_timestamp=time.time(),
         )
     )
-    app = WebApp(box, CachedExposition(box, exporter_metrics=not args.disable_exporter_metrics), args.telemetry_path, BasicAuth(users))
+    # the web config is re-checked per connection and request (as exporter-toolkit does)
+    source = WebConfigSource(args.web_config, web, box)
+    app = WebApp(box, CachedExposition(box, exporter_metrics=not args.disable_exporter_metrics), args.telemetry_path, source.auth)
+    limits = Limits(max_requests=args.max_requests, max_connections=args.max_connections)
     try:
-        server, http_thread = start_server(address, app, ssl_context)
+        server, http_thread = start_server(address, app, source.ssl_context if web.tls else None, limits)
     except OSError as e:
         log.error("cannot listen", extra={"kv": {"address": args.listen, "err": e.strerror or str(e)}})
         return 1
     sampler = Sampler(config, box, stop)
     reloader = ConfigReloader(args.config, box, sampler.apply_config, load_config, ConfigError, stop, reload_interval)
+    reloader.on_signal.append(lambda: source.check("signal"))
 
     def on_stop(signum: int, _frame: object) -> None:
         log.info("stopping", extra={"kv": {"signal": signal.Signals(signum).name}})
@@ -156,7 +161,7 @@ def run(
     host, port = server.server_address[:2]
     log.info(
         "listening",
-        extra={"kv": {"address": f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}", "tls": ssl_context is not None, "basic_auth": bool(users), "version": __version__}},
+        extra={"kv": {"address": f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}", "tls": web.tls is not None, "basic_auth": bool(web.users), "version": __version__}},
     )
     while not stop.wait(1.0):
         pass

@@ -6,9 +6,8 @@ wrong with a file is caught (and reported with its line) before anything starts.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..core.attrs import MonitoringAttrs
 from ..engines.registry import BACKEND_NAMES
@@ -44,7 +43,7 @@ class TargetConfig:
     name: str
     comm: tuple[str, ...] = ()
     exe: tuple[str, ...] = ()
-    cmdline: tuple[re.Pattern, ...] = ()
+    cmdline: tuple[Any, ...] = ()  # RE2 patterns (exporter.config.regex), each with .search
     cgroup: str | None = None
     include_children: bool = False
     group_by: tuple[str, ...] = ()

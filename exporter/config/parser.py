@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 
-import yaml
 from yaml.nodes import MappingNode, Node, SequenceNode
 
 from ..core.attrs import AttrsError, MonitoringAttrs
@@ -21,7 +20,9 @@ from .model import (
     ConfigError,
     TargetConfig,
 )
-from .nodes import INVALID, Reader, line_of, one_line, type_name
+from .regex import RegexError, compile_regex
+from .nodes import INVALID, Reader, line_of, type_name
+from .yamlfile import YAMLFileError, compose, read_text
 
 TOP_KEYS = ("backend", "monitoring", "cold_age", "working_set_window", "cpu_budget", "remove_empty_groups", "targets")
 MONITORING_KEYS = ("sample_interval", "aggregation_interval", "update_interval", "min_regions", "max_regions")
@@ -29,41 +30,50 @@ TARGET_KEYS = ("name", "match", "cgroup", "include_children", "group_by", "max_g
 MATCH_KEYS = ("comm", "exe", "cmdline")
 
 _DURATION_KEYS = ("sample_interval", "aggregation_interval", "update_interval")
+#: the longest value each duration key accepts. Past these a value is a typo or mischief:
+#: ``sample_interval: 1000y`` overflows the sampler's sleeps, and ``aggregation_interval:
+#: 100y`` would defer every reload (applied at the next aggregation) by a century.
+DURATION_MAX: dict[str, str] = {
+    "sample_interval": "1m",
+    "aggregation_interval": "1h",
+    "update_interval": "1h",
+    "cold_age": "30d",
+    "working_set_window": "30d",
+}
 # target names end up as label values and in log lines; keep them boring
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}")
 _LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def load_config(path: str) -> Config:
-    """Read and validate a config file; raise ConfigError (also when it cannot be read)."""
+    """Read and validate a config file; raise ConfigError (also when it cannot be read,
+    is larger than MAX_CONFIG_BYTES or is not UTF-8)."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise ConfigError([f"{path}: cannot read: {e.strerror or e}"]) from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError([f"{path}: cannot read: not UTF-8 text (byte {e.start})"]) from None
+        text = read_text(path)
+    except YAMLFileError as e:
+        raise ConfigError(e.lines) from None
     return parse_config(text, path)
 
 
 def parse_config(text: str, path: str = "<config>") -> Config:
     """Validate config text; ``path`` only names the source in error lines."""
-    r = Reader(path)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as e:
-        raise ConfigError([_syntax_error(path, e)]) from None
-    except yaml.YAMLError as e:  # not positioned (e.g. bad stream encoding)
-        raise ConfigError([f"{path}: YAML error: {one_line(str(e))}"]) from None
+        root = compose(text, path)
+    except YAMLFileError as e:
+        raise ConfigError(e.lines) from None
     if root is None:
         raise ConfigError([f"{path}:1: empty config: expected a mapping with at least a 'targets' list"])
     if not isinstance(root, MappingNode):
         raise ConfigError(
             [f"{path}:{line_of(root)}: expected a mapping of settings at the top level, got {type_name(root)}"]
         )
+    try:
+        return _config(Reader(path), root, path)
+    except RecursionError:  # e.g. a self-merging anchor; never a traceback, never a dead thread
+        raise ConfigError([f"{path}:{line_of(root)}: YAML nested too deeply (or a recursive alias)"]) from None
 
+
+def _config(r: Reader, root: MappingNode, path: str) -> Config:
     values: dict = {}
     targets: tuple[TargetConfig, ...] = ()
     seen_targets = False
@@ -80,7 +90,7 @@ def parse_config(text: str, path: str = "<config>") -> Config:
             if attrs is not INVALID:
                 values["monitoring"] = attrs
         elif key in ("cold_age", "working_set_window"):
-            seconds = _duration(r, vnode, sub)
+            seconds = _duration(r, vnode, sub, key)
             if seconds is not INVALID:
                 values[key] = seconds
         elif key == "cpu_budget":
@@ -104,27 +114,32 @@ def parse_config(text: str, path: str = "<config>") -> Config:
     return Config(path=None if path == "<config>" else path, targets=targets, **values)
 
 
-def _syntax_error(path: str, e: yaml.MarkedYAMLError) -> str:
-    mark = e.problem_mark or e.context_mark
-    where = f"{path}:{mark.line + 1}" if mark else path
-    problem = one_line(e.problem or "")
-    context = one_line(e.context or "")
-    if context and e.context_mark is not None and e.context_mark is not mark:
-        context += f" at line {e.context_mark.line + 1}"
-    detail = f"{problem} ({context})" if problem and context else (problem or context or "invalid YAML")
-    return f"{where}: YAML syntax error: {detail}"
-
-
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(x)
 
 
-def _duration(r: Reader, node: Node, keypath: str) -> float:
+def parse_bounded_duration(text: object, maximum: str) -> float:
+    """``parse_duration`` that also refuses values above ``maximum`` (a duration string)
+    and absurdly long spellings; every failure is a DurationError with the reason."""
+    if isinstance(text, str) and len(text) > 64:
+        raise DurationError(f"not a duration: {text[:20]!r}... ({len(text)} characters)")
+    try:
+        seconds = parse_duration(text)  # type: ignore[arg-type]
+    except DurationError:
+        raise
+    except ValueError as e:  # e.g. int() of thousands of digits
+        raise DurationError(f"not a duration: {e}") from None
+    if seconds > parse_duration(maximum):
+        raise DurationError(f"{text} is longer than the maximum of {maximum}")
+    return seconds
+
+
+def _duration(r: Reader, node: Node, keypath: str, key: str) -> float:
     if isinstance(node, (MappingNode, SequenceNode)):
         r.error(node, keypath, f"expected a duration like 500ms, 10s or 2m, got {type_name(node)}")
         return INVALID
     try:
-        return parse_duration(r.scalar(node))
+        return parse_bounded_duration(r.scalar(node), DURATION_MAX[key])
     except DurationError as e:
         r.error(node, keypath, str(e))
         return INVALID
@@ -138,7 +153,7 @@ def _monitoring(r: Reader, node: Node, keypath: str) -> MonitoringAttrs:
     where: dict[str, tuple[Node, str]] = {}
     ok = True
     for key, _knode, vnode, sub in r.items(mapping, keypath, MONITORING_KEYS):
-        value = _duration(r, vnode, sub) if key in _DURATION_KEYS else r.get_int(vnode, sub)
+        value = _duration(r, vnode, sub, key) if key in _DURATION_KEYS else r.get_int(vnode, sub)
         if value is INVALID:
             ok = False
         else:
@@ -287,9 +302,9 @@ def _match(r: Reader, node: Node, keypath: str) -> dict:
         for value, inode, isub in items:
             if key == "cmdline":
                 try:
-                    values.append(re.compile(value))
-                except re.error as e:
-                    r.error(inode, isub, f"bad regex {value!r}: {e}")
+                    values.append(compile_regex(value))
+                except RegexError as e:
+                    r.error(inode, isub, f"bad regex {_short(value)}: {e}")
                     ok = False
             elif not value:
                 r.error(inode, isub, "empty string")
@@ -304,6 +319,11 @@ def _match(r: Reader, node: Node, keypath: str) -> dict:
         r.error(mapping, keypath, "needs at least one of comm, exe, cmdline")
         ok = False
     return out if ok else INVALID
+
+
+def _short(value: str, limit: int = 80) -> str:
+    """A regex for an error line: quoted, and cut when long (it may be megabytes)."""
+    return repr(value) if len(value) <= limit else f"{value[:limit]!r}... ({len(value)} characters)"
 
 
 def _cgroup(r: Reader, node: Node, keypath: str) -> str:

@@ -27,7 +27,13 @@ SELF_METRIC_NAMES: tuple[str, ...] = (
     "damon_sampler_errors_total",
     "damon_config_last_reload_successful",
     "damon_config_last_reload_success_timestamp_seconds",
+    "damon_web_config_last_reload_successful",
+    "damon_web_config_last_reload_success_timestamp_seconds",
+    "damon_web_rejected_total",
 )
+
+#: reasons of damon_web_rejected_total, always exported (see exporter.web.server)
+WEB_REJECT_REASONS: tuple[str, ...] = ("max_requests", "max_connections", "timeout", "bad_request")
 
 
 def self_families(state: ServiceState) -> list[Metric]:
@@ -60,4 +66,16 @@ def self_families(state: ServiceState) -> list[Metric]:
     ok.add_metric([], 1 if state.reload_successful else 0)
     ts = GaugeMetricFamily("damon_config_last_reload_success_timestamp_seconds", "Unix time of the last successful configuration load.", unit="seconds")
     ts.add_metric([], state.reload_success_timestamp)
-    return [build, backend, checks, cpu, ratio, budget, si, ai, errors, ok, ts]
+    return [build, backend, checks, cpu, ratio, budget, si, ai, errors, ok, ts, *web_families(state)]
+
+
+def web_families(state: ServiceState) -> list[Metric]:
+    ok = GaugeMetricFamily("damon_web_config_last_reload_successful", "1 if the web config (TLS, users; re-checked per connection) last loaded fine, 0 if it failed and the previous one is still in use.")
+    ok.add_metric([], 1 if state.web_reload_successful else 0)
+    ts = GaugeMetricFamily("damon_web_config_last_reload_success_timestamp_seconds", "Unix time of the last successful web config load.", unit="seconds")
+    ts.add_metric([], state.web_reload_success_timestamp)
+    rejected = CounterMetricFamily("damon_web_rejected_total", "Connections and requests the HTTP server refused or cut, by reason: max_requests (answered 503), max_connections (closed to make room), timeout (deadline passed), bad_request.", labels=["reason"])
+    counts = dict(state.web_rejected)
+    for reason in sorted(set(WEB_REJECT_REASONS) | set(counts)):
+        rejected.add_metric([reason], counts.get(reason, 0))
+    return [ok, ts, rejected]

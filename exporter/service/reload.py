@@ -15,17 +15,20 @@ import threading
 import time
 from typing import Any, Callable
 
+from ..config.yamlfile import MAX_CONFIG_BYTES
 from .state import StateBox
 
 log = logging.getLogger("exporter.reload")
 
 
 def fingerprint(path: str) -> tuple[float, int, str] | None:
-    """(mtime, size, sha256) of ``path``, or None when it cannot be read."""
+    """(mtime, size, sha256) of ``path``, or None when it cannot be read. Only the first
+    MAX_CONFIG_BYTES + 1 bytes are hashed: a larger file is refused by the loader anyway,
+    and polling must not read gigabytes every few seconds."""
     try:
         st = os.stat(path)
         with open(path, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()
+            digest = hashlib.sha256(f.read(MAX_CONFIG_BYTES + 1)).hexdigest()
     except OSError:
         return None
     return (st.st_mtime, st.st_size, digest)
@@ -53,6 +56,8 @@ class ConfigReloader:
         self.stop = stop
         self.interval = interval
         self._wake = threading.Event()
+        #: called on every SIGHUP before the config reload (e.g. the web config's check)
+        self.on_signal: list[Callable[[], None]] = []
         self._fp = fingerprint(path)
         self.thread = threading.Thread(target=self._main, name="damon-reload", daemon=True)
 
@@ -65,19 +70,29 @@ class ConfigReloader:
 
     def _main(self) -> None:
         while not self.stop.is_set():
-            asked = self._wake.wait(self.interval if self.interval > 0 else None)
-            if self.stop.is_set():
-                return
-            self._wake.clear()
-            fp = fingerprint(self.path)
-            if asked:
-                self.reload("signal")
-            elif fp is not None and self._fp is not None and fp[2] != self._fp[2]:
-                self.reload("file changed")
-            elif fp is not None and self._fp is None:
-                self.reload("file reappeared")
-            if fp is not None:
-                self._fp = fp
+            try:
+                self._once()
+            except Exception as e:  # the reload thread must outlive any bug: later SIGHUPs count
+                log.error("config reload failed, keeping the running config: %s: internal error: %s: %s", self.path, type(e).__name__, e)
+                self.box.update(reload_successful=False)
+
+    def _once(self) -> None:
+        """Wait for a signal or the poll interval, then reload if asked or changed."""
+        asked = self._wake.wait(self.interval if self.interval > 0 else None)
+        if self.stop.is_set():
+            return
+        self._wake.clear()
+        for hook in self.on_signal if asked else ():
+            hook()
+        fp = fingerprint(self.path)
+        if asked:
+            self.reload("signal")
+        elif fp is not None and self._fp is not None and fp[2] != self._fp[2]:
+            self.reload("file changed")
+        elif fp is not None and self._fp is None:
+            self.reload("file reappeared")
+        if fp is not None:
+            self._fp = fp
 
     def reload(self, reason: str) -> bool:
         """Load and apply the file now. True when the new config is in use."""

@@ -110,7 +110,7 @@ class Sampler:
                 self._count("internal")
                 log.error("sampler failed, restarting in %gs", RESTART_PAUSE, exc_info=log.isEnabledFor(logging.DEBUG), extra={"kv": {"err": f"{type(e).__name__}: {e}"}})
                 self._retire_engine()
-                self._publish_errors()
+                self._publish_errors()  # before the first aggregation nothing else would
                 self.stop.wait(RESTART_PAUSE)
         self._retire_engine()
 

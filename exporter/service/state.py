@@ -42,6 +42,11 @@ class ServiceState:
     errors_total: tuple[tuple[str, int], ...] = ()
     reload_successful: bool = True
     reload_success_timestamp: float = 0.0
+    #: the web config (TLS, users), re-checked per connection; see exporter.web.source
+    web_reload_successful: bool = True
+    web_reload_success_timestamp: float = 0.0
+    #: connections and requests the HTTP server refused or cut, by reason
+    web_rejected: tuple[tuple[str, int], ...] = ()
     ready: bool = False
 
     def with_changes(self, **changes: object) -> "ServiceState":

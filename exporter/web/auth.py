@@ -3,8 +3,21 @@
 bcrypt is slow on purpose (tens to hundreds of milliseconds per check); Prometheus sends
 the same credentials every scrape. We remember *successful* checks keyed by a SHA-256 of
 (hash, password), never the password itself, so a repeat scrape costs one hash. Failures
-are never cached: each wrong guess pays full bcrypt price, and an unknown user is checked
-against a dummy hash so that user names cannot be probed by timing.
+are never cached: each wrong guess pays full bcrypt price.
+
+User names must not be probeable, neither by behaviour nor by timing:
+
+* bcrypt's input is 72 bytes. Go's ``CompareHashAndPassword`` (exporter-toolkit) and
+  OpenBSD compare only those; Python's bcrypt 5 raises on longer input instead, which
+  used to drop the connection for unknown users only. Every password is cut to its first
+  72 bytes before any check, for known and unknown users alike.
+* A wrong password costs what the user's hash costs (2^cost rounds). An unknown user is
+  checked against a dummy hash whose cost is that of one configured user, chosen by a
+  keyed hash of the name: each name always gets the same cost, and unknown names get
+  costs in the same proportions as the configured users. With users at costs 4 and 12
+  alike, no answer time says whether a name exists. The key is derived from the
+  configured hashes (secret salts), so the mapping is stable across restarts and changes
+  only when the users do.
 """
 
 from __future__ import annotations
@@ -12,21 +25,46 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
+import os
 
 import bcrypt
 
 CACHE_LIMIT = 1024
+#: bcrypt's input length; longer passwords are compared on these bytes only
+MAX_PASSWORD_BYTES = 72
+
+
+def hash_cost(hashed: bytes) -> int:
+    """The cost field of a ``$2b$NN$...`` hash."""
+    return int(hashed[4:6])
+
+
+def _dummy_hash(cost: int) -> bytes:
+    """A well-formed hash of cost ``cost`` that matches no password we will ever see,
+    made for the price of a cost-4 hash: a random password's hash with its cost field
+    rewritten (checking against it runs the full ``cost`` rounds, then mismatches)."""
+    seed = bcrypt.hashpw(base64.b64encode(os.urandom(24)), bcrypt.gensalt(rounds=4))
+    return seed[:4] + b"%02d" % cost + seed[6:]
 
 
 class BasicAuth:
     def __init__(self, users: dict[str, bytes]) -> None:
         self.users = users
         self._ok: set[bytes] = set()
-        self._dummy = bcrypt.hashpw(b"damon-exporter-dummy", bcrypt.gensalt(rounds=10)) if users else b""
+        self._names = sorted(users)
+        self._dummies = {cost: _dummy_hash(cost) for cost in {hash_cost(h) for h in users.values()}}
+        self._key = hashlib.sha256(b"\0".join(users[n] for n in self._names)).digest()
 
     @property
     def enabled(self) -> bool:
         return bool(self.users)
+
+    def dummy_for(self, user: str) -> bytes:
+        """The dummy hash an unknown ``user`` is checked against (same name, same cost)."""
+        mac = hmac.new(self._key, user.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+        twin = self._names[int.from_bytes(mac[:8], "big") % len(self._names)]
+        return self._dummies[hash_cost(self.users[twin])]
 
     def check_header(self, header: str | None) -> bool:
         """True when ``Authorization: Basic ...`` names a known user and the right password."""
@@ -44,10 +82,11 @@ class BasicAuth:
         return self.check(user, password)
 
     def check(self, user: str, password: str) -> bool:
+        pw = password.encode("utf-8")[:MAX_PASSWORD_BYTES]
         hashed = self.users.get(user)
-        pw = password.encode("utf-8")
         if hashed is None:
-            bcrypt.checkpw(pw, self._dummy)  # same cost as a real user: no timing oracle
+            if self.users:
+                bcrypt.checkpw(pw, self.dummy_for(user))  # a configured user's cost: no timing oracle
             return False
         key = hashlib.sha256(hashed + b"\0" + pw).digest()
         if key in self._ok:
@@ -61,4 +100,3 @@ class BasicAuth:
                 self._ok.clear()
             self._ok.add(key)
         return ok
-

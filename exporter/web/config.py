@@ -19,10 +19,16 @@ typo in a security setting must not silently leave the endpoint open).
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from dataclasses import dataclass, field
 
+import bcrypt
 import yaml
+from yaml.nodes import MappingNode
+
+from ..config.nodes import Reader
+from ..config.yamlfile import YAMLFileError, compose, read_text
 
 CLIENT_AUTH_TYPES = (
     "NoClientCert",
@@ -66,131 +72,155 @@ class WebConfig:
     path: str = ""
 
 
-class _Errors:
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.lines: list[str] = []
-
-    def add(self, node: yaml.Node | None, key: str, msg: str) -> None:
-        line = node.start_mark.line + 1 if node is not None else 1
-        self.lines.append(f"{self.path}:{line}: {key}: {msg}" if key else f"{self.path}:{line}: {msg}")
+#: a bcrypt hash as htpasswd, Python's bcrypt and Go's x/crypto write it: $2a$, $2b$ or $2y$,
+#: a two-digit cost, 22 characters of salt and 31 of hash in bcrypt's base64 alphabet
+_BCRYPT = re.compile(r"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}")
 
 
-def _mapping(node: yaml.Node, key: str, errs: _Errors) -> list[tuple[yaml.ScalarNode, yaml.Node]]:
+def _mapping(r: Reader, node: yaml.Node, key: str) -> MappingNode | None:
     if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
-        return []
-    if not isinstance(node, yaml.MappingNode):
-        errs.add(node, key, "must be a mapping")
-        return []
-    return node.value
+        return None
+    if not isinstance(node, MappingNode):
+        r.error(node, key, "must be a mapping")
+        return None
+    return node
 
 
-def _scalar(node: yaml.Node, key: str, errs: _Errors) -> str | None:
+def _scalar(r: Reader, node: yaml.Node, key: str) -> str | None:
     if not isinstance(node, yaml.ScalarNode) or node.tag.endswith(":null"):
-        errs.add(node, key, "must be a string")
+        r.error(node, key, "must be a string")
         return None
     return str(node.value)
 
 
 def load_web_config(path: str) -> WebConfig:
-    """Parse and check ``path``; raise :class:`WebConfigError` listing every problem."""
-    errs = _Errors(path)
+    """Parse and check ``path``; raise :class:`WebConfigError` listing every problem.
+
+    The file goes through the main config's reader: the same size limit, nesting limit,
+    UTF-8 check and duplicate-key check (a repeated ``basic_auth_users:`` must not
+    silently replace the first block)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise WebConfigError([f"{path}:1: cannot read: {e.strerror or e}"]) from None
+        root = compose(read_text(path), path)
+    except YAMLFileError as e:
+        raise WebConfigError(e.lines) from None
     try:
-        root = yaml.compose(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        raise WebConfigError([f"{path}:{line}: invalid YAML: {getattr(e, 'problem', None) or e}"]) from None
+        return _web_config(Reader(path), root, path)
+    except RecursionError:  # a recursive alias: never a traceback
+        raise WebConfigError([f"{path}:1: YAML nested too deeply (or a recursive alias)"]) from None
+
+
+def _web_config(r: Reader, root: yaml.Node | None, path: str) -> WebConfig:
     if root is None:
         return WebConfig(path=path)
     base = os.path.dirname(os.path.abspath(path))
     tls: TLSConfig | None = None
     users: dict[str, bytes] = {}
-    for knode, vnode in _mapping(root, "", errs):
-        key = str(knode.value)
+    mapping = _mapping(r, root, "")
+    for key, knode, vnode, _sub in r.items(mapping, "", None) if mapping is not None else ():
         if key == "tls_server_config":
-            tls = _tls(vnode, base, errs)
+            tls = _tls(r, vnode, base)
         elif key == "basic_auth_users":
-            users = _users(vnode, errs)
+            users = _users(r, vnode)
         else:
-            errs.add(knode, key, f"unknown key (supported: {', '.join(TOP_KEYS)})")
-    if errs.lines:
-        raise WebConfigError(errs.lines)
+            r.error(knode, key, f"unknown key (supported: {', '.join(TOP_KEYS)})")
+    if r.errors:
+        raise WebConfigError(r.error_lines())
     return WebConfig(tls=tls, users=users, path=path)
 
 
-def _tls(node: yaml.Node, base: str, errs: _Errors) -> TLSConfig | None:
+def _tls(r: Reader, node: yaml.Node, base: str) -> TLSConfig | None:
     values: dict[str, str] = {}
     nodes: dict[str, yaml.Node] = {}
-    for knode, vnode in _mapping(node, "tls_server_config", errs):
-        key = f"tls_server_config.{knode.value}"
-        if knode.value not in TLS_KEYS:
-            errs.add(knode, key, f"unknown key (supported: {', '.join(TLS_KEYS)})")
+    mapping = _mapping(r, node, "tls_server_config")
+    for name, knode, vnode, key in r.items(mapping, "tls_server_config", None) if mapping is not None else ():
+        if name not in TLS_KEYS:
+            r.error(knode, key, f"unknown key (supported: {', '.join(TLS_KEYS)})")
             continue
-        v = _scalar(vnode, key, errs)
+        v = _scalar(r, vnode, key)
         if v is not None:
-            values[str(knode.value)] = v
-            nodes[str(knode.value)] = vnode
-    n_before = len(errs.lines)
+            values[name] = v
+            nodes[name] = vnode
+    n_before = len(r.errors)
     for req in ("cert_file", "key_file"):
         if not values.get(req):
-            errs.add(node, f"tls_server_config.{req}", "required when tls_server_config is set")
+            r.error(node, f"tls_server_config.{req}", "required when tls_server_config is set")
     for k in ("cert_file", "key_file", "client_ca_file"):
         if values.get(k):
             values[k] = os.path.join(base, values[k])
             if not os.access(values[k], os.R_OK):
-                errs.add(nodes[k], f"tls_server_config.{k}", f"cannot read {values[k]}")
+                r.error(nodes[k], f"tls_server_config.{k}", f"cannot read {values[k]}")
     auth = values.get("client_auth_type", "")
     if auth and auth not in CLIENT_AUTH_TYPES:
-        errs.add(nodes["client_auth_type"], "tls_server_config.client_auth_type", f"unknown value {auth!r} (want one of {', '.join(CLIENT_AUTH_TYPES)})")
+        r.error(nodes["client_auth_type"], "tls_server_config.client_auth_type", f"unknown value {auth!r} (want one of {', '.join(CLIENT_AUTH_TYPES)})")
     elif auth == "RequireAnyClientCert":
-        errs.add(nodes["client_auth_type"], "tls_server_config.client_auth_type",
-                 "RequireAnyClientCert is not supported (Python's ssl cannot demand a certificate without verifying it); use RequireAndVerifyClientCert with client_ca_file")
+        r.error(nodes["client_auth_type"], "tls_server_config.client_auth_type",
+                "RequireAnyClientCert is not supported (Python's ssl cannot demand a certificate without verifying it); use RequireAndVerifyClientCert with client_ca_file")
     if not auth:
         auth = "RequireAndVerifyClientCert" if values.get("client_ca_file") else "NoClientCert"
     if auth in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert") and not values.get("client_ca_file"):
-        errs.add(node, "tls_server_config.client_ca_file", f"required with client_auth_type {auth}")
+        r.error(node, "tls_server_config.client_ca_file", f"required with client_auth_type {auth}")
     if values.get("client_ca_file") and auth in ("NoClientCert", "RequestClientCert"):
-        errs.add(nodes["client_ca_file"], "tls_server_config.client_ca_file", f"client CAs given but client_auth_type {auth} never verifies a client certificate")
+        r.error(nodes["client_ca_file"], "tls_server_config.client_ca_file", f"client CAs given but client_auth_type {auth} never verifies a client certificate")
     for k in ("min_version", "max_version"):
         v = values.get(k)
         if v and v not in TLS_VERSIONS:
-            errs.add(nodes[k], f"tls_server_config.{k}", f"unknown TLS version {v!r} (want one of {', '.join(TLS_VERSIONS)})")
-    if len(errs.lines) > n_before:
+            r.error(nodes[k], f"tls_server_config.{k}", f"unknown TLS version {v!r} (want one of {', '.join(TLS_VERSIONS)})")
+    lo, hi = values.get("min_version", "TLS12"), values.get("max_version", "")
+    if lo in TLS_VERSIONS and hi in TLS_VERSIONS and TLS_VERSIONS[hi] < TLS_VERSIONS[lo]:
+        shown = lo if "min_version" in values else f"{lo} (the default)"
+        r.error(nodes["max_version"], "tls_server_config.max_version", f"{hi} is below min_version {shown}: no TLS version would be left to negotiate")
+    if len(r.errors) > n_before:
         return None
     cfg = TLSConfig(
         cert_file=values["cert_file"],
         key_file=values["key_file"],
         client_ca_file=values.get("client_ca_file", ""),
         client_auth_type=auth,
-        min_version=values.get("min_version", "TLS12"),
-        max_version=values.get("max_version", ""),
+        min_version=lo,
+        max_version=hi,
     )
     try:
         make_ssl_context(cfg)
     except WebConfigError as e:
-        errs.add(node, "tls_server_config", str(e))
+        r.error(node, "tls_server_config", str(e))
         return None
     return cfg
 
 
-def _users(node: yaml.Node, errs: _Errors) -> dict[str, bytes]:
+def _users(r: Reader, node: yaml.Node) -> dict[str, bytes]:
     users: dict[str, bytes] = {}
-    for knode, vnode in _mapping(node, "basic_auth_users", errs):
-        key = f"basic_auth_users.{knode.value}"
-        v = _scalar(vnode, key, errs)
+    mapping = _mapping(r, node, "basic_auth_users")
+    for name, knode, vnode, key in r.items(mapping, "basic_auth_users", None) if mapping is not None else ():
+        v = _scalar(r, vnode, key)
         if v is None:
             continue
-        if not (v.startswith(("$2a$", "$2b$", "$2y$")) and len(v) == 60):
-            errs.add(vnode, key, "must be a bcrypt hash ($2a$, $2b$ or $2y$, 60 characters), not a plain password")
+        if ":" in name:
+            r.error(knode, key, "a user name cannot contain ':' (basic auth splits user and password at the first one)")
             continue
-        users[str(knode.value)] = v.encode("ascii", "replace")
+        problem = bcrypt_hash_problem(v)
+        if problem:
+            r.error(vnode, key, problem)
+            continue
+        users[name] = v.encode("ascii")
     return users
+
+
+def bcrypt_hash_problem(text: str) -> str:
+    """Why ``text`` is not a usable bcrypt hash, or "" when it is. Checked without paying
+    the hash's cost: the same salt and hash at cost 4 must be accepted by bcrypt."""
+    m = _BCRYPT.fullmatch(text)
+    if m is None:
+        if text.startswith(("$2a$", "$2b$", "$2y$")):
+            return "malformed bcrypt hash: want $2a$, $2b$ or $2y$, a two-digit cost, '$' and 53 characters of [./A-Za-z0-9]"
+        return "must be a bcrypt hash ($2a$, $2b$ or $2y$, 60 characters), not a plain password"
+    cost = int(m.group(1))
+    if not 4 <= cost <= 31:
+        return f"malformed bcrypt hash: cost {cost} is outside bcrypt's 4..31"
+    try:
+        bcrypt.checkpw(b"", (text[:4] + "04" + text[6:]).encode("ascii"))
+    except ValueError as e:
+        return f"malformed bcrypt hash: {e}"
+    return ""
 
 
 def make_ssl_context(cfg: TLSConfig) -> ssl.SSLContext:

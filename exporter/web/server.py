@@ -1,30 +1,66 @@
-"""The HTTP(S) server: a ThreadingHTTPServer whose handlers only read published state.
+"""The HTTP(S) server: one event-loop thread for connections, a bounded pool for requests.
 
-TLS handshakes happen in the per-connection thread (never in the accept loop), so a slow
-or hostile client cannot stall other scrapes. Request errors are logged at debug level as
-one line, never as a traceback on stderr.
+Why not one thread per connection (``ThreadingHTTPServer``)? A client that sends a header
+line every few seconds holds its thread forever, since socket timeouts apply per read:
+4,000 such clients cost 3,777 threads and 206 MB, more than the DaemonSet's memory limit.
+Here a connection costs a socket and a small buffer until its request is complete:
+
+* one thread (``damon-http``) accepts, runs TLS handshakes non-blocking, reads request
+  heads and bodies, and enforces every deadline;
+* a complete request goes to a worker thread, which checks basic auth (bcrypt releases
+  the GIL), renders and writes the response; at most ``max_requests`` requests are being
+  handled at once (writing a finished response, bounded by ``write_timeout``, does not
+  count), and past that the loop answers 503 itself;
+* past ``max_connections`` open connections the longest-waiting connection that has no
+  request in flight is closed to make room, so slow clients cannot lock scrapers out;
+* deadlines are totals, not per read: ``read_timeout`` from accept (TLS handshake
+  included) or from a request's first byte to its last; ``idle_timeout`` for a
+  keep-alive connection between requests; ``write_timeout`` for writing a response.
+
+Handlers only read published state. The web config (TLS and users) is asked for per
+connection and per request, so a rotated certificate or a revoked user takes effect
+without a restart. Request errors are logged at debug level as one line.
 """
 
 from __future__ import annotations
 
 import gzip
 import logging
+import queue
+import resource
+import selectors
 import socket
 import ssl
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from prometheus_client.exposition import choose_encoder
 
 from ..service.state import StateBox
 from .auth import BasicAuth
 from .landing import landing_page
+from .protocol import ProtocolError, Request, accepts_gzip, error_response, parse_head, response_bytes
 
 log = logging.getLogger("exporter.web")
 
-HANDSHAKE_TIMEOUT = 10.0
-REQUEST_TIMEOUT = 30.0
+
+@dataclass(frozen=True)
+class Limits:
+    """Every bound the server enforces; the README's security section lists them."""
+
+    max_requests: int = 40  # node_exporter's --web.max-requests default
+    #: above Prometheus' 512: a held connection costs about 1 KB here (no thread), while
+    #: a cap below the number of slow clients turns into accept/evict churn that costs CPU
+    #: (bench/slow_clients.py: 4,000 slow clients, p99 195 ms at 512, 29 ms at 8192)
+    max_connections: int = 8192
+    read_timeout: float = 10.0
+    idle_timeout: float = 60.0
+    write_timeout: float = 30.0
+    max_head_bytes: int = 16 << 10
+    max_body_bytes: int = 64 << 10
 
 
 class ListenAddressError(ValueError):
@@ -41,113 +77,445 @@ def parse_listen_address(addr: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class ExporterHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-    allow_reuse_address = True
+@dataclass
+class WebStats:
+    """Counters of what the server refused or cut, published with the self metrics."""
 
-    def __init__(self, address: tuple[str, int], handler: type, ssl_context: ssl.SSLContext | None, app: "WebApp") -> None:
-        host, port = address
-        if not host:
-            self.address_family = socket.AF_INET6 if socket.has_dualstack_ipv6() else socket.AF_INET
-            host = "::" if self.address_family == socket.AF_INET6 else "0.0.0.0"
-        elif ":" in host:
-            self.address_family = socket.AF_INET6
-        self.ssl_context = ssl_context
-        self.app = app
-        super().__init__((host, port), handler)
-
-    def server_bind(self) -> None:
-        if self.address_family == socket.AF_INET6:
-            try:
-                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            except OSError:
-                pass
-        super().server_bind()
-
-    def get_request(self) -> tuple[Any, Any]:
-        sock, addr = super().get_request()
-        if self.ssl_context is not None:
-            sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return sock, addr
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        request.settimeout(REQUEST_TIMEOUT)
-        if isinstance(request, ssl.SSLSocket):
-            request.settimeout(HANDSHAKE_TIMEOUT)
-            request.do_handshake()
-            request.settimeout(REQUEST_TIMEOUT)
-        super().finish_request(request, client_address)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        import sys
-
-        e = sys.exc_info()[1]
-        log.debug("request failed", extra={"kv": {"client": client_address[0] if client_address else "", "err": f"{type(e).__name__}: {e}"}})
+    rejected: dict[str, int] = field(default_factory=lambda: {"max_requests": 0, "max_connections": 0, "timeout": 0, "bad_request": 0})
 
 
 class WebApp:
-    """What the handler needs: the state, the registry, paths and auth."""
+    """What a request needs: the state, the registry, the telemetry path and the users.
 
-    def __init__(self, box: StateBox, exposition: Any, telemetry_path: str, auth: BasicAuth) -> None:
+    ``auth`` is a callable returning the :class:`BasicAuth` in force, asked per request
+    (a plain BasicAuth is accepted too, for a fixed set of users)."""
+
+    def __init__(self, box: StateBox, exposition: Any, telemetry_path: str, auth: BasicAuth | Callable[[], BasicAuth]) -> None:
         self.box = box
         self.exposition = exposition  # has render(encoder, content_type) -> bytes
         self.telemetry_path = telemetry_path
-        self.auth = auth
+        self.auth: Callable[[], BasicAuth] = (lambda a=auth: a) if isinstance(auth, BasicAuth) else auth
 
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "damon-exporter"
-    server: ExporterHTTPServer
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        log.debug(format % args)
-
-    def _send(self, code: int, body: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (extra or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def do_HEAD(self) -> None:
-        self.do_GET()
-
-    def do_GET(self) -> None:
-        app = self.server.app
-        if app.auth.enabled and not app.auth.check_header(self.headers.get("Authorization")):
-            self._send(401, b"Unauthorized\n", "text/plain; charset=utf-8", {"WWW-Authenticate": 'Basic realm="damon-exporter"'})
-            return
-        path = self.path.split("?", 1)[0]
-        state = app.box.get()
-        if path == app.telemetry_path:
-            encoder, ctype = choose_encoder(self.headers.get("Accept", ""))
-            body = app.exposition.render(encoder, ctype)
-            extra = {}
-            if "gzip" in self.headers.get("Accept-Encoding", ""):
+    def handle(self, req: Request, auth: BasicAuth) -> tuple[int, list[tuple[str, str]], bytes]:
+        text = "text/plain; charset=utf-8"
+        if req.method not in ("GET", "HEAD"):
+            return 405, [("Content-Type", text), ("Allow", "GET, HEAD")], b"Method not allowed.\n"
+        if auth.enabled and not auth.check_header(req.headers.get("authorization")):
+            return 401, [("Content-Type", text), ("WWW-Authenticate", 'Basic realm="damon-exporter"')], b"Unauthorized\n"
+        path = req.path
+        state = self.box.get()
+        if path == self.telemetry_path:
+            encoder, ctype = choose_encoder(req.header("accept"))
+            body = self.exposition.render(encoder, ctype)
+            headers = [("Content-Type", ctype), ("Vary", "Accept-Encoding")]
+            if accepts_gzip(req.header("accept-encoding")):
                 body = gzip.compress(body, compresslevel=1)
-                extra["Content-Encoding"] = "gzip"
-            self._send(200, body, ctype, extra)
-        elif path == "/":
-            self._send(200, landing_page(state, app.telemetry_path), "text/html; charset=utf-8")
-        elif path == "/-/healthy":
-            self._send(200, b"Healthy.\n", "text/plain; charset=utf-8")
-        elif path == "/-/ready":
+                headers.append(("Content-Encoding", "gzip"))
+            return 200, headers, body
+        if path == "/":
+            return 200, [("Content-Type", "text/html; charset=utf-8")], landing_page(state, self.telemetry_path)
+        if path == "/-/healthy":
+            return 200, [("Content-Type", text)], b"Healthy.\n"
+        if path == "/-/ready":
             if state.ready:
-                self._send(200, b"Ready.\n", "text/plain; charset=utf-8")
+                return 200, [("Content-Type", text)], b"Ready.\n"
+            return 503, [("Content-Type", text)], b"Not ready: waiting for the first aggregation.\n"
+        return 404, [("Content-Type", text)], b"Not found.\n"
+
+
+HANDSHAKE, READING, IDLE, BUSY = "handshake", "reading", "idle", "busy"
+
+
+class _Conn:
+    __slots__ = ("sock", "peer", "state", "buf", "deadline", "want_write")
+
+    def __init__(self, sock: socket.socket, peer: str, state: str, deadline: float) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.state = state
+        self.buf = bytearray()
+        self.deadline = deadline
+        self.want_write = False
+
+
+def raise_fd_limit(wanted: int) -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one (as Go programs do at start) and return
+    the soft limit now in force; ``wanted`` only decides whether that is worth a warning."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard and (hard == resource.RLIM_INFINITY or soft < wanted):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+class ExporterHTTPServer:
+    """Bind at construction (OSError when the address is taken); ``serve_forever`` in a
+    thread; ``shutdown`` from another; then ``server_close``."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        app: WebApp,
+        tls: Callable[[], ssl.SSLContext | None] | ssl.SSLContext | None,
+        limits: Limits = Limits(),
+    ) -> None:
+        self.app = app
+        self.tls: Callable[[], ssl.SSLContext | None] = tls if callable(tls) else (lambda c=tls: c)
+        self.tls_enabled = self.tls() is not None
+        fd_limit = raise_fd_limit(limits.max_connections + 64)
+        if limits.max_connections > fd_limit - 64:
+            log.info("max connections lowered to fit the open-file limit", extra={"kv": {"wanted": limits.max_connections, "nofile": fd_limit, "max_connections": max(1, fd_limit - 64)}})
+            limits = Limits(**{**limits.__dict__, "max_connections": max(1, fd_limit - 64)})
+        self.limits = limits
+        self.stats = WebStats()
+        self._published: tuple[tuple[str, int], ...] = ()
+        host, port = address
+        family = socket.AF_INET
+        if not host:
+            family = socket.AF_INET6 if socket.has_dualstack_ipv6() else socket.AF_INET
+            host = "::" if family == socket.AF_INET6 else "0.0.0.0"
+        elif ":" in host:
+            family = socket.AF_INET6
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                try:
+                    self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                except OSError:
+                    pass
+            self.socket.bind((host, port))
+            self.socket.listen(1024)
+        except OSError:
+            self.socket.close()
+            raise
+        self.socket.setblocking(False)
+        self.server_address = self.socket.getsockname()
+        self._sel = selectors.DefaultSelector()
+        self._conns: dict[int, _Conn] = {}
+        #: connections without a request in flight, oldest first (eviction order)
+        self._waiting: dict[int, _Conn] = {}
+        self._inflight = 0
+        self._inflight_lock = threading.Lock()
+        self._returned: queue.SimpleQueue[tuple[_Conn, bool]] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        # writers of finished responses no longer count as in flight (each is bounded by
+        # write_timeout), so the pool has room for them beside max_requests handlers
+        workers = 2 * limits.max_requests + 4 if limits.max_requests > 0 else limits.max_connections
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="damon-http-worker")
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+
+    # -- loop ---------------------------------------------------------------------------
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        self._sel.register(self.socket, selectors.EVENT_READ, "accept")
+        self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        next_sweep = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                for key, _mask in self._sel.select(timeout=poll_interval):
+                    if key.data == "accept":
+                        self._accept()
+                    elif key.data == "wake":
+                        self._take_returned()
+                    else:
+                        self._on_ready(key.data)
+                now = time.monotonic()
+                if now >= next_sweep:
+                    self._sweep(now)
+                    next_sweep = now + 0.25
+        finally:
+            for c in list(self._conns.values()):
+                if c.state == BUSY:  # wake a worker blocked writing to a slow reader
+                    try:
+                        c.sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                self._close(c)
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self._wake()
+        self._stopped.wait(5.0)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def server_close(self) -> None:
+        for s in (self.socket, self._wake_r, self._wake_w):
+            s.close()
+        self._sel.close()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"x")
+        except OSError:  # the pipe is full: the loop is awake anyway
+            pass
+
+    def _accept(self) -> None:
+        for _ in range(64):  # a burst, then let other sockets have their turn
+            try:
+                sock, addr = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # e.g. EMFILE: leave it in the backlog for now
+                log.debug("accept failed", extra={"kv": {"err": f"{type(e).__name__}: {e}"}})
+                return
+            if len(self._conns) >= self.limits.max_connections and not self._evict_one():
+                self.stats.rejected["max_connections"] += 1
+                sock.close()
+                continue
+            sock.setblocking(False)
+            now = time.monotonic()
+            peer = str(addr[0]) if isinstance(addr, tuple) else ""
+            ctx = self.tls() if self.tls_enabled else None
+            if self.tls_enabled and ctx is None:  # cannot happen: the source refuses to drop TLS
+                sock.close()
+                continue
+            if ctx is not None:
+                try:
+                    sock = ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+                except (ssl.SSLError, OSError):
+                    sock.close()
+                    continue
+                conn = _Conn(sock, peer, HANDSHAKE, now + self.limits.read_timeout)
             else:
-                self._send(503, b"Not ready: waiting for the first aggregation.\n", "text/plain; charset=utf-8")
+                conn = _Conn(sock, peer, READING, now + self.limits.read_timeout)
+            self._conns[sock.fileno()] = conn
+            self._waiting[sock.fileno()] = conn
+            self._sel.register(sock, selectors.EVENT_READ, conn)
+            if ctx is not None:
+                self._handshake(conn)
+
+    def _evict_one(self) -> bool:
+        """Close the connection that has waited longest without a request in flight."""
+        for conn in self._waiting.values():
+            self.stats.rejected["max_connections"] += 1
+            log.debug("connection closed to make room", extra={"kv": {"client": conn.peer, "state": conn.state}})
+            self._close(conn)
+            return True
+        return False
+
+    def _sweep(self, now: float) -> None:
+        """Close what passed its deadline; publish the refusal counters when they moved."""
+        for conn in [c for c in self._waiting.values() if c.deadline <= now]:
+            if conn.state != IDLE:
+                self.stats.rejected["timeout"] += 1
+                log.debug("request deadline passed", extra={"kv": {"client": conn.peer, "state": conn.state}})
+                if conn.state == READING and conn.buf:
+                    self._send_and_close(conn, 408, "Request not complete in time.")
+                    continue
+            self._close(conn)
+        counts = tuple(sorted(self.stats.rejected.items()))
+        if counts != self._published:
+            self._published = counts
+            self.app.box.update(web_rejected=counts)
+
+    def _close(self, conn: _Conn) -> None:
+        fd = conn.sock.fileno()
+        if fd >= 0:
+            self._conns.pop(fd, None)
+            self._waiting.pop(fd, None)
+            try:
+                self._sel.unregister(conn.sock)
+            except (KeyError, ValueError):
+                pass
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+
+    def _send_and_close(self, conn: _Conn, status: int, message: str) -> None:
+        """One small response written without blocking (whatever fits), then close."""
+        try:
+            conn.sock.send(error_response(status, message))
+        except (OSError, ssl.SSLError):
+            pass
+        self._close(conn)
+
+    def _on_ready(self, conn: _Conn) -> None:
+        if conn.state == HANDSHAKE:
+            self._handshake(conn)
+        elif conn.state in (READING, IDLE):
+            self._read(conn)
+
+    def _handshake(self, conn: _Conn) -> None:
+        sock = conn.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._want(conn, write=False)
+            return
+        except ssl.SSLWantWriteError:
+            self._want(conn, write=True)
+            return
+        except (ssl.SSLError, OSError) as e:
+            log.debug("TLS handshake failed", extra={"kv": {"client": conn.peer, "err": f"{type(e).__name__}: {e}"}})
+            self._close(conn)
+            return
+        self._want(conn, write=False)
+        conn.state = READING
+        self._read(conn)
+
+    def _want(self, conn: _Conn, *, write: bool) -> None:
+        if conn.want_write != write:
+            conn.want_write = write
+            self._sel.modify(conn.sock, selectors.EVENT_WRITE if write else selectors.EVENT_READ, conn)
+
+    def _read(self, conn: _Conn) -> None:
+        sock = conn.sock
+        while True:
+            try:
+                data = sock.recv(65536)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+                self._want(conn, write=False)
+                break
+            except ssl.SSLWantWriteError:
+                self._want(conn, write=True)
+                return
+            except (ssl.SSLError, OSError) as e:
+                log.debug("read failed", extra={"kv": {"client": conn.peer, "err": f"{type(e).__name__}: {e}"}})
+                self._close(conn)
+                return
+            if not data:
+                self._close(conn)
+                return
+            if conn.state == IDLE:  # a new request starts: its read deadline runs from now
+                conn.state = READING
+                conn.deadline = time.monotonic() + self.limits.read_timeout
+            conn.buf += data
+            if len(conn.buf) > self.limits.max_head_bytes + self.limits.max_body_bytes + 65536:
+                break  # enough to decide; parse_head refuses what is too large
+            if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                break
+        self._try_request(conn)
+
+    def _try_request(self, conn: _Conn) -> None:
+        if not conn.buf:
+            return
+        if conn.state == IDLE:
+            conn.state = READING
+            conn.deadline = time.monotonic() + self.limits.read_timeout
+        try:
+            parsed = parse_head(conn.buf, self.limits.max_head_bytes, self.limits.max_body_bytes)
+        except ProtocolError as e:
+            self.stats.rejected["bad_request"] += 1
+            self._send_and_close(conn, e.status, str(e))
+            return
+        if parsed is None:
+            return
+        req, size = parsed
+        del conn.buf[:size]  # the body, if any, is dropped here: never read as a request
+        if self.limits.max_requests > 0:
+            with self._inflight_lock:
+                full = self._inflight >= self.limits.max_requests
+                if not full:
+                    self._inflight += 1
         else:
-            self._send(404, b"Not found.\n", "text/plain; charset=utf-8")
+            full = False
+            with self._inflight_lock:
+                self._inflight += 1
+        if full:
+            self.stats.rejected["max_requests"] += 1
+            self._send_and_close(conn, 503, f"Too many requests in flight (--web.max-requests={self.limits.max_requests}); try again.")
+            return
+        fd = conn.sock.fileno()
+        self._waiting.pop(fd, None)
+        self._sel.unregister(conn.sock)
+        conn.state = BUSY
+        conn.want_write = False
+        auth = self.app.auth()
+        try:
+            self._pool.submit(self._serve, conn, req, auth)
+        except RuntimeError:  # shutting down
+            with self._inflight_lock:
+                self._inflight -= 1
+            self._close(conn)
+
+    def _take_returned(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        now = time.monotonic()
+        while True:
+            try:
+                conn, keep = self._returned.get_nowait()
+            except queue.Empty:
+                return
+            if not keep or self._stop.is_set():
+                self._close(conn)
+                continue
+            try:
+                conn.sock.setblocking(False)
+                self._sel.register(conn.sock, selectors.EVENT_READ, conn)
+            except (OSError, ValueError):
+                self._close(conn)
+                continue
+            conn.state = IDLE
+            conn.deadline = now + self.limits.idle_timeout
+            self._waiting[conn.sock.fileno()] = conn
+            self._try_request(conn)  # a pipelined request may be waiting in the buffer
+
+    # -- workers ------------------------------------------------------------------------
+
+    def _serve(self, conn: _Conn, req: Request, auth: BasicAuth) -> None:
+        keep = False
+        done = False
+        try:
+            try:
+                status, headers, body = self.app.handle(req, auth)
+            except Exception as e:  # a bug answers 500 and is logged; the server goes on
+                log.error("request failed", extra={"kv": {"path": req.path, "err": f"{type(e).__name__}: {e}"}})
+                status, headers, body = 500, [("Content-Type", "text/plain; charset=utf-8")], b"Internal error.\n"
+            keep = req.keep_alive and status != 500
+            data = response_bytes(status, headers, body, head_only=req.method == "HEAD", close=not keep)
+            # the work is done: the slot is free *before* the client can see the answer, so
+            # a client that asks again at once is never told 503 by its own previous request
+            self._release()
+            done = True
+            self._write(conn.sock, data)
+        except (OSError, ssl.SSLError, TimeoutError) as e:
+            keep = False
+            log.debug("response not delivered", extra={"kv": {"client": conn.peer, "err": f"{type(e).__name__}: {e}"}})
+        finally:
+            if not done:
+                self._release()
+            self._returned.put((conn, keep))
+            self._wake()
+
+    def _release(self) -> None:
+        with self._inflight_lock:
+            self._inflight -= 1
+
+    def _write(self, sock: socket.socket, data: bytes) -> None:
+        """Write all of ``data`` within write_timeout in total, however slowly the client reads."""
+        deadline = time.monotonic() + self.limits.write_timeout
+        view = memoryview(data)
+        while view:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"response not written within {self.limits.write_timeout:g}s")
+            sock.settimeout(left)
+            n = sock.send(view[: 256 << 10])
+            view = view[n:]
 
 
-def start_server(address: tuple[str, int], app: WebApp, ssl_context: ssl.SSLContext | None) -> tuple[ExporterHTTPServer, threading.Thread]:
+def start_server(
+    address: tuple[str, int],
+    app: WebApp,
+    tls: Callable[[], ssl.SSLContext | None] | ssl.SSLContext | None,
+    limits: Limits = Limits(),
+) -> tuple[ExporterHTTPServer, threading.Thread]:
     """Bind and serve in a background thread; raises OSError when the address is taken."""
-    server = ExporterHTTPServer(address, Handler, ssl_context, app)
+    server = ExporterHTTPServer(address, app, tls, limits)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="damon-http", daemon=True)
     thread.start()
     return server, thread

@@ -35,3 +35,12 @@ def make_certs(d: Path) -> Certs:
         _run("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial",
              "-out", f"{name}.crt", "-days", "2", *extra, cwd=d)
     return Certs(d, d / "ca.crt", d / "server.crt", d / "server.key", d / "client.crt", d / "client.key", d / "other.crt", d / "other.key")
+
+
+def make_server_cert(certs: Certs, name: str) -> tuple[Path, Path]:
+    """Another server certificate for 127.0.0.1 from the same CA (a rotation's new cert)."""
+    d = certs.dir
+    _run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
+    _run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+         "-out", f"{name}.crt", "-days", "2", "-extfile", "san.ext", cwd=d)
+    return d / f"{name}.crt", d / f"{name}.key"

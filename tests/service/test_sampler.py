@@ -166,6 +166,24 @@ def test_unexpected_exception_restarts_the_monitor(run_sampler, monkeypatch):
     assert st.summary.target("web").pids == (10,)
 
 
+def test_internal_errors_are_published_before_the_first_aggregation(run_sampler, monkeypatch):
+    monkeypatch.setattr(sampler_mod, "RESTART_PAUSE", 0.01)
+    procs = {10: proc()}
+
+    class Broken(SimulatedOps):
+        def check_accesses(self, ref, addrs):
+            raise RuntimeError("bug in a backend")
+
+    _, box = run_sampler(Config(monitoring=FAST), lambda name: Broken(procs, time.monotonic),
+                         lambda cfg: FakeDiscoverer([TargetSpec("web", (ProcessRef(10),))]))
+    st = wait_for(lambda: box.get() if dict(box.get().errors_total).get("internal", 0) >= 4 else None)
+    assert not st.ready and st.summary is None
+    # the count only grows, one per restart
+    n = dict(st.errors_total)["internal"]
+    st = wait_for(lambda: box.get() if dict(box.get().errors_total)["internal"] > n else None)
+    assert not st.ready
+
+
 def test_exited_process_is_dropped_silently(run_sampler):
     procs = {10: proc(), 11: proc()}
     disc = FakeDiscoverer([TargetSpec("web", (ProcessRef(10), ProcessRef(11)))])

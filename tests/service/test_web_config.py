@@ -64,8 +64,8 @@ def test_verify_needs_a_ca_and_require_any_is_refused(tmp_path, certs):
 def test_yaml_syntax_error_and_missing_file(tmp_path):
     p = tmp_path / "web.yml"
     p.write_text("basic_auth_users:\n  a: [\n")
-    assert errors_of(p)[0].startswith(f"{p}:3: invalid YAML")
-    assert errors_of(tmp_path / "nope.yml") == [f"{tmp_path}/nope.yml:1: cannot read: No such file or directory"]
+    assert errors_of(p) == [f"{p}:3: YAML syntax error: expected the node content, but found '<stream end>' (while parsing a flow node)"]
+    assert errors_of(tmp_path / "nope.yml") == [f"{tmp_path}/nope.yml: cannot read: No such file or directory"]
 
 
 def test_good_config_relative_paths_and_context(tmp_path, certs):
@@ -98,3 +98,120 @@ def test_basic_auth_checks_and_caches_only_successes():
     assert not auth.check_header("Basic !!!notbase64")
     assert not auth.check_header("Basic " + base64.b64encode(b"no-colon").decode())
     assert not BasicAuth({}).enabled
+
+
+def _hdr(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_passwords_over_72_bytes_are_refused_alike_for_known_and_unknown_users():
+    h = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4))
+    auth = BasicAuth({"alice": h})
+    long_pw = "x" * 100
+    assert auth.check_header(_hdr("alice", long_pw)) is False
+    assert auth.check_header(_hdr("nobody", long_pw)) is False  # raised ValueError before
+    # bcrypt's input is 72 bytes: a longer password is compared on its first 72, as Go does
+    pw72 = "p" * 72
+    auth = BasicAuth({"bob": bcrypt.hashpw(pw72.encode(), bcrypt.gensalt(rounds=4))})
+    assert auth.check_header(_hdr("bob", pw72))
+    assert auth.check_header(_hdr("bob", pw72 + "tail"))
+    assert not auth.check_header(_hdr("bob", pw72[:71]))
+
+
+def test_unknown_users_pay_the_cost_of_a_configured_user(monkeypatch):
+    """Which bcrypt cost each check runs, recorded around the real bcrypt.checkpw."""
+    users = {
+        "fast": bcrypt.hashpw(b"a", bcrypt.gensalt(rounds=4)),
+        "slow": bcrypt.hashpw(b"b", bcrypt.gensalt(rounds=6)),
+    }
+    auth = BasicAuth(users)
+    costs: list[int] = []
+    real = bcrypt.checkpw
+
+    def recording(pw: bytes, hashed: bytes) -> bool:
+        costs.append(int(hashed[4:6]))
+        return real(pw, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", recording)
+    names = [f"user{i}" for i in range(64)]
+    for name in names:
+        assert not auth.check(name, "guess")
+    assert set(costs) == {4, 6}  # never the old fixed cost 10
+    assert 16 <= costs.count(4) <= 48  # unknown names split like the configured users (1:1)
+    # the same name always costs the same, and a fresh BasicAuth with the same users agrees
+    again = BasicAuth(users)
+    assert [int(auth.dummy_for(n)[4:6]) for n in names] == costs
+    assert [int(again.dummy_for(n)[4:6]) for n in names] == costs
+    # a known user's wrong password runs that user's cost
+    costs.clear()
+    assert not auth.check("slow", "wrong") and not auth.check("fast", "wrong")
+    assert costs == [6, 4]
+
+
+def test_bcrypt_hash_validation_and_duplicate_blocks(tmp_path):
+    good = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
+    p = tmp_path / "web.yml"
+    p.write_text(
+        "basic_auth_users:\n"
+        f"  ok: '{good}'\n"
+        f"  bad_salt: '{good[:7]}!{good[8:]}'\n"
+        f"  cost99: '{good[:4]}99{good[6:]}'\n"
+        f"  short: '{good[:-1]}'\n"
+        f"  salt: '{good[:28]}z{good[29:]}'\n"
+        f"  'a:b': '{good}'\n"
+        "basic_auth_users:\n"
+        f"  mallory: '{good}'\n"
+    )
+    assert errors_of(p) == [
+        f"{p}:3: basic_auth_users.bad_salt: malformed bcrypt hash: want $2a$, $2b$ or $2y$, a two-digit cost, '$' and 53 characters of [./A-Za-z0-9]",
+        f"{p}:4: basic_auth_users.cost99: malformed bcrypt hash: cost 99 is outside bcrypt's 4..31",
+        f"{p}:5: basic_auth_users.short: malformed bcrypt hash: want $2a$, $2b$ or $2y$, a two-digit cost, '$' and 53 characters of [./A-Za-z0-9]",
+        f"{p}:6: basic_auth_users.salt: malformed bcrypt hash: Invalid salt",
+        f"{p}:7: basic_auth_users.a:b: a user name cannot contain ':' (basic auth splits user and password at the first one)",
+        f"{p}:8: basic_auth_users: duplicate key (first at line 1)",
+    ]
+
+
+def test_tls_version_range_non_utf8_and_deep_nesting(tmp_path, certs):
+    p = tmp_path / "web.yml"
+    p.write_text(f"tls_server_config:\n  cert_file: {certs.server_crt}\n  key_file: {certs.server_key}\n  min_version: TLS13\n  max_version: TLS12\n")
+    assert errors_of(p) == [f"{p}:5: tls_server_config.max_version: TLS12 is below min_version TLS13: no TLS version would be left to negotiate"]
+    p.write_text(f"tls_server_config:\n  cert_file: {certs.server_crt}\n  key_file: {certs.server_key}\n  max_version: TLS11\n")
+    assert errors_of(p) == [f"{p}:4: tls_server_config.max_version: TLS11 is below min_version TLS12 (the default): no TLS version would be left to negotiate"]
+    p.write_bytes(b"basic_auth_users:\n  caf\xe9: x\n")
+    assert errors_of(p) == [f"{p}:2: not UTF-8 text (byte 23)"]
+    p.write_text("".join(" " * i + "a:\n" for i in range(500)))
+    assert errors_of(p) == [f"{p}:64: YAML syntax error: nested deeper than 64 levels"]
+
+
+def test_web_config_source_reloads_on_change_keeps_last_good_and_refuses_a_tls_switch(tmp_path, certs):
+    from exporter.service.state import ServiceState, StateBox
+    from exporter.web.source import WebConfigSource
+
+    box = StateBox(ServiceState(version="t", backend="none"))
+    p = tmp_path / "web.yml"
+    h1 = bcrypt.hashpw(b"one", bcrypt.gensalt(rounds=4)).decode()
+    p.write_text(f"basic_auth_users:\n  alice: '{h1}'\n")
+    src = WebConfigSource(str(p), load_web_config(str(p)), box)
+    first = src.auth()
+    assert src.auth() is first  # unchanged files: nothing reloaded
+    p.write_text(f"basic_auth_users:\n  alice: '{h1}'\n  bob: '{h1}'\n")
+    assert set(src.auth().users) == {"alice", "bob"} and box.get().web_reload_successful
+    p.write_text(f"tls_server_config:\n  cert_file: {certs.server_crt}\n  key_file: {certs.server_key}\n")
+    assert set(src.auth().users) == {"alice", "bob"}  # the last good one
+    assert not box.get().web_reload_successful
+    assert src.current().ssl_context is None
+    assert not src.check("signal")
+
+
+def test_max_requests_and_connections_flags_are_checked(tmp_path):
+    import subprocess
+    import sys
+
+    from .harness import REPO
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("targets:\n  - name: a\n    match: {comm: [x]}\n")
+    r = subprocess.run([sys.executable, "-m", "exporter", "--config", str(cfg), "--web.max-requests", "100", "--web.max-connections", "10"],
+                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stderr) == (2, "damon-exporter: error: want 0 <= --web.max-requests (100) <= --web.max-connections (10), and --web.max-connections >= 1\n")

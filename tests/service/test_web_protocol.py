@@ -1,0 +1,67 @@
+"""Accept-Encoding negotiation and request parsing (exporter.web.protocol)."""
+
+from __future__ import annotations
+
+import pytest
+
+from exporter.web.protocol import ProtocolError, accepts_gzip, parse_head
+
+
+@pytest.mark.parametrize(
+    "header, gzip",
+    [
+        ("gzip", True),
+        ("GZIP", True),
+        ("x-gzip", True),
+        ("gzip, deflate, br", True),
+        ("deflate, gzip;q=1.0, *;q=0.5", True),
+        ("gzip;q=0.001", True),
+        ("gzip;q=0", False),
+        ("gzip; q=0.0", False),
+        ("gzip;q=0, *", False),  # named beats the wildcard
+        ("*", True),
+        ("*;q=0", False),
+        ("identity", False),
+        ("", False),
+        ("deflate", False),
+        ("gzip;q=bogus", False),
+        ("gzip;q=2", False),
+        ("br;q=1, gzip;q=0", False),
+    ],
+)
+def test_accepts_gzip(header, gzip):
+    assert accepts_gzip(header) is gzip
+
+
+def test_parse_head_with_body_and_pipelining():
+    buf = b"GET /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\n\r\n"
+    req, n = parse_head(buf, 16384, 65536)
+    assert (req.method, req.path, req.keep_alive, n) == ("GET", "/a", True, len(buf) - len(b"GET /b HTTP/1.1\r\n\r\n"))
+    req, _ = parse_head(buf[n:], 16384, 65536)
+    assert req.path == "/b"
+    assert parse_head(b"GET /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhel", 16384, 65536) is None  # body not all here yet
+
+
+@pytest.mark.parametrize(
+    "buf, status",
+    [
+        (b"GET /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 501),
+        (b"GET /a HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", 413),
+        (b"GET /a HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n", 400),
+        (b"GET /a HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
+        (b"GET /a HTTP/2.0\r\n\r\n", 400),
+        (b"GET /a HTTP/1.1\r\n folded\r\n\r\n", 400),
+        (b"GET /a HTTP/1.1\r\nX: " + b"a" * 20000, 431),
+    ],
+)
+def test_parse_head_refusals(buf, status):
+    with pytest.raises(ProtocolError) as e:
+        parse_head(buf, 16384, 65536)
+    assert e.value.status == status
+
+
+def test_http10_keep_alive_only_when_asked():
+    req, _ = parse_head(b"GET / HTTP/1.0\r\n\r\n", 16384, 65536)
+    assert not req.keep_alive
+    req, _ = parse_head(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 16384, 65536)
+    assert not req.keep_alive
