@@ -317,6 +317,7 @@ class DamonSysfsEngine(Engine):
             log.error("could not remove the kdamond", extra={"kv": {"err": str(e)}})
             return  # keep the marker: a restart may reclaim it
         Marker.remove(self.state_dir)
+        log.info("kernel DAMON given back: kdamond off, nr_kdamonds 0", extra={"kv": {"root": self.tree.root}})
 
     def _check_ownership(self) -> None:
         """Raise OwnershipLost if the kdamond is no longer as we left it."""
@@ -517,6 +518,13 @@ class DamonSysfsEngine(Engine):
             except OSError as e:
                 log.error("cannot update the ownership marker", extra={"kv": {"err": str(e)}})
         self._dirty = False
+
+    def start(self) -> None:
+        """Configure and turn on the kdamond for the current targets now (the first step
+        does it otherwise); bench/kernel_damon_compare.py runs the kernel alone this way."""
+        self._check_ownership()
+        if self._dirty:
+            self._apply()
 
     # -- stepping ------------------------------------------------------------------------
 

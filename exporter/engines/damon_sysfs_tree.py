@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,9 @@ NO_REAL_ENV = "DAMON_EXPORTER_NO_REAL_DAMON"
 TEST_VM_ENV = "DAMON_EXPORTER_IN_TEST_VM"
 U64_MAX = 2**64 - 1
 U32_MAX = 2**32 - 1
+#: EBUSY from a lock someone holds for a moment: this many tries, this far apart
+BUSY_RETRIES = 20
+BUSY_PAUSE = 0.05
 
 
 class SysfsError(OpsError):
@@ -176,14 +180,26 @@ class KdamondTree:
 
     # -- reading -------------------------------------------------------------------------
 
+    def _busy_retry(self, fn, *args):  # type: ignore[no-untyped-def]
+        """``state`` and ``pid`` take the DAMON sysfs lock with a trylock and answer EBUSY
+        while anyone holds it (another reader, a command in progress): try again briefly."""
+        for _ in range(BUSY_RETRIES):
+            try:
+                return fn(*args)
+            except SysfsError as e:
+                if e.errno != errno.EBUSY:
+                    raise
+                time.sleep(BUSY_PAUSE)
+        return fn(*args)
+
     def read_nr_kdamonds(self) -> int:
-        return int(self.io.read(self.nr_kdamonds))
+        return int(self._busy_retry(self.io.read, self.nr_kdamonds))
 
     def state(self) -> str:
-        return self.io.read(self.state_file)
+        return self._busy_retry(self.io.read, self.state_file)
 
     def pid(self) -> int:
-        return int(self.io.read(f"{self.kd}/pid"))
+        return int(self._busy_retry(self.io.read, f"{self.kd}/pid"))
 
     def operations(self) -> str:
         return self.io.read(f"{self.ctx}/operations")
@@ -275,7 +291,7 @@ class KdamondTree:
         """Off (if on) and nr_kdamonds 0: the tree as an unused kernel has it."""
         try:
             if self.io.exists(self.state_file) and self.state() == "on":
-                self.command("off")
+                self._busy_retry(self.command, "off")
         finally:
-            self.io.write(self.nr_kdamonds, 0)
+            self._busy_retry(self.io.write, self.nr_kdamonds, 0)
         self._written_attrs = None

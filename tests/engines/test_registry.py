@@ -86,3 +86,27 @@ def test_explicit_clear_refs(tmp_path):
         f"clear_refs unavailable: {tmp_path}/self/clear_refs does not exist "
         "(kernel built without CONFIG_PROC_PAGE_MONITOR)"
     )
+
+
+def _config(monitoring: str):
+    from exporter.config.parser import parse_config
+
+    return parse_config(f"monitoring:\n{monitoring}targets:\n  - name: a\n    match:\n      comm: [x]\n")
+
+
+def test_backend_defaults_fill_the_monitoring_keys_a_config_leaves_unset():
+    from exporter.core.attrs import MonitoringAttrs
+    from exporter.engines.registry import monitoring_attrs
+
+    c = _config("  max_regions: 50\n")
+    assert c.monitoring_keys == ("max_regions",)
+    # kernel DAMON: the kernel's 5 ms sampling, 2 s aggregations (bench/README.md)
+    assert monitoring_attrs("damon_sysfs", c.monitoring, c.monitoring_keys) == MonitoringAttrs(0.005, 2.0, 60.0, 10, 50)
+    # the user-space backends keep the generic defaults
+    assert monitoring_attrs("page_idle", c.monitoring, c.monitoring_keys) == MonitoringAttrs(0.5, 10.0, 60.0, 10, 50)
+    # a kernel-class interval is accepted as such
+    c = _config("  sample_interval: 5ms\n  aggregation_interval: 100ms\n")
+    assert monitoring_attrs("damon_sysfs", c.monitoring, c.monitoring_keys) == MonitoringAttrs(0.005, 0.1, 60.0, 10, 100)
+    # a set key that does not fit the backend's defaults: the generic defaults fill in
+    c = _config("  sample_interval: 3s\n")
+    assert monitoring_attrs("damon_sysfs", c.monitoring, c.monitoring_keys) == MonitoringAttrs(3.0, 10.0, 60.0, 10, 100)
