@@ -152,6 +152,17 @@ class FakeDamon(SysfsIO):
         if err is not None:
             raise SysfsError(f"writing {cmd!r} to {kd / 'state'}: {os.strerror(err)}", err)
 
+    def _default_regions(self, pid: int) -> list[tuple[int, int, int, int]]:
+        """One cold region over the process' stack, if it is a real live process."""
+        try:
+            for line in open(f"/proc/{pid}/maps"):
+                if line.rstrip().endswith("[stack]"):
+                    a, b = line.split()[0].split("-")
+                    return [(int(a, 16), int(b, 16), 0, 0)]
+        except OSError:
+            pass
+        return []
+
     def _set_state(self, kd: Path, on: bool) -> None:
         (kd / "state").write_text("on\n" if on else "off\n")
         if on:
@@ -170,7 +181,7 @@ class FakeDamon(SysfsIO):
             for t, pid in enumerate(pids):
                 if idx is not None and (t == idx) == matching:
                     continue  # filtered out
-                regions += self.regions.get(pid, [])
+                regions += self.regions[pid] if pid in self.regions else self._default_regions(pid)
             tr = s / "tried_regions"
             for child in tr.iterdir():
                 if child.is_dir():

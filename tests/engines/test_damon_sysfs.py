@@ -301,3 +301,14 @@ def test_no_processes_no_kdamond(tmp_path):
     assert fake.commands == []
     e.close()
     assert fake.commands == [] and fake.read_value("admin/kdamonds/nr_kdamonds") == "0"
+
+
+def test_an_update_that_lists_no_regions_at_all_is_no_aggregation(tmp_path, procs):
+    fake = FakeDamon(tmp_path)
+    e = engine(fake, tmp_path)
+    e.set_targets([TargetSpec("T", (ref(procs[0]),))])
+    fake.regions[procs[0].pid] = []
+    assert e.step() is None
+    del fake.regions[procs[0].pid]
+    assert len(e.step().targets[0].regions) == 1
+    e.close()

@@ -40,8 +40,13 @@ MiB = 1 << 20
 ATTRS = MonitoringAttrs(
     sample_interval=0.1, aggregation_interval=1.0, update_interval=2.0, min_regions=10, max_regions=200
 )
-#: kernel DAMON: the kernel-class 5 ms sample interval, the same aggregation and regions
-DAMON_SYSFS_ATTRS = ATTRS.with_changes(sample_interval=0.005)
+#: Kernel DAMON gets the same attributes as page_idle: the table compares backends, not
+#: intervals. (At 5 ms, under TCG, a hot pass of the workload takes longer than a sample, a
+#: hot page is seen accessed in only some of the 200 samples, and DAMON's merge threshold, a
+#: tenth of the samples, then lets cold neighbours of the hot/cold boundary have their age
+#: restarted: in one boot of two the working set stayed 10 MiB high. The 5 ms defaults are
+#: exercised by the lifecycle check and measured by bench/kernel_damon_compare.py.)
+DAMON_SYSFS_ATTRS = ATTRS
 COLD_AGE = 4.0
 WORKING_SET_WINDOW = 4.0
 #: A hot/cold boundary settles in 4-15 s (seen: regions next to it keep having their age
@@ -484,9 +489,8 @@ def _exporter(cfg: str, log: str) -> subprocess.Popen:
 
 
 def check_damon_sysfs_lifecycle(ctx: "Ctx") -> dict:
-    """No kdamond is left behind: after ``snapshot`` ends; after the exporter gets SIGTERM;
-    and after it is SIGKILLed, once the next exporter has started (it reclaims the
-    leftover) and stopped. The exporter runs with no monitoring section, so the backend's
+    """No kdamond is left behind: after ``snapshot`` ends; after the exporter is SIGKILLed,
+    once the next exporter has started (it reclaims the leftover) and got SIGTERM. The exporter runs with no monitoring section, so the backend's
     kernel-class defaults (5 ms samples) apply."""
     out: dict = {"before": _damon_state(), "run_writable": os.access("/run", os.W_OK)}
     w = Workload(ctx.binary, "--size", "16", "--hot", "4")
@@ -510,12 +514,6 @@ def check_damon_sysfs_lifecycle(ctx: "Ctx") -> dict:
         except (ValueError, KeyError, IndexError):
             out["snapshot"]["stdout"] = snap.stdout[-2000:]
         running = lambda: _damon_state().get("state") == "on"  # noqa: E731
-        # SIGTERM
-        e = _exporter(cfg, log)
-        out["term"] = {"started": _wait_for(running, 120), "during": _damon_state()}
-        e.send_signal(signal.SIGTERM)
-        out["term"]["rc"] = e.wait(timeout=120)
-        out["term"]["after"] = _damon_state()
         # SIGKILL, then a restart reclaims the leftover
         e = _exporter(cfg, log)
         out["kill"] = {"started": _wait_for(running, 120), "during": _damon_state()}

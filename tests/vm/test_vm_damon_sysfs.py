@@ -1,6 +1,6 @@
 """The damon_sysfs engine against the real kernel DAMON, in the QEMU guest: the accuracy
-table's damon_sysfs column (the same workloads as page_idle's, 5 ms samples, 1 s
-aggregations), attribution of overlapping address ranges, and ownership: no kdamond is
+table's damon_sysfs column (the same workloads and attributes as page_idle's; the 5 ms
+defaults run in the lifecycle check), attribution of overlapping address ranges, and ownership: no kdamond is
 left behind after a normal exit, SIGTERM, or SIGKILL followed by a restart.
 
 The checks run in the session's one guest boot (tests/vm/conftest.py)."""
@@ -78,18 +78,15 @@ def test_no_kdamond_left_behind(checks: dict) -> None:
     assert snap["backend"] == "damon_sysfs" and snap["sample_interval"] == 0.005
     assert snap["working_set"] > 0
     assert snap["after"] == FREE
-    # SIGTERM: the exporter turns its kdamond off and sets nr_kdamonds back to 0
-    term = res["term"]
-    assert term["started"] and term["during"]["nr_kdamonds"] == "1" and term["during"]["marker"], term
-    assert term["rc"] == 0 and term["after"] == FREE, term
     # SIGKILL leaves the kdamond running (nobody can clean up after SIGKILL) ...
     kill = res["kill"]
     assert kill["started"], kill
     assert kill["after_kill"] == {**kill["during"], "marker": True}, kill
     assert kill["after_kill"]["state"] == "on"
     # ... and the next exporter reclaims it (its marker names a dead exporter) and, on
-    # SIGTERM, gives it back
+    # SIGTERM, gives it back: turned off, nr_kdamonds 0, marker removed
     assert kill["restarted"], (kill, res["log"])
     assert kill["after_restart"]["pid"] != kill["during"]["pid"]
     assert any("reclaiming a kdamond left behind" in line for line in res["log"]), res["log"]
     assert kill["rc"] == 0 and kill["after"] == FREE, kill
+    assert any("kernel DAMON given back: kdamond off, nr_kdamonds 0" in line for line in res["log"]), res["log"]
