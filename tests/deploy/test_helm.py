@@ -50,12 +50,13 @@ def test_values_pass_schema():
         (_with(backend="page_idle"), "False was expected|True was expected"),
         (_with(backend="clear_refs", pageIdle={"enabled": True}), "False was expected"),
         (_with(backend="kernel"), "'kernel' is not one of"),
+        (_with(backend="damon_sysfs"), "True was expected"),
         (_with(config={**VALUES["config"], "backend": "auto"}), "'backend' was unexpected"),
         (_with(servicMonitor={"enabled": True}), "'servicMonitor' was unexpected"),
         (_with(config__cpu_budget=0), "less than or equal to the minimum|exclusiveMinimum|0 is less"),
         (_with(config__targets=[{"name": "x", "match": {"comm": ["nginx"]}, "cgroup": "a"}]), "valid under each of"),
     ],
-    ids=["page_idle-without-privileges", "clear_refs-with-page_idle-privileges", "bad-backend", "backend-in-config", "typo", "zero-budget", "match-and-cgroup"],
+    ids=["page_idle-without-privileges", "clear_refs-with-page_idle-privileges", "bad-backend", "damon_sysfs-without-mount", "backend-in-config", "typo", "zero-budget", "match-and-cgroup"],
 )
 def test_schema_rejects(values, message):
     with pytest.raises(jsonschema.ValidationError, match=message):
@@ -126,6 +127,24 @@ def test_page_idle_values_match_page_idle_overlay():
     assert c["volumeMounts"] == pc["volumeMounts"]
     assert pod["volumes"] == ppod["volumes"]
     assert parse_config(by_kind(chart, "ConfigMap")["data"]["config.yaml"], "chart").backend == "page_idle"
+
+
+def test_damon_sysfs_values_mount_the_damon_tree_and_the_marker_dir():
+    values = _with(backend="damon_sysfs", damonSysfs={"enabled": True})
+    jsonschema.validate(values, SCHEMA)
+    chart = _render(values)
+    for d in chart:
+        validate(d, f"chart {d['kind']}")
+    _, pod, c = _pod(chart)
+    assert {"name": "damon-sysfs", "mountPath": "/sys/kernel/mm/damon", "readOnly": False} in c["volumeMounts"]
+    assert {"name": "damon-state", "mountPath": "/run/damon-exporter"} in c["volumeMounts"]
+    assert {"name": "damon-sysfs", "hostPath": {"path": "/sys/kernel/mm/damon", "type": "Directory"}} in pod["volumes"]
+    assert {"name": "damon-state", "hostPath": {"path": "/run/damon-exporter", "type": "DirectoryOrCreate"}} in pod["volumes"]
+    assert c["securityContext"]["runAsUser"] == 0
+    assert parse_config(by_kind(chart, "ConfigMap")["data"]["config.yaml"], "chart").backend == "damon_sysfs"
+    # off by default: no mount of the kernel's DAMON tree
+    _, _, c = _pod(_render(VALUES))
+    assert all(m["name"] != "damon-sysfs" for m in c["volumeMounts"])
 
 
 def test_toggles_render_operator_objects():
