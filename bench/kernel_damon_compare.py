@@ -1,25 +1,27 @@
 #!/usr/bin/env python3
-"""Cross-check: our user-space DAMON (page_idle backend) against the kernel's own DAMON.
+"""Kernel DAMON through the damon_sysfs engine: its CPU cost against kernel DAMON alone and
+against the page_idle engine, and its accuracy, on one workload inside the test VM.
 
-Both monitor the same workload (tests/workloads/workload.c: a fully resident buffer, a known
-hot part touched continuously) with the same attributes, one after the other (run together
-they would fight over the same accessed bits), inside the page_idle test VM. Printed side
-by side: working set and cold bytes from each, the truth, and the CPU time each spent
-(kdamond's thread CPU from /proc/PID/stat; ours from this process' CPU time while it
-monitored).
+Runs, one after the other on the same workload (tests/workloads/workload.c: a fully
+resident buffer, a known hot part touched continuously), at equal intervals and region
+bounds (run together they would fight over the same accessed bits):
 
-    python bench/kernel_damon_compare.py [--seconds 16] [--size 128] [--hot 32] [--thp]
+- **kernel DAMON alone**: the same kdamond, configured by the engine, never read: the
+  kdamond thread's CPU is the floor any reader of kernel DAMON pays;
+- **damon_sysfs engine**: the exporter's engine reading every aggregation's regions back and
+  weighing them by residency: kdamond CPU + this process' CPU;
+- **page_idle engine**: user-space DAMON (only at the user-space sample interval: at 5 ms it
+  would need more than the emulated CPU).
+
+    python bench/kernel_damon_compare.py [--seconds 20] [--size 128] [--hot 32] [--thp]
 
 boots the VM (tests/vm/harness.py) and prints a markdown table; inside the VM it runs itself
-with ``--in-guest``, which refuses to run anywhere but the test VM: it writes to
+with ``--in-guest``, which refuses to run anywhere but the test VM: it drives
 /sys/kernel/mm/damon, which on the host belongs to the machine's own kdamond.
 
-How the kernel's numbers are derived: at each aggregation its regions are read through a
-``stat`` scheme's tried regions; a region's idle time is ``age * aggregation interval`` if
-its ``nr_accesses`` is 0, else 0 -- the same rule our snapshots use -- and each region is
-weighted by its resident bytes (measured from pagemap, as ours are), so that both count
-the same memory. Steady-state values are the median of the last three aggregations.
-Absolute CPU times come from an emulated CPU (TCG): compare them with each other only.
+Values: working set and cold bytes are the median of the last three aggregations (cold
+age = working-set window = 4 s). CPU times come from an emulated CPU (TCG): compare them
+with each other only.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import signal
 import statistics
 import subprocess
@@ -38,18 +39,53 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path[:0] = [str(REPO), str(HERE)]
+sys.path[:0] = [str(REPO)]
 
 MiB = 1 << 20
-SAMPLE = 0.1
-AGGR = 1.0
-UPDATE = 2.0
 MIN_REGIONS = 10
-MAX_REGIONS = 200
+MAX_REGIONS = 100
+UPDATE = 60.0
 COLD_AGE = 4.0
 WINDOW = 4.0
+#: (sample interval, runs): kernel-class sampling, and the page_idle engine's own rate
+SETTINGS = ((0.005, ("kernel", "damon_sysfs")), (0.1, ("kernel", "damon_sysfs", "page_idle")))
+LABELS = {"kernel": "kernel DAMON alone", "damon_sysfs": "damon_sysfs engine", "page_idle": "page_idle engine"}
 THP_ENABLED = "/sys/kernel/mm/transparent_hugepage/enabled"
+PAGE_IDLE_BITMAP = "/sys/kernel/mm/page_idle/bitmap"
+MONITOR_CPU = 0
 WORKLOAD_CPU = 1 if (os.cpu_count() or 1) > 1 else 0
+
+
+class NotInTestVM(Exception):
+    """Refusal to drive kernel DAMON outside the test VM (the message says why)."""
+
+
+def require_test_vm(expect_release: str | None) -> None:
+    """Refuse unless this is the virtme-ng test guest: the kernel command line is virtme's,
+    the kernel has idle page tracking (the hosts here do not), the release is the test
+    kernel's (when known)."""
+    import platform
+
+    cmdline = Path("/proc/cmdline").read_text()
+    why = []
+    if "virtme" not in cmdline:
+        why.append("the kernel command line is not a virtme-ng guest's")
+    if not os.path.exists(PAGE_IDLE_BITMAP):
+        why.append(f"{PAGE_IDLE_BITMAP} does not exist")
+    if expect_release and platform.release() != expect_release:
+        why.append(f"kernel release is {platform.release()}, the test kernel's is {expect_release}")
+    if why:
+        raise NotInTestVM(
+            "refusing to drive kernel DAMON outside the test VM (" + "; ".join(why) + "); "
+            "run bench/kernel_damon_compare.py without --in-guest: it boots the VM"
+        )
+
+
+def thread_cpu_seconds(pid: int) -> float:
+    """utime + stime of a task (a kernel thread too) from /proc/PID/stat, in seconds."""
+    data = Path(f"/proc/{pid}/stat").read_bytes()
+    fields = data[data.rfind(b")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- guest side ----------------------------------------------------------------------------
@@ -57,8 +93,8 @@ WORKLOAD_CPU = 1 if (os.cpu_count() or 1) > 1 else 0
 
 def _start_workload(binary: str, size: int, hot: int, thp: bool) -> tuple[subprocess.Popen, dict]:
     args = [binary, "--size", str(size), "--hot", str(hot)] + (["--thp"] if thp else [])
-    # the workload gets vCPU 1 to itself (see in_guest): on a shared emulated CPU it would
-    # stall while a monitor runs, and both monitors would see its hot set go idle
+    # the workload gets vCPU 1 to itself: on a shared emulated CPU it would stall while a
+    # monitor runs, and every monitor would see its hot set go idle
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, start_new_session=True,
                             preexec_fn=lambda: os.sched_setaffinity(0, {WORKLOAD_CPU}))
     line = proc.stdout.readline().decode()
@@ -68,73 +104,72 @@ def _start_workload(binary: str, size: int, hot: int, thp: bool) -> tuple[subpro
     return proc, json.loads(line.split(" ", 1)[1])
 
 
-def _summarize(items: list[tuple[float, int]]) -> tuple[int, int, int]:
-    """(working set, cold, resident) from (idle seconds, resident bytes) pairs."""
-    ws = sum(b for idle, b in items if idle < WINDOW)
-    cold = sum(b for idle, b in items if idle >= COLD_AGE)
-    return ws, cold, sum(b for _, b in items)
-
-
-def run_kernel(pid: int, seconds: float) -> dict:
-    from exporter.procfs import Pagemap, PosixIO, resident_bytes_pagemap
-    from guest.kdamond_sysfs import Kdamond, thread_cpu_seconds
-
-    pm = Pagemap(PosixIO(), "/proc", pid, "needs root")
-    kd = Kdamond(pid, sample_us=int(SAMPLE * 1e6), aggr_us=int(AGGR * 1e6), update_us=int(UPDATE * 1e6),
-                 min_regions=MIN_REGIONS, max_regions=MAX_REGIONS)
-    rng = random.Random(1)
-    series = []
-    try:
-        kpid = kd.start()
-        c0 = thread_cpu_seconds(kpid)
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < seconds:
-            regions = kd.regions()  # returns after the next aggregation
-            res = resident_bytes_pagemap(pm, [(r.start, r.end) for r in regions], rng)
-            items = [((r.age * AGGR if r.nr_accesses == 0 else 0.0), b) for r, b in zip(regions, res)]
-            ws, cold, resident = _summarize(items)
-            series.append({"t": round(time.monotonic() - t0, 2), "working_set": ws, "cold": cold,
-                           "resident": resident, "nr_regions": len(regions)})
-        cpu = thread_cpu_seconds(kpid) - c0
-        wall = time.monotonic() - t0
-    finally:
-        kd.stop()
-        pm.close()
-    return {"series": series, "cpu_seconds": cpu, "wall_seconds": wall}
-
-
-def run_ours(pid: int, seconds: float) -> dict:
+def _attrs(sample: float, aggr: float):
     from exporter.core.attrs import MonitoringAttrs
+
+    return MonitoringAttrs(sample_interval=sample, aggregation_interval=aggr, update_interval=UPDATE,
+                           min_regions=MIN_REGIONS, max_regions=MAX_REGIONS)
+
+
+def _pin_kdamond(pid: int) -> None:
+    try:
+        os.sched_setaffinity(pid, {MONITOR_CPU})
+    except OSError:
+        pass
+
+
+def run_once(kind: str, pid: int, sample: float, aggr: float, seconds: float) -> dict:
+    """One monitor on ``pid`` for ``seconds``: its CPU split and its per-aggregation numbers."""
     from exporter.core.engine import TargetSpec
-    from exporter.core.monitor import Monitor
     from exporter.ops.base import ProcessRef
-    from exporter.ops.page_idle import PageIdleOps
     from exporter.summary import Policy, summarize
 
-    attrs = MonitoringAttrs(sample_interval=SAMPLE, aggregation_interval=AGGR, update_interval=UPDATE,
-                            min_regions=MIN_REGIONS, max_regions=MAX_REGIONS)
-    ops = PageIdleOps()
-    m = Monitor(ops, attrs)
+    attrs = _attrs(sample, aggr)
     policy = Policy(cold_age=COLD_AGE, working_set_window=WINDOW)
-    m.set_targets([TargetSpec("w", (ProcessRef(pid),))])
+    spec = TargetSpec("w", (ProcessRef(pid),))
+    if kind == "page_idle":
+        from exporter.core.monitor import Monitor
+        from exporter.ops.page_idle import PageIdleOps
+
+        engine = Monitor(PageIdleOps(), attrs)
+    else:
+        from exporter.engines.damon_sysfs import DamonSysfsEngine
+
+        engine = DamonSysfsEngine(attrs)
     series = []
-    c0 = time.process_time()
-    t0 = time.monotonic()
+    kd_cpu = 0.0
     try:
+        engine.set_targets([spec])
+        kpid = -1
+        if kind != "page_idle":
+            engine.start()  # both kdamond runs are timed from the moment it runs
+            kpid = engine.kdamond_pid
+            _pin_kdamond(kpid)
+        k0 = thread_cpu_seconds(kpid) if kpid > 0 else 0.0
+        c0 = time.process_time()
+        t0 = time.monotonic()
         while time.monotonic() - t0 < seconds:
-            agg = m.step()
+            if kind == "kernel":
+                time.sleep(min(1.0, seconds - (time.monotonic() - t0)))
+                continue
+            agg = engine.step()
             if agg is not None:
                 t = summarize(agg, policy).target("w")
                 series.append({"t": round(time.monotonic() - t0, 2), "working_set": t.working_set_bytes,
                                "cold": t.cold_bytes, "resident": t.resident_bytes, "nr_regions": t.nr_regions})
+        wall = time.monotonic() - t0
+        own = time.process_time() - c0
+        if kpid > 0:
+            kd_cpu = thread_cpu_seconds(kpid) - k0
     finally:
-        ops.close()
-    return {"series": series, "cpu_seconds": time.process_time() - c0, "wall_seconds": time.monotonic() - t0}
+        engine.close()
+    if kind == "kernel":
+        own = 0.0  # nothing of ours ran: the bench process only slept
+    return {"kind": kind, "sample": sample, "aggr": aggr, "series": series, "kdamond_cpu": kd_cpu,
+            "exporter_cpu": own, "wall_seconds": wall}
 
 
 def in_guest(args: argparse.Namespace) -> int:
-    from guest.kdamond_sysfs import NotInTestVM, require_test_vm
-
     try:
         require_test_vm(args.expect_release)
     except NotInTestVM as e:
@@ -145,24 +180,25 @@ def in_guest(args: argparse.Namespace) -> int:
         return 2
     with open(THP_ENABLED, "w") as f:
         f.write("madvise")
-    os.sched_setaffinity(0, {0})
+    os.sched_setaffinity(0, {MONITOR_CPU})
     proc, ready = _start_workload(args.workload, args.size, args.hot, args.thp)
+    runs = []
     try:
         time.sleep(1.0)
-        kernel = run_kernel(ready["pid"], args.seconds)
-        ours = run_ours(ready["pid"], args.seconds)
+        for sample, kinds in SETTINGS:
+            for kind in kinds:
+                runs.append(run_once(kind, ready["pid"], sample, args.aggregation, args.seconds))
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     out = {
         "release": os.uname().release,
-        "attrs": {"sample": SAMPLE, "aggr": AGGR, "update": UPDATE, "min_regions": MIN_REGIONS,
-                  "max_regions": MAX_REGIONS, "cold_age": COLD_AGE, "window": WINDOW},
+        "attrs": {"aggr": args.aggregation, "min_regions": MIN_REGIONS, "max_regions": MAX_REGIONS,
+                  "cold_age": COLD_AGE, "window": WINDOW},
         "truth": {"working_set": ready["hot_size"], "cold": ready["size"] - ready["hot_size"],
                   "buffer": ready["size"], "thp": bool(args.thp)},
         "seconds": args.seconds,
-        "kernel": kernel,
-        "ours": ours,
+        "runs": runs,
     }
     with open(args.json, "w") as f:
         json.dump(out, f)
@@ -180,25 +216,31 @@ def steady(series: list[dict], key: str, n: int = 3) -> float:
 def table(res: dict) -> str:
     truth = res["truth"]
     rows = [
-        "| | working set | cold bytes | CPU time | CPU share of wall |",
-        "|---|---:|---:|---:|---:|",
-        f"| truth | {truth['working_set'] / MiB:.1f} MiB | {truth['cold'] / MiB:.1f} MiB | | |",
+        "| run | sample | working set | cold bytes | kdamond CPU | exporter CPU | total CPU | vs kernel alone |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| truth | | {truth['working_set'] / MiB:.1f} MiB | {truth['cold'] / MiB:.1f} MiB | | | | |",
     ]
-    for label, key in (("kernel DAMON (kdamond, vaddr)", "kernel"), ("damon-exporter (page_idle)", "ours")):
-        r = res[key]
-        ws, cold = steady(r["series"], "working_set"), steady(r["series"], "cold")
+    alone = {r["sample"]: r["kdamond_cpu"] + r["exporter_cpu"] for r in res["runs"] if r["kind"] == "kernel"}
+    for r in res["runs"]:
+        total = r["kdamond_cpu"] + r["exporter_cpu"]
+        if r["kind"] == "kernel":
+            ws = cold = "(not read)"
+        else:
+            w, c = steady(r["series"], "working_set"), steady(r["series"], "cold")
+            ws = f"{w / MiB:.1f} MiB ({_err(w, truth['working_set'])})"
+            cold = f"{c / MiB:.1f} MiB ({_err(c, truth['cold'])})"
+        base = alone.get(r["sample"])
+        ratio = f"{total / base:.1f}x" if base else "n/a"
         rows.append(
-            f"| {label} | {ws / MiB:.1f} MiB ({_err(ws, truth['working_set'])}) | "
-            f"{cold / MiB:.1f} MiB ({_err(cold, truth['cold'])}) | {r['cpu_seconds']:.2f} s | "
-            f"{r['cpu_seconds'] / r['wall_seconds']:.1%} |"
+            f"| {LABELS[r['kind']]} | {r['sample'] * 1000:g} ms | {ws} | {cold} | {r['kdamond_cpu']:.2f} s | "
+            f"{r['exporter_cpu']:.2f} s | {total:.2f} s ({total / r['wall_seconds']:.1%}) | {ratio} |"
         )
     a = res["attrs"]
     note = (
         f"\nKernel {res['release']} under QEMU TCG, {truth['buffer'] / MiB:.0f} MiB buffer "
-        f"({'THP' if truth['thp'] else '4 KiB pages'}), sample {a['sample'] * 1000:.0f} ms, "
-        f"aggregation {a['aggr']:.0f} s, regions {a['min_regions']}-{a['max_regions']}, "
-        f"cold age = working-set window = {a['cold_age']:.0f} s, {res['seconds']:.0f} s each; "
-        "values: median of the last 3 aggregations."
+        f"({'THP' if truth['thp'] else '4 KiB pages'}), aggregation {a['aggr']:g} s, regions "
+        f"{a['min_regions']}-{a['max_regions']}, cold age = working-set window = {a['cold_age']:.0f} s, "
+        f"{res['seconds']:g} s each; values: median of the last 3 aggregations; CPU share of wall in brackets."
     )
     return "\n".join(rows) + "\n" + note
 
@@ -225,10 +267,11 @@ def on_host(args: argparse.Namespace) -> int:
         out = shared / "result.json"
         cmd = (
             f"{sys.executable} {Path(__file__).resolve()} --in-guest --workload {binary} --json {out} "
-            f"--expect-release {release} --seconds {args.seconds} --size {args.size} --hot {args.hot}"
+            f"--expect-release {release} --seconds {args.seconds} --size {args.size} --hot {args.hot} "
+            f"--aggregation {args.aggregation}"
             + (" --thp" if args.thp else "")
         )
-        run = harness.run_in_guest(cmd, kernel=kernel, timeout=args.seconds * 2 + 600, shared_dir=shared)
+        run = harness.run_in_guest(cmd, kernel=kernel, timeout=args.seconds * 12 + 600, shared_dir=shared)
         if run.exit_code != 0 or not out.exists():
             print(f"kernel_damon_compare: {run.describe()}", file=sys.stderr)
             return 1
@@ -241,7 +284,8 @@ def on_host(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=16.0, help="monitoring time of each monitor")
+    ap.add_argument("--seconds", type=float, default=20.0, help="monitoring time of each run")
+    ap.add_argument("--aggregation", type=float, default=2.0, help="aggregation interval, seconds (default 2: the damon_sysfs default)")
     ap.add_argument("--size", type=int, default=128, help="workload buffer, MiB")
     ap.add_argument("--hot", type=int, default=32, help="hot part of the buffer, MiB")
     ap.add_argument("--thp", action="store_true", help="back the buffer with transparent huge pages")

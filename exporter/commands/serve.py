@@ -35,6 +35,10 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+#: seconds the sampler gets to stop and close its engine after SIGTERM
+SHUTDOWN_TIMEOUT = 20.0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="damon-exporter",
@@ -167,7 +171,9 @@ def run(
         pass
     server.shutdown()
     server.server_close()
-    sampler.join(timeout=2.0)
+    # long enough for an engine to finish its step and close: damon_sysfs waits in the kernel
+    # for the end of an aggregation, then gives its kdamond back (turned off, nr_kdamonds 0)
+    sampler.join(timeout=SHUTDOWN_TIMEOUT)
     reloader.request()  # wake it so it sees the stop event
     log.info("stopped")
     return 0

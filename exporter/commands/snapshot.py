@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="target name (default: the comm, or 'pids')")
     p.add_argument("--backend", default="auto", choices=BACKEND_NAMES)
     p.add_argument("--duration", default=DEFAULT_DURATION, help="how long to monitor (default 10s; rounded down to whole aggregations)")
-    p.add_argument("--sample-interval", metavar="D", help="default 100ms")
+    p.add_argument("--sample-interval", metavar="D", help="default 100ms (5ms with damon_sysfs)")
     p.add_argument("--aggregation-interval", metavar="D", help="default 2s")
     p.add_argument("--update-interval", metavar="D", help="default 10s")
     p.add_argument("--min-regions", type=int, metavar="N", help="default 10")

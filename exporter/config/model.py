@@ -61,6 +61,8 @@ class Config:
     path: str | None = None
     backend: str = DEFAULT_BACKEND
     monitoring: MonitoringAttrs = field(default_factory=MonitoringAttrs)
+    #: the ``monitoring`` keys the file sets; the others take the backend's defaults
+    monitoring_keys: tuple[str, ...] = ()
     cold_age: float = DEFAULT_COLD_AGE
     working_set_window: float = DEFAULT_WORKING_SET_WINDOW
     cpu_budget: float = DEFAULT_CPU_BUDGET

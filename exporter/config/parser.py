@@ -89,6 +89,8 @@ def _config(r: Reader, root: MappingNode, path: str) -> Config:
             attrs = _monitoring(r, vnode, sub)
             if attrs is not INVALID:
                 values["monitoring"] = attrs
+                given = {k.value for k, _ in vnode.value if isinstance(k.value, str)}
+                values["monitoring_keys"] = tuple(k for k in MONITORING_KEYS if k in given)
         elif key in ("cold_age", "working_set_window"):
             seconds = _duration(r, vnode, sub, key)
             if seconds is not INVALID:

@@ -5,7 +5,10 @@ there. Config validation, the CLI's ``--backend`` choices, ``auto`` and the Helm
 values schema all take their list from :data:`BACKEND_NAMES` (a test ties the chart to it).
 
 ``auto`` tries the registered backends in registration order, which is the order of
-preference: page-granular and reclaim-neutral first. The reason for the choice is logged
+preference: the kernel's own DAMON where it is free (kernel-class cost), then page-granular
+and reclaim-neutral user-space sampling, then clear_refs. A backend whose availability
+check passes but whose construction still refuses (BackendUnavailable: e.g. a kernel DAMON
+missing a feature only visible once a kdamond is configured) is skipped the same way. The reason for the choice is logged
 once at INFO and kept on the engine as ``selection_reason`` so that the landing page and
 the CLI can show it.
 """
@@ -14,8 +17,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
+from ..core.attrs import AttrsError, MonitoringAttrs
 from ..core.engine import Engine
 from ..ops.base import BackendUnavailable
 
@@ -35,6 +39,26 @@ class Backend:
     create: Callable[[str, str], Engine]
     #: the ``snapshot`` command's default sample interval (short, interactive runs)
     snapshot_sample_interval: float = 0.1
+    #: monitoring attributes for keys the config leaves unset (None: the generic defaults)
+    default_attrs: Callable[[], MonitoringAttrs] | None = None
+
+
+def _damon_sysfs_available(proc_root: str, sys_root: str) -> tuple[bool, str]:
+    from .damon_sysfs import available
+
+    return available(proc_root=proc_root, sys_root=sys_root)
+
+
+def _damon_sysfs_create(proc_root: str, sys_root: str) -> Engine:
+    from .damon_sysfs import DamonSysfsEngine
+
+    return DamonSysfsEngine(proc_root=proc_root, sys_root=sys_root)
+
+
+def _damon_sysfs_defaults() -> MonitoringAttrs:
+    from .damon_sysfs import default_attrs
+
+    return default_attrs()
 
 
 def _page_idle_available(proc_root: str, sys_root: str) -> tuple[bool, str]:
@@ -74,6 +98,16 @@ def register(backend: Backend) -> None:
 
 register(
     Backend(
+        "damon_sysfs",
+        "the kernel's own DAMON through /sys/kernel/mm/damon (Linux 6.6+, CONFIG_DAMON_VADDR and CONFIG_DAMON_SYSFS; root; only when no kdamond is configured)",
+        _damon_sysfs_available,
+        _damon_sysfs_create,
+        snapshot_sample_interval=0.005,
+        default_attrs=_damon_sysfs_defaults,
+    )
+)
+register(
+    Backend(
         "page_idle",
         "user-space DAMON over /sys/kernel/mm/page_idle (page-granular; needs CONFIG_IDLE_PAGE_TRACKING and root)",
         _page_idle_available,
@@ -111,10 +145,30 @@ def create_engine(name: str, *, proc_root: str = "/proc", sys_root: str = "/sys"
     for b in REGISTRY.values():
         ok, why = b.available(proc_root, sys_root)
         if ok:
+            try:
+                engine = b.create(proc_root, sys_root)
+            except BackendUnavailable as e:
+                refused.append(str(e) if str(e).startswith(f"{b.name} unavailable: ") else f"{b.name} unavailable: {e}")
+                continue
             reason = f"{b.name} selected: {why}" if not refused else f"{'; '.join(refused)}; using {b.name}"
-            return _chosen(b.create(proc_root, sys_root), reason)
+            return _chosen(engine, reason)
         refused.append(f"{b.name} unavailable: {why}")
     raise BackendUnavailable(f"no usable backend: {'; '.join(refused)}")
+
+
+def monitoring_attrs(backend: str, configured: MonitoringAttrs, given: Iterable[str]) -> MonitoringAttrs:
+    """The attributes for ``backend``: the keys the config sets, the backend's defaults for
+    the others. Where that mix is invalid (a 2 s sample interval against a 1 s default
+    aggregation), the generic defaults fill in instead, as for every other backend."""
+    b = REGISTRY.get(backend)
+    if b is None or b.default_attrs is None:
+        return configured
+    given = set(given)
+    base = b.default_attrs()
+    try:
+        return base.with_changes(**{k: getattr(configured, k) for k in given})
+    except AttrsError:
+        return configured
 
 
 def _chosen(engine: Engine, reason: str) -> Engine:

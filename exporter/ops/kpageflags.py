@@ -1,22 +1,17 @@
-"""What only page_idle reads besides the bitmap: ``/proc/kpageflags``, the zero page, runs.
+"""What only page_idle reads besides the bitmap: ``/proc/kpageflags``, and runs of entries.
 
 - ``/proc/kpageflags`` has one u64 of KPF_* flags per PFN at offset ``pfn * 8``
   (include/uapi/linux/kernel-page-flags.h); page_idle needs it to find a THP's head page
   (the idle flag lives there) and to tell pages that are not on an LRU;
-- the shared zero page is reported present by pagemap but counted in nobody's RSS;
 - pagemap, kpageflags and bitmap reads are batched into runs of neighbouring entries.
 """
 
 from __future__ import annotations
 
-import ctypes
-import mmap
-import os
-import struct
 from array import array
 from typing import Iterator
 
-from ..procfs import _NATIVE_U64, PAGE_SHIFT, PAGE_SIZE, PM_PFN_MASK, PM_PRESENT, PosixIO
+from ..procfs import _NATIVE_U64
 
 # /proc/kpageflags bits (KPF_*) that page_idle reads
 KPF_LRU = 5
@@ -47,32 +42,3 @@ def runs(pages: list[int], max_gap: int, max_span: int = 512) -> Iterator[tuple[
             j += 1
         yield first, pages[order[j - 1]] - first + 1, order[i:j]
         i = j
-
-
-def zero_page_pfn(io: PosixIO, proc_root: str) -> int | None:
-    """PFN of the shared zero page, found by reading our own memory.
-
-    Private anonymous memory that has only been read maps the zero page, which pagemap
-    reports as present although the kernel counts it in nobody's RSS. None when it cannot be
-    learned (no PFNs without CAP_SYS_ADMIN, a fake /proc in tests).
-    """
-    m = mmap.mmap(-1, PAGE_SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    try:
-        m[0]  # a read fault: maps the zero page
-        view = ctypes.c_char.from_buffer(m)
-        addr = ctypes.addressof(view)
-        del view  # release the export, or the mmap cannot be closed
-        fd = io.open(f"{proc_root}/self/pagemap", os.O_RDONLY)
-        try:
-            data = io.pread(fd, 8, (addr >> PAGE_SHIFT) * 8)
-        finally:
-            io.close(fd)
-    except (OSError, ValueError):
-        return None
-    finally:
-        m.close()
-    if len(data) != 8:
-        return None
-    (entry,) = struct.unpack("<Q", data)
-    pfn = entry & PM_PFN_MASK
-    return pfn if entry & PM_PRESENT and pfn else None

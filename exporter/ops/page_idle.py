@@ -33,7 +33,7 @@ head), one bitmap pwrite and one pread per run of nearby words; at check time on
 pread and one bitmap pread per run. About 4-6 syscalls per region and sample.
 ``resident_bytes`` reads pagemap present bits: exact up to 512 pages per range, a stratified
 sample of 16 runs of 32 pages (16 preads) above that; the error bound is documented at
-:func:`exporter.ops.procfs.resident_bytes_pagemap`.
+:func:`exporter.procfs.resident_bytes_pagemap`.
 
 :meth:`PageIdleOps.interference` reports kernel DAMON running and NUMA balancing; another
 page_idle user is *not* detected: finding who holds the bitmap open means reading every
@@ -65,8 +65,9 @@ from ..procfs import (
     read_maps,
     resident_bytes_pagemap,
     u64s,
+    zero_page_pfn,
 )
-from .kpageflags import KPF_COMPOUND_HEAD, KPF_COMPOUND_TAIL, KPF_LRU, PMD_PAGES, pack_u64s, runs, zero_page_pfn
+from .kpageflags import KPF_COMPOUND_HEAD, KPF_COMPOUND_TAIL, KPF_LRU, PMD_PAGES, pack_u64s, runs
 
 log = logging.getLogger(__name__)
 

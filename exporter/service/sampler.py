@@ -130,6 +130,7 @@ class Sampler:
         for w in engine.interference():
             log.warning("results may be disturbed", extra={"kv": {"reason": w}})
         self.box.update(backend=engine.name, backend_reason=engine.selection_reason)
+        self.budget.reset(self.config.cpu_budget or 0.0, self._monitoring(self.config, engine))
         return engine
 
     def _retire_engine(self) -> None:
@@ -210,7 +211,7 @@ class Sampler:
         if self._engine is not None and cfg.backend != self.config.backend:
             log.warning("backend change needs a restart; keeping the running backend", extra={"kv": {"running": self.config.backend, "configured": cfg.backend}})
         self.config = cfg
-        self.budget.reset(cfg.cpu_budget or 0.0, cfg.monitoring)
+        self.budget.reset(cfg.cpu_budget or 0.0, self._monitoring(cfg, self._engine))
         e = self._engine
         self._discoverer = None if e is None else self.discoverer_factory(cfg)
         if e is not None:
@@ -219,6 +220,16 @@ class Sampler:
             e.set_horizons(self.horizons())
             self._retarget(e)
         return True
+
+    @staticmethod
+    def _monitoring(cfg: Any, engine: Engine | None) -> Any:
+        """The configured attributes, with the backend's defaults for keys the file leaves
+        unset (kernel DAMON samples every 5 ms where user space samples every 500 ms)."""
+        if engine is None:
+            return cfg.monitoring
+        from ..engines.registry import monitoring_attrs
+
+        return monitoring_attrs(engine.name, cfg.monitoring, getattr(cfg, "monitoring_keys", ()))
 
     def policy(self) -> Policy:
         return Policy(cold_age=self.config.cold_age, working_set_window=self.config.working_set_window)

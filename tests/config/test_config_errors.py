@@ -139,7 +139,7 @@ def test_cpu_budget_edges_accepted():
 
 def test_unknown_backend():
     assert errors("backend: kdamond\n" + OK_TARGETS) == [
-        "c.yaml:1: backend: unknown backend 'kdamond' (expected one of: auto, page_idle, clear_refs)"
+        "c.yaml:1: backend: unknown backend 'kdamond' (expected one of: auto, damon_sysfs, page_idle, clear_refs)"
     ]
 
 
@@ -314,7 +314,7 @@ def test_several_errors_reported_together_in_file_order():
         """
     )
     assert lines == [
-        "c.yaml:1: backend: unknown backend 'fast' (expected one of: auto, page_idle, clear_refs)",
+        "c.yaml:1: backend: unknown backend 'fast' (expected one of: auto, damon_sysfs, page_idle, clear_refs)",
         "c.yaml:3: monitoring.sample_interval: not a duration: '10 seconds' "
         "(use a number and a unit: ms, s, m, h, d, w, y; e.g. 500ms, 10s, 1m30s)",
         "c.yaml:4: monitoring.min_regions: min_regions must be at least 3, got 2",

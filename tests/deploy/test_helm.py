@@ -100,7 +100,8 @@ def test_rendered_objects_validate(values):
     [
         ({"backend": "page_idle"}, "at '/pageIdle/enabled': value must be true"),
         ({"backend": "clear_refs", "pageIdle": {"enabled": True}}, "at '/pageIdle/enabled': value must be false"),
-        ({"backend": "kernel"}, "at '/backend': value must be one of 'auto', 'page_idle', 'clear_refs'"),
+        ({"backend": "kernel"}, "at '/backend': value must be one of 'auto', 'damon_sysfs', 'page_idle', 'clear_refs'"),
+        ({"backend": "damon_sysfs"}, "at '/damonSysfs/enabled': value must be true"),
         ({"config": {**VALUES["config"], "backend": "auto"}}, "at '/config': additional properties 'backend' not allowed"),
         ({"servicMonitor": {"enabled": True}}, "at '': additional properties 'servicMonitor' not allowed"),
         ({"prometheus": {"monitor": {"relabellings": []}}}, "at '/prometheus/monitor': additional properties 'relabellings' not allowed"),
@@ -111,7 +112,7 @@ def test_rendered_objects_validate(values):
         ({"config": {**VALUES["config"], "cpu_budget": 0}}, "at '/config/cpu_budget'"),
         ({"config": {**VALUES["config"], "targets": [{"name": "x", "match": {"comm": ["nginx"]}, "cgroup": "a"}]}}, "oneOf"),
     ],
-    ids=["page_idle-without-privileges", "clear_refs-with-page_idle-privileges", "bad-backend", "backend-in-config", "typo-top",
+    ids=["page_idle-without-privileges", "clear_refs-with-page_idle-privileges", "bad-backend", "damon_sysfs-without-mount", "backend-in-config", "typo-top",
          "typo-monitor", "typo-image", "bad-digest", "plaintext-password", "probe-path", "zero-budget", "match-and-cgroup"],
 )
 def test_schema_rejects(values, message):
@@ -186,6 +187,21 @@ def test_page_idle_values_match_page_idle_overlay():
     assert by_name(c["volumeMounts"]) == by_name(pc["volumeMounts"])
     assert by_name(pod["volumes"]) == by_name(ppod["volumes"])
     assert parse_config(by_kind(chart, "ConfigMap")["data"]["config.yaml"], "chart").backend == "page_idle"
+
+
+def test_damon_sysfs_values_mount_the_damon_tree_and_the_marker_dir():
+    chart = helm_render({"backend": "damon_sysfs", "damonSysfs": {"enabled": True}})
+    for d in chart:
+        validate(d, f"chart {d['kind']}")
+    _, pod, c = _pod(chart)
+    assert {"name": "damon-sysfs", "mountPath": "/sys/kernel/mm/damon", "readOnly": False} in c["volumeMounts"]
+    assert {"name": "damon-state", "mountPath": "/run/damon-exporter"} in c["volumeMounts"]
+    assert {"name": "damon-sysfs", "hostPath": {"path": "/sys/kernel/mm/damon", "type": "Directory"}} in pod["volumes"]
+    assert {"name": "damon-state", "hostPath": {"path": "/run/damon-exporter", "type": "DirectoryOrCreate"}} in pod["volumes"]
+    assert parse_config(by_kind(chart, "ConfigMap")["data"]["config.yaml"], "chart").backend == "damon_sysfs"
+    # off by default: no mount of the kernel's DAMON tree
+    _, _, c = _pod(helm_render(None))
+    assert all(m["name"] != "damon-sysfs" for m in c["volumeMounts"])
 
 
 def test_operator_objects_match_plain_ones():

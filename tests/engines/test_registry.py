@@ -14,13 +14,13 @@ from tests.ops.fakekernel import FakeKernel
 
 
 def test_backend_names():
-    assert BACKEND_NAMES == ("auto", "page_idle", "clear_refs")
+    assert BACKEND_NAMES == ("auto", "damon_sysfs", "page_idle", "clear_refs")
 
 
 def test_unknown_backend_lists_the_allowed_ones():
     with pytest.raises(ValueError) as e:
         create_engine("damon")
-    assert str(e.value) == "unknown backend 'damon'; expected one of: auto, page_idle, clear_refs"
+    assert str(e.value) == "unknown backend 'damon'; expected one of: auto, damon_sysfs, page_idle, clear_refs"
 
 
 def test_auto_falls_back_to_clear_refs_and_logs_why(tmp_path, caplog):
@@ -30,6 +30,8 @@ def test_auto_falls_back_to_clear_refs_and_logs_why(tmp_path, caplog):
         ops = create_engine("auto", sys_root=str(sys_root))
     assert ops.name == "clear_refs"
     reason = (
+        f"damon_sysfs unavailable: {sys_root}/kernel/mm/damon/admin/kdamonds/nr_kdamonds does not exist "
+        "(kernel built without CONFIG_DAMON_SYSFS); "
         f"page_idle unavailable: {sys_root}/kernel/mm/page_idle/bitmap does not exist "
         "(kernel built without CONFIG_IDLE_PAGE_TRACKING); using clear_refs"
     )
@@ -44,7 +46,9 @@ def test_auto_on_this_host():
         assert ops.name == "page_idle"
     else:
         assert ops.name == "clear_refs"
-        assert ops.selection_reason.startswith("page_idle unavailable: ")
+        # kernel DAMON here belongs to the machine (a kdamond is configured): refused first
+        assert ops.selection_reason.startswith("damon_sysfs unavailable: ")
+        assert "; page_idle unavailable: " in ops.selection_reason
         assert ops.selection_reason.endswith("; using clear_refs")
     ops.close()
 
@@ -53,7 +57,10 @@ def test_auto_prefers_page_idle_where_usable(tmp_path):
     k = FakeKernel(tmp_path)
     ops = create_engine("auto", proc_root=k.proc_root, sys_root=k.sys_root)
     assert ops.name == "page_idle"
-    assert ops.selection_reason == f"page_idle selected: {k.sys_root}/kernel/mm/page_idle/bitmap is writable and pagemap gives PFNs"
+    assert ops.selection_reason == (
+        f"damon_sysfs unavailable: {k.sys_root}/kernel/mm/damon/admin/kdamonds/nr_kdamonds does not exist "
+        "(kernel built without CONFIG_DAMON_SYSFS); using page_idle"
+    )
     ops.close()
 
 
@@ -79,3 +86,27 @@ def test_explicit_clear_refs(tmp_path):
         f"clear_refs unavailable: {tmp_path}/self/clear_refs does not exist "
         "(kernel built without CONFIG_PROC_PAGE_MONITOR)"
     )
+
+
+def _config(monitoring: str):
+    from exporter.config.parser import parse_config
+
+    return parse_config(f"monitoring:\n{monitoring}targets:\n  - name: a\n    match:\n      comm: [x]\n")
+
+
+def test_backend_defaults_fill_the_monitoring_keys_a_config_leaves_unset():
+    from exporter.core.attrs import MonitoringAttrs
+    from exporter.engines.registry import monitoring_attrs
+
+    c = _config("  max_regions: 50\n")
+    assert c.monitoring_keys == ("max_regions",)
+    # kernel DAMON: the kernel's 5 ms sampling, 2 s aggregations (bench/README.md)
+    assert monitoring_attrs("damon_sysfs", c.monitoring, c.monitoring_keys) == MonitoringAttrs(0.005, 2.0, 60.0, 10, 50)
+    # the user-space backends keep the generic defaults
+    assert monitoring_attrs("page_idle", c.monitoring, c.monitoring_keys) == MonitoringAttrs(0.5, 10.0, 60.0, 10, 50)
+    # a kernel-class interval is accepted as such
+    c = _config("  sample_interval: 5ms\n  aggregation_interval: 100ms\n")
+    assert monitoring_attrs("damon_sysfs", c.monitoring, c.monitoring_keys) == MonitoringAttrs(0.005, 0.1, 60.0, 10, 100)
+    # a set key that does not fit the backend's defaults: the generic defaults fill in
+    c = _config("  sample_interval: 3s\n")
+    assert monitoring_attrs("damon_sysfs", c.monitoring, c.monitoring_keys) == MonitoringAttrs(3.0, 10.0, 60.0, 10, 100)

@@ -3,7 +3,7 @@
 The tree is real files under a temp dir (``proc/PID/{maps,stat,pagemap}``,
 ``proc/kpageflags``, ``proc/self/status``, ``sys/kernel/mm/page_idle/bitmap``), written from
 an in-memory model of pages and page tables. What a plain file cannot do is done by
-:class:`FakeKernelIO`, the substitute of :class:`exporter.ops.procfs.PosixIO`:
+:class:`FakeKernelIO`, the substitute of :class:`exporter.procfs.PosixIO`:
 
 - the bitmap: a write sets Idle on the head pages of LRU folios for the set bits only
   (after clearing their accessed bits, like ``page_idle_clear_pte_refs``); a read reports

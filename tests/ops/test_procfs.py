@@ -159,8 +159,7 @@ def test_zero_page_is_not_resident():
     """Memory only read maps the shared zero page: present in pagemap, but in nobody's RSS."""
     import random
 
-    from exporter.ops.kpageflags import zero_page_pfn
-    from exporter.procfs import Pagemap, PosixIO, resident_bytes_pagemap
+    from exporter.procfs import Pagemap, PosixIO, resident_bytes_pagemap, zero_page_pfn
 
     io = PosixIO()
     zero = zero_page_pfn(io, "/proc")
@@ -186,3 +185,28 @@ def test_zero_page_is_not_resident():
         m.close()
     assert with_zero == [48 * 4096]  # pagemap calls the zero-page mappings present
     assert without == [16 * 4096]  # only the written pages are resident
+
+
+def test_count_resident_matches_the_entry_by_entry_rule():
+    """The C-speed count (top bytes, zero-page prefilter) equals the per-entry rule."""
+    import random
+    import struct
+
+    from exporter.procfs import PM_PFN_MASK, PM_PRESENT, count_resident
+
+    rng = random.Random(1)
+    for _ in range(300):
+        zero = rng.choice([None, 0x1234, 0x5])
+        es = []
+        for _ in range(rng.randrange(0, 200)):
+            k = rng.random()
+            if k < 0.3:
+                es.append(0)
+            elif k < 0.4 and zero:
+                es.append(zero | PM_PRESENT | (1 << 61) | rng.choice([0, 1 << 55]))  # the zero page
+            elif k < 0.5:
+                es.append((1 << 62) | rng.randrange(1 << 40))  # swapped: not present
+            else:
+                es.append(PM_PRESENT | rng.randrange(1 << 40) | rng.choice([0, 1 << 55, 1 << 56, 1 << 61]))
+        buf = struct.pack(f"={len(es)}Q", *es)
+        assert count_resident(buf, zero) == sum(1 for e in es if e & PM_PRESENT and (e & PM_PFN_MASK) != zero)

@@ -1,13 +1,16 @@
 """Fixtures for the VM tests: find the kernel and virtme-ng, or skip (fail under CI).
 
-A test module boots one guest (module-scoped fixture) that runs all of that module's checks
-and returns structured results; the tests then assert on them. Booting costs ~10 s under
-TCG, a check tens of seconds, so one boot per module keeps the suite within its budget.
+One guest boot per session (the ``checks`` fixture) runs every check of
+tests/vm/guest_checks.py and returns structured results; the tests of test_vm_page_idle.py
+and test_vm_damon_sysfs.py assert on them. Booting costs ~10 s under TCG, a check tens of
+seconds, so one boot keeps the suite within its budget.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,3 +66,16 @@ def workload_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     except harness.VMUnavailable as e:
         _unavailable(str(e))
         raise  # unreachable: _unavailable skips or fails
+
+
+GUEST_TIMEOUT = 1800  # seconds; a normal run takes ~5 minutes
+
+
+@pytest.fixture(scope="session")
+def checks(vm_kernel: Path, workload_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    shared = tmp_path_factory.mktemp("vm-checks")
+    out = shared / "results.json"
+    cmd = f"{sys.executable} -m tests.vm.guest_checks --workload {workload_binary} --out {out}\n"
+    run = harness.run_in_guest(cmd, kernel=vm_kernel, timeout=GUEST_TIMEOUT, shared_dir=shared)
+    results = json.loads(out.read_text()) if out.exists() else {}
+    return {"run": run, "results": results}

@@ -25,13 +25,14 @@ import subprocess
 import sys
 import time
 import traceback
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
 from exporter.core.attrs import MonitoringAttrs
 from exporter.core.engine import TargetSpec
 from tests.core.sim import SummarizingMonitor
-from exporter.summary import Summary, TargetSummary
+from exporter.summary import Policy, Summary, TargetSummary, summarize
 from exporter.ops.base import OpsError, ProcessRef
 from exporter.ops.page_idle import PageIdleOps
 
@@ -39,6 +40,13 @@ MiB = 1 << 20
 ATTRS = MonitoringAttrs(
     sample_interval=0.1, aggregation_interval=1.0, update_interval=2.0, min_regions=10, max_regions=200
 )
+#: Kernel DAMON gets the same attributes as page_idle: the table compares backends, not
+#: intervals. (At 5 ms, under TCG, a hot pass of the workload takes longer than a sample, a
+#: hot page is seen accessed in only some of the 200 samples, and DAMON's merge threshold, a
+#: tenth of the samples, then lets cold neighbours of the hot/cold boundary have their age
+#: restarted: in one boot of two the working set stayed 10 MiB high. The 5 ms defaults are
+#: exercised by the lifecycle check and measured by bench/kernel_damon_compare.py.)
+DAMON_SYSFS_ATTRS = ATTRS
 COLD_AGE = 4.0
 WORKING_SET_WINDOW = 4.0
 #: A hot/cold boundary settles in 4-15 s (seen: regions next to it keep having their age
@@ -201,7 +209,7 @@ def other_rss(pids: list[int], known: Known) -> int:
 
 
 def monitor(
-    ops: PageIdleOps,
+    engine: "Summarizing",
     pids: list[int],
     seconds: float,
     known: Known,
@@ -209,24 +217,28 @@ def monitor(
     extra: Callable[[TargetSummary], dict] | None = None,
     during: Callable[[float], None] | None = None,
 ) -> Run:
-    """Monitor ``pids`` as one target for ``seconds``; one summary per aggregation."""
-    m = SummarizingMonitor(ops, ATTRS, cold_age=COLD_AGE, working_set_window=WORKING_SET_WINDOW)
+    """Monitor ``pids`` as one target for ``seconds``; one summary per aggregation. The
+    engine is closed at the end (kernel DAMON's kdamond is given back)."""
+    m = engine
     m.set_targets([TargetSpec("workload", refs(pids))])
     run = Run(other_rss=other_rss(pids, known))
     t0 = time.monotonic()
     c0 = time.process_time()
-    while (now := time.monotonic()) - t0 < seconds:
-        if during is not None:
-            during(now - t0)
-        snap = m.step()
-        if snap is None:
-            continue
-        t = snap.target("workload")
-        s = summary(t, t0, snap)
-        s["working_set_known"], s["cold_known"] = known_bytes(t, known)
-        if extra is not None:
-            s.update(extra(t))
-        run.series.append(s)
+    try:
+        while (now := time.monotonic()) - t0 < seconds:
+            if during is not None:
+                during(now - t0)
+            snap = m.step()
+            if snap is None:
+                continue
+            t = snap.target("workload")
+            s = summary(t, t0, snap)
+            s["working_set_known"], s["cold_known"] = known_bytes(t, known)
+            if extra is not None:
+                s.update(extra(t))
+            run.series.append(s)
+    finally:
+        m.close()
     run.cpu_seconds = time.process_time() - c0
     run.wall_seconds = time.monotonic() - t0
     return run
@@ -267,7 +279,7 @@ def check_accuracy_4k(ctx: "Ctx") -> dict:
     try:
         r = w.ready[0]
         smaps = smaps_of(r["pid"], r["addr"])
-        run = monitor(ctx.ops(), w.pids, ACCURACY_SECONDS, buffer_of(r), extra=hot_cold_overlap(r))
+        run = monitor(ctx.engine(), w.pids, ACCURACY_SECONDS, buffer_of(r), extra=hot_cold_overlap(r))
     finally:
         w.stop()
     return result(run, {"working_set": r["hot_size"], "cold": r["size"] - r["hot_size"], "buffer": r["size"]},
@@ -282,8 +294,7 @@ def _thp(ctx: "Ctx", map_tail_to_head: bool, seconds: float) -> dict:
         # without the tail-to-head mapping the sampled (tail) page itself is marked and
         # tested, as by a backend unaware of compound pages; page_idle ignores tail pages,
         # so such samples read "not idle", i.e. accessed
-        ops = ctx.ops(map_tail_to_head=map_tail_to_head)
-        run = monitor(ops, w.pids, seconds, buffer_of(r), extra=hot_cold_overlap(r))
+        run = monitor(ctx.engine(map_tail_to_head=map_tail_to_head), w.pids, seconds, buffer_of(r), extra=hot_cold_overlap(r))
     finally:
         w.stop()
     return result(run, {"working_set": r["hot_size"], "cold": r["size"] - r["hot_size"], "buffer": r["size"]},
@@ -323,7 +334,7 @@ def check_moving_hot_set(ctx: "Ctx") -> dict:
         return {"accessed_old": acc_old, "accessed_new": acc_new, "accessed_elsewhere_in_buffer": acc_buf - acc_old - acc_new}
 
     try:
-        run = monitor(ctx.ops(), w.pids, 24, buffer_of(r), extra=extra, during=during)
+        run = monitor(ctx.engine(), w.pids, 24, buffer_of(r), extra=extra, during=during)
         w.drain()
     finally:
         w.stop()
@@ -349,7 +360,7 @@ def check_zero_page(ctx: "Ctx") -> dict:
         return {"accessed_zero": accessed_overlap(t, *zero), **regions(t)}
 
     try:
-        run = monitor(ctx.ops(), w.pids, ACCURACY_SECONDS, buffer_of(r), extra=extra)
+        run = monitor(ctx.engine(), w.pids, ACCURACY_SECONDS, buffer_of(r), extra=extra)
         rss = rss_of(r["pid"])  # the kernel does not count zero-page mappings in RSS
     finally:
         w.stop()
@@ -369,7 +380,7 @@ def check_exit_mid_run(ctx: "Ctx") -> dict:
     run = Run()
     try:
         known = buffer_of(keep.ready[0]) + buffer_of(leave.ready[0])
-        run = monitor(ctx.ops(), keep.pids + leave.pids, ACCURACY_SECONDS, known, extra=hot_cold_overlap(keep.ready[0]))
+        run = monitor(ctx.engine(), keep.pids + leave.pids, ACCURACY_SECONDS, known, extra=hot_cold_overlap(keep.ready[0]))
     except Exception:  # recorded: the host test asserts there was none
         exc = traceback.format_exc()
     finally:
@@ -383,7 +394,7 @@ def check_multi_process(ctx: "Ctx") -> dict:
     """Three forked children with 32 MiB each, 8 MiB of it hot: one target of three."""
     w = Workload(ctx.binary, "--procs", "3", "--size", "32", "--hot", "8", nready=3)
     try:
-        run = monitor(ctx.ops(), w.pids, ACCURACY_SECONDS, [k for r in w.ready for k in buffer_of(r)])
+        run = monitor(ctx.engine(), w.pids, ACCURACY_SECONDS, [k for r in w.ready for k in buffer_of(r)])
     finally:
         w.stop()
     hot = sum(r["hot_size"] for r in w.ready)
@@ -402,7 +413,7 @@ def check_many_mappings(ctx: "Ctx") -> dict:
         first_hot = r["addr"] + (r["maps"] - r["hot_maps"]) * r["stride"]
         area = {"pid": r["pid"], "addr": r["addr"], "size": r["maps"] * r["stride"],
                 "hot_addr": first_hot, "hot_size": r["hot_maps"] * r["stride"]}
-        run = monitor(ctx.ops(), w.pids, ACCURACY_SECONDS, known, extra=hot_cold_overlap(area))
+        run = monitor(ctx.engine(), w.pids, ACCURACY_SECONDS, known, extra=hot_cold_overlap(area))
     finally:
         w.stop()
     return result(run, {"working_set": r["hot_maps"] * r["map_size"],
@@ -410,14 +421,149 @@ def check_many_mappings(ctx: "Ctx") -> dict:
                         "buffer": r["maps"] * r["map_size"]}, nr_vmas=nr_vmas)
 
 
+def check_overlapping_ranges(ctx: "Ctx") -> dict:
+    """Two forked children whose buffers have the *same* virtual address, as two targets:
+    child 0 has 8 MiB hot, child 1 has 32 MiB. Regions attributed to the wrong process would
+    mix the two truths."""
+    w = Workload(ctx.binary, "--procs", "2", "--size", "64", "--hot", "8", "--hot-step", "24", nready=2)
+    by_hot = sorted(w.ready, key=lambda r: r["hot_size"])
+    names = ("small", "large")
+    m = ctx.engine()
+    out: dict = {"same_addr": by_hot[0]["addr"] == by_hot[1]["addr"]}
+    runs = {n: Run(other_rss=other_rss([r["pid"]], buffer_of(r))) for n, r in zip(names, by_hot)}
+    try:
+        m.set_targets([TargetSpec(n, refs([r["pid"]])) for n, r in zip(names, by_hot)])
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < ACCURACY_SECONDS:
+            snap = m.step()
+            if snap is None:
+                continue
+            for n, r in zip(names, by_hot):
+                t = snap.target(n)
+                s = summary(t, t0, snap)
+                s["working_set_known"], s["cold_known"] = known_bytes(t, buffer_of(r))
+                runs[n].series.append(s)
+    finally:
+        m.close()
+        w.stop()
+    for n, r in zip(names, by_hot):
+        out[n] = result(runs[n], {"working_set": r["hot_size"], "cold": r["size"] - r["hot_size"], "buffer": r["size"]},
+                        pid=r["pid"])
+    return out
+
+
+# -- kernel DAMON ownership: the exporter's own processes -----------------------------------
+
+DAMON_ADMIN = "/sys/kernel/mm/damon/admin/kdamonds"
+STATE_DIR = "/run/damon-exporter"
+
+
+def _damon_state() -> dict:
+    def rd(p: str) -> str:
+        try:
+            return open(p).read().strip()
+        except OSError as e:
+            return f"<{e.strerror}>"
+
+    nr = rd(f"{DAMON_ADMIN}/nr_kdamonds")
+    st = {"nr_kdamonds": nr, "marker": os.path.exists(f"{STATE_DIR}/damon_sysfs.json")}
+    if nr not in ("0", "") and os.path.isdir(f"{DAMON_ADMIN}/0"):
+        st["state"] = rd(f"{DAMON_ADMIN}/0/state")
+        st["pid"] = rd(f"{DAMON_ADMIN}/0/pid")
+    return st
+
+
+def _wait_for(pred: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _exporter(cfg: str, log: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "exporter", "--config", cfg, "--web.listen-address", "127.0.0.1:10177",
+         "--log.level", "debug"], stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def check_damon_sysfs_lifecycle(ctx: "Ctx") -> dict:
+    """No kdamond is left behind: after ``snapshot`` ends; after the exporter is SIGKILLed,
+    once the next exporter has started (it reclaims the leftover) and got SIGTERM. The exporter runs with no monitoring section, so the backend's
+    kernel-class defaults (5 ms samples) apply."""
+    out: dict = {"before": _damon_state(), "run_writable": os.access("/run", os.W_OK)}
+    w = Workload(ctx.binary, "--size", "16", "--hot", "4")
+    tmp = os.path.dirname(os.path.abspath(ctx.out)) if ctx.out else "/tmp"
+    cfg = os.path.join(tmp, "lifecycle.yaml")
+    log = os.path.join(tmp, "lifecycle.log")
+    comm = open(f"/proc/{w.pids[0]}/comm").read().strip()
+    with open(cfg, "w") as f:
+        f.write("backend: damon_sysfs\ncold_age: 4s\nworking_set_window: 4s\ntargets:\n"
+                f"  - name: wl\n    match:\n      comm: [{comm}]\n")
+    try:
+        snap = subprocess.run(
+            [sys.executable, "-m", "exporter", "snapshot", "--backend", "damon_sysfs", "--pid", str(w.pids[0]),
+             "--duration", "4s", "--format", "json"], capture_output=True, text=True, timeout=300)
+        out["snapshot"] = {"rc": snap.returncode, "stderr": snap.stderr[-2000:], "after": _damon_state()}
+        try:
+            j = json.loads(snap.stdout)
+            out["snapshot"]["backend"] = j.get("backend")
+            out["snapshot"]["sample_interval"] = j.get("attrs", {}).get("sample_interval_seconds")
+            out["snapshot"]["working_set"] = j["targets"][0]["working_set_bytes"]
+        except (ValueError, KeyError, IndexError):
+            out["snapshot"]["stdout"] = snap.stdout[-2000:]
+        running = lambda: _damon_state().get("state") == "on"  # noqa: E731
+        # SIGKILL, then a restart reclaims the leftover
+        e = _exporter(cfg, log)
+        out["kill"] = {"started": _wait_for(running, 120), "during": _damon_state()}
+        e.kill()
+        e.wait()
+        out["kill"]["after_kill"] = _damon_state()
+        e = _exporter(cfg, log)
+        first_pid = out["kill"]["during"].get("pid")
+        out["kill"]["restarted"] = _wait_for(lambda: running() and _damon_state().get("pid") != first_pid, 120)
+        out["kill"]["after_restart"] = _damon_state()
+        e.send_signal(signal.SIGTERM)
+        out["kill"]["rc"] = e.wait(timeout=120)
+        out["kill"]["after"] = _damon_state()
+    finally:
+        w.stop()
+    out["log"] = [line for line in open(log).read().splitlines() if "damon" in line or "kdamond" in line][-30:]
+    return out
+
+
+class someone_elses_kdamond:
+    """A kdamond configured by "someone else" (nr_kdamonds 1, never turned on), for the
+    duration of a ``with``: kernel DAMON is then not free."""
+
+    def __enter__(self) -> None:
+        with open(f"{DAMON_ADMIN}/nr_kdamonds", "w") as f:
+            f.write("1")
+
+    def __exit__(self, *exc: object) -> None:
+        with open(f"{DAMON_ADMIN}/nr_kdamonds", "w") as f:
+            f.write("0")
+
+
 def check_auto_selection(ctx: "Ctx") -> dict:
+    """auto picks kernel DAMON where it is free, page_idle where a kdamond is someone else's."""
     from exporter.engines.registry import create_engine
 
-    ops = create_engine("auto")
+    out = {}
+    e = create_engine("auto")
     try:
-        return {"name": ops.name, "reason": ops.selection_reason}
+        out["free"] = {"name": e.name, "reason": e.selection_reason, "state": _damon_state()}
     finally:
-        ops.close()
+        e.close()
+    out["after_close"] = _damon_state()
+    with someone_elses_kdamond():
+        e = create_engine("auto")
+        try:
+            out["busy"] = {"name": e.name, "reason": e.selection_reason, "state": _damon_state()}
+        finally:
+            e.close()
+    return out
 
 
 NOCAP = ["setpriv", "--inh-caps=-sys_admin", "--bounding-set=-sys_admin", "--"]
@@ -428,10 +574,14 @@ def check_without_cap_sys_admin(ctx: "Ctx") -> dict:
     w = Workload(ctx.binary, "--size", "16", "--hot", "4")
     try:
         r = w.ready[0]
-        res = subprocess.run(
-            [*NOCAP, sys.executable, "-m", "tests.vm.guest_checks", "--nocap-child", str(r["pid"]), str(r["addr"])],
-            capture_output=True, text=True, timeout=300,
-        )
+        # kernel DAMON needs no CAP_SYS_ADMIN (its sysfs files are root's, pagemap present
+        # bits need no capability): with it free, auto would pick it; occupied, the
+        # fallback to clear_refs is what this check is about
+        with someone_elses_kdamond():
+            res = subprocess.run(
+                [*NOCAP, sys.executable, "-m", "tests.vm.guest_checks", "--nocap-child", str(r["pid"]), str(r["addr"])],
+                capture_output=True, text=True, timeout=300,
+            )
     finally:
         w.stop()
     out = {"child_exit_code": res.returncode, "child_stderr": res.stderr[-4000:]}
@@ -496,12 +646,69 @@ CHECKS: dict[str, Callable[["Ctx"], dict]] = {
 }
 
 
+def _on(backend: str, fn: Callable[["Ctx"], dict]) -> Callable[["Ctx"], dict]:
+    return lambda ctx: fn(dataclasses.replace(ctx, backend=backend))
+
+
+#: the accuracy table's damon_sysfs column: the same workloads through kernel DAMON
+CHECKS.update({
+    "damon_sysfs/accuracy_4k": _on("damon_sysfs", check_accuracy_4k),
+    "damon_sysfs/accuracy_thp": _on("damon_sysfs", check_accuracy_thp),
+    "damon_sysfs/moving_hot_set": _on("damon_sysfs", check_moving_hot_set),
+    "damon_sysfs/multi_process": _on("damon_sysfs", check_multi_process),
+    "damon_sysfs/exit_mid_run": _on("damon_sysfs", check_exit_mid_run),
+    "damon_sysfs/overlapping_ranges": _on("damon_sysfs", check_overlapping_ranges),
+    "damon_sysfs/lifecycle": check_damon_sysfs_lifecycle,
+})
+
+
+class SummarizingDamonSysfs:
+    """The damon_sysfs engine, summarized per aggregation like SummarizingMonitor. Its
+    kdamond is pinned to the monitor's vCPU, away from the workload's (as the workload and
+    the monitor are: on a shared emulated CPU the workload would stall)."""
+
+    def __init__(self, attrs: MonitoringAttrs) -> None:
+        from exporter.engines.damon_sysfs import DamonSysfsEngine
+
+        self.engine = DamonSysfsEngine(attrs)
+        self.policy = Policy(cold_age=COLD_AGE, working_set_window=WORKING_SET_WINDOW)
+        self._pinned = -1
+
+    def set_targets(self, specs: list[TargetSpec]) -> None:
+        self.engine.set_targets(specs)
+
+    def step(self) -> Summary | None:
+        agg = self.engine.step()
+        kpid = self.engine.kdamond_pid
+        if kpid > 0 and kpid != self._pinned and len(os.sched_getaffinity(0)) >= 1:
+            try:
+                os.sched_setaffinity(kpid, {MONITOR_CPU})
+            except OSError:
+                pass
+            self._pinned = kpid
+        return None if agg is None else summarize(agg, self.policy)
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+Summarizing = SummarizingMonitor | SummarizingDamonSysfs
+
+
 @dataclass
 class Ctx:
     binary: str
+    backend: str = "page_idle"
+    out: str = ""
 
     def ops(self, **kwargs: bool) -> PageIdleOps:
         return PageIdleOps(**kwargs)
+
+    def engine(self, **kwargs: bool) -> Summarizing:
+        """The engine under test: page_idle (user-space DAMON) or kernel DAMON."""
+        if self.backend == "damon_sysfs":
+            return SummarizingDamonSysfs(DAMON_SYSFS_ATTRS)
+        return SummarizingMonitor(self.ops(**kwargs), ATTRS, cold_age=COLD_AGE, working_set_window=WORKING_SET_WINDOW)
 
 
 def require_test_guest() -> None:
@@ -533,7 +740,7 @@ def main(argv: list[str] | None = None) -> int:
         f.write("madvise")
     if len(os.sched_getaffinity(0)) > 1:
         os.sched_setaffinity(0, {MONITOR_CPU})
-    ctx = Ctx(args.workload)
+    ctx = Ctx(args.workload, out=args.out)
     results: dict[str, dict] = {}
     for name in args.checks or list(CHECKS):
         t0 = time.monotonic()

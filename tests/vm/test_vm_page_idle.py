@@ -1,6 +1,7 @@
 """The page_idle backend against a real kernel with idle page tracking, in a QEMU guest.
 
-One guest boot runs every check of tests/vm/guest_checks.py (about 2-3 minutes under TCG);
+One guest boot (the session's ``checks`` fixture, tests/vm/conftest.py) runs every check of
+tests/vm/guest_checks.py, this module's and test_vm_damon_sysfs.py's (about 5 minutes under TCG);
 each test below asserts on the measurements of one check against the workload's ground truth.
 Steady-state values are the median of the last 5 aggregations of a 20 s run (the first
 15 s are convergence: regions split towards the hot/cold boundary, idle ages build up). A median,
@@ -26,17 +27,6 @@ pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
 MiB = 1 << 20
 CAP_SYS_ADMIN = 21
-GUEST_TIMEOUT = 1200  # seconds; a normal run takes ~3 minutes
-
-
-@pytest.fixture(scope="module")
-def checks(vm_kernel: Path, workload_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    shared = tmp_path_factory.mktemp("vm-page-idle")
-    out = shared / "results.json"
-    cmd = f"{sys.executable} -m tests.vm.guest_checks --workload {workload_binary} --out {out}\n"
-    run = harness.run_in_guest(cmd, kernel=vm_kernel, timeout=GUEST_TIMEOUT, shared_dir=shared)
-    results = json.loads(out.read_text()) if out.exists() else {}
-    return {"run": run, "results": results}
 
 
 def check(checks: dict, name: str) -> dict:
@@ -171,10 +161,18 @@ def test_many_small_mappings(checks: dict) -> None:
     assert_accurate(res)
 
 
-def test_auto_picks_page_idle_in_the_guest(checks: dict) -> None:
+def test_auto_picks_kernel_damon_where_free_and_page_idle_where_not(checks: dict) -> None:
     res = check(checks, "auto_selection")
-    assert res["name"] == "page_idle"
-    assert res["reason"] == "page_idle selected: /sys/kernel/mm/page_idle/bitmap is writable and pagemap gives PFNs"
+    nr = "/sys/kernel/mm/damon/admin/kdamonds/nr_kdamonds"
+    assert res["free"]["name"] == "damon_sysfs"
+    assert res["free"]["reason"] == f"damon_sysfs selected: {nr} is 0: kernel DAMON is free"
+    assert res["free"]["state"] == {"nr_kdamonds": "1", "marker": True, "state": "off", "pid": "-1"}
+    assert res["after_close"] == {"nr_kdamonds": "0", "marker": False}
+    assert res["busy"]["name"] == "page_idle"
+    assert res["busy"]["reason"] == (
+        f"damon_sysfs unavailable: {nr} is 1: kernel DAMON is in use by someone else (no marker of a "
+        "previous damon-exporter); it is only used when no kdamond is configured; using page_idle"
+    )
 
 
 def test_without_cap_sys_admin_the_error_says_so(checks: dict) -> None:

@@ -30,7 +30,11 @@
  *                     one-page holes; the last --hot-maps (in address order) are hot
  *   --map-kib N       size of each mapping for --maps (default 256)
  *   --hot-maps N      hot mappings for --maps (default N/4)
- *   --procs N         fork N children, each running the workload with its own buffer
+ *   --procs N         fork N children, each running the workload with its own buffer (the
+ *                     children map it after the fork, from identical address spaces: every
+ *                     child's buffer has the same virtual address)
+ *   --hot-step N      with --procs: child i's hot part is --hot + i * N MiB (so that children
+ *                     with overlapping addresses still have different truths)
  *   --exit-after SEC  exit (status 0) after SEC seconds of the hot loop
  *   --period-us N     sleep between two passes over the hot part (default 5000: ~20 passes per
  *                     100 ms sample, at a CPU cost an emulated guest can afford)
@@ -55,7 +59,7 @@
 #define HPAGE (2 * MiB)
 
 struct opts {
-	unsigned long size, hot, move_to, zero, map_kib;
+	unsigned long size, hot, move_to, zero, map_kib, hot_step;
 	long hot_offset; /* -1: size - hot */
 	int thp, move, maps, hot_maps, procs, no_tlb_flush;
 	double move_after, exit_after;
@@ -277,12 +281,16 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "--map-kib")) { NEEDV(); o.map_kib = strtoul(v, NULL, 10); }
 		else if (!strcmp(a, "--hot-maps")) { NEEDV(); o.hot_maps = atoi(v); }
 		else if (!strcmp(a, "--procs")) { NEEDV(); o.procs = atoi(v); }
+		else if (!strcmp(a, "--hot-step")) { NEEDV(); o.hot_step = mib_arg(v); }
 		else if (!strcmp(a, "--exit-after")) { NEEDV(); o.exit_after = atof(v); }
 		else if (!strcmp(a, "--period-us")) { NEEDV(); o.period_us = atol(v); }
 		else if (!strcmp(a, "--no-tlb-flush")) o.no_tlb_flush = 1;
 		else usage("unknown option");
 #undef NEEDV
 	}
+	int default_offset = o.hot_offset < 0;
+	if (o.procs > 0 && o.hot + (unsigned long)(o.procs - 1) * o.hot_step > o.size)
+		usage("--hot plus the --hot-step of the last child exceeds --size");
 	if (o.hot_offset < 0)
 		o.hot_offset = o.hot <= o.size ? (long)(o.size - o.hot) : 0;
 	if (o.maps == 0 && (o.size == 0 || (unsigned long)o.hot_offset + o.hot > o.size ||
@@ -308,6 +316,9 @@ int main(int argc, char **argv)
 				die("fork");
 			if (pid == 0) {
 				prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the parent */
+				o.hot += (unsigned long)i * o.hot_step;
+				if (default_offset)
+					o.hot_offset = (long)(o.size - o.hot);
 				if (o.maps > 0)
 					run_maps(&o);
 				else

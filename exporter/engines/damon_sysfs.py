@@ -1,0 +1,654 @@
+"""The ``damon_sysfs`` engine: the kernel's own DAMON does the sampling; we read and weigh.
+
+Where the kernel has DAMON with virtual-address operations and its sysfs interface
+(``CONFIG_DAMON_VADDR``, ``CONFIG_DAMON_SYSFS``, Linux 6.6 or later), a kdamond samples at
+kernel cost (5 ms intervals are cheap there) and the exporter only reads the results once
+per aggregation. How (:mod:`exporter.engines.damon_sysfs_tree` has the interface facts):
+
+- **One kdamond, one context, one DAMON target per process.** The context gets the
+  exporter's intervals; its region bounds are the per-target bounds times the number of
+  targets with processes (the kernel bounds a whole context, we bound targets).
+- **Attribution.** Scheme ``i`` is a ``stat`` scheme (it does nothing to memory) over
+  every access pattern, with a ``target`` DAMOS filter that excludes every region not of
+  target ``i``. Writing ``update_schemes_tried_regions`` to ``state`` makes the kernel list,
+  at the end of the next aggregation, each scheme's regions with ``nr_accesses`` and ``age``:
+  scheme ``i``'s list is exactly process ``i``'s regions, whatever their addresses, so
+  processes with overlapping virtual ranges are kept apart by construction (the tried
+  regions of one context do not say which target a region belongs to; the filter does).
+- **Residency.** The kernel counts non-resident virtual space as "not accessed"; every
+  region is weighed by the resident bytes pagemap's present bits give (bounded cost, as
+  the other engines), so the numbers mean what they mean elsewhere.
+- **Ownership.** kdamonds are shared by the whole machine. We start only when
+  ``nr_kdamonds`` is 0 (else refuse, and ``auto`` falls back), then own kdamond 0: we write
+  a marker (:class:`Marker`) before creating it, check at every aggregation that nobody
+  changed it (``nr_kdamonds`` still 1, the same kdamond thread), and turn it off and set
+  ``nr_kdamonds`` to 0 on close (the sampler closes on SIGTERM; ``snapshot`` on exit and
+  Ctrl-C). After a crash (SIGKILL, OOM kill) the marker lets the next exporter reclaim the
+  leftover kdamond: same boot, the recorded exporter process gone, ``nr_kdamonds`` 1, and
+  kdamond 0 either running with the thread pid we recorded or off.
+- **Process churn.** New processes take free target slots or are appended; a commit
+  (``state`` ``commit``) hands the change to the running kdamond, which keeps the history
+  of the targets that did not change. The kernel terminates a kdamond whose commit names a
+  dead pid, so every pid is checked right before a commit; if it stopped anyway (or
+  stopped by itself because all its processes exited) it is turned on again. A target
+  slot given to another process has its ages capped at the time since, so no process
+  inherits another's idle time.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import platform
+import random
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from ..core.attrs import MonitoringAttrs
+from ..core.engine import Engine, TargetSpec
+from ..core.records import Aggregation, EngineStats, RegionRecord, TargetKey, TargetRecords
+from ..ops.base import BackendUnavailable, OpsError, ProcessGone, ProcessRef
+from ..procfs import Pagemap, PosixIO, check_same_process, open_checked_pagemap, resident_bytes_pagemap, zero_page_pfn
+from .damon_sysfs_tree import ContextAttrs, KdamondTree, SysfsError, SysfsIO, TriedRegion, check_write_allowed
+
+log = logging.getLogger(__name__)
+
+NAME = "damon_sysfs"
+#: default marker directory: /run is per boot, like kdamonds (see Marker)
+DEFAULT_STATE_DIR = "/run/damon-exporter"
+STATE_DIR_ENV = "DAMON_EXPORTER_STATE_DIR"
+MARKER_NAME = "damon_sysfs.json"
+#: processes monitored at once: one DAMON target and one scheme each; every aggregation the
+#: kernel tries every scheme on every region, so its cost grows with processes x regions
+DEFAULT_MAX_PROCESSES = 256
+MAX_ERRORS_PER_TARGET = 5
+MIN_KERNEL = (6, 6)
+#: regions up to 64 MiB get their residency from one pagemap read (at most 128 KiB) rather
+#: than 16 sampled ones: per syscall, the read-back is what this engine costs
+RESIDENCY_EXACT_PAGES = 16384
+DENIED_HINT = "damon_sysfs reads /proc/PID/pagemap (root, or ptrace access to the process)"
+
+
+class OwnershipLost(OpsError):
+    """Someone else changed the kdamond we created; we stop using kernel DAMON."""
+
+    kind = "damon_sysfs"
+
+
+def kernel_version(release: str) -> tuple[int, int] | None:
+    m = re.match(r"(\d+)\.(\d+)", release)
+    return (int(m[1]), int(m[2])) if m else None
+
+
+def damon_root(sys_root: str) -> str:
+    return f"{sys_root.rstrip('/')}/kernel/mm/damon"
+
+
+# -- the ownership marker ------------------------------------------------------------------
+
+
+def boot_id(proc_root: str) -> str:
+    try:
+        with open(f"{proc_root}/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _start_time(proc_root: str, pid: int) -> int | None:
+    """The start time of ``pid``, or None if there is no such process."""
+    try:
+        return check_same_process(PosixIO(), proc_root, ProcessRef(pid), DENIED_HINT).start_time
+    except OpsError:
+        return None
+
+
+@dataclass
+class Marker:
+    """What this exporter created, kept in ``<state dir>/damon_sysfs.json``.
+
+    Written *before* ``nr_kdamonds`` is set to 1 and updated with the kdamond thread's pid
+    each time it is turned on; removed once ``nr_kdamonds`` is back to 0. A later exporter
+    may reclaim the kdamond only if the marker is of this boot and this tree, the process
+    that wrote it is gone, and the kdamond is still as we left it (see :func:`reclaimable`).
+    """
+
+    boot_id: str
+    root: str
+    exporter_pid: int
+    exporter_start_time: int
+    kdamond_pid: int = -1
+
+    @staticmethod
+    def path(state_dir: str) -> str:
+        return os.path.join(state_dir, MARKER_NAME)
+
+    @classmethod
+    def load(cls, state_dir: str) -> "Marker | None":
+        try:
+            with open(cls.path(state_dir)) as f:
+                d = json.load(f)
+            return cls(str(d["boot_id"]), str(d["root"]), int(d["exporter_pid"]),
+                       int(d["exporter_start_time"]), int(d.get("kdamond_pid", -1)))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def save(self, state_dir: str) -> None:
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        tmp = self.path(state_dir) + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.__dict__, f)
+        os.replace(tmp, self.path(state_dir))
+
+    @classmethod
+    def remove(cls, state_dir: str) -> None:
+        try:
+            os.unlink(cls.path(state_dir))
+        except FileNotFoundError:
+            pass
+
+
+def reclaimable(tree: KdamondTree, state_dir: str, proc_root: str) -> tuple[bool, str]:
+    """Whether the kdamond configured in ``tree`` is a leftover of a dead exporter (read-only)."""
+    m = Marker.load(state_dir)
+    if m is None:
+        return False, "no marker of a previous damon-exporter"
+    if m.boot_id != boot_id(proc_root) or m.root != os.path.realpath(tree.root):
+        return False, f"the marker {Marker.path(state_dir)} is of another boot or tree"
+    if _start_time(proc_root, m.exporter_pid) == m.exporter_start_time:
+        return False, f"it is in use by damon-exporter pid {m.exporter_pid}"
+    try:
+        if tree.read_nr_kdamonds() != 1:
+            return False, "it has more kdamonds than damon-exporter creates"
+        state = tree.state()
+        if state == "on" and tree.pid() != m.kdamond_pid:
+            return False, f"kdamond 0 runs as pid {tree.pid()}, not the pid {m.kdamond_pid} damon-exporter recorded"
+    except (SysfsError, ValueError) as e:
+        return False, f"cannot read it: {e}"
+    return True, f"a leftover of damon-exporter pid {m.exporter_pid}, which exited (marker {Marker.path(state_dir)})"
+
+
+# -- availability --------------------------------------------------------------------------
+
+
+def available(
+    *, proc_root: str = "/proc", sys_root: str = "/sys", io: SysfsIO | None = None,
+    state_dir: str | None = None, release: str | None = None,
+) -> tuple[bool, str]:
+    """Whether kernel DAMON is usable and free here, and why (never writes anything)."""
+    io = io or SysfsIO()
+    state_dir = state_dir or os.environ.get(STATE_DIR_ENV, DEFAULT_STATE_DIR)
+    tree = KdamondTree(damon_root(sys_root), io)
+    nr = tree.nr_kdamonds
+    if not io.exists(nr):
+        return False, f"{nr} does not exist (kernel built without CONFIG_DAMON_SYSFS)"
+    release = release or platform.release()
+    v = kernel_version(release)
+    if v is not None and v < MIN_KERNEL:
+        return False, (
+            f"Linux {release} is older than 6.6: its DAMON sysfs has no target filter to "
+            "attribute regions to processes (6.1 cannot read regions back at all)"
+        )
+    if not io.writable(nr):
+        return False, f"{nr} is not writable (needs root and /sys/kernel/mm/damon mounted read-write)"
+    try:
+        n = tree.read_nr_kdamonds()
+    except (SysfsError, ValueError) as e:
+        return False, f"cannot read {nr}: {e}"
+    if n == 0:
+        return True, f"{nr} is 0: kernel DAMON is free"
+    ok, why = reclaimable(tree, state_dir, proc_root)
+    if ok:
+        return True, f"{nr} is {n}, {why}: reclaiming it"
+    return False, f"{nr} is {n}: kernel DAMON is in use by someone else ({why}); it is only used when no kdamond is configured"
+
+
+# -- the engine ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Proc:
+    key: TargetKey
+    ref: ProcessRef
+    pagemap: Pagemap
+    assigned_at: float = 0.0  # monotonic time it got its kernel slot (caps inherited ages)
+
+
+@dataclass
+class _Target:
+    spec: TargetSpec
+    cap: int | None = None
+    errors: dict[ProcessRef, str] = field(default_factory=dict)
+
+
+Slot = tuple[TargetKey, ProcessRef]
+
+
+class DamonSysfsEngine(Engine):
+    """Kernel DAMON through its sysfs interface; one kdamond owned for the engine's life."""
+
+    name = NAME  # type: ignore[assignment]
+    uses_region_cap = True
+
+    def __init__(
+        self,
+        attrs: MonitoringAttrs | None = None,
+        *,
+        sys_root: str = "/sys",
+        proc_root: str = "/proc",
+        io: SysfsIO | None = None,
+        state_dir: str | None = None,
+        max_processes: int = DEFAULT_MAX_PROCESSES,
+        release: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._attrs = attrs or default_attrs()
+        self.io = io or SysfsIO()
+        self.proc_root = proc_root
+        self.state_dir = state_dir or os.environ.get(STATE_DIR_ENV, DEFAULT_STATE_DIR)
+        self.max_processes = max_processes
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.rng = rng or random.Random()
+        self.pio = PosixIO()
+        self.tree = KdamondTree(damon_root(sys_root), self.io)
+        self._targets: dict[TargetKey, _Target] = {}
+        self._procs: dict[Slot, _Proc] = {}
+        self._failed: dict[ProcessRef, str] = {}
+        self._slots: list[Slot | None] = []  # kernel target index -> process
+        self._kernel_pids: list[int] | None = None  # pids as last written to the tree
+        self._kernel_attrs: ContextAttrs | None = None
+        self._dirty = True
+        self._running = False
+        self._kdamond_pid = -1
+        self._owned = False
+        self._lost = False
+        self._checks = 0
+        self._aggregations = 0
+        self._empty_updates = 0
+        self._errors: Counter[str] = Counter()
+        self._zero_pfn = zero_page_pfn(self.pio, proc_root)
+        ok, why = available(proc_root=proc_root, sys_root=sys_root, io=self.io, state_dir=self.state_dir, release=release)
+        if not ok:
+            raise BackendUnavailable(f"{NAME} unavailable: {why}")
+        self._take_ownership()
+
+    # -- ownership -----------------------------------------------------------------------
+
+    def _take_ownership(self) -> None:
+        t = self.tree
+        if t.read_nr_kdamonds() != 0:  # a reclaimable leftover (available() said so)
+            log.warning("reclaiming a kdamond left behind by an exporter that exited", extra={"kv": {"root": t.root}})
+            t.turn_off_and_remove()
+            Marker.remove(self.state_dir)
+        check_write_allowed(t.nr_kdamonds)
+        me = os.getpid()
+        start = _start_time(self.proc_root, me) or 0
+        self._marker = Marker(boot_id(self.proc_root), os.path.realpath(t.root), me, start)
+        try:
+            self._marker.save(self.state_dir)
+        except OSError as e:
+            raise BackendUnavailable(
+                f"{NAME} unavailable: cannot record ownership in {self.state_dir}: {e.strerror} "
+                f"(set {STATE_DIR_ENV} to a writable directory)"
+            ) from None
+        self._owned = True
+        try:
+            t.create()
+            # the feature checks need a scheme: write one now, with no target, then off
+            t.set_targets([os.getpid()], None)
+        except SysfsError as e:
+            self._release()
+            raise BackendUnavailable(f"{NAME} unavailable: {e}") from None
+        self._kernel_pids = None  # the probe target is not ours to keep
+
+    def _release(self) -> None:
+        """Give back what we created: off, nr_kdamonds 0, no marker."""
+        if not self._owned:
+            return
+        self._owned = False
+        self._running = False
+        try:
+            self.tree.turn_off_and_remove()
+        except SysfsError as e:
+            log.error("could not remove the kdamond", extra={"kv": {"err": str(e)}})
+            return  # keep the marker: a restart may reclaim it
+        Marker.remove(self.state_dir)
+        log.info("kernel DAMON given back: kdamond off, nr_kdamonds 0", extra={"kv": {"root": self.tree.root}})
+
+    def _check_ownership(self) -> None:
+        """Raise OwnershipLost if the kdamond is no longer as we left it."""
+        t = self.tree
+        try:
+            n = t.read_nr_kdamonds()
+            state = t.state()
+            pid = t.pid() if state == "on" else -1
+        except (SysfsError, ValueError) as e:
+            raise self._lose(f"cannot read the kdamond any more: {e}") from None
+        if n != 1:
+            raise self._lose(f"nr_kdamonds is {n}; the exporter created 1")
+        if state == "on" and self._running and pid != self._kdamond_pid:
+            raise self._lose(f"kdamond 0 now runs as pid {pid}, not {self._kdamond_pid}")
+        if state == "on" and not self._running:
+            raise self._lose("kdamond 0 was turned on by someone else")
+        if state != "on" and self._running:
+            # it ends by itself when all its processes exited, and on a commit it refused
+            log.info("kdamond stopped; restarting it", extra={"kv": {"pid": self._kdamond_pid}})
+            self._running = False
+            self._kernel_pids = None
+            self._dirty = True
+
+    def _lose(self, why: str) -> OwnershipLost:
+        self._lost = True
+        self._owned = False
+        self._running = False
+        self._errors["damon_sysfs"] += 1
+        Marker.remove(self.state_dir)
+        msg = f"kernel DAMON changed under the exporter ({why}); leaving it alone"
+        log.error(msg)
+        return OwnershipLost(msg)
+
+    # -- configuration -------------------------------------------------------------------
+
+    @property
+    def attrs(self) -> MonitoringAttrs:
+        return self._attrs
+
+    def set_attrs(self, attrs: MonitoringAttrs) -> None:
+        if attrs != self._attrs:
+            self._attrs = attrs
+            self._dirty = True
+
+    def set_region_cap(self, key: TargetKey, cap: int | None) -> None:
+        t = self._targets.get(key)
+        if t is not None and t.cap != cap:
+            t.cap = cap
+            self._dirty = True
+
+    def region_cap(self, key: TargetKey) -> int:
+        t = self._targets.get(key)
+        a = self.attrs
+        if t is None or t.cap is None:
+            return a.max_regions
+        return max(a.min_regions, min(a.max_regions, t.cap))
+
+    def probe(self, proc: ProcessRef) -> None:
+        open_checked_pagemap(self.pio, self.proc_root, proc, DENIED_HINT).close()
+
+    def live_processes(self, key: TargetKey) -> int:
+        return sum(1 for (k, _), _p in self._procs.items() if k == key)
+
+    def set_targets(self, specs: Iterable[TargetSpec]) -> None:
+        specs = list(specs)
+        wanted: dict[Slot, None] = {}
+        self._targets = {s.key: self._targets.get(s.key) or _Target(s) for s in specs}
+        for s in specs:
+            t = self._targets[s.key]
+            t.spec = s
+            t.errors = {r: e for r, e in t.errors.items() if r in s.processes}
+            for ref in sorted(set(s.processes)):
+                wanted[(s.key, ref)] = None
+        for slot in list(self._procs):
+            if slot not in wanted:
+                self._drop(slot)
+                self._dirty = True  # it may still run: stop monitoring it at the next commit
+        listed = {ref for _, ref in wanted}
+        self._failed = {r: e for r, e in self._failed.items() if r in listed}
+        for slot in wanted:
+            if slot in self._procs or slot[1] in self._failed:
+                continue
+            self._add(slot)
+
+    def _add(self, slot: Slot) -> None:
+        key, ref = slot
+        t = self._targets[key]
+        if len(self._procs) >= self.max_processes:
+            msg = (f"pid {ref.pid}: not monitored: {NAME} monitors at most {self.max_processes} "
+                   "processes (one DAMON target and scheme each)")
+            self._errors["limit"] += 1
+            t.errors[ref] = msg
+            self._failed[ref] = msg
+            log.warning("target %s: %s", key[0], msg)
+            return
+        try:
+            pm = open_checked_pagemap(self.pio, self.proc_root, ref, DENIED_HINT)
+        except ProcessGone:
+            return
+        except OpsError as e:
+            self._errors[e.kind] += 1
+            msg = f"pid {ref.pid}: {e}"
+            t.errors[ref] = msg
+            self._failed[ref] = msg
+            log.warning("target %s: %s", key[0], msg)
+            return
+        self._procs[slot] = _Proc(key, ref, pm)
+        try:
+            i = self._slots.index(None)
+            self._slots[i] = slot
+        except ValueError:
+            self._slots.append(slot)
+        self._dirty = True
+
+    def _drop(self, slot: Slot) -> None:
+        p = self._procs.pop(slot, None)
+        if p is not None:
+            p.pagemap.close()
+        for i, s in enumerate(self._slots):
+            if s == slot:
+                self._slots[i] = None
+        # no commit for an exited process: its kernel target costs nothing until the next
+        # commit, which needs every slot alive (see _compact)
+
+    # -- applying to the kernel ----------------------------------------------------------
+
+    def _context_attrs(self) -> ContextAttrs:
+        a = self.attrs
+        groups = {p.key for p in self._procs.values()} or {None}
+        max_r = sum(self.region_cap(k) if k is not None else a.max_regions for k in groups)
+        min_r = a.min_regions * len(groups)
+        return ContextAttrs(
+            sample_us=max(1, round(a.sample_interval * 1e6)),
+            aggr_us=max(1, round(a.aggregation_interval * 1e6)),
+            update_us=max(1, round(a.update_interval * 1e6)),
+            min_regions=min(min_r, max_r),
+            max_regions=max_r,
+        )
+
+    def _compact(self) -> None:
+        """Every slot a live process (a commit re-reads every pid): trailing holes are cut,
+        others filled with the last process, whose ages are then capped like a new one's."""
+        slots = self._slots
+        while slots and slots[-1] is None:
+            slots.pop()
+        for i in range(len(slots)):
+            if i >= len(slots):
+                break
+            if slots[i] is None:
+                slots[i] = slots.pop()
+                while slots and slots[-1] is None:
+                    slots.pop()
+
+    def _live_check(self) -> None:
+        """Drop processes that exited: a commit naming a dead pid stops the kdamond."""
+        for slot, p in list(self._procs.items()):
+            try:
+                check_same_process(self.pio, self.proc_root, p.ref, DENIED_HINT)
+                if not p.pagemap.alive():
+                    raise ProcessGone(f"process {p.ref.pid} exited")
+            except ProcessGone:
+                self._drop(slot)
+            except OpsError:
+                pass  # keep; the read will report it
+
+    def _apply(self) -> None:
+        self._live_check()
+        self._compact()
+        now = self.clock()
+        pids = [s[1].pid for s in self._slots if s is not None]
+        old = self._kernel_pids if self._running else None
+        for i, s in enumerate(self._slots):
+            assert s is not None
+            if old is None or i >= len(old) or old[i] != s[1].pid:
+                self._procs[s].assigned_at = now
+        if not pids:
+            if self._running:
+                self.tree.command("off")
+                self._running = False
+            self._kernel_pids = None
+            self._dirty = False
+            return
+        ca = self._context_attrs()
+        if ca != self._kernel_attrs or not self._running:
+            self.tree.set_attrs(ca)
+            self._kernel_attrs = ca
+        self.tree.set_targets(pids, self._kernel_pids)
+        self._kernel_pids = pids
+        if self._running:
+            self.tree.command("commit")
+        else:
+            self.tree.command("on")
+            self._running = True
+            self._kdamond_pid = self.tree.pid()
+            self._marker.kdamond_pid = self._kdamond_pid
+            try:
+                self._marker.save(self.state_dir)
+            except OSError as e:
+                log.error("cannot update the ownership marker", extra={"kv": {"err": str(e)}})
+        self._dirty = False
+
+    def start(self) -> None:
+        """Configure and turn on the kdamond for the current targets now (the first step
+        does it otherwise); bench/kernel_damon_compare.py runs the kernel alone this way."""
+        self._check_ownership()
+        if self._dirty:
+            self._apply()
+
+    # -- stepping ------------------------------------------------------------------------
+
+    def step(self) -> Aggregation | None:
+        """One aggregation: have the kernel list its regions (the write returns after the
+        next aggregation ended), read them, weigh them by residency."""
+        if self._lost:
+            raise OwnershipLost("kernel DAMON changed under the exporter; this engine is closed")
+        self._check_ownership()  # before any write of ours: it may no longer be ours
+        if self._dirty:
+            try:
+                self._apply()
+            except SysfsError as e:
+                self._errors["damon_sysfs"] += 1
+                log.error("could not configure the kdamond", extra={"kv": {"err": str(e)}})
+                self._running = self.tree.state() == "on"
+                self._kernel_pids = None if not self._running else self._kernel_pids
+                self._dirty = True
+                self.sleep(self.attrs.aggregation_interval)
+                return None
+        if not self._running:
+            self.sleep(self.attrs.aggregation_interval)
+            return self._aggregation({})
+        try:
+            self.tree.command("update_schemes_tried_regions")
+        except SysfsError as e:
+            if e.errno == errno.EINVAL:  # it stopped between our check and the command
+                self._check_ownership()
+                return None
+            if e.errno == errno.EBUSY:  # another DAMON sysfs user holds the lock
+                self._errors["damon_sysfs"] += 1
+                self.sleep(min(1.0, self.attrs.aggregation_interval))
+                return None
+            raise
+        self._check_ownership()
+        regions: dict[Slot, list[TriedRegion]] = {}
+        for i, slot in enumerate(self._slots):
+            if slot is not None and slot in self._procs:
+                regions[slot] = self.tree.tried_regions(i)
+        if regions and not any(regions.values()):
+            # A live process always has regions. Seen in the guest (Linux 6.12), about once
+            # in 30 updates: the update returned with every scheme's list empty. Not an
+            # aggregation; the next update is a good one.
+            self._empty_updates += 1
+            log.debug("kernel DAMON listed no regions at all; skipping this update")
+            return None
+        return self._aggregation(regions)
+
+    def _aggregation(self, regions: dict[Slot, list[TriedRegion]]) -> Aggregation:
+        a = self.attrs
+        aggr = a.aggregation_interval
+        checks = a.max_nr_accesses
+        now = self.clock()
+        by_key: dict[TargetKey, list[RegionRecord]] = {k: [] for k in self._targets}
+        pids: dict[TargetKey, set[int]] = {k: set() for k in self._targets}
+        for slot, rs in regions.items():
+            p = self._procs.get(slot)
+            if p is None:
+                continue
+            try:
+                resident = resident_bytes_pagemap(p.pagemap, [(r.start, r.end) for r in rs], self.rng,
+                                                  self._zero_pfn, exact_pages=RESIDENCY_EXACT_PAGES)
+            except ProcessGone:
+                self._drop(slot)
+                continue
+            except OpsError as e:
+                self._errors[e.kind] += 1
+                self._targets[p.key].errors[p.ref] = f"pid {p.ref.pid}: {e}"
+                continue
+            max_age = int((now - p.assigned_at) / aggr) if aggr > 0 else 0
+            for r, res in zip(rs, resident):
+                age = min(r.age, max_age)
+                by_key[p.key].append(RegionRecord(
+                    pid=p.ref.pid, start=r.start, end=r.end, resident_bytes=res,
+                    nr_accesses=min(r.nr_accesses, checks), nr_checks=checks, age=age,
+                    idle_seconds=0.0 if r.nr_accesses > 0 else age * aggr,
+                ))
+            pids[p.key].add(p.ref.pid)
+            self._checks += checks * len(rs)
+        # processes not read this time (just added) still count as monitored
+        for p in self._procs.values():
+            pids[p.key].add(p.ref.pid)
+        if regions:
+            self._aggregations += 1
+        taken = self.wall_clock()
+        targets = tuple(
+            TargetRecords(
+                name=t.spec.name, pids=tuple(sorted(pids[k])), regions=tuple(by_key[k]),
+                aggregated_at=taken, labels=t.spec.labels,
+                errors=tuple(list(t.errors.values())[:MAX_ERRORS_PER_TARGET]),
+                max_regions=self.region_cap(k),
+            )
+            for k, t in self._targets.items()
+        )
+        return Aggregation(backend=NAME, taken_at=taken, sample_interval=a.sample_interval,
+                           aggregation_interval=aggr, targets=targets, stats=self.stats())
+
+    # -- the rest ------------------------------------------------------------------------
+
+    @property
+    def kdamond_pid(self) -> int:
+        """The kdamond thread's pid while it runs (its CPU time is in /proc/PID/stat)."""
+        return self._kdamond_pid if self._running else -1
+
+    def stats(self) -> EngineStats:
+        return EngineStats(checks_total=self._checks, aggregations_total=self._aggregations,
+                           errors_total=tuple(sorted(self._errors.items())))
+
+    def close(self) -> None:
+        for slot in list(self._procs):
+            self._drop(slot)
+        if not self._lost:
+            self._release()
+
+
+def default_attrs() -> MonitoringAttrs:
+    """This engine's defaults: the kernel's 5 ms sampling; the aggregation interval is set
+    by what reading the regions back costs us (bench/README.md)."""
+    return MonitoringAttrs(sample_interval=0.005, aggregation_interval=DEFAULT_AGGREGATION_INTERVAL,
+                           update_interval=60.0, min_regions=10, max_regions=100)
+
+
+DEFAULT_AGGREGATION_INTERVAL = 2.0

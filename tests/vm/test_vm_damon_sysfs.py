@@ -1,0 +1,92 @@
+"""The damon_sysfs engine against the real kernel DAMON, in the QEMU guest: the accuracy
+table's damon_sysfs column (the same workloads and attributes as page_idle's; the 5 ms
+defaults run in the lifecycle check), attribution of overlapping address ranges, and ownership: no kdamond is
+left behind after a normal exit, SIGTERM, or SIGKILL followed by a restart.
+
+The checks run in the session's one guest boot (tests/vm/conftest.py)."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from .test_vm_page_idle import MiB, assert_accurate, assert_close, check, trace
+
+pytestmark = [pytest.mark.vm, pytest.mark.slow]
+
+NR = "/sys/kernel/mm/damon/admin/kdamonds/nr_kdamonds"
+FREE = {"nr_kdamonds": "0", "marker": False}
+
+
+def test_working_set_and_cold_bytes_4k_pages(checks: dict) -> None:
+    res = check(checks, "damon_sysfs/accuracy_4k")
+    assert res["anon_huge_bytes"] == 0 and res["buffer_rss"] == res["truth"]["buffer"]
+    assert_accurate(res)
+
+
+def test_working_set_and_cold_bytes_thp(checks: dict) -> None:
+    res = check(checks, "damon_sysfs/accuracy_thp")
+    assert res["anon_huge_bytes"] >= 0.9 * res["truth"]["buffer"], res["anon_huge_bytes"]
+    assert_accurate(res)
+
+
+def test_moving_hot_set_is_followed(checks: dict) -> None:
+    res = check(checks, "damon_sysfs/moving_hot_set")
+    assert res["moved_event"] is not None
+    hot = res["truth"]["hot_size"]
+    after = [s for s in res["series"] if s["t"] > res["moved_at"]]
+    followed = [i for i, s in enumerate(after, 1) if s["accessed_new"] >= 0.9 * hot and s["accessed_old"] <= 0.1 * hot]
+    assert followed and followed[0] <= 3, [(s["accessed_old"] // MiB, s["accessed_new"] // MiB) for s in after]
+    tail = [s for s in after if s["t"] >= res["moved_at"] + 12]
+    assert len(tail) >= 4, [s["t"] for s in after]
+    ws = statistics.median(s["working_set_known"] for s in tail[-4:])
+    assert_close(ws, hot, 0.10, f"working set after the move (MiB: {trace(res['series'], 'working_set_known')})")
+
+
+def test_several_processes_in_one_target(checks: dict) -> None:
+    res = check(checks, "damon_sysfs/multi_process")
+    assert res["series"][-1]["pids"] == sorted(res["children"])
+    assert_accurate(res)
+
+
+def test_process_exiting_mid_run(checks: dict) -> None:
+    res = check(checks, "damon_sysfs/exit_mid_run")
+    assert res["exception"] is None and res["leaver_exit_code"] == 0
+    series = res["series"]
+    assert series[0]["pids"] == sorted([res["survivor"], res["leaver"]])
+    assert series[-1]["pids"] == [res["survivor"]]
+    assert all(s["errors"] == [] for s in series), [s["errors"] for s in series]
+    assert_accurate(res)
+
+
+def test_overlapping_address_ranges_are_attributed_to_their_process(checks: dict) -> None:
+    res = check(checks, "damon_sysfs/overlapping_ranges")
+    assert res["same_addr"], "the two children's buffers should share one virtual address"
+    small, large = res["small"], res["large"]
+    assert (small["truth"]["working_set"], large["truth"]["working_set"]) == (8 * MiB, 32 * MiB)
+    for r in (small, large):
+        assert r["series"][-1]["pids"] == [r["pid"]]
+        assert_accurate(r)
+
+
+def test_no_kdamond_left_behind(checks: dict) -> None:
+    res = check(checks, "damon_sysfs/lifecycle")
+    assert res["before"] == FREE
+    snap = res["snapshot"]
+    assert snap["rc"] == 0, snap["stderr"]
+    assert snap["backend"] == "damon_sysfs" and snap["sample_interval"] == 0.005
+    assert snap["working_set"] > 0
+    assert snap["after"] == FREE
+    # SIGKILL leaves the kdamond running (nobody can clean up after SIGKILL) ...
+    kill = res["kill"]
+    assert kill["started"], kill
+    assert kill["after_kill"] == {**kill["during"], "marker": True}, kill
+    assert kill["after_kill"]["state"] == "on"
+    # ... and the next exporter reclaims it (its marker names a dead exporter) and, on
+    # SIGTERM, gives it back: turned off, nr_kdamonds 0, marker removed
+    assert kill["restarted"], (kill, res["log"])
+    assert kill["after_restart"]["pid"] != kill["during"]["pid"]
+    assert any("reclaiming a kdamond left behind" in line for line in res["log"]), res["log"]
+    assert kill["rc"] == 0 and kill["after"] == FREE, kill
+    assert any("kernel DAMON given back: kdamond off, nr_kdamonds 0" in line for line in res["log"]), res["log"]
