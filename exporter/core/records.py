@@ -23,8 +23,12 @@ class RegionRecord:
     What is known of access comes in one of two forms:
 
     - a *point*: ``nr_accesses`` of ``nr_checks`` samples saw an access this aggregation,
-      and ``idle_seconds`` is how long the whole region has gone unaccessed (DAMON's age,
-      in seconds, when ``nr_accesses`` is 0; a lower bound: since we began watching it);
+      and ``idle_seconds`` is how long the whole region has gone unaccessed: 0 when
+      ``nr_accesses`` > 0, else the seconds since the last sample that saw an access. If no
+      sample ever did (``seen_accessed`` False: memory new to us, or never touched while
+      watched), it is the seconds since we began watching, a lower bound: such a region
+      may be called cold once watched that long, but never in the working set, because
+      nothing was seen. ``age`` is DAMON's (aggregations the pattern held), for reference;
     - a *distribution* (``idle_distribution`` non-empty): pairs ``(seconds, bytes)``, the
       resident bytes of the region *not* accessed within ``seconds``, for increasing
       ``seconds``. Engines that only know how many bytes were touched, not which, give
@@ -40,6 +44,7 @@ class RegionRecord:
     age: int = 0
     idle_seconds: float = 0.0
     idle_distribution: tuple[tuple[float, int], ...] = ()
+    seen_accessed: bool = True
 
     @property
     def size(self) -> int:
@@ -59,19 +64,13 @@ class RegionRecord:
             "nr_checks": self.nr_checks,
             "age": self.age,
             "idle_seconds": self.idle_seconds,
+            "seen_accessed": self.seen_accessed,
             "resident_bytes": self.resident_bytes,
             "frequency": round(self.frequency, 6),
         }
         if self.idle_distribution:
             d["idle_distribution"] = [[s, b] for s, b in self.idle_distribution]
         return d
-
-
-def idle_seconds(nr_accesses: int, age: int, aggregation_interval: float) -> float:
-    """How long a region has gone unaccessed: DAMON's age, in seconds, if it saw no access
-    this aggregation; zero otherwise. Because a move to zero restarts the age, this is the
-    time since the region was last seen accessed (lower bound: since we began watching it)."""
-    return 0.0 if nr_accesses > 0 else age * aggregation_interval
 
 
 @dataclass(frozen=True)
