@@ -113,10 +113,18 @@ def merge_two(left: Region, right: Region) -> None:
     makes memory look more recently used than its most recently used part, nor idler than
     its idlest. Whether that time is an observed access (``seen``) is taken from the larger
     part. Either way the bytes a merge can misplace are bounded by the merged region.
+
+    A merge of a region that saw an access this aggregation with one that did not (only
+    :func:`force_merge` does that) keeps ``nr_accesses`` at 1 or more, where the kernel's
+    integer average can round it to 0: a region holding an observed access is never
+    reported as unaccessed.
     """
     sl, sr = left.size, right.size
     total = sl + sr
+    accessed = left.nr_accesses > 0 or right.nr_accesses > 0
     left.nr_accesses = (left.nr_accesses * sl + right.nr_accesses * sr) // total
+    if accessed and left.nr_accesses == 0:
+        left.nr_accesses = 1
     left.nr_checks = (left.nr_checks * sl + right.nr_checks * sr) // total
     left.last_nr_accesses = (left.last_nr_accesses * sl + right.last_nr_accesses * sr) // total
     left.age = (left.age * sl + right.age * sr) // total

@@ -66,7 +66,8 @@ class Sampler:
         self.stop = stop
         self.engine_factory = engine_factory
         self.discoverer_factory = discoverer_factory
-        self.budget = CpuBudget(config.cpu_budget or 0.0, config.monitoring, window=budget_window)
+        self.budget = CpuBudget(config.cpu_budget or 0.0, config.monitoring, window=budget_window,
+                                resolution=self._resolution(config))
         self._pending_config: Any = None
         self._errors: Counter[str] = Counter()
         self._errors_base: Counter[str] = Counter()  # from engines that were restarted
@@ -209,7 +210,7 @@ class Sampler:
         if self._engine is not None and cfg.backend != self.config.backend:
             log.warning("backend change needs a restart; keeping the running backend", extra={"kv": {"running": self.config.backend, "configured": cfg.backend}})
         self.config = cfg
-        self.budget.reset(cfg.cpu_budget or 0.0, cfg.monitoring)
+        self.budget.reset(cfg.cpu_budget or 0.0, cfg.monitoring, self._resolution(cfg))
         e = self._engine
         self._discoverer = None if e is None else self.discoverer_factory(cfg)
         if e is not None:
@@ -217,6 +218,11 @@ class Sampler:
             e.set_attrs(self.budget.effective_attrs())
             self._retarget(e)
         return True
+
+    @staticmethod
+    def _resolution(config: Any) -> float:
+        """The shortest time the metrics answer for: the budget keeps it resolved."""
+        return min(config.working_set_window, config.cold_age)
 
     def policy(self) -> Policy:
         return Policy(cold_age=self.config.cold_age, working_set_window=self.config.working_set_window)

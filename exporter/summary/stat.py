@@ -69,27 +69,47 @@ def unknown_bytes(r: RegionRecord, window: float) -> int:
     return r.resident_bytes
 
 
-def edge_error(regions: Sequence[RegionRecord], member: Callable[[RegionRecord], bool]) -> int:
-    """Resident bytes that may be on the wrong side of a threshold because a region holds
-    memory of both sides.
+def edge_error(regions: Sequence[RegionRecord], member: Callable[[RegionRecord], bool], sample_interval: float) -> float:
+    """Expected resident bytes on the wrong side of a threshold because a region holds
+    memory of both sides (DAMON's spatial error), estimated from the sampling evidence.
 
-    A region's bytes are all classified alike (in or out of the working set; cold or not).
+    All bytes of a region are classified alike (in or out of the working set; cold or not).
     Where two contiguous regions of one process are classified differently, the true edge
-    lies inside one of them, or exactly between; DAMON's splitting moves region boundaries
-    onto such edges and leaves, once converged, the edge inside the smaller region. So each
-    such edge counts the smaller neighbour's resident bytes (each region once). While
-    region boundaries cannot follow the edges (a region cap too low to split: regions of
-    total/min_regions), this is a whole such region per edge, which is what it should show.
-    Regions with an idle-time distribution are classified per byte and never counted.
+    lies inside one of them or exactly between, and the samples say how likely each is:
+
+    - the side classified as recently used (``member``), if sampled this aggregation: a
+      share ``1 - f / f_ref`` of it is likely idle, where ``f`` is its access frequency and
+      ``f_ref`` the highest of its own and its other neighbour's (memory used alike reads
+      alike; a region straddling the edge reads proportionally less);
+    - the other side has gone ``n = idle_seconds / sample_interval`` samples without a
+      hit; the expected share of it that is used after that is ``1 / (n + 1)``: small for
+      regions watched long at fine resolution, large where the budget stretched the sample
+      interval or the region is young.
+
+    Each region counts at most once, with the larger of its shares. Records with an
+    idle-time distribution are classified per byte and never counted.
     """
-    blamed: set[int] = set()
-    for i in range(1, len(regions)):
+    share: dict[int, float] = {}
+
+    def blame(i: int, x: float) -> None:
+        share[i] = max(share.get(i, 0.0), min(1.0, max(0.0, x)))
+
+    def contiguous(a: RegionRecord, b: RegionRecord) -> bool:
+        return a.pid == b.pid and a.end == b.start and not a.idle_distribution and not b.idle_distribution
+
+    n = len(regions)
+    for i in range(1, n):
         a, b = regions[i - 1], regions[i]
-        if a.pid != b.pid or a.end != b.start or a.idle_distribution or b.idle_distribution:
+        if not contiguous(a, b) or member(a) == member(b):
             continue
-        if member(a) != member(b):
-            blamed.add(i - 1 if a.resident_bytes <= b.resident_bytes else i)
-    return sum(regions[i].resident_bytes for i in blamed)
+        (hot, hi, other), (cold, ci) = ((a, i - 1, i - 2), (b, i)) if member(a) else ((b, i, i + 1), (a, i - 1))
+        if hot.nr_checks and hot.nr_accesses:
+            ref = hot.frequency
+            if 0 <= other < n and contiguous(*sorted((hot, regions[other]), key=lambda r: (r.pid, r.start))) and member(regions[other]):
+                ref = max(ref, regions[other].frequency)
+            blame(hi, 1.0 - hot.frequency / ref)
+        blame(ci, sample_interval / (cold.idle_seconds + sample_interval) if sample_interval > 0 else 0.0)
+    return sum(regions[i].resident_bytes * x for i, x in share.items())
 
 
 def idle_bands(r: RegionRecord) -> Iterable[tuple[float, int]]:
@@ -182,17 +202,17 @@ def _bound(b: float) -> float | str:
     return "+Inf" if math.isinf(b) else b
 
 
-def summarize_target(t: TargetRecords, policy: Policy) -> TargetSummary:
+def summarize_target(t: TargetRecords, policy: Policy, sample_interval: float = 0.0) -> TargetSummary:
     """Working set, cold bytes and the two distributions of one target, from resident bytes."""
     regions = t.regions
     window, cold_age = policy.working_set_window, policy.cold_age
     resident = sum(r.resident_bytes for r in regions)
     working = sum(in_working_set(r, window) for r in regions)
     cold = sum(idle_at_least(r, cold_age) for r in regions)
-    ws_error = edge_error(regions, lambda r: seen_within(r, window)) + sum(
+    ws_error = edge_error(regions, lambda r: seen_within(r, window), sample_interval) + sum(
         unknown_bytes(r, window) for r in regions
     )
-    cold_error = edge_error(regions, lambda r: r.idle_seconds >= cold_age)
+    cold_error = edge_error(regions, lambda r: r.idle_seconds < cold_age, sample_interval)
     bands = [band for r in regions for band in idle_bands(r)]
     return TargetSummary(
         name=t.name,
@@ -209,8 +229,8 @@ def summarize_target(t: TargetRecords, policy: Policy) -> TargetSummary:
         labels=t.labels,
         errors=t.errors,
         max_regions=t.max_regions,
-        working_set_error_bytes=min(resident, ws_error),
-        cold_error_bytes=min(resident, cold_error),
+        working_set_error_bytes=min(resident, round(ws_error)),
+        cold_error_bytes=min(resident, round(cold_error)),
     )
 
 
@@ -251,7 +271,7 @@ def summarize(agg: Aggregation, policy: Policy) -> Summary:
         taken_at=agg.taken_at,
         sample_interval=agg.sample_interval,
         aggregation_interval=agg.aggregation_interval,
-        targets=tuple(summarize_target(t, policy) for t in agg.targets),
+        targets=tuple(summarize_target(t, policy, agg.sample_interval) for t in agg.targets),
         policy=policy,
         stats=agg.stats,
         warnings=agg.warnings,
