@@ -1,7 +1,7 @@
 """The CPU budget may cost resolution in time, never the truth of the numbers: the
 exporter service with the default ``cpu_budget`` (0.05) in the test guest, where page_idle
 at 100 ms samples costs more than that, on one process of 512 MiB with 64 MiB hot. Every
-scrape over a minute (after a 40 s warm-up) reads working set and cold bytes within 10% of
+scrape over a minute (after a 30 s warm-up) reads working set and cold bytes within 10% of
 the truth. One boot, about two minutes."""
 
 from __future__ import annotations
