@@ -69,7 +69,8 @@ def unknown_bytes(r: RegionRecord, window: float) -> int:
     return r.resident_bytes
 
 
-def edge_error(regions: Sequence[RegionRecord], member: Callable[[RegionRecord], bool], sample_interval: float) -> float:
+def edge_error(regions: Sequence[RegionRecord], member: Callable[[RegionRecord], bool], sample_interval: float,
+               unknown: Callable[[RegionRecord], int] = lambda r: 0) -> float:
     """Expected resident bytes on the wrong side of a threshold because a region holds
     memory of both sides (DAMON's spatial error), estimated from the sampling evidence.
 
@@ -86,8 +87,9 @@ def edge_error(regions: Sequence[RegionRecord], member: Callable[[RegionRecord],
       regions watched long at fine resolution, large where the budget stretched the sample
       interval or the region is young.
 
-    Each region counts at most once, with the larger of its shares. Records with an
-    idle-time distribution are classified per byte and never counted.
+    Each region counts at most once, with the larger of its shares; bytes that ``unknown``
+    says cannot be classified at all count whole. Records with an idle-time distribution are
+    classified per byte and never counted at an edge.
     """
     share: dict[int, float] = {}
 
@@ -109,7 +111,10 @@ def edge_error(regions: Sequence[RegionRecord], member: Callable[[RegionRecord],
                 ref = max(ref, regions[other].frequency)
             blame(hi, 1.0 - hot.frequency / ref)
         blame(ci, sample_interval / (cold.idle_seconds + sample_interval) if sample_interval > 0 else 0.0)
-    return sum(regions[i].resident_bytes * x for i, x in share.items())
+    total = 0.0
+    for i, r in enumerate(regions):
+        total += max(unknown(r), r.resident_bytes * share.get(i, 0.0))
+    return total
 
 
 def idle_bands(r: RegionRecord) -> Iterable[tuple[float, int]]:
@@ -209,9 +214,8 @@ def summarize_target(t: TargetRecords, policy: Policy, sample_interval: float = 
     resident = sum(r.resident_bytes for r in regions)
     working = sum(in_working_set(r, window) for r in regions)
     cold = sum(idle_at_least(r, cold_age) for r in regions)
-    ws_error = edge_error(regions, lambda r: seen_within(r, window), sample_interval) + sum(
-        unknown_bytes(r, window) for r in regions
-    )
+    ws_error = edge_error(regions, lambda r: seen_within(r, window), sample_interval,
+                          lambda r: unknown_bytes(r, window))
     cold_error = edge_error(regions, lambda r: r.idle_seconds < cold_age, sample_interval)
     bands = [band for r in regions for band in idle_bands(r)]
     return TargetSummary(

@@ -59,6 +59,12 @@ def test_memory_never_seen_accessed_is_in_neither_figure_until_watched_long_enou
     assert summary([rec(0, 2, idle=3.0)]).working_set_bytes == 2 * MiB
 
 
+def test_unknown_memory_at_an_edge_counts_once():
+    fresh = rec(8, 2, idle=1.0, seen=False)
+    t = summary([rec(0, 8, acc=20), fresh])
+    assert t.working_set_error_bytes == 2 * MiB
+
+
 def test_error_never_exceeds_resident():
     t = summary([rec(0, 1, acc=1), rec(1, 1, idle=0.0, seen=False)], sample_interval=1e9)
     assert t.working_set_error_bytes <= t.resident_bytes == 2 * MiB
