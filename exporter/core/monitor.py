@@ -271,11 +271,13 @@ class Monitor(Engine):
                     lists = [p.regions for p in procs]
                     force_merge(lists, max_regions)
                 self._ensure_min_regions(t)
+                nr_merged = t.nr_regions()
                 self._split(t, max_regions)
             else:
                 for p in procs:
                     update_age(p.regions, 0)
-            targets.append(self._target_records(t, max_regions))
+                nr_merged = t.nr_regions()
+            targets.append(self._target_records(t, max_regions, nr_merged))
             for p in procs:
                 for r in p.regions:
                     r.last_nr_accesses = r.nr_accesses
@@ -348,7 +350,7 @@ class Monitor(Engine):
             p.regions = split_regions(p.regions, nr_subs, self.rng)
         t.last_nr_regions = nr
 
-    def _target_records(self, t: _Target, max_regions: int) -> TargetRecords:
+    def _target_records(self, t: _Target, max_regions: int, nr_merged: int = 0) -> TargetRecords:
         stats: list[RegionRecord] = []
         now = self.clock()
         for p in list(t.processes.values()):
@@ -380,6 +382,7 @@ class Monitor(Engine):
             labels=t.spec.labels,
             errors=errors,
             max_regions=max_regions,
+            nr_merged=nr_merged,
         )
 
     # -- updates -------------------------------------------------------------------------

@@ -84,6 +84,10 @@ class TargetRecords:
     labels: tuple[tuple[str, str], ...] = ()
     errors: tuple[str, ...] = ()
     max_regions: int = 0  # region cap in effect (0 where the engine has none)
+    #: regions after merging, before this aggregation's split (what the kernel's
+    #: damon_aggregated tracepoint shows); DAMON splits only while this is at most half the
+    #: cap, so the CPU budget keeps caps above twice it. 0 where the engine does not say.
+    nr_merged: int = 0
 
     @property
     def key(self) -> TargetKey:

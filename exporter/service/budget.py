@@ -15,12 +15,14 @@ its thread CPU time here, and when the share of one core over a sliding window e
    sampled page; what it costs is how finely access frequency and idle time are resolved,
    and how many pages of each region are looked at per window.
 2. *Region caps*, only once time is spent: every target's cap is lowered in proportion,
-   never below ``REGION_FLOOR`` x ``min_regions`` (nor above ``max_regions``). Fewer
-   regions cost accuracy directly, because DAMON moves region boundaries onto the edges
-   between used and idle memory by splitting regions and merging alike neighbours, and it
-   splits only while the regions after merging number at most half the cap. Below about
-   3 x ``min_regions`` that stops: boundaries freeze where they are and a whole region
-   (total / ``min_regions``) can be misplaced at each edge. ``bench/region_floor.py``
+   never below its floor: ``REGION_FLOOR`` x ``min_regions``, and ``SPLIT_ROOM`` x the
+   regions it had left after merging (nor above ``max_regions``). Fewer regions cost
+   accuracy directly, because DAMON moves region boundaries onto the edges between used
+   and idle memory by splitting regions and merging alike neighbours, and it splits only
+   while the regions after merging number at most half the cap. Below that, boundaries
+   freeze where they are and a whole region (up to total / ``min_regions``) can be
+   misplaced at each edge; a cap that comes to sit below its floor (the pattern grew
+   edges) is raised at once, over budget or not. ``bench/region_floor.py``
    (simulated 512 MiB, one or two hot ranges): worst working-set error 152% of the true
    working set at 3 x, 0.5% at 4 x. The bound we state: within 10% at the floor, for
    targets with up to two hot ranges (``tests/service/test_budget_truth.py`` holds it,
@@ -61,6 +63,9 @@ MIN_SAMPLES_PER_WINDOW = 10
 MIN_AGGREGATIONS_PER_WINDOW = 2
 #: region caps never go below this multiple of min_regions (see the module docstring)
 REGION_FLOOR = 4
+#: nor below this multiple of the regions left after merging: DAMON splits only while
+#: those are at most half the cap; the rest is room for new edges
+SPLIT_ROOM = 2.5
 #: relax steps: sample interval shrinks by this factor, region caps grow by its inverse
 RELAX_STEP = 0.8
 
@@ -72,6 +77,7 @@ class TargetLoad:
     key: Hashable  # the target's (name, labels): group_by groups of one name are apart
     nr_regions: int
     max_regions: int  # cap in effect
+    nr_merged: int = 0  # regions after merging, before the split (0: not known)
 
 
 @dataclass
@@ -126,10 +132,15 @@ class CpuBudget:
                  longest_aggr / self._per_aggregation())
         return max(1.0, si / b.sample_interval)
 
-    def region_floor(self) -> int:
-        """The lowest region cap the budget may set (the configured max if that is lower)."""
+    def region_floor(self, t: TargetLoad | None = None) -> int:
+        """The lowest region cap the budget may set for ``t``: 4 x ``min_regions``, and room
+        for DAMON to keep splitting the target's regions (2.5 x those left after merging);
+        the configured max if that is lower."""
         b = self.base
-        return min(b.max_regions, REGION_FLOOR * b.min_regions)
+        floor = REGION_FLOOR * b.min_regions
+        if t is not None:
+            floor = max(floor, math.ceil(SPLIT_ROOM * t.nr_merged))
+        return min(b.max_regions, floor)
 
     def effective_attrs(self) -> MonitoringAttrs:
         """The configured attributes with the current stretch applied."""
@@ -159,6 +170,12 @@ class CpuBudget:
             return Decision(None)
         ratio = (pts[-1][1] - pts[0][1]) / span / self.budget
         self.last_ratio = ratio
+        d = self._keep_splitting(targets, adaptive)
+        if d.max_regions:
+            d.ratio = ratio
+            pts.clear()
+            pts.append((now, cpu_seconds))
+            return d
         if span < self.min_span():
             return Decision(ratio)
         if ratio > 1.0:
@@ -171,6 +188,26 @@ class CpuBudget:
         if d.max_regions or d.attrs is not None:
             pts.clear()
             pts.append((now, cpu_seconds))
+        return d
+
+    def _keep_splitting(self, targets: list[TargetLoad], adaptive: bool) -> Decision:
+        """Raise, at once, any lowered cap that has come to sit below its target's floor
+        (the target's pattern grew more edges): frozen regions would cost accuracy."""
+        d = Decision(self.last_ratio)
+        if not adaptive:
+            return d
+        for t in targets:
+            cap = self.caps.get(t.key)
+            floor = self.region_floor(t)
+            if cap is not None and cap < floor:
+                if floor >= self.base.max_regions:
+                    del self.caps[t.key]
+                    d.max_regions[t.key] = None
+                else:
+                    self.caps[t.key] = floor
+                    d.max_regions[t.key] = floor
+        if d.max_regions:
+            d.message = "region caps raised to their floor: the regions must keep room to split"
         return d
 
     def _cut(self, ratio: float, targets: list[TargetLoad], adaptive: bool) -> Decision:
@@ -187,18 +224,21 @@ class CpuBudget:
             )
             return d
         # 2. region caps, never below the floor
-        floor = self.region_floor()
+        floors = []
         if adaptive:
             for t in targets:
+                floor = self.region_floor(t)
                 cap = min(t.max_regions, max(t.nr_regions, floor))
                 new = max(floor, int(cap * scale))
                 if new < t.max_regions:
                     self.caps[t.key] = new
                     d.max_regions[t.key] = new
+                    floors.append(floor)
         if d.max_regions:
             d.message = (
                 f"over CPU budget ({ratio:.2f}x) at the shortest resolution the metric windows allow: "
-                f"region caps lowered by {1 - scale:.0%} (floor {floor})"
+                f"region caps lowered by up to {1 - scale:.0%} (floor {min(floors)}"
+                + (f"-{max(floors)})" if max(floors) > min(floors) else ")")
             )
         elif not self._at_limit_reported:
             self._at_limit_reported = True

@@ -232,7 +232,7 @@ class Sampler:
     def _on_aggregation(self, engine: Engine, agg: Aggregation) -> None:
         summary = summarize(agg, self.policy())
         cpu = time.thread_time()
-        loads = [TargetLoad(t.key, len(t.regions), t.max_regions) for t in agg.targets]
+        loads = [TargetLoad(t.key, len(t.regions), t.max_regions, t.nr_merged) for t in agg.targets]
         d = self.budget.observe(time.monotonic(), cpu, loads, engine.uses_region_cap)
         for key, cap in d.max_regions.items():
             engine.set_region_cap(key, cap)

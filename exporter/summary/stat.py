@@ -170,6 +170,7 @@ class TargetSummary:
     #: working set's includes memory watched too briefly to say (:func:`unknown_bytes`)
     working_set_error_bytes: int = 0
     cold_error_bytes: int = 0
+    nr_merged: int = 0  # regions after merging, before the split (see TargetRecords)
 
     @property
     def cold_ratio(self) -> float:
@@ -235,6 +236,7 @@ def summarize_target(t: TargetRecords, policy: Policy, sample_interval: float = 
         max_regions=t.max_regions,
         working_set_error_bytes=min(resident, round(ws_error)),
         cold_error_bytes=min(resident, round(cold_error)),
+        nr_merged=t.nr_merged,
     )
 
 

@@ -70,6 +70,26 @@ def test_caps_only_once_time_is_spent_and_never_below_the_floor():
     assert min(b.caps.values()) == 40  # repeated cuts stop at the floor
 
 
+def test_the_floor_leaves_room_to_split():
+    """DAMON splits only while the merged regions are at most half the cap: a target with
+    more of them (more processes, more edges) gets a higher floor, and a cap that comes to
+    sit below it is raised at once, whatever the budget."""
+    b = CpuBudget(0.05, BASE, resolution=4.0)
+    assert b.region_floor(TargetLoad("a", 40, 200, nr_merged=10)) == 40
+    assert b.region_floor(TargetLoad("a", 60, 200, nr_merged=26)) == 65
+    assert b.region_floor(TargetLoad("a", 300, 200, nr_merged=150)) == 200  # never above max
+    t = cpu = 0.0
+    for _ in range(6):
+        ds, t, cpu = feed(b, 0.30, 3.0, [TargetLoad("a", 200, 200, nr_merged=21)], t0=t, cpu0=cpu)
+    assert b.caps == {"a": 53}
+    # the pattern grew more edges: 30 regions survive merging, 53 leaves no room
+    d = b.observe(t + 0.5, cpu + 0.15, [TargetLoad("a", 53, 53, nr_merged=30)], True)
+    assert d.max_regions == {"a": 75} and "raised to their floor" in d.message
+    # and no cut goes below it
+    ds, t, cpu = feed(b, 0.30, 6.0, [TargetLoad("a", 75, 75, nr_merged=30)], t0=t + 0.5, cpu0=cpu + 0.15)
+    assert b.caps == {"a": 75}
+
+
 def test_a_configured_max_below_the_floor_is_never_cut():
     b = CpuBudget(0.05, MonitoringAttrs(0.1, 1.0, 5.0, 10, 30), resolution=1.0)
     assert b.max_stretch() == 1.0 and b.region_floor() == 30

@@ -40,7 +40,7 @@ def run(seed: int, hot_at: int, n: int):
         cpu += (ops.checks - last_checks) * check_cost(clk())
         last_checks = ops.checks
         t = snap.target("t")
-        d = budget.observe(clk(), cpu, [TargetLoad(("t", ()), t.nr_regions, t.max_regions)], True)
+        d = budget.observe(clk(), cpu, [TargetLoad(("t", ()), t.nr_regions, t.max_regions, t.nr_merged)], True)
         for key, cap in d.max_regions.items():
             mon.set_region_cap(key, cap)
         if d.attrs is not None:
