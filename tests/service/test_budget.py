@@ -82,11 +82,14 @@ def test_the_floor_leaves_room_to_split():
     for _ in range(6):
         ds, t, cpu = feed(b, 0.30, 3.0, [TargetLoad("a", 200, 200, nr_merged=21)], t0=t, cpu0=cpu)
     assert b.caps == {"a": 53}
-    # the pattern grew more edges: 30 regions survive merging, 53 leaves no room
-    d = b.observe(t + 0.5, cpu + 0.15, [TargetLoad("a", 53, 53, nr_merged=30)], True)
+    # a little more left after merging: still splitting (24 <= 53 / 2), nothing moves
+    d = b.observe(t + 0.5, cpu + 0.15, [TargetLoad("a", 53, 53, nr_merged=24)], True)
+    assert d.max_regions == {}
+    # the pattern grew more edges: 30 regions survive merging, 53 leaves no room to split
+    d = b.observe(t + 1.0, cpu + 0.3, [TargetLoad("a", 53, 53, nr_merged=30)], True)
     assert d.max_regions == {"a": 75} and "raised to their floor" in d.message
     # and no cut goes below it
-    ds, t, cpu = feed(b, 0.30, 6.0, [TargetLoad("a", 75, 75, nr_merged=30)], t0=t + 0.5, cpu0=cpu + 0.15)
+    ds, t, cpu = feed(b, 0.30, 6.0, [TargetLoad("a", 75, 75, nr_merged=30)], t0=t + 1.0, cpu0=cpu + 0.3)
     assert b.caps == {"a": 75}
 
 
