@@ -115,7 +115,7 @@ class CpuBudget:
         if resolution is not None:
             self.resolution = resolution
         floor = self.region_floor()
-        self.caps = {n: max(floor, c) for n, c in self.caps.items() if c < base.max_regions}
+        self.caps = {n: max(floor, c) for n, c in self.caps.items() if max(floor, c) < base.max_regions}
         self.stretch = min(self.stretch, self.max_stretch())
         self._points.clear()
 
