@@ -35,7 +35,7 @@ from .regions import (
     split_regions,
     update_age,
 )
-from .records import Aggregation, EngineStats, RegionRecord, TargetKey, TargetRecords, idle_seconds
+from .records import Aggregation, EngineStats, RegionRecord, TargetKey, TargetRecords
 
 log = logging.getLogger(__name__)
 
@@ -177,11 +177,12 @@ class Monitor(Engine):
             except OpsError as e:
                 self._fail(t, ref, e)
         total = t.total_size() + sum(r.size for rs in ranges.values() for r in rs)
+        now = self.clock()
         for ref, rs in ranges.items():
             if self.ops.adaptive:
-                regions = init_regions(rs, self.attrs.min_regions, total)
+                regions = init_regions(rs, self.attrs.min_regions, total, now=now)
             else:
-                regions = [Region(a, b) for a, b in rs]
+                regions = [Region(a, b, last_access=now) for a, b in rs]
             t.processes[ref] = _Process(ref, regions)
 
     def _ranges_of(self, ref: ProcessRef) -> list[AddressRange]:
@@ -220,7 +221,10 @@ class Monitor(Engine):
                     self._fail(t, p.ref, e)
 
     def check(self) -> None:
-        """Read back the pages prepared last time; count hits and valid samples."""
+        """Read back the pages prepared last time; count hits and valid samples. A hit also
+        stamps the region's last access with the time of this check: the access happened
+        during the sample interval that ends now, so idle time is never overstated."""
+        now = self.clock()
         for t in self._targets.values():
             for p in list(t.processes.values()):
                 if not p.regions:
@@ -237,6 +241,8 @@ class Monitor(Engine):
                     r.nr_checks += 1
                     if hit:
                         r.nr_accesses += 1
+                        r.last_access = now
+                        r.seen = True
                 self._checks += len(results)
 
     # -- aggregation ---------------------------------------------------------------------
@@ -265,11 +271,13 @@ class Monitor(Engine):
                     lists = [p.regions for p in procs]
                     force_merge(lists, max_regions)
                 self._ensure_min_regions(t)
+                nr_merged = t.nr_regions()
                 self._split(t, max_regions)
             else:
                 for p in procs:
                     update_age(p.regions, 0)
-            targets.append(self._target_records(t, max_regions))
+                nr_merged = t.nr_regions()
+            targets.append(self._target_records(t, max_regions, nr_merged))
             for p in procs:
                 for r in p.regions:
                     r.last_nr_accesses = r.nr_accesses
@@ -300,10 +308,13 @@ class Monitor(Engine):
 
     def _rescale(self, age_factor: float, accesses_factor: float) -> None:
         """Keep counters meaning the same when the intervals change, as the kernel's
-        ``damon_update_monitoring_results()`` does: ages count aggregations, so a longer
-        aggregation (the CPU budget stretches it) would otherwise inflate every idle time;
-        and ``last_nr_accesses`` is compared with counts on the new scale at the next
-        aggregation, where an unscaled value would restart ages for no reason."""
+        ``damon_update_monitoring_results()`` does: ages count aggregations, and
+        ``last_nr_accesses`` is compared with counts on the new scale at the next
+        aggregation, where an unscaled value would restart ages for no reason.
+
+        Idle time does not depend on this: it is kept as a clock time per region
+        (:attr:`Region.last_access`), which means the same at any interval. The rounding
+        here (an age of 1 at a factor of 0.5 becomes 0) touches only the reported ``age``."""
         for t in self._targets.values():
             for p in t.processes.values():
                 for r in p.regions:
@@ -339,9 +350,9 @@ class Monitor(Engine):
             p.regions = split_regions(p.regions, nr_subs, self.rng)
         t.last_nr_regions = nr
 
-    def _target_records(self, t: _Target, max_regions: int) -> TargetRecords:
+    def _target_records(self, t: _Target, max_regions: int, nr_merged: int = 0) -> TargetRecords:
         stats: list[RegionRecord] = []
-        aggr = self.attrs.aggregation_interval
+        now = self.clock()
         for p in list(t.processes.values()):
             try:
                 resident = self.ops.resident_bytes(p.ref, [(r.start, r.end) for r in p.regions])
@@ -357,7 +368,8 @@ class Monitor(Engine):
                         nr_accesses=r.nr_accesses,
                         nr_checks=r.nr_checks,
                         age=r.age,
-                        idle_seconds=idle_seconds(r.nr_accesses, r.age, aggr),
+                        idle_seconds=r.idle_seconds(now),
+                        seen_accessed=r.seen,
                         resident_bytes=res,
                     )
                 )
@@ -370,12 +382,15 @@ class Monitor(Engine):
             labels=t.spec.labels,
             errors=errors,
             max_regions=max_regions,
+            nr_merged=nr_merged,
         )
 
     # -- updates -------------------------------------------------------------------------
 
     def update(self) -> None:
-        """Re-read every process' mappings and fit its regions to them (set-regions)."""
+        """Re-read every process' mappings and fit its regions to them (set-regions); memory
+        that is new to us starts fresh, watched from now."""
+        now = self.clock()
         for t in self._targets.values():
             for p in list(t.processes.values()):
                 try:
@@ -384,9 +399,9 @@ class Monitor(Engine):
                     self._fail(t, p.ref, e)
                     continue
                 if self.ops.adaptive:
-                    p.regions = set_regions(p.regions, ranges)
+                    p.regions = set_regions(p.regions, ranges, now)
                 else:
-                    p.regions = fixed_regions(p.regions, ranges)
+                    p.regions = fixed_regions(p.regions, ranges, now)
         self._warnings = tuple(self.ops.interference())
 
     # -- driving -------------------------------------------------------------------------

@@ -23,8 +23,12 @@ class RegionRecord:
     What is known of access comes in one of two forms:
 
     - a *point*: ``nr_accesses`` of ``nr_checks`` samples saw an access this aggregation,
-      and ``idle_seconds`` is how long the whole region has gone unaccessed (DAMON's age,
-      in seconds, when ``nr_accesses`` is 0; a lower bound: since we began watching it);
+      and ``idle_seconds`` is how long the whole region has gone unaccessed: 0 when
+      ``nr_accesses`` > 0, else the seconds since the last sample that saw an access. If no
+      sample ever did (``seen_accessed`` False: memory new to us, or never touched while
+      watched), it is the seconds since we began watching, a lower bound: such a region
+      may be called cold once watched that long, but never in the working set, because
+      nothing was seen. ``age`` is DAMON's (aggregations the pattern held), for reference;
     - a *distribution* (``idle_distribution`` non-empty): pairs ``(seconds, bytes)``, the
       resident bytes of the region *not* accessed within ``seconds``, for increasing
       ``seconds``. Engines that only know how many bytes were touched, not which, give
@@ -46,6 +50,7 @@ class RegionRecord:
     #: with a distribution: bytes seen accessed within one aggregation interval (the
     #: frequency histogram counts them at 1, the rest of the resident bytes at 0)
     accessed_bytes: int = 0
+    seen_accessed: bool = True
 
     @property
     def size(self) -> int:
@@ -68,19 +73,13 @@ class RegionRecord:
             "nr_checks": self.nr_checks,
             "age": self.age,
             "idle_seconds": self.idle_seconds,
+            "seen_accessed": self.seen_accessed,
             "resident_bytes": self.resident_bytes,
             "frequency": round(self.frequency, 6),
         }
         if self.idle_distribution:
             d["idle_distribution"] = [[s, b] for s, b in self.idle_distribution]
         return d
-
-
-def idle_seconds(nr_accesses: int, age: int, aggregation_interval: float) -> float:
-    """How long a region has gone unaccessed: DAMON's age, in seconds, if it saw no access
-    this aggregation; zero otherwise. Because a move to zero restarts the age, this is the
-    time since the region was last seen accessed (lower bound: since we began watching it)."""
-    return 0.0 if nr_accesses > 0 else age * aggregation_interval
 
 
 @dataclass(frozen=True)
@@ -98,6 +97,10 @@ class TargetRecords:
     #: earlier than ``aggregated_at`` (the oldest measurement used); empty where every
     #: figure is measured at each aggregation
     measured_at: tuple[tuple[float, float], ...] = ()
+    #: regions after merging, before this aggregation's split (what the kernel's
+    #: damon_aggregated tracepoint shows); DAMON splits only while this is at most half the
+    #: cap, so the CPU budget keeps caps above twice it. 0 where the engine does not say.
+    nr_merged: int = 0
 
     @property
     def key(self) -> TargetKey:

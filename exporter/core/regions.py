@@ -7,6 +7,7 @@ by address, one list per process.
 
 from __future__ import annotations
 
+import bisect
 import random
 from dataclasses import dataclass
 from typing import Sequence
@@ -24,6 +25,12 @@ class Region:
     ``nr_accesses`` counts sample hits in the current aggregation, ``nr_checks`` the samples
     that could be checked at all (a non-resident or untrackable page is neither hit nor
     miss). ``age`` counts aggregations the access pattern stayed the same (kernel semantics).
+
+    Idle time is kept apart from ``age``, in seconds: ``last_access`` is the monitor clock's
+    time of the last sample that saw an access in the region (``seen`` True), or, for a
+    region never seen accessed (``seen`` False), the time we began watching its memory.
+    A clock time does not change meaning when the aggregation interval does, as a count of
+    aggregations would; ``age`` stays for what the kernel uses it for.
     """
 
     start: int
@@ -33,10 +40,22 @@ class Region:
     last_nr_accesses: int = 0
     age: int = 0
     sampling_addr: int = 0
+    last_access: float = 0.0
+    seen: bool = False
 
     @property
     def size(self) -> int:
         return self.end - self.start
+
+    def piece(self, start: int, end: int) -> "Region":
+        """A part of this region: same counters, same history (it was observed as a whole)."""
+        return Region(start, end, self.nr_accesses, self.nr_checks, self.last_nr_accesses, self.age,
+                      last_access=self.last_access, seen=self.seen)
+
+    def idle_seconds(self, now: float) -> float:
+        """Seconds without an observed access at ``now`` (0 if this aggregation saw one);
+        for a region never seen accessed, seconds since we began watching it."""
+        return 0.0 if self.nr_accesses > 0 else max(0.0, now - self.last_access)
 
 
 def split_evenly(r: Region, nr_pieces: int) -> list[Region]:
@@ -50,19 +69,20 @@ def split_evenly(r: Region, nr_pieces: int) -> list[Region]:
     out = []
     start = r.start
     while start + piece <= r.end and len(out) < nr_pieces:
-        out.append(Region(start, start + piece, r.nr_accesses, r.nr_checks, r.last_nr_accesses, r.age))
+        out.append(r.piece(start, start + piece))
         start += piece
     out[-1].end = r.end
     return out
 
 
-def init_regions(ranges: Sequence[AddressRange], min_regions: int, total: int | None = None) -> list[Region]:
+def init_regions(ranges: Sequence[AddressRange], min_regions: int, total: int | None = None, now: float = 0.0) -> list[Region]:
     """``__damon_va_init_regions()``: each range split so region sizes approach total/min.
 
     ``total`` defaults to the ranges' own size; a process joining a multi-process target
     passes the whole target's size, as the kernel sizes regions by the whole context. The
     piece count is rounded up (the kernel rounds down), so no initial region is larger than
-    total/min and the first merge's size limit never has to be exceeded.
+    total/min and the first merge's size limit never has to be exceeded. The regions are
+    fresh: never seen accessed, watched from ``now``.
     """
     if total is None:
         total = sum(r.size for r in ranges)
@@ -71,7 +91,7 @@ def init_regions(ranges: Sequence[AddressRange], min_regions: int, total: int | 
     sz = max(MIN_REGION, total // min_regions)
     out: list[Region] = []
     for rng in ranges:
-        out.extend(split_evenly(Region(rng.start, rng.end), max(1, -(-rng.size // sz))))
+        out.extend(split_evenly(Region(rng.start, rng.end, last_access=now), max(1, -(-rng.size // sz))))
     return out
 
 
@@ -87,13 +107,32 @@ def region_size_limit(total_size: int, min_regions: int) -> int:
 
 def merge_two(left: Region, right: Region) -> None:
     """``damon_merge_two_regions()``: ``left`` absorbs ``right``; counters become the
-    size-weighted averages."""
+    size-weighted averages.
+
+    Idle time merges the same way (the time of the last access is the size-weighted mean
+    of the two), so the merged region's idle time lies between its parts': a merge never
+    makes memory look more recently used than its most recently used part, nor idler than
+    its idlest. Whether that time is an observed access (``seen``) is taken from the larger
+    part. Either way the bytes a merge can misplace are bounded by the merged region.
+
+    A merge of a region that saw an access this aggregation with one that did not (only
+    :func:`force_merge` does that) keeps ``nr_accesses`` at 1 or more, where the kernel's
+    integer average can round it to 0: a region holding an observed access is never
+    reported as unaccessed.
+    """
     sl, sr = left.size, right.size
     total = sl + sr
+    accessed = left.nr_accesses > 0 or right.nr_accesses > 0
     left.nr_accesses = (left.nr_accesses * sl + right.nr_accesses * sr) // total
+    if accessed and left.nr_accesses == 0:
+        left.nr_accesses = 1
     left.nr_checks = (left.nr_checks * sl + right.nr_checks * sr) // total
     left.last_nr_accesses = (left.last_nr_accesses * sl + right.last_nr_accesses * sr) // total
     left.age = (left.age * sl + right.age * sr) // total
+    if left.last_access != right.last_access:
+        left.last_access = (left.last_access * sl + right.last_access * sr) / total
+    if sr > sl:
+        left.seen = right.seen
     left.end = right.end
 
 
@@ -174,7 +213,8 @@ def split_regions(regions: list[Region], nr_subs: int, rng: random.Random) -> li
     """``damon_split_regions_of()``: cut each region into up to ``nr_subs`` random pieces.
 
     The left piece gets 10%..90% of the region, page aligned; regions of two pages or less
-    stay whole. Pieces inherit the counters and age.
+    stay whole. Pieces inherit the counters, age and idle time: the region was observed as
+    a whole, so that is all that is known of each piece.
     """
     out: list[Region] = []
     for r in regions:
@@ -187,7 +227,7 @@ def split_regions(regions: list[Region], nr_subs: int, rng: random.Random) -> li
             sub = align_down(rng.randint(1, 9) * size // 10, MIN_REGION)
             if sub == 0 or sub >= size:
                 continue
-            right = Region(cur.start + sub, cur.end, cur.nr_accesses, cur.nr_checks, cur.last_nr_accesses, cur.age)
+            right = cur.piece(cur.start + sub, cur.end)
             cur.end = cur.start + sub
             pieces.insert(1, right)  # the left piece (cur) is split again next round
             size = sub
@@ -195,14 +235,20 @@ def split_regions(regions: list[Region], nr_subs: int, rng: random.Random) -> li
     return out
 
 
-def set_regions(regions: list[Region], ranges: Sequence[AddressRange]) -> list[Region]:
+def set_regions(regions: list[Region], ranges: Sequence[AddressRange], now: float = 0.0) -> list[Region]:
     """``damon_set_regions()``: fit existing regions to new monitoring ranges.
 
     Regions that intersect no new range are dropped; in each range the first and last
-    intersecting regions are stretched or trimmed to the range's edges, holes between the
-    remaining regions are filled with fresh regions, and a range with no region at all
-    becomes one new region. Counters of surviving regions are kept, so an update does not
-    throw away what was learned about memory that is still mapped.
+    intersecting regions are trimmed to the range's edges, holes between the remaining
+    regions are filled with fresh regions, and a range with no region at all becomes one
+    new region. Counters of surviving regions are kept, so an update does not throw away
+    what was learned about memory that is still mapped.
+
+    One deliberate difference: where a range grew past its first or last region, the
+    kernel stretches that region over the new memory, which then inherits an access
+    history it never had (a long idle time for a heap that just grew, say). Here the new
+    memory becomes a fresh region of its own, like a hole: never seen accessed, watched
+    from ``now``.
     """
     ranges = sorted(AddressRange(align_down(a), align_up(b)) for a, b in ranges)
     out: list[Region] = []
@@ -223,22 +269,47 @@ def set_regions(regions: list[Region], ranges: Sequence[AddressRange]) -> list[R
         # do not consume it past this point
         i = j - 1 if inside and inside[-1].end > rng.end else j
         if not inside:
-            out.append(Region(rng.start, rng.end))
+            out.append(Region(rng.start, rng.end, last_access=now))
             continue
         pieces: list[Region] = []
-        for k, r in enumerate(inside):
-            start = rng.start if k == 0 else max(r.start, rng.start)
-            end = rng.end if k == len(inside) - 1 else min(r.end, rng.end)
-            if pieces and start > pieces[-1].end:
-                pieces.append(Region(pieces[-1].end, start))  # fill the hole
+        prev_end = rng.start
+        for r in inside:
+            start, end = max(r.start, rng.start), min(r.end, rng.end)
+            if start > prev_end:
+                pieces.append(Region(prev_end, start, last_access=now))  # new memory, or a hole
             if end > start:
-                pieces.append(Region(start, end, r.nr_accesses, r.nr_checks, r.last_nr_accesses, r.age))
+                pieces.append(r.piece(start, end))
+            prev_end = max(prev_end, end)
+        if rng.end > prev_end:
+            pieces.append(Region(prev_end, rng.end, last_access=now))
         out.extend(pieces)
     return out
 
 
-def fixed_regions(regions: list[Region], ranges: Sequence[AddressRange]) -> list[Region]:
+def fixed_regions(regions: list[Region], ranges: Sequence[AddressRange], now: float = 0.0) -> list[Region]:
     """Regions that are exactly ``ranges`` (non-adaptive backends), keeping the counters of
-    regions whose boundaries did not change."""
+    regions whose boundaries did not change.
+
+    A range that changed (a heap or stack that grew or shrank) gets fresh counters; its
+    idle time is what a merge of its parts would give (:func:`merge_two`): the memory it
+    shares with old regions brings their history, new memory is watched from ``now``, and
+    the larger part decides whether the time is an observed access."""
     old = {(r.start, r.end): r for r in regions}
-    return [old.get((a, b)) or Region(a, b) for a, b in ranges]
+    starts = [r.start for r in regions]  # sorted, non-overlapping
+    out = []
+    for a, b in ranges:
+        r = old.get((a, b))
+        if r is None:
+            r = Region(a, b, last_access=now)
+            weighted, known, seen_bytes = 0.0, 0, 0
+            for x in regions[max(0, bisect.bisect_right(starts, a) - 1) : bisect.bisect_left(starts, b)]:
+                ov = min(b, x.end) - max(a, x.start)
+                if ov > 0:
+                    weighted += x.last_access * ov
+                    known += ov
+                    seen_bytes += ov if x.seen else 0
+            if known:
+                r.last_access = (weighted + now * (b - a - known)) / (b - a)
+                r.seen = 2 * seen_bytes > b - a
+        out.append(r)
+    return out

@@ -389,7 +389,11 @@ class ReferencedBytesEngine(Engine):
             p.smaps = smaps
             self._clear(p, now)
             return
-        self._add_points(p.period, smaps, elapsed)
+        # a read made for a horizon stands for the horizon itself: it comes within a tick of
+        # it, and the bytes touched in that tick are too few to matter, where recording the
+        # read a little late would leave the figure at the horizon to an earlier point
+        at = max(due) if due and elapsed - max(due) <= 2 * self._attrs.sample_interval else elapsed
+        self._add_points(p.period, smaps, at)
         p.period.horizons_read.update(due)
         p.smaps = smaps
         if end:
@@ -459,7 +463,8 @@ class ReferencedBytesEngine(Engine):
                     start=m.start,
                     end=m.end,
                     resident_bytes=m.rss,
-                    idle_distribution=idle_distribution(pts, m.rss) or ((0.0, 0),),
+                    # nothing measured yet since the clear: not known touched, not known idle
+                    idle_distribution=idle_distribution(pts, m.rss) or ((0.0, m.rss),),
                     accessed_bytes=first.referenced if first else 0,
                 )
             )

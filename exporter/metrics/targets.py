@@ -31,6 +31,8 @@ TARGET_METRIC_NAMES: tuple[str, ...] = (
     "damon_cold_bytes",
     "damon_cold_measured_timestamp_seconds",
     "damon_cold_ratio",
+    "damon_working_set_error_bytes",
+    "damon_cold_error_bytes",
     "damon_idle_age_seconds",
     "damon_access_frequency_ratio",
 )
@@ -82,6 +84,8 @@ def target_families(
     cold = gauge("damon_cold_bytes", "Resident bytes not seen accessed for at least the configured cold_age.", "bytes")
     cold_at = gauge("damon_cold_measured_timestamp_seconds", "Unix time the published cold bytes were measured (as for the working set, with cold_age).", "seconds")
     ratio = gauge("damon_cold_ratio", "damon_cold_bytes / damon_resident_bytes (0..1; 0 when nothing is resident).", "ratio")
+    ws_error = gauge("damon_working_set_error_bytes", "Expected error of damon_working_set_bytes: resident bytes at region edges that the samples suggest are on the wrong side, plus bytes watched for less than working_set_window and never seen accessed.", "bytes")
+    cold_error = gauge("damon_cold_error_bytes", "Expected error of damon_cold_bytes: resident bytes at region edges that the samples suggest are on the wrong side of cold_age.", "bytes")
     idle = GaugeHistogramMetricFamily(
         "damon_idle_age_seconds",
         "Resident bytes by time since last seen accessed (seconds); bucket values and _gcount are bytes, _gsum is byte-seconds.",
@@ -109,6 +113,8 @@ def target_families(
         cold.add_metric(lv, t.cold_bytes)
         cold_at.add_metric(lv, t.cold_measured_at)
         ratio.add_metric(lv, t.cold_ratio)
+        ws_error.add_metric(lv, t.working_set_error_bytes)
+        cold_error.add_metric(lv, t.cold_error_bytes)
         idle.add_metric(lv, _histogram(t.idle_age_histogram), t.idle_age_sum)
         freq.add_metric(lv, _histogram(t.frequency_histogram), t.frequency_sum)
     for name, nr, labels in pending:
@@ -117,4 +123,4 @@ def target_families(
         lv = label_values(name, labels, label_names)
         processes.add_metric(lv, nr)
         up.add_metric(lv, 0)
-    return [processes, up, last, regions, regions_max, resident, working, working_at, cold, cold_at, ratio, idle, freq]
+    return [processes, up, last, regions, regions_max, resident, working, working_at, cold, cold_at, ratio, ws_error, cold_error, idle, freq]

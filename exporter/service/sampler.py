@@ -66,7 +66,8 @@ class Sampler:
         self.stop = stop
         self.engine_factory = engine_factory
         self.discoverer_factory = discoverer_factory
-        self.budget = CpuBudget(config.cpu_budget or 0.0, config.monitoring, window=budget_window)
+        self.budget = CpuBudget(config.cpu_budget or 0.0, config.monitoring, window=budget_window,
+                                resolution=self._resolution(config))
         self._pending_config: Any = None
         self._errors: Counter[str] = Counter()
         self._errors_base: Counter[str] = Counter()  # from engines that were restarted
@@ -130,7 +131,7 @@ class Sampler:
         for w in engine.interference():
             log.warning("results may be disturbed", extra={"kv": {"reason": w}})
         self.box.update(backend=engine.name, backend_reason=engine.selection_reason)
-        self.budget.reset(self.config.cpu_budget or 0.0, self._monitoring(self.config, engine))
+        self.budget.reset(self.config.cpu_budget or 0.0, self._monitoring(self.config, engine), self._resolution(self.config))
         return engine
 
     def _retire_engine(self) -> None:
@@ -211,7 +212,7 @@ class Sampler:
         if self._engine is not None and cfg.backend != self.config.backend:
             log.warning("backend change needs a restart; keeping the running backend", extra={"kv": {"running": self.config.backend, "configured": cfg.backend}})
         self.config = cfg
-        self.budget.reset(cfg.cpu_budget or 0.0, self._monitoring(cfg, self._engine))
+        self.budget.reset(cfg.cpu_budget or 0.0, self._monitoring(cfg, self._engine), self._resolution(cfg))
         e = self._engine
         self._discoverer = None if e is None else self.discoverer_factory(cfg)
         if e is not None:
@@ -231,6 +232,11 @@ class Sampler:
 
         return monitoring_attrs(engine.name, cfg.monitoring, getattr(cfg, "monitoring_keys", ()))
 
+    @staticmethod
+    def _resolution(config: Any) -> float:
+        """The shortest time the metrics answer for: the budget keeps it resolved."""
+        return min(config.working_set_window, config.cold_age)
+
     def policy(self) -> Policy:
         return Policy(cold_age=self.config.cold_age, working_set_window=self.config.working_set_window)
 
@@ -244,7 +250,7 @@ class Sampler:
     def _on_aggregation(self, engine: Engine, agg: Aggregation) -> None:
         summary = summarize(agg, self.policy())
         cpu = time.thread_time()
-        loads = [TargetLoad(t.key, len(t.regions), t.max_regions) for t in agg.targets]
+        loads = [TargetLoad(t.key, len(t.regions), t.max_regions, t.nr_merged) for t in agg.targets]
         d = self.budget.observe(time.monotonic(), cpu, loads, engine.uses_region_cap)
         for key, cap in d.max_regions.items():
             engine.set_region_cap(key, cap)

@@ -4,13 +4,19 @@ Every number is weighted by resident bytes, never by region size: non-resident m
 no numerator and no denominator, whatever the engine. A record either carries one idle time
 for the whole region (DAMON's engines) or a distribution of idle time over its bytes (the
 referenced-bytes engine); both give the same kind of answer here.
+
+Memory nobody has seen accessed is never in the working set: a region new to us (a new
+mapping, a process that just joined, the first minute after start) counts in it only once a
+sample sees it accessed, and counts as cold only once it has been watched for ``cold_age``
+without one. Until it has been watched for ``working_set_window`` it is in neither figure,
+and the working set's error estimate includes it.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from ..core.records import Aggregation, EngineStats, RegionRecord, TargetRecords
 
@@ -37,6 +43,90 @@ def idle_at_least(r: RegionRecord, seconds: float) -> int:
     if not r.idle_distribution:
         return r.resident_bytes if r.idle_seconds >= seconds else 0
     return sum(b for s, b in idle_bands(r) if s >= seconds)
+
+
+def seen_within(r: RegionRecord, window: float) -> bool:
+    """A point record seen accessed within ``window`` seconds."""
+    return r.nr_accesses > 0 or (r.seen_accessed and r.idle_seconds < window)
+
+
+def untouched_by(r: RegionRecord, window: float) -> tuple[int, bool]:
+    """For a distribution record: bytes not known to be touched within ``window`` (those
+    untouched at its last point at or before ``window``), and whether that is exact (a
+    point lies at or beyond ``window``, so the rest are known idle that long)."""
+    untouched = r.resident_bytes
+    for s, nbytes in r.idle_distribution:
+        if s > window:
+            return min(untouched, r.resident_bytes), True
+        untouched = nbytes
+    exact = bool(r.idle_distribution) and r.idle_distribution[-1][0] >= window
+    return min(untouched, r.resident_bytes), exact
+
+
+def in_working_set(r: RegionRecord, window: float) -> int:
+    """Resident bytes of ``r`` seen accessed within ``window`` seconds."""
+    if r.idle_distribution:
+        return r.resident_bytes - untouched_by(r, window)[0]
+    return r.resident_bytes if seen_within(r, window) else 0
+
+
+def unknown_bytes(r: RegionRecord, window: float) -> int:
+    """Resident bytes of ``r`` whose working-set membership is unknown: never seen accessed,
+    and watched for less than ``window``."""
+    if r.idle_distribution:
+        untouched, exact = untouched_by(r, window)
+        return 0 if exact else untouched
+    if r.nr_accesses > 0 or r.seen_accessed or r.idle_seconds >= window:
+        return 0
+    return r.resident_bytes
+
+
+def edge_error(regions: Sequence[RegionRecord], member: Callable[[RegionRecord], bool], sample_interval: float,
+               unknown: Callable[[RegionRecord], int] = lambda r: 0) -> float:
+    """Expected resident bytes on the wrong side of a threshold because a region holds
+    memory of both sides (DAMON's spatial error), estimated from the sampling evidence.
+
+    All bytes of a region are classified alike (in or out of the working set; cold or not).
+    Where two contiguous regions of one process are classified differently, the true edge
+    lies inside one of them or exactly between, and the samples say how likely each is:
+
+    - the side classified as recently used (``member``), if sampled this aggregation: a
+      share ``1 - f / f_ref`` of it is likely idle, where ``f`` is its access frequency and
+      ``f_ref`` the highest of its own and its other neighbour's (memory used alike reads
+      alike; a region straddling the edge reads proportionally less);
+    - the other side has gone ``n = idle_seconds / sample_interval`` samples without a
+      hit; the expected share of it that is used after that is ``1 / (n + 1)``: small for
+      regions watched long at fine resolution, large where the budget stretched the sample
+      interval or the region is young.
+
+    Each region counts at most once, with the larger of its shares; bytes that ``unknown``
+    says cannot be classified at all count whole. Records with an idle-time distribution are
+    classified per byte and never counted at an edge.
+    """
+    share: dict[int, float] = {}
+
+    def blame(i: int, x: float) -> None:
+        share[i] = max(share.get(i, 0.0), min(1.0, max(0.0, x)))
+
+    def contiguous(a: RegionRecord, b: RegionRecord) -> bool:
+        return a.pid == b.pid and a.end == b.start and not a.idle_distribution and not b.idle_distribution
+
+    n = len(regions)
+    for i in range(1, n):
+        a, b = regions[i - 1], regions[i]
+        if not contiguous(a, b) or member(a) == member(b):
+            continue
+        (hot, hi, other), (cold, ci) = ((a, i - 1, i - 2), (b, i)) if member(a) else ((b, i, i + 1), (a, i - 1))
+        if hot.nr_checks and hot.nr_accesses:
+            ref = hot.frequency
+            if 0 <= other < n and contiguous(*sorted((hot, regions[other]), key=lambda r: (r.pid, r.start))) and member(regions[other]):
+                ref = max(ref, regions[other].frequency)
+            blame(hi, 1.0 - hot.frequency / ref)
+        blame(ci, sample_interval / (cold.idle_seconds + sample_interval) if sample_interval > 0 else 0.0)
+    total = 0.0
+    for i, r in enumerate(regions):
+        total += max(unknown(r), r.resident_bytes * share.get(i, 0.0))
+    return total
 
 
 def idle_bands(r: RegionRecord) -> Iterable[tuple[float, int]]:
@@ -107,6 +197,11 @@ class TargetSummary:
     #: engine measures at every aggregation; earlier for clear_refs between its points)
     working_set_measured_at: float = 0.0
     cold_measured_at: float = 0.0
+    #: how far working_set_bytes / cold_bytes may be off (see :func:`edge_error`); the
+    #: working set's includes memory watched too briefly to say (:func:`unknown_bytes`)
+    working_set_error_bytes: int = 0
+    cold_error_bytes: int = 0
+    nr_merged: int = 0  # regions after merging, before the split (see TargetRecords)
 
     @property
     def cold_ratio(self) -> float:
@@ -124,6 +219,8 @@ class TargetSummary:
             "working_set_bytes": self.working_set_bytes,
             "cold_bytes": self.cold_bytes,
             "cold_ratio": round(self.cold_ratio, 6),
+            "working_set_error_bytes": self.working_set_error_bytes,
+            "cold_error_bytes": self.cold_error_bytes,
             "nr_regions": self.nr_regions,
             "idle_age_histogram": [[_bound(b), v] for b, v in self.idle_age_histogram],
             "frequency_histogram": [[_bound(b), v] for b, v in self.frequency_histogram],
@@ -142,12 +239,16 @@ def _bound(b: float) -> float | str:
     return "+Inf" if math.isinf(b) else b
 
 
-def summarize_target(t: TargetRecords, policy: Policy) -> TargetSummary:
+def summarize_target(t: TargetRecords, policy: Policy, sample_interval: float = 0.0) -> TargetSummary:
     """Working set, cold bytes and the two distributions of one target, from resident bytes."""
     regions = t.regions
+    window, cold_age = policy.working_set_window, policy.cold_age
     resident = sum(r.resident_bytes for r in regions)
-    working = resident - sum(idle_at_least(r, policy.working_set_window) for r in regions)
-    cold = sum(idle_at_least(r, policy.cold_age) for r in regions)
+    working = sum(in_working_set(r, window) for r in regions)
+    cold = sum(idle_at_least(r, cold_age) for r in regions)
+    ws_error = edge_error(regions, lambda r: seen_within(r, window), sample_interval,
+                          lambda r: unknown_bytes(r, window))
+    cold_error = edge_error(regions, lambda r: r.idle_seconds < cold_age, sample_interval)
     bands = [band for r in regions for band in idle_bands(r)]
     freq = [band for r in regions for band in frequency_bands(r)]
     measured = dict(t.measured_at)
@@ -168,6 +269,9 @@ def summarize_target(t: TargetRecords, policy: Policy) -> TargetSummary:
         max_regions=t.max_regions,
         working_set_measured_at=measured.get(policy.working_set_window, t.aggregated_at),
         cold_measured_at=measured.get(policy.cold_age, t.aggregated_at),
+        working_set_error_bytes=min(resident, round(ws_error)),
+        cold_error_bytes=min(resident, round(cold_error)),
+        nr_merged=t.nr_merged,
     )
 
 
@@ -223,4 +327,4 @@ class Summary:
 
 def summarize(agg: Aggregation, policy: Policy) -> Summary:
     """The summary of every target of one aggregation."""
-    return Summary(raw=agg, targets=tuple(summarize_target(t, policy) for t in agg.targets), policy=policy)
+    return Summary(raw=agg, targets=tuple(summarize_target(t, policy, agg.sample_interval) for t in agg.targets), policy=policy)

@@ -203,3 +203,18 @@ def test_interval_change_rescales_age_and_last_accesses():
     # a steadily hot region's count is on the new scale and its age was not restarted
     hot_regions = [r for q in next(iter(mon._targets.values())).processes.values() for r in q.regions if BASE <= r.start and r.end <= BASE + 64 * MiB]
     assert all(r.last_nr_accesses > 30 for r in hot_regions)
+
+
+def test_records_say_how_many_regions_were_left_after_merging():
+    """nr_merged is the count before the split: DAMON splits (here: 2-3 pieces each) only
+    while it is at most half the cap, which is what the CPU budget's floor relies on."""
+    hot = HotRange(BASE, BASE + 64 * MiB)
+    mon, _, _ = make_monitor({1: process_with_buffer(256 * MiB, [hot])}, MonitoringAttrs(0.1, 2.0, 10.0, 10, 100), seed=12)
+    for snap in aggregations(mon, 10):
+        t = snap.target("t")
+        assert 10 <= t.nr_merged <= t.nr_regions
+        if t.nr_merged <= 50:
+            assert t.nr_regions >= min(100, 2 * t.nr_merged) - 3  # split: (almost) every region in two
+    mon.set_region_cap(("t", ()), 20)
+    t = list(aggregations(mon, 3))[-1].target("t")
+    assert t.nr_merged > 10 and t.nr_regions == t.nr_merged  # over half the cap: no split

@@ -221,20 +221,72 @@ def test_set_regions_fits_new_ranges(regs, new_maps):
         assert any(x.start <= r.start and r.end <= x.end for x in ranges)
 
 
-def test_set_regions_keeps_counters_stretches_edges_and_fills_holes():
+def test_set_regions_keeps_counters_and_history_new_memory_starts_fresh():
     regs = [
-        Region(10 * PAGE, 20 * PAGE, nr_accesses=1, age=5),
-        Region(30 * PAGE, 40 * PAGE, nr_accesses=2, age=6),
-        Region(100 * PAGE, 110 * PAGE, nr_accesses=3, age=7),
+        Region(10 * PAGE, 20 * PAGE, nr_accesses=1, age=5, last_access=50.0, seen=True),
+        Region(30 * PAGE, 40 * PAGE, nr_accesses=2, age=6, last_access=60.0, seen=True),
+        Region(100 * PAGE, 110 * PAGE, nr_accesses=3, age=7, last_access=70.0, seen=True),
     ]
-    out = set_regions(regs, [AddressRange(5 * PAGE, 45 * PAGE), AddressRange(200 * PAGE, 210 * PAGE)])
-    got = [(r.start // PAGE, r.end // PAGE, r.nr_accesses, r.age) for r in out]
+    out = set_regions(regs, [AddressRange(5 * PAGE, 45 * PAGE), AddressRange(200 * PAGE, 210 * PAGE)], now=99.0)
+    got = [(r.start // PAGE, r.end // PAGE, r.nr_accesses, r.age, r.last_access, r.seen) for r in out]
     assert got == [
-        (5, 20, 1, 5),  # first region stretched down to the range start
-        (20, 30, 0, 0),  # the hole between kept regions, filled fresh
-        (30, 45, 2, 6),  # last region stretched to the range end
-        (200, 210, 0, 0),  # a new range with no region: one fresh region
+        (5, 10, 0, 0, 99.0, False),  # the range grew below its first region: new memory, fresh
+        (10, 20, 1, 5, 50.0, True),  # kept with its counters and history
+        (20, 30, 0, 0, 99.0, False),  # the hole between kept regions, filled fresh
+        (30, 40, 2, 6, 60.0, True),
+        (40, 45, 0, 0, 99.0, False),  # grown above its last region: fresh (the kernel stretches)
+        (200, 210, 0, 0, 99.0, False),  # a new range with no region: one fresh region
     ]  # the region at 100..110 intersects no new range: dropped
+    # a trimmed region keeps its history
+    (r,) = set_regions([Region(0, 10 * PAGE, last_access=5.0, seen=True)], [AddressRange(2 * PAGE, 8 * PAGE)], now=9.0)
+    assert (r.start, r.end, r.last_access, r.seen) == (2 * PAGE, 8 * PAGE, 5.0, True)
+
+
+def test_split_pieces_inherit_the_idle_history():
+    r = Region(0, 100 * PAGE, last_access=12.5, seen=True)
+    pieces = split_regions([r], 3, random.Random(3)) + split_evenly(Region(0, 8 * PAGE, last_access=3.0), 4)
+    assert [(p.last_access, p.seen) for p in pieces[:-4]] == [(12.5, True)] * (len(pieces) - 4)
+    assert [(p.last_access, p.seen) for p in pieces[-4:]] == [(3.0, False)] * 4
+    assert init_regions([AddressRange(0, 64 * PAGE)], 4, now=7.0)[0].last_access == 7.0
+
+
+def test_merged_idle_time_lies_between_the_parts():
+    """Size-weighted, like the kernel's age: the larger part's history dominates, and the
+    merged idle time is never below the most recently used part's nor above the idlest's."""
+    a = Region(0, 3 * PAGE, last_access=100.0, seen=True)  # idle 100 s at t=200
+    b = Region(3 * PAGE, 4 * PAGE, last_access=180.0, seen=False)  # idle 20 s
+    (m,) = merge_regions([a, b], threshold=0, size_limit=1 << 30)
+    assert m.last_access == 120.0 and m.seen is True
+    assert m.idle_seconds(200.0) == 80.0
+    c = Region(0, PAGE, last_access=10.0, seen=True)
+    d = Region(PAGE, 4 * PAGE, last_access=40.0, seen=False)
+    (m,) = merge_regions([c, d], threshold=0, size_limit=1 << 30)
+    assert (m.last_access, m.seen) == (32.5, False)  # the larger part's kind of history
+
+
+@given(region_lists(), st.integers(0, 20), st.integers(1, 1 << 16), st.lists(st.floats(0, 1000), min_size=1, max_size=200))
+def test_merged_idle_time_bounded_by_parts(regs, threshold, limit_pages, times):
+    for i, r in enumerate(regs):
+        r.last_access = times[i % len(times)]
+    parts = [(r.start, r.end, r.last_access) for r in regs]
+    out = merge_regions(regs, threshold, limit_pages * PAGE)
+    for m in out:
+        inside = [p[2] for p in parts if m.start <= p[0] and p[1] <= m.end]
+        assert min(inside) - 1e-9 <= m.last_access <= max(inside) + 1e-9
+
+
+def test_fixed_regions_keep_history_of_memory_still_mapped():
+    from exporter.core.regions import fixed_regions
+
+    regs = [Region(0, 10 * PAGE, nr_accesses=3, age=4, last_access=10.0, seen=True),
+            Region(20 * PAGE, 30 * PAGE, last_access=20.0, seen=True)]
+    out = fixed_regions(regs, [AddressRange(0, 10 * PAGE), AddressRange(20 * PAGE, 60 * PAGE), AddressRange(80 * PAGE, 90 * PAGE)], now=100.0)
+    assert out[0] is regs[0]  # unchanged: kept as it is
+    grown = out[1]  # 10 old pages idle since 20.0, 30 new pages watched from 100.0
+    assert (grown.nr_accesses, grown.age, grown.last_access, grown.seen) == (0, 0, 80.0, False)
+    assert (out[2].last_access, out[2].seen) == (100.0, False)  # new mapping: fresh
+    (shrunk,) = fixed_regions(regs, [AddressRange(20 * PAGE, 25 * PAGE)], now=100.0)
+    assert (shrunk.last_access, shrunk.seen) == (20.0, True)
 
 
 def test_region_size_limit():

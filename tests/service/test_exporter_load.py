@@ -78,7 +78,9 @@ def test_cpu_budget_holds_with_20_targets(exporter, children):
     budget = 0.05
     kids = [children(unique_comm(f"b{i}"), hot_mib=2, cold_mib=6, chunks=4, period=0.5) for i in range(20)]
     targets = "".join(comm_target(f"t{i}", k.name) for i, k in enumerate(kids))
-    e = exporter(fast_config(targets, cpu_budget=budget))
+    # a 30 s working-set window leaves the budget time to spend (up to 3 s samples); with
+    # the 1 s window of the fast config it could not stretch at all (10 samples per window)
+    e = exporter(fast_config(targets, cpu_budget=budget, window="30s", cold_age="60s"))
     e.wait_ready()
 
     # the controller acts after each 2-aggregation window; wait until it reports within budget

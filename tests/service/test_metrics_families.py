@@ -75,6 +75,9 @@ def test_values_of_a_target():
     assert v("damon_working_set_bytes") == 12 * MiB
     assert v("damon_cold_bytes") == 16 * MiB
     assert v("damon_cold_ratio") == 16 / 28
+    # no two regions of one process touch: no edge, so no spatial error; nothing unknown
+    assert v("damon_working_set_error_bytes") == 0
+    assert v("damon_cold_error_bytes") == 0
     assert v("damon_target_up") == 1
     assert v("damon_target_last_aggregation_timestamp_seconds") == 1700000000.0
     assert value(fams, "damon_target_up", "damon_target_up", target="web", team="blue") == 1

@@ -33,6 +33,7 @@ from exporter.core.attrs import MonitoringAttrs
 from exporter.core.engine import TargetSpec
 from tests.core.sim import SummarizingMonitor
 from exporter.summary import Policy, Summary, TargetSummary, summarize
+from exporter.summary.stat import seen_within
 from exporter.ops.base import OpsError, ProcessRef
 from exporter.ops.page_idle import PageIdleOps
 
@@ -193,7 +194,7 @@ def known_bytes(t: TargetSummary, known: Known) -> tuple[int, int]:
     code, stack and libc (~1 MiB each), whose truth nobody knows."""
     ws = cold = 0
     for x in t.regions:
-        in_ws = x.idle_seconds < WORKING_SET_WINDOW
+        in_ws = seen_within(x, WORKING_SET_WINDOW)
         in_cold = x.idle_seconds >= COLD_AGE
         if not (in_ws or in_cold):
             continue

@@ -1,0 +1,76 @@
+"""Working set, cold bytes and their error estimates from hand-made records."""
+
+from __future__ import annotations
+
+import pytest
+
+from exporter.core.records import RegionRecord, TargetRecords
+from exporter.summary import Policy, summarize_target
+
+MiB = 1 << 20
+A = 0x1000_0000
+
+
+def rec(start_mib: int, size_mib: int, acc: int = 0, checks: int = 20, idle: float = 0.0, seen: bool = True, pid: int = 1) -> RegionRecord:
+    start = A + start_mib * MiB
+    return RegionRecord(pid, start, start + size_mib * MiB, size_mib * MiB, nr_accesses=acc, nr_checks=checks,
+                        idle_seconds=0.0 if acc else idle, seen_accessed=seen)
+
+
+def summary(regions, cold_age=60.0, window=10.0, sample_interval=0.5):
+    return summarize_target(TargetRecords("t", (1, 2), tuple(regions), 0.0), Policy(cold_age, window), sample_interval)
+
+
+def test_edge_error_from_the_sampling_evidence():
+    hot = rec(0, 8, acc=20)  # every sample a hit
+    edge = rec(8, 4, acc=5)  # a quarter of them: three quarters of it likely idle
+    cold = rec(12, 40, idle=99.5)  # 199 samples without a hit: 1/200 of it likely used
+    t = summary([hot, edge, cold])
+    assert t.working_set_bytes == 12 * MiB and t.cold_bytes == 40 * MiB
+    expected = 0.75 * 4 * MiB + 40 * MiB / 200
+    assert t.working_set_error_bytes == round(expected)
+    assert t.cold_error_bytes == round(expected)  # the same edge, seen from cold_age
+    # a longer sample interval (the budget's) means fewer samples behind the idle region
+    assert summary([hot, edge, cold], sample_interval=5.0).working_set_error_bytes == round(0.75 * 4 * MiB + 40 * MiB * 5 / 104.5)
+
+
+def test_alike_neighbours_and_gaps_are_no_error():
+    # hot next to hot at the same frequency: the edge to cold is exactly at a boundary
+    t = summary([rec(0, 8, acc=10), rec(8, 8, acc=10), rec(16, 8, idle=1e9)])
+    assert t.working_set_error_bytes == round(8 * MiB * 0.5 / (1e9 + 0.5))
+    # not contiguous (a gap), or another process: no edge at all
+    t = summary([rec(0, 8, acc=10), rec(9, 8, idle=100.0), rec(17, 8, idle=100.0, pid=2)])
+    assert t.working_set_error_bytes == 0 and t.cold_error_bytes == 0
+
+
+def test_memory_never_seen_accessed_is_in_neither_figure_until_watched_long_enough():
+    fresh = rec(0, 2, idle=3.0, seen=False)  # watched 3 s, never seen accessed
+    t = summary([fresh, rec(100, 8, acc=10)])
+    assert t.working_set_bytes == 8 * MiB  # not invented into the working set
+    assert t.cold_bytes == 0  # nor cold
+    assert t.working_set_error_bytes == 2 * MiB  # and the estimate says it is unknown
+    # watched a whole window without a hit: known to be outside the working set
+    t = summary([rec(0, 2, idle=10.0, seen=False)])
+    assert (t.working_set_bytes, t.working_set_error_bytes, t.cold_bytes) == (0, 0, 0)
+    # watched cold_age without a hit: cold (a lower bound: since we began watching)
+    t = summary([rec(0, 2, idle=60.0, seen=False)])
+    assert t.cold_bytes == 2 * MiB
+    # seen accessed 3 s ago: in the working set
+    assert summary([rec(0, 2, idle=3.0)]).working_set_bytes == 2 * MiB
+
+
+def test_unknown_memory_at_an_edge_counts_once():
+    fresh = rec(8, 2, idle=1.0, seen=False)
+    t = summary([rec(0, 8, acc=20), fresh])
+    assert t.working_set_error_bytes == 2 * MiB
+
+
+def test_error_never_exceeds_resident():
+    t = summary([rec(0, 1, acc=1), rec(1, 1, idle=0.0, seen=False)], sample_interval=1e9)
+    assert t.working_set_error_bytes <= t.resident_bytes == 2 * MiB
+    assert t.to_dict()["working_set_error_bytes"] == t.working_set_error_bytes
+
+
+@pytest.mark.parametrize("seen", [True, False])
+def test_regions_accessed_this_aggregation_are_in_the_working_set(seen):
+    assert summary([rec(0, 4, acc=1, seen=seen)]).working_set_bytes == 4 * MiB

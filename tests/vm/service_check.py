@@ -1,0 +1,142 @@
+"""The exporter service with the default CPU budget, scraped over HTTP, inside the test VM.
+
+Run as ``python -m tests.vm.service_check --workload BIN --out FILE`` in the guest (see
+test_vm_service_budget.py). One workload process of 512 MiB with 64 MiB hot (the issue's
+case: page_idle under emulation costs more than the default budget of 0.05 of a core at
+100 ms samples, so the budget acts); the exporter runs as the real service (``python -m
+exporter``) with page_idle, 100 ms / 2 s, cold_age 10 s, working_set_window 4 s and no
+``cpu_budget`` key; ``/metrics`` is scraped every 2 s. Records every scrape, the truth and
+the exporter's log; the host-side test asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.vm.guest_checks import MONITOR_CPU, THP_ENABLED, Workload, require_test_guest, rss_of
+
+MiB = 1 << 20
+ADDRESS = "127.0.0.1:10170"
+SIZE_MIB, HOT_MIB = 512, 64
+WARM_UP = 30.0  # seconds after the first aggregation (converged by ~15 s in our runs)
+JUDGED = 60.0  # seconds of scrapes after that
+SCRAPE_EVERY = 2.0
+
+CONFIG = """\
+backend: page_idle
+monitoring:
+  sample_interval: 100ms
+  aggregation_interval: 2s
+  update_interval: 10s
+  min_regions: 10
+  max_regions: 200
+cold_age: 10s
+working_set_window: 4s
+targets:
+  - name: workload
+    match:
+      comm: [{comm}]
+"""
+
+GAUGES = {
+    "damon_working_set_bytes": "working_set",
+    "damon_cold_bytes": "cold",
+    "damon_resident_bytes": "resident",
+    "damon_regions": "regions",
+    "damon_regions_max": "regions_max",
+    "damon_working_set_error_bytes": "working_set_error",
+    "damon_cold_error_bytes": "cold_error",
+    "damon_target_last_aggregation_timestamp_seconds": "aggregated_at",
+}
+SELF = {
+    "damon_sampler_sample_interval_seconds": "sample_interval",
+    "damon_sampler_aggregation_interval_seconds": "aggregation_interval",
+    "damon_sampler_budget_ratio": "budget_ratio",
+}
+
+
+def scrape() -> dict:
+    with urllib.request.urlopen(f"http://{ADDRESS}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    out: dict = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name in GAUGES and s.labels.get("target") == "workload":
+                out[GAUGES[s.name]] = s.value
+            elif s.name in SELF:
+                out[SELF[s.name]] = s.value
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workload", required=True)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    require_test_guest()
+    with open(THP_ENABLED, "w") as f:
+        f.write("madvise")
+    work = Workload(args.workload, "--size", str(SIZE_MIB), "--hot", str(HOT_MIB))
+    tmp = tempfile.mkdtemp(prefix="svc-")
+    cfg = os.path.join(tmp, "config.yaml")
+    with open(cfg, "w") as f:
+        f.write(CONFIG.format(comm=os.path.basename(args.workload)[:15]))
+    log = open(os.path.join(tmp, "exporter.log"), "w+")
+    exporter = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "--config", cfg, "--web.listen-address", ADDRESS],
+        stdout=log, stderr=subprocess.STDOUT,
+        preexec_fn=lambda: os.sched_setaffinity(0, {MONITOR_CPU}),
+    )
+    scrapes: list[dict] = []
+    res: dict = {"truth": {"working_set": HOT_MIB * MiB, "cold": (SIZE_MIB - HOT_MIB) * MiB}}
+    try:
+        t0 = time.monotonic()
+        first = None
+        while time.monotonic() - t0 < 120:
+            try:
+                s = scrape()
+            except OSError:
+                s = {}
+            if "working_set" in s:
+                first = time.monotonic()
+                break
+            time.sleep(0.5)
+        if first is None:
+            raise RuntimeError("the exporter published no aggregation within 120 s")
+        res["first_aggregation_after"] = round(first - t0, 1)
+        next_at = first
+        while time.monotonic() < first + WARM_UP + JUDGED:
+            s = scrape()
+            s["t"] = round(time.monotonic() - first, 2)
+            s["judged"] = s["t"] >= WARM_UP
+            scrapes.append(s)
+            next_at += SCRAPE_EVERY
+            time.sleep(max(0.0, next_at - time.monotonic()))
+        res["other_rss"] = rss_of(work.pids[0]) - SIZE_MIB * MiB
+        res["exporter_alive"] = exporter.poll() is None
+    finally:
+        exporter.terminate()
+        try:
+            exporter.wait(10)
+        except subprocess.TimeoutExpired:
+            exporter.kill()
+        work.stop()
+        log.seek(0)
+        res["log"] = log.read()[-20000:]
+        res["scrapes"] = scrapes
+        with open(args.out, "w") as f:
+            json.dump(res, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
