@@ -199,7 +199,6 @@ class TimedOps:
     def __init__(self, inner) -> None:
         self.inner = inner
         self.name = inner.name
-        self.adaptive = inner.adaptive
         self.spent = 0.0
 
     def __getattr__(self, attr: str):

@@ -21,11 +21,10 @@ from typing import Callable, Iterable
 from ..ops.base import Operations, OpsError, ProcessGone, ProcessRef
 from .attrs import PAGE_SIZE, MonitoringAttrs
 from .engine import Engine, TargetSpec
-from .ranges import AddressRange, normalize, three_regions
+from .ranges import AddressRange, three_regions
 from .regions import (
     MIN_REGION,
     Region,
-    fixed_regions,
     force_merge,
     init_regions,
     merge_regions,
@@ -84,7 +83,6 @@ class Monitor(Engine):
     ) -> None:
         self.ops = ops
         self.name = ops.name  # type: ignore[misc]  # the backend is the operations set's
-        self.uses_region_cap = ops.adaptive  # type: ignore[misc]
         self._attrs = attrs or MonitoringAttrs()
         self._pending_attrs: MonitoringAttrs | None = None
         self.rng = rng or random.Random()
@@ -179,15 +177,11 @@ class Monitor(Engine):
         total = t.total_size() + sum(r.size for rs in ranges.values() for r in rs)
         now = self.clock()
         for ref, rs in ranges.items():
-            if self.ops.adaptive:
-                regions = init_regions(rs, self.attrs.min_regions, total, now=now)
-            else:
-                regions = [Region(a, b, last_access=now) for a, b in rs]
-            t.processes[ref] = _Process(ref, regions)
+            t.processes[ref] = _Process(ref, init_regions(rs, self.attrs.min_regions, total, now=now))
 
     def _ranges_of(self, ref: ProcessRef) -> list[AddressRange]:
         maps = self.ops.mappings(ref)
-        return three_regions(maps) if self.ops.adaptive else normalize(maps, join_touching=False)
+        return three_regions(maps)
 
     def _fail(self, t: _Target, ref: ProcessRef, e: OpsError) -> None:
         """A process we cannot watch: drop it quietly if gone, remember why otherwise."""
@@ -255,28 +249,23 @@ class Monitor(Engine):
         for t in self._targets.values():
             procs = list(t.processes.values())
             max_regions = self._max_regions(t)
-            if self.ops.adaptive:
-                threshold = max_acc // 10
+            threshold = max_acc // 10
+            for p in procs:
+                update_age(p.regions, threshold)
+            size_limit = region_size_limit(t.total_size(), attrs.min_regions)
+            while True:
                 for p in procs:
-                    update_age(p.regions, threshold)
-                size_limit = region_size_limit(t.total_size(), attrs.min_regions)
-                while True:
-                    for p in procs:
-                        p.regions = merge_regions(p.regions, threshold, size_limit)
-                    nr = t.nr_regions()
-                    threshold = max(1, threshold * 2)
-                    if nr <= max_regions or threshold // 2 >= max_acc:
-                        break
-                if nr > max_regions:
-                    lists = [p.regions for p in procs]
-                    force_merge(lists, max_regions)
-                self._ensure_min_regions(t)
-                nr_merged = t.nr_regions()
-                self._split(t, max_regions)
-            else:
-                for p in procs:
-                    update_age(p.regions, 0)
-                nr_merged = t.nr_regions()
+                    p.regions = merge_regions(p.regions, threshold, size_limit)
+                nr = t.nr_regions()
+                threshold = max(1, threshold * 2)
+                if nr <= max_regions or threshold // 2 >= max_acc:
+                    break
+            if nr > max_regions:
+                lists = [p.regions for p in procs]
+                force_merge(lists, max_regions)
+            self._ensure_min_regions(t)
+            nr_merged = t.nr_regions()
+            self._split(t, max_regions)
             targets.append(self._target_records(t, max_regions, nr_merged))
             for p in procs:
                 for r in p.regions:
@@ -398,10 +387,7 @@ class Monitor(Engine):
                 except OpsError as e:
                     self._fail(t, p.ref, e)
                     continue
-                if self.ops.adaptive:
-                    p.regions = set_regions(p.regions, ranges, now)
-                else:
-                    p.regions = fixed_regions(p.regions, ranges, now)
+                p.regions = set_regions(p.regions, ranges, now)
         self._warnings = tuple(self.ops.interference())
 
     # -- driving -------------------------------------------------------------------------

@@ -7,7 +7,6 @@ by address, one list per process.
 
 from __future__ import annotations
 
-import bisect
 import random
 from dataclasses import dataclass
 from typing import Sequence
@@ -283,33 +282,4 @@ def set_regions(regions: list[Region], ranges: Sequence[AddressRange], now: floa
         if rng.end > prev_end:
             pieces.append(Region(prev_end, rng.end, last_access=now))
         out.extend(pieces)
-    return out
-
-
-def fixed_regions(regions: list[Region], ranges: Sequence[AddressRange], now: float = 0.0) -> list[Region]:
-    """Regions that are exactly ``ranges`` (non-adaptive backends), keeping the counters of
-    regions whose boundaries did not change.
-
-    A range that changed (a heap or stack that grew or shrank) gets fresh counters; its
-    idle time is what a merge of its parts would give (:func:`merge_two`): the memory it
-    shares with old regions brings their history, new memory is watched from ``now``, and
-    the larger part decides whether the time is an observed access."""
-    old = {(r.start, r.end): r for r in regions}
-    starts = [r.start for r in regions]  # sorted, non-overlapping
-    out = []
-    for a, b in ranges:
-        r = old.get((a, b))
-        if r is None:
-            r = Region(a, b, last_access=now)
-            weighted, known, seen_bytes = 0.0, 0, 0
-            for x in regions[max(0, bisect.bisect_right(starts, a) - 1) : bisect.bisect_left(starts, b)]:
-                ov = min(b, x.end) - max(a, x.start)
-                if ov > 0:
-                    weighted += x.last_access * ov
-                    known += ov
-                    seen_bytes += ov if x.seen else 0
-            if known:
-                r.last_access = (weighted + now * (b - a - known)) / (b - a)
-                r.seen = 2 * seen_bytes > b - a
-        out.append(r)
     return out

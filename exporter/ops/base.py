@@ -62,14 +62,6 @@ class Operations(abc.ABC):
     #: backend name as used in flags, configs and the ``backend`` label
     name: ClassVar[str] = "abstract"
 
-    #: True for page-granular backends: the core builds DAMON's three regions from the
-    #: mappings and adapts region boundaries by merging and splitting. False where the
-    #: resolution is one whole mapping (clear_refs): the core then uses the mappings as
-    #: region boundaries, and never splits or merges (a split would only copy one answer).
-    adaptive: ClassVar[bool] = True
-
-    page_size: int = 4096
-
     @abc.abstractmethod
     def mappings(self, proc: ProcessRef) -> Iterable[tuple[int, int]]:
         """The process' user mappings as sorted (start, end) pairs (may be an iterator).

@@ -109,7 +109,6 @@ class _Proc:
 
 class PageIdleOps(Operations):
     name = "page_idle"
-    adaptive = True
 
     def __init__(
         self,

@@ -67,12 +67,10 @@ class SimulatedOps(Operations):
         processes: dict[int, SimulatedProcess],
         clock: Callable[[], float],
         rng: random.Random | None = None,
-        adaptive: bool = True,
     ) -> None:
         self.processes = processes
         self.clock = clock
         self.rng = rng or random.Random(0)
-        self.adaptive = adaptive  # instance override: False mimics a per-mapping backend
         self._prepared_at: dict[int, float] = {}
         self.checks = 0
 

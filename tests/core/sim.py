@@ -43,11 +43,10 @@ def make_monitor(
     attrs: MonitoringAttrs | None = None,
     seed: int = 0,
     targets: dict[str, list[int]] | None = None,
-    adaptive: bool = True,
     **kw,
 ) -> tuple[SummarizingMonitor, SimulatedOps, VirtualClock]:
     clk = VirtualClock()
-    ops = SimulatedOps(processes, clk, random.Random(seed), adaptive=adaptive)
+    ops = SimulatedOps(processes, clk, random.Random(seed))
     mon = SummarizingMonitor(
         ops,
         attrs or MonitoringAttrs(0.1, 2.0, 10.0, 10, 200),

@@ -2,7 +2,6 @@
 
 import random
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +22,7 @@ def check_regions(mon, procs, name="t"):
             assert s % PAGE == 0 and e % PAGE == 0 and e > s
         for (s1, e1), (s2, e2) in zip(regions, regions[1:]):
             assert e1 <= s2
-        # inside (and, for adaptive ops, exactly covering) the monitored ranges
+        # inside (and exactly covering) the monitored ranges
         assert normalize(regions) == normalize(three_regions(procs[ref.pid].mappings))
 
 
@@ -135,19 +134,6 @@ def test_pid_reuse_is_a_new_process():
     new = mon.regions_of("t")
     assert list(new) == [ProcessRef(1, 200)]
     assert new[ProcessRef(1, 200)] != old  # fresh initial regions, not the old learned ones
-
-
-def test_non_adaptive_ops_use_mappings_as_regions():
-    # eight 16 MiB mappings; the last two touch (like a library's text and data) and must
-    # still be two regions, since a per-mapping backend answers per mapping
-    maps = [(BASE + i * 2 * MiB * 16, BASE + i * 2 * MiB * 16 + 16 * MiB) for i in range(7)]
-    maps.append((maps[-1][1], maps[-1][1] + 16 * MiB))
-    proc = SimulatedProcess(mappings=maps, hot=[HotRange(*maps[2]), HotRange(*maps[5])])
-    mon, _, _ = make_monitor({1: proc}, seed=5, adaptive=False, cold_age=4.0, working_set_window=2.0)
-    t = list(aggregations(mon, 5))[-1].target("t")
-    assert [(r.start, r.end) for r in t.regions] == maps  # never split nor merged
-    assert t.working_set_bytes == 32 * MiB
-    assert t.cold_bytes == 6 * 16 * MiB
 
 
 def test_attrs_change_applies_at_next_aggregation():

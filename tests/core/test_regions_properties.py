@@ -275,20 +275,6 @@ def test_merged_idle_time_bounded_by_parts(regs, threshold, limit_pages, times):
         assert min(inside) - 1e-9 <= m.last_access <= max(inside) + 1e-9
 
 
-def test_fixed_regions_keep_history_of_memory_still_mapped():
-    from exporter.core.regions import fixed_regions
-
-    regs = [Region(0, 10 * PAGE, nr_accesses=3, age=4, last_access=10.0, seen=True),
-            Region(20 * PAGE, 30 * PAGE, last_access=20.0, seen=True)]
-    out = fixed_regions(regs, [AddressRange(0, 10 * PAGE), AddressRange(20 * PAGE, 60 * PAGE), AddressRange(80 * PAGE, 90 * PAGE)], now=100.0)
-    assert out[0] is regs[0]  # unchanged: kept as it is
-    grown = out[1]  # 10 old pages idle since 20.0, 30 new pages watched from 100.0
-    assert (grown.nr_accesses, grown.age, grown.last_access, grown.seen) == (0, 0, 80.0, False)
-    assert (out[2].last_access, out[2].seen) == (100.0, False)  # new mapping: fresh
-    (shrunk,) = fixed_regions(regs, [AddressRange(20 * PAGE, 25 * PAGE)], now=100.0)
-    assert (shrunk.last_access, shrunk.seen) == (20.0, True)
-
-
 def test_region_size_limit():
     assert region_size_limit(100 * PAGE, 10) == 10 * PAGE
     assert region_size_limit(5 * PAGE, 10) == PAGE

@@ -187,7 +187,7 @@ def test_a_stretched_aggregation_interval_keeps_idle_seconds_true():
     from tests.core.sim import MiB, SimulatedProcess, aggregations, make_monitor
 
     proc = SimulatedProcess(mappings=[(0x10000000, 0x10000000 + 16 * MiB)])  # never accessed
-    mon, _, clk = make_monitor({1: proc}, MonitoringAttrs(0.1, 1.0, 100.0, 3, 10), adaptive=False)
+    mon, _, clk = make_monitor({1: proc}, MonitoringAttrs(0.1, 1.0, 100.0, 3, 10))
     snap = list(aggregations(mon, 20))[-1]
     idle_before = max(r.idle_seconds for r in snap.target("t").regions)
     assert idle_before == pytest.approx(20.0)  # watched for 20 s, never seen accessed

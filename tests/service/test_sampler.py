@@ -77,7 +77,7 @@ def run_sampler():
 def test_publishes_snapshots_and_becomes_ready(run_sampler):
     procs = {10: proc()}
     disc = FakeDiscoverer([TargetSpec("web", (ProcessRef(10, 1),), (("team", "a"),))], ("team",))
-    _, box = run_sampler(Config(monitoring=FAST), lambda name: SimulatedOps(procs, time.monotonic, adaptive=False), lambda cfg: disc)
+    _, box = run_sampler(Config(monitoring=FAST), lambda name: SimulatedOps(procs, time.monotonic), lambda cfg: disc)
     st = wait_for(lambda: box.get() if box.get().ready and box.get().summary.stats.aggregations_total >= 3 else None)
     assert st.backend == "simulated"
     assert st.label_names == ("team",)
@@ -101,7 +101,7 @@ def test_a_reused_pid_is_a_new_process(run_sampler):
     """Keyed by (pid, start_time): when the start time changes, the history restarts."""
     procs = {10: proc()}
     disc = FakeDiscoverer([TargetSpec("web", (ProcessRef(10, 100),))])
-    _, box = run_sampler(Config(monitoring=FAST), lambda name: SimulatedOps(procs, time.monotonic, adaptive=False), lambda cfg: disc)
+    _, box = run_sampler(Config(monitoring=FAST), lambda name: SimulatedOps(procs, time.monotonic), lambda cfg: disc)
 
     def max_age():
         snap = box.get().summary
