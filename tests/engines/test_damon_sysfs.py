@@ -136,6 +136,35 @@ def test_ages_in_seconds_after_the_cap_lifts(tmp_path, procs):
     e.close()
 
 
+def test_idle_time_survives_the_kernels_age_truncation(tmp_path, procs):
+    """Beside a hot edge the kernel keeps merging age-0 slivers into an idle region and
+    truncates the weighted age back to 0 (seen in the guest): read at every aggregation, the
+    region's idle time still grows with the time it has gone unaccessed."""
+    clock = [100.0]
+    fake = FakeDamon(tmp_path)
+    e = engine(fake, tmp_path, clock=lambda: clock[0])
+    p = procs[0]
+    lo, hi = stack_of(p.pid)
+    mid = lo + (hi - lo) // 2 // 4096 * 4096
+    fake.regions[p.pid] = [(lo, mid, 5, 0), (mid, hi, 5, 0)]
+    e.set_targets([TargetSpec("A", (ref(p),))])
+    e.step()
+    aggr = ATTRS.aggregation_interval
+    for _ in range(10):
+        clock[0] += aggr
+        fake.regions[p.pid] = [(lo, mid, 0, 0), (mid, hi, 5, 0)]  # the kernel's age stays 0
+        idle, hot = e.step().targets[0].regions
+    assert idle.idle_seconds == pytest.approx(10 * aggr) and hot.idle_seconds == 0.0
+    # a sliver of the hot region split off: its addresses were accessed one aggregation ago
+    clock[0] += aggr
+    edge = mid + 4096 * 4
+    fake.regions[p.pid] = [(lo, edge, 0, 0), (edge, hi, 5, 0)]
+    idle, _ = e.step().targets[0].regions
+    small = (edge - mid) / (edge - lo)
+    assert idle.idle_seconds == pytest.approx(11 * aggr * (1 - small) + aggr * small)
+    e.close()
+
+
 def test_process_churn_never_commits_a_dead_pid(tmp_path, procs):
     fake = FakeDamon(tmp_path)
     e = engine(fake, tmp_path)
