@@ -220,10 +220,10 @@ def last_access(history: list[tuple[int, int, float]], start: int, end: int, ker
     *truncated to whole aggregations*: a long-idle region beside a hot edge keeps absorbing
     slivers split off the edge with age 0, and its age never grows (seen in the guest: 6 MiB
     of never-touched memory held at age 0-3 for a whole run, read as working set). So, as
-    the user-space engine does, the time of the last access is carried per address: an idle
+    the user-space engine does, the time of the last access is carried per address: a
     region takes the size-weighted mean of what the last aggregation's regions said of the
     same addresses (``history``, sorted, non-overlapping), and the kernel's age for addresses
-    they did not cover.
+    they did not cover; the caller moves the share of it seen accessed to now.
     """
     weighted = 0.0
     known = 0
@@ -638,7 +638,11 @@ class DamonSysfsEngine(Engine):
             history = []
             for r, res in sorted(zip(rs, resident), key=lambda x: x[0].start):
                 age = min(r.age, max_age)
-                la = now if r.nr_accesses > 0 else last_access(p.history, r.start, r.end, now - age * aggr)
+                # the share of samples that saw an access estimates the share of the region
+                # in use: that share is accessed now, the rest keeps its history (a region
+                # that reaches a hot page at its edge does not make all of it recent)
+                f = min(1.0, r.nr_accesses / checks) if checks else 0.0
+                la = f * now + (1.0 - f) * last_access(p.history, r.start, r.end, now - age * aggr)
                 history.append((r.start, r.end, la))
                 by_key[p.key].append(RegionRecord(
                     pid=p.ref.pid, start=r.start, end=r.end, resident_bytes=res,

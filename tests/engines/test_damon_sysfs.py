@@ -146,22 +146,35 @@ def test_idle_time_survives_the_kernels_age_truncation(tmp_path, procs):
     p = procs[0]
     lo, hi = stack_of(p.pid)
     mid = lo + (hi - lo) // 2 // 4096 * 4096
-    fake.regions[p.pid] = [(lo, mid, 5, 0), (mid, hi, 5, 0)]
+    hot_n = ATTRS.max_nr_accesses  # every sample of the hot half saw an access
+    fake.regions[p.pid] = [(lo, mid, hot_n, 0), (mid, hi, hot_n, 0)]
     e.set_targets([TargetSpec("A", (ref(p),))])
     e.step()
     aggr = ATTRS.aggregation_interval
     for _ in range(10):
         clock[0] += aggr
-        fake.regions[p.pid] = [(lo, mid, 0, 0), (mid, hi, 5, 0)]  # the kernel's age stays 0
+        fake.regions[p.pid] = [(lo, mid, 0, 0), (mid, hi, hot_n, 0)]  # the kernel's age stays 0
         idle, hot = e.step().targets[0].regions
     assert idle.idle_seconds == pytest.approx(10 * aggr) and hot.idle_seconds == 0.0
     # a sliver of the hot region split off: its addresses were accessed one aggregation ago
     clock[0] += aggr
     edge = mid + 4096 * 4
-    fake.regions[p.pid] = [(lo, edge, 0, 0), (edge, hi, 5, 0)]
+    fake.regions[p.pid] = [(lo, edge, 0, 0), (edge, hi, hot_n, 0)]
     idle, _ = e.step().targets[0].regions
     small = (edge - mid) / (edge - lo)
     assert idle.idle_seconds == pytest.approx(11 * aggr * (1 - small) + aggr * small)
+    # one sample of the 200 of an aggregation reaching a hot page at the region's edge
+    # brings only that share of it to now, not the whole region
+    before = idle.idle_seconds
+    clock[0] += aggr
+    fake.regions[p.pid] = [(lo, edge, 1, 0), (edge, hi, hot_n, 0)]
+    touched, _ = e.step().targets[0].regions
+    assert touched.idle_seconds == 0.0  # seen accessed in this aggregation
+    clock[0] += aggr
+    fake.regions[p.pid] = [(lo, edge, 0, 0), (edge, hi, hot_n, 0)]
+    idle, _ = e.step().targets[0].regions
+    share = 1 / ATTRS.max_nr_accesses
+    assert idle.idle_seconds == pytest.approx((before + aggr) * (1 - share) + aggr)
     e.close()
 
 
