@@ -201,7 +201,7 @@ def reset_bytes(before: dict[int, Curve], now: list[SmapsEntry]) -> int:
 def record_points(current: Curve | None, previous: Curve | None, elapsed: float) -> list[Point]:
     """The points that describe a mapping now: the current period's up to ``elapsed``, and
     beyond it the previous period's (each figure as of the last time it was exact)."""
-    pts = [p for p in current.points] if current is not None else []
+    pts = list(current.points) if current is not None else []
     if previous is not None:
         last = pts[-1].elapsed if pts else 0.0
         pts += [p for p in previous.points if p.elapsed > max(last, elapsed)]
@@ -330,15 +330,6 @@ class ReferencedBytesEngine(Engine):
     def live_processes(self, key: TargetKey) -> int:
         t = self._targets.get(key)
         return len(t.refs) if t else 0
-
-    def regions_of(self, name: str) -> dict[ProcessRef, list[tuple[int, int]]]:
-        """Mappings with resident memory, per process of every target called ``name``."""
-        return {
-            ref: [(m.start, m.end) for m in self._procs[ref].smaps if m.rss]
-            for t in self._targets.values()
-            if t.spec.name == name
-            for ref in t.refs
-        }
 
     # -- the loop --------------------------------------------------------------------------
 
