@@ -34,8 +34,8 @@ import random
 from array import array
 from dataclasses import dataclass
 
-from .core.attrs import PAGE_SIZE
-from .ops.base import AccessDenied, OpsError, ProcessGone, ProcessRef
+from exporter.core.attrs import PAGE_SIZE
+from exporter.ops.base import AccessDenied, OpsError, ProcessGone, ProcessRef
 
 PAGE_SHIFT = PAGE_SIZE.bit_length() - 1
 

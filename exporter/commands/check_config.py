@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from ..config import ConfigError, load_config
+from exporter.config import ConfigError, load_config
 
 USAGE = "usage: damon-exporter check-config FILE"
 

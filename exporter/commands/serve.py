@@ -15,11 +15,11 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-from .. import __version__
+from exporter import __version__
 
 if TYPE_CHECKING:
-    from ..config import Config
-    from ..web.config import WebConfig
+    from exporter.config import Config
+    from exporter.web.config import WebConfig
 
 #: The 9100-9999 exporter range of Prometheus' default port allocations has been fully
 #: allocated since 2023, so we take a port past it (see the README for the reasoning).
@@ -64,7 +64,7 @@ def main(argv: list[str]) -> int:
     if args.version:
         print(f"damon-exporter {__version__}")
         return 0
-    from ..service.logsetup import setup_logging
+    from exporter.service.logsetup import setup_logging
 
     setup_logging(args.log_level, args.log_format)
     if not args.config:
@@ -74,11 +74,11 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(f"damon-exporter: error: --web.telemetry-path {args.telemetry_path!r} must start with '/' and not be '/', '/-/healthy' or '/-/ready'\n")
         return 2
 
-    from ..config import ConfigError, load_config
-    from ..config.parser import parse_bounded_duration
-    from ..core.durations import DurationError
-    from ..web.config import WebConfig, WebConfigError, load_web_config
-    from ..web.server import ListenAddressError, parse_listen_address
+    from exporter.config import ConfigError, load_config
+    from exporter.config.parser import parse_bounded_duration
+    from exporter.core.durations import DurationError
+    from exporter.web.config import WebConfig, WebConfigError, load_web_config
+    from exporter.web.server import ListenAddressError, parse_listen_address
 
     try:
         reload_interval = parse_bounded_duration(args.reload_interval, "1h") if args.reload_interval not in ("0", "0s") else 0.0
@@ -120,13 +120,13 @@ def run(
     """Serve until SIGTERM/SIGINT; returns the exit code (0 on a clean stop)."""
     import time
 
-    from ..config import ConfigError, load_config
-    from ..metrics.collector import CachedExposition
-    from ..service.reload import ConfigReloader
-    from ..service.sampler import Sampler
-    from ..service.state import ServiceState, StateBox
-    from ..web.server import Limits, WebApp, start_server
-    from ..web.source import WebConfigSource
+    from exporter.config import ConfigError, load_config
+    from exporter.metrics.collector import CachedExposition
+    from exporter.service.reload import ConfigReloader
+    from exporter.service.sampler import Sampler
+    from exporter.service.state import ServiceState, StateBox
+    from exporter.web.server import Limits, WebApp, start_server
+    from exporter.web.source import WebConfigSource
 
     stop = threading.Event()
     box = StateBox(

@@ -29,15 +29,15 @@ import sys
 import time
 from typing import NoReturn, Sequence, TextIO
 
-from ..core.attrs import AttrsError, MonitoringAttrs
-from ..core.durations import DurationError, format_duration, parse_duration
-from ..core.engine import Engine, TargetSpec
-from ..procfs import PF_KTHREAD, scan
-from ..engines.registry import BACKEND_NAMES, REGISTRY
-from ..procfs import PosixIO, read_stat
-from ..ops.base import AccessDenied, OpsError, ProcessGone, ProcessRef
-from ..report import Frame, Recording, format_bytes, render_json, render_table
-from ..summary import DEFAULT_COLD_AGE, DEFAULT_WORKING_SET_WINDOW, Policy, summarize
+from exporter.core.attrs import AttrsError, MonitoringAttrs
+from exporter.core.durations import DurationError, format_duration, parse_duration
+from exporter.core.engine import Engine, TargetSpec
+from exporter.procfs import PF_KTHREAD, scan
+from exporter.engines.registry import BACKEND_NAMES, REGISTRY
+from exporter.procfs import PosixIO, read_stat
+from exporter.ops.base import AccessDenied, OpsError, ProcessGone, ProcessRef
+from exporter.report import Frame, Recording, format_bytes, render_json, render_table
+from exporter.summary import DEFAULT_COLD_AGE, DEFAULT_WORKING_SET_WINDOW, Policy, summarize
 
 PROG = "damon-exporter"
 COMM_LEN = 15  # TASK_COMM_LEN - 1: the kernel truncates comm to this
@@ -281,7 +281,7 @@ def run_command(argv: list[str], stdout: TextIO, stderr: TextIO) -> int:
     _attrs(args, "")
     refs, name = _targets(args)
 
-    from ..engines.registry import create_engine
+    from exporter.engines.registry import create_engine
 
     try:
         engine = create_engine(args.backend)
@@ -318,7 +318,7 @@ def _render(fmt: str, run: Recording, stdout: TextIO) -> str:
     if fmt == "json":
         return render_json(run)
     if fmt == "prometheus":
-        from ..metrics import render_text
+        from exporter.metrics import render_text
 
         return render_text(run.last)  # type: ignore[arg-type]  # checked by the caller
     tty = stdout.isatty()

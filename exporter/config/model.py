@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..core.attrs import MonitoringAttrs
-from ..engines.registry import BACKEND_NAMES
-from ..summary import DEFAULT_COLD_AGE, DEFAULT_WORKING_SET_WINDOW
+from exporter.core.attrs import MonitoringAttrs
+from exporter.engines.registry import BACKEND_NAMES
+from exporter.summary import DEFAULT_COLD_AGE, DEFAULT_WORKING_SET_WINDOW
 
 if TYPE_CHECKING:  # discovery imports config at run time; config only names this type
-    from ..discovery.naming import NameTemplate
+    from exporter.discovery.naming import NameTemplate
 
 #: accepted values of ``backend``; ``auto`` picks the best one the kernel offers
 BACKENDS: tuple[str, ...] = BACKEND_NAMES  # the registry is the one list

@@ -10,19 +10,12 @@ import re
 
 from yaml.nodes import MappingNode, Node, SequenceNode
 
-from ..core.attrs import AttrsError, MonitoringAttrs
-from ..core.durations import DurationError, parse_duration
-from .model import (
-    BACKENDS,
-    GROUP_BY_KEYS,
-    RESERVED_LABELS,
-    Config,
-    ConfigError,
-    TargetConfig,
-)
-from .regex import RegexError, compile_regex
-from .nodes import INVALID, Reader, line_of, type_name
-from .yamlfile import YAMLFileError, compose, read_text
+from exporter.core.attrs import AttrsError, MonitoringAttrs
+from exporter.core.durations import DurationError, parse_duration
+from exporter.config.model import BACKENDS, GROUP_BY_KEYS, RESERVED_LABELS, Config, ConfigError, TargetConfig
+from exporter.config.regex import RegexError, compile_regex
+from exporter.config.nodes import INVALID, Reader, line_of, type_name
+from exporter.config.yamlfile import YAMLFileError, compose, read_text
 
 TOP_KEYS = ("backend", "monitoring", "cold_age", "working_set_window", "cpu_budget", "remove_empty_groups", "targets")
 MONITORING_KEYS = ("sample_interval", "aggregation_interval", "update_interval", "min_regions", "max_regions")
@@ -198,7 +191,7 @@ def _targets(r: Reader, node: Node, keypath: str) -> tuple[TargetConfig, ...]:
 
 
 def _target(r: Reader, node: Node, keypath: str, names: dict[str, int]) -> TargetConfig:
-    from ..discovery.naming import is_template, parse_template  # (import cycle)
+    from exporter.discovery.naming import is_template, parse_template  # (import cycle)
 
     mapping = r.get_mapping(node, keypath)
     if mapping is INVALID:
@@ -258,7 +251,7 @@ def _target(r: Reader, node: Node, keypath: str, names: dict[str, int]) -> Targe
 
 
 def _target_name(r: Reader, node: Node, keypath: str, names: dict[str, int]) -> str:
-    from ..discovery.naming import TemplateError, is_template, parse_template  # (import cycle)
+    from exporter.discovery.naming import TemplateError, is_template, parse_template  # (import cycle)
 
     name = r.get_str(node, keypath)
     if name is INVALID:

@@ -26,9 +26,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Iterable
 
-from ..ops.base import ProcessRef
-from .attrs import MonitoringAttrs
-from .records import Aggregation, EngineStats, TargetKey
+from exporter.ops.base import ProcessRef
+from exporter.core.attrs import MonitoringAttrs
+from exporter.core.records import Aggregation, EngineStats, TargetKey
 
 
 @dataclass(frozen=True)

@@ -18,23 +18,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from ..ops.base import Operations, OpsError, ProcessGone, ProcessRef
-from .attrs import PAGE_SIZE, MonitoringAttrs
-from .engine import Engine, TargetSpec
-from .ranges import AddressRange, three_regions
-from .regions import (
-    MIN_REGION,
-    Region,
-    force_merge,
-    init_regions,
-    merge_regions,
-    region_size_limit,
-    set_regions,
-    split_evenly,
-    split_regions,
-    update_age,
-)
-from .records import Aggregation, EngineStats, RegionRecord, TargetKey, TargetRecords
+from exporter.ops.base import Operations, OpsError, ProcessGone, ProcessRef
+from exporter.core.attrs import PAGE_SIZE, MonitoringAttrs
+from exporter.core.engine import Engine, TargetSpec
+from exporter.core.ranges import AddressRange, three_regions
+from exporter.core.regions import MIN_REGION, Region, force_merge, init_regions, merge_regions, region_size_limit, set_regions, split_evenly, split_regions, update_age
+from exporter.core.records import Aggregation, EngineStats, RegionRecord, TargetKey, TargetRecords
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import random
 from dataclasses import dataclass
 from typing import Sequence
 
-from .attrs import PAGE_SIZE
-from .ranges import AddressRange, align_down, align_up
+from exporter.core.attrs import PAGE_SIZE
+from exporter.core.ranges import AddressRange, align_down, align_up
 
 MIN_REGION = PAGE_SIZE
 

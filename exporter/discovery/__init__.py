@@ -5,8 +5,8 @@
 same label names (``label_names()``) so metric families stay consistent.
 """
 
-from .cgroups import ProcCgroups, parse_proc_cgroup
-from .discoverer import Discoverer, matches
-from .kube import KubeMeta, kube_metadata
+from exporter.discovery.cgroups import ProcCgroups, parse_proc_cgroup
+from exporter.discovery.discoverer import Discoverer, matches
+from exporter.discovery.kube import KubeMeta, kube_metadata
 
 __all__ = ["Discoverer", "KubeMeta", "ProcCgroups", "kube_metadata", "matches", "parse_proc_cgroup"]

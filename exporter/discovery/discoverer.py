@@ -11,11 +11,11 @@ import os
 from collections import defaultdict
 from typing import Callable
 
-from ..config.model import COMM_LEN, Config, TargetConfig
-from ..core.engine import TargetSpec
-from ..ops.base import ProcessRef
-from .. import procfs
-from . import cgroups, kube, naming
+from exporter.config.model import COMM_LEN, Config, TargetConfig
+from exporter.core.engine import TargetSpec
+from exporter.ops.base import ProcessRef
+from exporter import procfs
+from exporter.discovery import cgroups, kube, naming
 
 _KUBE_KEYS = ("pod_uid", "container_id", "qos_class")
 

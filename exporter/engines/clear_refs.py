@@ -39,12 +39,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol
 
-from ..core.attrs import MonitoringAttrs
-from ..core.engine import Engine, TargetSpec
-from ..core.records import Aggregation, EngineStats, RegionRecord, TargetKey, TargetRecords
-from ..ops.base import OpsError, ProcessGone, ProcessRef
-from ..procfs import Pagemap, PosixIO, SmapsEntry, ops_error, open_checked_pagemap, parse_smaps
-from ..summary.stat import DEFAULT_COLD_AGE, DEFAULT_WORKING_SET_WINDOW
+from exporter.core.attrs import MonitoringAttrs
+from exporter.core.engine import Engine, TargetSpec
+from exporter.core.records import Aggregation, EngineStats, RegionRecord, TargetKey, TargetRecords
+from exporter.ops.base import OpsError, ProcessGone, ProcessRef
+from exporter.procfs import Pagemap, PosixIO, SmapsEntry, ops_error, open_checked_pagemap, parse_smaps
+from exporter.summary.stat import DEFAULT_COLD_AGE, DEFAULT_WORKING_SET_WINDOW
 
 log = logging.getLogger(__name__)
 

@@ -50,12 +50,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from ..core.attrs import MonitoringAttrs
-from ..core.engine import Engine, TargetSpec
-from ..core.records import Aggregation, EngineStats, RegionRecord, TargetKey, TargetRecords
-from ..ops.base import BackendUnavailable, OpsError, ProcessGone, ProcessRef
-from ..procfs import Pagemap, PosixIO, check_same_process, open_checked_pagemap, resident_bytes_pagemap, zero_page_pfn
-from .damon_sysfs_tree import ContextAttrs, KdamondTree, SysfsError, SysfsIO, TriedRegion, check_write_allowed
+from exporter.core.attrs import MonitoringAttrs
+from exporter.core.engine import Engine, TargetSpec
+from exporter.core.records import Aggregation, EngineStats, RegionRecord, TargetKey, TargetRecords
+from exporter.ops.base import BackendUnavailable, OpsError, ProcessGone, ProcessRef
+from exporter.procfs import Pagemap, PosixIO, check_same_process, open_checked_pagemap, resident_bytes_pagemap, zero_page_pfn
+from exporter.engines.damon_sysfs_tree import ContextAttrs, KdamondTree, SysfsError, SysfsIO, TriedRegion, check_write_allowed
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from typing import Sequence
 
 from prometheus_client.exposition import generate_latest
 
-from ..summary import Summary
-from .targets import target_families
+from exporter.summary import Summary
+from exporter.metrics.targets import target_families
 
 
 class _Families:

@@ -13,9 +13,9 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client import ProcessCollector
 
-from ..service.state import ServiceState, StateBox
-from .self_metrics import self_families
-from .targets import target_families
+from exporter.service.state import ServiceState, StateBox
+from exporter.metrics.self_metrics import self_families
+from exporter.metrics.targets import target_families
 
 
 class _Only:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from ..build import build_info
-from ..service.state import ServiceState
+from exporter.build import build_info
+from exporter.service.state import ServiceState
 
 #: error kinds always exported (at 0 until they happen) so rate() works from the start
 KNOWN_ERROR_KINDS: tuple[str, ...] = ("permission", "io", "backend_unavailable", "discovery", "internal", "referenced_reset")

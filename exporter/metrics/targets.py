@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 from prometheus_client.metrics_core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-from ..summary import Summary, TargetSummary
+from exporter.summary import Summary, TargetSummary
 
 #: every per-target family this module can emit, for tests and documentation
 TARGET_METRIC_NAMES: tuple[str, ...] = (

@@ -51,23 +51,9 @@ import random
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from .base import AccessDenied, BackendUnavailable, CheckResult, Operations, OpsError, ProcessGone, ProcessRef
-from ..procfs import (
-    CAP_SYS_ADMIN,
-    PAGE_SHIFT,
-    PM_PFN_MASK,
-    PM_PRESENT,
-    Pagemap,
-    PosixIO,
-    effective_caps,
-    open_checked_pagemap,
-    parse_maps,
-    read_maps,
-    resident_bytes_pagemap,
-    u64s,
-    zero_page_pfn,
-)
-from .kpageflags import KPF_COMPOUND_HEAD, KPF_COMPOUND_TAIL, KPF_LRU, PMD_PAGES, pack_u64s, runs
+from exporter.ops.base import AccessDenied, BackendUnavailable, CheckResult, Operations, OpsError, ProcessGone, ProcessRef
+from exporter.procfs import CAP_SYS_ADMIN, PAGE_SHIFT, PM_PFN_MASK, PM_PRESENT, Pagemap, PosixIO, effective_caps, open_checked_pagemap, parse_maps, read_maps, resident_bytes_pagemap, u64s, zero_page_pfn
+from exporter.ops.kpageflags import KPF_COMPOUND_HEAD, KPF_COMPOUND_TAIL, KPF_LRU, PMD_PAGES, pack_u64s, runs
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from .base import CheckResult, Operations, ProcessGone, ProcessRef
+from exporter.ops.base import CheckResult, Operations, ProcessGone, ProcessRef
 
 
 @dataclass(frozen=True)

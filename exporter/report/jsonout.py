@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .run import Recording
+from exporter.report.run import Recording
 
 
 def run_dict(run: Recording) -> dict:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..core.attrs import MonitoringAttrs
-from ..summary import Policy, Summary
+from exporter.core.attrs import MonitoringAttrs
+from exporter.summary import Policy, Summary
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..core.durations import format_duration
-from .heatmap import render_heatmap
-from .run import Recording
-from .units import format_bytes, format_percent
+from exporter.core.durations import format_duration
+from exporter.report.heatmap import render_heatmap
+from exporter.report.run import Recording
+from exporter.report.units import format_bytes, format_percent
 
 
 def _pids(pids: tuple[int, ...], limit: int = 8) -> str:

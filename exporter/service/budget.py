@@ -46,8 +46,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Hashable
 
-from ..core.attrs import MonitoringAttrs
-from ..summary import DEFAULT_WORKING_SET_WINDOW
+from exporter.core.attrs import MonitoringAttrs
+from exporter.summary import DEFAULT_WORKING_SET_WINDOW
 
 #: relax when below this share of the budget
 RELAX_BELOW = 0.7

@@ -15,8 +15,8 @@ import threading
 import time
 from typing import Any, Callable
 
-from ..config.yamlfile import MAX_CONFIG_BYTES
-from .state import StateBox
+from exporter.config.yamlfile import MAX_CONFIG_BYTES
+from exporter.service.state import StateBox
 
 log = logging.getLogger("exporter.reload")
 

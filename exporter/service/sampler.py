@@ -20,12 +20,12 @@ import time
 from collections import Counter
 from typing import Any, Callable
 
-from ..core.engine import Engine, TargetSpec
-from ..core.records import Aggregation
-from ..ops.base import OpsError
-from ..summary import Policy, Summary, summarize
-from .budget import CpuBudget, TargetLoad
-from .state import PendingTarget, StateBox
+from exporter.core.engine import Engine, TargetSpec
+from exporter.core.records import Aggregation
+from exporter.ops.base import OpsError
+from exporter.summary import Policy, Summary, summarize
+from exporter.service.budget import CpuBudget, TargetLoad
+from exporter.service.state import PendingTarget, StateBox
 
 log = logging.getLogger("exporter.sampler")
 
@@ -36,13 +36,13 @@ RESTART_PAUSE = 5.0
 
 
 def _default_engine_factory(name: str) -> Engine:
-    from ..engines.registry import create_engine
+    from exporter.engines.registry import create_engine
 
     return create_engine(name)
 
 
 def _default_discoverer_factory(config: Any) -> Any:
-    from ..discovery import Discoverer
+    from exporter.discovery import Discoverer
 
     return Discoverer(config, self_pid=os.getpid())
 
@@ -228,7 +228,7 @@ class Sampler:
         unset (kernel DAMON samples every 5 ms where user space samples every 500 ms)."""
         if engine is None:
             return cfg.monitoring
-        from ..engines.registry import monitoring_attrs
+        from exporter.engines.registry import monitoring_attrs
 
         return monitoring_attrs(engine.name, cfg.monitoring, getattr(cfg, "monitoring_keys", ()))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from ..summary import Summary
+from exporter.summary import Summary
 
 
 @dataclass(frozen=True)

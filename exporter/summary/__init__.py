@@ -5,18 +5,7 @@ working set, cold bytes, cold ratio and the two distributions, in one place, as 
 ``mm/damon/stat.c`` and damo's reports derive their numbers from raw regions.
 """
 
-from .stat import (
-    DEFAULT_COLD_AGE,
-    DEFAULT_WORKING_SET_WINDOW,
-    FREQUENCY_BUCKETS,
-    IDLE_AGE_BUCKETS,
-    Policy,
-    Summary,
-    TargetSummary,
-    cumulative_histogram,
-    summarize,
-    summarize_target,
-)
+from exporter.summary.stat import DEFAULT_COLD_AGE, DEFAULT_WORKING_SET_WINDOW, FREQUENCY_BUCKETS, IDLE_AGE_BUCKETS, Policy, Summary, TargetSummary, cumulative_histogram, summarize, summarize_target
 
 __all__ = [
     "DEFAULT_COLD_AGE",

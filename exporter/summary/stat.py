@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
-from ..core.records import Aggregation, EngineStats, RegionRecord, TargetRecords
+from exporter.core.records import Aggregation, EngineStats, RegionRecord, TargetRecords
 
 #: Upper bounds (seconds) of ``damon_idle_age_seconds`` buckets; part of the metrics contract.
 IDLE_AGE_BUCKETS: tuple[float, ...] = (0, 1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, math.inf)

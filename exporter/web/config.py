@@ -27,8 +27,8 @@ import bcrypt
 import yaml
 from yaml.nodes import MappingNode
 
-from ..config.nodes import Reader
-from ..config.yamlfile import YAMLFileError, compose, read_text
+from exporter.config.nodes import Reader
+from exporter.config.yamlfile import YAMLFileError, compose, read_text
 
 CLIENT_AUTH_TYPES = (
     "NoClientCert",

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from html import escape
 
-from ..metrics.targets import target_up
-from ..service.state import ServiceState
+from exporter.metrics.targets import target_up
+from exporter.service.state import ServiceState
 
 
 def _mib(n: int) -> str:

@@ -39,10 +39,10 @@ from typing import Any, Callable
 
 from prometheus_client.exposition import choose_encoder
 
-from ..service.state import StateBox
-from .auth import BasicAuth
-from .landing import landing_page
-from .protocol import ProtocolError, Request, accepts_gzip, error_response, parse_head, response_bytes
+from exporter.service.state import StateBox
+from exporter.web.auth import BasicAuth
+from exporter.web.landing import landing_page
+from exporter.web.protocol import ProtocolError, Request, accepts_gzip, error_response, parse_head, response_bytes
 
 log = logging.getLogger("exporter.web")
 

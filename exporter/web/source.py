@@ -22,10 +22,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-from ..config.yamlfile import MAX_CONFIG_BYTES
-from ..service.state import StateBox
-from .auth import BasicAuth
-from .config import WebConfig, WebConfigError, load_web_config, make_ssl_context
+from exporter.config.yamlfile import MAX_CONFIG_BYTES
+from exporter.service.state import StateBox
+from exporter.web.auth import BasicAuth
+from exporter.web.config import WebConfig, WebConfigError, load_web_config, make_ssl_context
 
 log = logging.getLogger("exporter.web")
 
