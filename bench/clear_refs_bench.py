@@ -31,11 +31,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from exporter.core.attrs import MonitoringAttrs  # noqa: E402
-from exporter.core.engine import TargetSpec  # noqa: E402
-from exporter.engines.clear_refs import ProcSmaps, ReferencedBytesEngine  # noqa: E402
-from exporter.ops.base import ProcessRef  # noqa: E402
-from exporter.procfs import PosixIO, check_same_process  # noqa: E402
+from exporter.model.attrs import MonitoringAttrs  # noqa: E402
+from exporter.model.engine import TargetSpec  # noqa: E402
+from exporter.engines.clear_refs.smaps import ProcSmaps
+from exporter.engines.clear_refs.engine import ReferencedBytesEngine  # noqa: E402
+from exporter.model.process import ProcessRef  # noqa: E402
+from exporter.procfs.io import PosixIO
+from exporter.procfs.parsers import check_same_process  # noqa: E402
 
 SAMPLE, AGGR = 0.5, 10.0
 

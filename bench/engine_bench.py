@@ -32,14 +32,15 @@ from typing import Callable
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from exporter.core.attrs import MonitoringAttrs  # noqa: E402
-from exporter.core.engine import TargetSpec  # noqa: E402
-from exporter.core.monitor import Monitor  # noqa: E402
-from exporter.ops.base import ProcessRef  # noqa: E402
-from exporter.engines.clear_refs import ProcSmaps  # noqa: E402
-from exporter.ops.page_idle import PageIdleOps  # noqa: E402
-from exporter.procfs import Pagemap, PosixIO, resident_bytes_pagemap  # noqa: E402
-from exporter.ops.simulated import HotRange, SimulatedOps, SimulatedProcess, VirtualClock  # noqa: E402
+from exporter.model.attrs import MonitoringAttrs  # noqa: E402
+from exporter.model.engine import TargetSpec  # noqa: E402
+from exporter.engines.page_idle.monitor import Monitor  # noqa: E402
+from exporter.model.process import ProcessRef  # noqa: E402
+from exporter.engines.clear_refs.smaps import ProcSmaps  # noqa: E402
+from exporter.engines.page_idle.ops_page_idle import PageIdleOps  # noqa: E402
+from exporter.procfs.pagemap import Pagemap, resident_bytes_pagemap
+from exporter.procfs.io import PosixIO  # noqa: E402
+from exporter.engines.page_idle.ops_simulated import HotRange, SimulatedOps, SimulatedProcess, VirtualClock  # noqa: E402
 
 MIB = 1 << 20
 GIB = 1 << 30

@@ -105,7 +105,7 @@ def _start_workload(binary: str, size: int, hot: int, thp: bool) -> tuple[subpro
 
 
 def _attrs(sample: float, aggr: float):
-    from exporter.core.attrs import MonitoringAttrs
+    from exporter.model.attrs import MonitoringAttrs
 
     return MonitoringAttrs(sample_interval=sample, aggregation_interval=aggr, update_interval=UPDATE,
                            min_regions=MIN_REGIONS, max_regions=MAX_REGIONS)
@@ -120,20 +120,20 @@ def _pin_kdamond(pid: int) -> None:
 
 def run_once(kind: str, pid: int, sample: float, aggr: float, seconds: float) -> dict:
     """One monitor on ``pid`` for ``seconds``: its CPU split and its per-aggregation numbers."""
-    from exporter.core.engine import TargetSpec
-    from exporter.ops.base import ProcessRef
+    from exporter.model.engine import TargetSpec
+    from exporter.model.process import ProcessRef
     from exporter.summary import Policy, summarize
 
     attrs = _attrs(sample, aggr)
     policy = Policy(cold_age=COLD_AGE, working_set_window=WINDOW)
     spec = TargetSpec("w", (ProcessRef(pid),))
     if kind == "page_idle":
-        from exporter.core.monitor import Monitor
-        from exporter.ops.page_idle import PageIdleOps
+        from exporter.engines.page_idle.monitor import Monitor
+        from exporter.engines.page_idle.ops_page_idle import PageIdleOps
 
         engine = Monitor(PageIdleOps(), attrs)
     else:
-        from exporter.engines.damon_sysfs import DamonSysfsEngine
+        from exporter.engines.damon_sysfs.engine import DamonSysfsEngine
 
         engine = DamonSysfsEngine(attrs)
     series = []

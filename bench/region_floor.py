@@ -22,8 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from exporter.core.attrs import MonitoringAttrs  # noqa: E402
-from exporter.ops.simulated import HotRange  # noqa: E402
+from exporter.model.attrs import MonitoringAttrs  # noqa: E402
+from exporter.engines.page_idle.ops_simulated import HotRange  # noqa: E402
 from tests.core.sim import BASE, STACK, TEXT, MiB, aggregations, make_monitor, process_with_buffer  # noqa: E402
 
 SIZE = 512

@@ -3,11 +3,11 @@
 On this project's build and CI machines a kdamond is configured and belongs to the machine.
 The variable is inherited by every process the tests start (exporters, snapshots); the
 DAMON sysfs writer refuses real-tree writes under it except inside the test VM
-(exporter/engines/damon_sysfs_tree.py).
+(exporter/engines/damon_sysfs/tree.py).
 """
 
 import os
 
-from exporter.engines.damon_sysfs_tree import NO_REAL_ENV
+from exporter.engines.damon_sysfs.tree import NO_REAL_ENV
 
 os.environ[NO_REAL_ENV] = "1"

@@ -76,7 +76,7 @@ def main(argv: list[str]) -> int:
 
     from exporter.config import ConfigError, load_config
     from exporter.config.parser import parse_bounded_duration
-    from exporter.core.durations import DurationError
+    from exporter.model.durations import DurationError
     from exporter.web.config import WebConfig, WebConfigError, load_web_config
     from exporter.web.server import ListenAddressError, parse_listen_address
 
@@ -121,7 +121,7 @@ def run(
     import time
 
     from exporter.config import ConfigError, load_config
-    from exporter.metrics.collector import CachedExposition
+    from exporter.metrics.collector import Exposition
     from exporter.service.reload import ConfigReloader
     from exporter.service.sampler import Sampler
     from exporter.service.state import ServiceState, StateBox
@@ -142,7 +142,7 @@ def run(
     )
     # the web config is re-checked per connection and request (as exporter-toolkit does)
     source = WebConfigSource(args.web_config, web, box)
-    app = WebApp(box, CachedExposition(box, exporter_metrics=not args.disable_exporter_metrics), args.telemetry_path, source.auth)
+    app = WebApp(box, Exposition(box, exporter_metrics=not args.disable_exporter_metrics), args.telemetry_path, source.auth)
     limits = Limits(max_requests=args.max_requests, max_connections=args.max_connections)
     try:
         server, http_thread = start_server(address, app, source.ssl_context if web.tls else None, limits)

@@ -29,18 +29,24 @@ import sys
 import time
 from typing import NoReturn, Sequence, TextIO
 
-from exporter.core.attrs import AttrsError, MonitoringAttrs
-from exporter.core.durations import DurationError, format_duration, parse_duration
-from exporter.core.engine import Engine, TargetSpec
-from exporter.procfs import PF_KTHREAD, scan
 from exporter.engines.registry import BACKEND_NAMES, REGISTRY
-from exporter.procfs import PosixIO, read_stat
-from exporter.ops.base import AccessDenied, OpsError, ProcessGone, ProcessRef
+from exporter.model.attrs import AttrsError, MonitoringAttrs
+from exporter.model.durations import DurationError, format_duration, parse_duration
+from exporter.model.engine import Engine, TargetSpec
+from exporter.model.errors import AccessDenied, OpsError, ProcessGone
+from exporter.model.process import COMM_LEN, EXITED_STATES, ProcessRef
+from exporter.procfs.io import PosixIO
+from exporter.procfs.parsers import read_stat
+from exporter.procfs.scan import PF_KTHREAD, scan
 from exporter.report import Frame, Recording, format_bytes, render_json, render_table
-from exporter.summary import DEFAULT_COLD_AGE, DEFAULT_WORKING_SET_WINDOW, Policy, summarize
+from exporter.summary import (
+    DEFAULT_COLD_AGE,
+    DEFAULT_WORKING_SET_WINDOW,
+    Policy,
+    summarize,
+)
 
 PROG = "damon-exporter"
-COMM_LEN = 15  # TASK_COMM_LEN - 1: the kernel truncates comm to this
 DEFAULT_DURATION = "10s"
 #: keep at most this many frames for the heatmap; beyond, every other one is dropped
 MAX_FRAMES = 512
@@ -101,7 +107,7 @@ def process_ref(pid: int) -> ProcessRef:
         st = read_stat(PosixIO(), "/proc", pid, "")
     except ProcessGone:
         st = None
-    if st is None or st.state in ("Z", "X", "x"):
+    if st is None or st.state in EXITED_STATES:
         raise RuntimeFailure(f"no process with pid {pid}")
     if st.flags & PF_KTHREAD:
         raise RuntimeFailure(f"pid {pid} is a kernel thread ({st.comm}): it has no user memory to monitor")

@@ -5,12 +5,20 @@ or raise :class:`ConfigError` whose ``lines`` list every problem as
 ``FILE:LINE: key.path: message``.
 """
 
-from exporter.config.model import BACKENDS, COMM_LEN, DEFAULT_CPU_BUDGET, DEFAULT_MAX_GROUPS, GROUP_BY_KEYS, RESERVED_LABELS, Config, ConfigError, TargetConfig
+from exporter.config.model import (
+    BACKENDS,
+    DEFAULT_CPU_BUDGET,
+    DEFAULT_MAX_GROUPS,
+    GROUP_BY_KEYS,
+    RESERVED_LABELS,
+    Config,
+    ConfigError,
+    TargetConfig,
+)
 from exporter.config.parser import load_config, parse_config
 
 __all__ = [
     "BACKENDS",
-    "COMM_LEN",
     "DEFAULT_CPU_BUDGET",
     "DEFAULT_MAX_GROUPS",
     "GROUP_BY_KEYS",

@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from exporter.core.attrs import MonitoringAttrs
 from exporter.engines.registry import BACKEND_NAMES
-from exporter.summary import DEFAULT_COLD_AGE, DEFAULT_WORKING_SET_WINDOW
+from exporter.model.attrs import MonitoringAttrs
+from exporter.model.policy import DEFAULT_COLD_AGE, DEFAULT_WORKING_SET_WINDOW
 
 if TYPE_CHECKING:  # discovery imports config at run time; config only names this type
-    from exporter.discovery.naming import NameTemplate
+    from exporter.config.templates import NameTemplate
 
 #: accepted values of ``backend``; ``auto`` picks the best one the kernel offers
 BACKENDS: tuple[str, ...] = BACKEND_NAMES  # the registry is the one list
@@ -32,8 +32,6 @@ RESERVED_LABELS: frozenset[str] = frozenset(
 DEFAULT_BACKEND = "auto"
 DEFAULT_CPU_BUDGET = 0.05
 DEFAULT_MAX_GROUPS = 100
-#: the kernel keeps 15 bytes of a command name (TASK_COMM_LEN 16 with the NUL)
-COMM_LEN = 15
 
 
 @dataclass(frozen=True)

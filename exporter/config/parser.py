@@ -10,12 +10,20 @@ import re
 
 from yaml.nodes import MappingNode, Node, SequenceNode
 
-from exporter.core.attrs import AttrsError, MonitoringAttrs
-from exporter.core.durations import DurationError, parse_duration
-from exporter.config.model import BACKENDS, GROUP_BY_KEYS, RESERVED_LABELS, Config, ConfigError, TargetConfig
-from exporter.config.regex import RegexError, compile_regex
+from exporter.config.model import (
+    BACKENDS,
+    GROUP_BY_KEYS,
+    RESERVED_LABELS,
+    Config,
+    ConfigError,
+    TargetConfig,
+)
 from exporter.config.nodes import INVALID, Reader, line_of, type_name
+from exporter.config.regex import RegexError, compile_regex
+from exporter.config.templates import TemplateError, is_template, parse_template
 from exporter.config.yamlfile import YAMLFileError, compose, read_text
+from exporter.model.attrs import AttrsError, MonitoringAttrs
+from exporter.model.durations import DurationError, parse_duration
 
 TOP_KEYS = ("backend", "monitoring", "cold_age", "working_set_window", "cpu_budget", "remove_empty_groups", "targets")
 MONITORING_KEYS = ("sample_interval", "aggregation_interval", "update_interval", "min_regions", "max_regions")
@@ -191,7 +199,6 @@ def _targets(r: Reader, node: Node, keypath: str) -> tuple[TargetConfig, ...]:
 
 
 def _target(r: Reader, node: Node, keypath: str, names: dict[str, int]) -> TargetConfig:
-    from exporter.discovery.naming import is_template, parse_template  # (import cycle)
 
     mapping = r.get_mapping(node, keypath)
     if mapping is INVALID:
@@ -251,7 +258,6 @@ def _target(r: Reader, node: Node, keypath: str, names: dict[str, int]) -> Targe
 
 
 def _target_name(r: Reader, node: Node, keypath: str, names: dict[str, int]) -> str:
-    from exporter.discovery.naming import TemplateError, is_template, parse_template  # (import cycle)
 
     name = r.get_str(node, keypath)
     if name is INVALID:

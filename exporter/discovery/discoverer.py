@@ -11,16 +11,17 @@ import os
 from collections import defaultdict
 from typing import Callable
 
-from exporter.config.model import COMM_LEN, Config, TargetConfig
-from exporter.core.engine import TargetSpec
-from exporter.ops.base import ProcessRef
-from exporter import procfs
-from exporter.discovery import cgroups, kube, naming
+from exporter.config import templates
+from exporter.config.model import Config, TargetConfig
+from exporter.discovery import cgroups, kube
+from exporter.model.engine import TargetSpec
+from exporter.model.process import COMM_LEN, ProcessRef
+from exporter.procfs import scan as procscan
 
 _KUBE_KEYS = ("pod_uid", "container_id", "qos_class")
 
 
-def matches(t: TargetConfig, p: procfs.ProcessInfo) -> bool:
+def matches(t: TargetConfig, p: procscan.ProcessInfo) -> bool:
     """All given kinds of matcher must agree: comm (any of), exe (any of), cmdline (all)."""
     if t.comm and not any(p.comm == c[:COMM_LEN] for c in t.comm):
         return False
@@ -63,14 +64,14 @@ class Discoverer:
         # groups monitored last time, per target: kept first when the cap bites, so a new
         # group cannot push out one whose history is already being collected
         self._kept: dict[str, set[tuple[str, ...]]] = {}
-        self._username = naming.username_lookup()
+        self._username = templates.username_lookup()
 
     def label_names(self) -> tuple[str, ...]:
         """Extra label names every spec carries (group_by keys and static label keys)."""
         return self._label_names
 
     def discover(self) -> list[TargetSpec]:
-        procs = procfs.scan(self.proc_root, want_exe=self._want_exe, want_cmdline=self._want_cmdline)
+        procs = procscan.scan(self.proc_root, want_exe=self._want_exe, want_cmdline=self._want_cmdline)
         procs.pop(self.self_pid, None)  # never sample ourselves: we would measure our own sampling
         children: dict[int, list[int]] = defaultdict(list)
         for p in procs.values():
@@ -80,7 +81,7 @@ class Discoverer:
 
         def proc_cgroups(pid: int) -> cgroups.ProcCgroups:
             if pid not in cgroup_cache:
-                text = procfs.read_cgroup_file(self.proc_root, pid)
+                text = procscan.read_cgroup_file(self.proc_root, pid)
                 cgroup_cache[pid] = cgroups.parse_proc_cgroup(text) if text else cgroups.ProcCgroups()
             return cgroup_cache[pid]
 
@@ -88,7 +89,7 @@ class Discoverer:
         specs: list[TargetSpec] = []
         self.warnings = []
         self.dropped_groups = {}
-        self._username = naming.username_lookup()
+        self._username = templates.username_lookup()
         for t in self.config.targets:
             found_in: dict[int, str] = {}  # pid -> cgroup it was found in (cgroup targets)
             if t.cgroup is not None:
@@ -128,7 +129,7 @@ class Discoverer:
         self,
         t: TargetConfig,
         pids: set[int],
-        procs: dict[int, procfs.ProcessInfo],
+        procs: dict[int, procscan.ProcessInfo],
         found_in: dict[int, str],
         proc_cgroups: Callable[[int], cgroups.ProcCgroups],
         origin: dict[int, int] | None = None,
@@ -181,10 +182,10 @@ class Discoverer:
     def _name_context(
         self,
         t: TargetConfig,
-        p: procfs.ProcessInfo,
+        p: procscan.ProcessInfo,
         found_in: dict[int, str],
         proc_cgroups: Callable[[int], cgroups.ProcCgroups],
-    ) -> naming.NameContext:
+    ) -> templates.NameContext:
         """What ``t``'s name template may use of process ``p``; only what it names is read."""
         assert t.name_template is not None
         needs = t.name_template.needs
@@ -199,9 +200,9 @@ class Discoverer:
                 m = rx.search(p.cmdline)
                 if m is not None:
                     matches.update({k: v for k, v in m.groupdict().items() if v is not None})
-        username = self._username(naming.read_uid(self.proc_root, p.pid)) if "uid" in needs else ""
+        username = self._username(templates.read_uid(self.proc_root, p.pid)) if "uid" in needs else ""
         meta = _cgroup_and_meta(p, found_in, proc_cgroups)[1] if "cgroup" in needs else None
-        return naming.NameContext(
+        return templates.NameContext(
             comm=p.comm,
             exe=exe,
             username=username,
@@ -213,7 +214,7 @@ class Discoverer:
     @staticmethod
     def _group_key(
         t: TargetConfig,
-        p: procfs.ProcessInfo,
+        p: procscan.ProcessInfo,
         found_in: dict[int, str],
         proc_cgroups: Callable[[int], cgroups.ProcCgroups],
     ) -> tuple[str, ...]:
@@ -235,7 +236,7 @@ class Discoverer:
 
 
 def _cgroup_and_meta(
-    p: procfs.ProcessInfo, found_in: dict[int, str], proc_cgroups: Callable[[int], cgroups.ProcCgroups]
+    p: procscan.ProcessInfo, found_in: dict[int, str], proc_cgroups: Callable[[int], cgroups.ProcCgroups]
 ) -> tuple[str | None, kube.KubeMeta | None]:
     """The cgroup a process was found in (else its own) and its pod metadata: from whichever
     of the process' paths is inside a pod."""

@@ -19,9 +19,9 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from exporter.core.attrs import AttrsError, MonitoringAttrs
-from exporter.core.engine import Engine
-from exporter.ops.base import BackendUnavailable
+from exporter.model.attrs import AttrsError, MonitoringAttrs
+from exporter.model.engine import Engine
+from exporter.model.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -44,44 +44,45 @@ class Backend:
 
 
 def _damon_sysfs_available(proc_root: str, sys_root: str) -> tuple[bool, str]:
-    from exporter.engines.damon_sysfs import available
+    from exporter.engines.damon_sysfs.ownership import available
 
     return available(proc_root=proc_root, sys_root=sys_root)
 
 
 def _damon_sysfs_create(proc_root: str, sys_root: str) -> Engine:
-    from exporter.engines.damon_sysfs import DamonSysfsEngine
+    from exporter.engines.damon_sysfs.engine import DamonSysfsEngine
 
     return DamonSysfsEngine(proc_root=proc_root, sys_root=sys_root)
 
 
 def _damon_sysfs_defaults() -> MonitoringAttrs:
-    from exporter.engines.damon_sysfs import default_attrs
+    from exporter.engines.damon_sysfs.engine import default_attrs
 
     return default_attrs()
 
 
 def _page_idle_available(proc_root: str, sys_root: str) -> tuple[bool, str]:
-    from exporter.ops.page_idle import PageIdleOps
+    from exporter.engines.page_idle.ops_page_idle import PageIdleOps
 
     return PageIdleOps.available(proc_root=proc_root, sys_root=sys_root)
 
 
 def _page_idle_create(proc_root: str, sys_root: str) -> Engine:
-    from exporter.core.monitor import Monitor
-    from exporter.ops.page_idle import PageIdleOps
+    from exporter.engines.page_idle.monitor import Monitor
+    from exporter.engines.page_idle.ops_page_idle import PageIdleOps
 
     return Monitor(PageIdleOps(proc_root=proc_root, sys_root=sys_root))
 
 
 def _clear_refs_available(proc_root: str, sys_root: str) -> tuple[bool, str]:
-    from exporter.engines.clear_refs import available
+    from exporter.engines.clear_refs.smaps import available
 
     return available(proc_root)
 
 
 def _clear_refs_create(proc_root: str, sys_root: str) -> Engine:
-    from exporter.engines.clear_refs import ProcSmaps, ReferencedBytesEngine
+    from exporter.engines.clear_refs.engine import ReferencedBytesEngine
+    from exporter.engines.clear_refs.smaps import ProcSmaps
 
     return ReferencedBytesEngine(ProcSmaps(proc_root))
 

@@ -10,8 +10,8 @@ from typing import Sequence
 
 from prometheus_client.exposition import generate_latest
 
-from exporter.summary import Summary
 from exporter.metrics.targets import target_families
+from exporter.summary import Summary
 
 
 class _Families:

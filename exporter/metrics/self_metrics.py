@@ -7,13 +7,18 @@ does); the backend is chosen at run time and may change on reload, so it has its
 
 from __future__ import annotations
 
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+)
 
 from exporter.build import build_info
-from exporter.service.state import ServiceState
+from exporter.model.errors import ERROR_KINDS
+from exporter.service.state import WEB_REJECT_REASONS, ServiceState
 
-#: error kinds always exported (at 0 until they happen) so rate() works from the start
-KNOWN_ERROR_KINDS: tuple[str, ...] = ("permission", "io", "backend_unavailable", "discovery", "internal", "referenced_reset")
+#: HELP of damon_sampler_errors_total, from the one declaration of the kinds
+ERRORS_HELP = "Problems met by the sampler, by kind: " + "; ".join(f"{k}: {v}" for k, v in ERROR_KINDS.items()) + ". Exited processes are not errors."
 
 SELF_METRIC_NAMES: tuple[str, ...] = (
     "damon_exporter_build_info",
@@ -32,8 +37,6 @@ SELF_METRIC_NAMES: tuple[str, ...] = (
     "damon_web_rejected_total",
 )
 
-#: reasons of damon_web_rejected_total, always exported (see exporter.web.server)
-WEB_REJECT_REASONS: tuple[str, ...] = ("max_requests", "max_connections", "timeout", "bad_request")
 
 
 def self_families(state: ServiceState) -> list[Metric]:
@@ -58,9 +61,9 @@ def self_families(state: ServiceState) -> list[Metric]:
     si.add_metric([], state.sample_interval)
     ai = GaugeMetricFamily("damon_sampler_aggregation_interval_seconds", "Aggregation interval in effect, in seconds.", unit="seconds")
     ai.add_metric([], state.aggregation_interval)
-    errors = CounterMetricFamily("damon_sampler_errors_total", "Problems met by the sampler, by kind (permission, io, backend_unavailable, discovery, internal). Exited processes are not errors.", labels=["kind"])
+    errors = CounterMetricFamily("damon_sampler_errors_total", ERRORS_HELP, labels=["kind"])
     counts = dict(state.errors_total)
-    for kind in sorted(set(KNOWN_ERROR_KINDS) | set(counts)):
+    for kind in [*ERROR_KINDS, *sorted(set(counts) - set(ERROR_KINDS))]:  # every kind at 0 from the start: rate() works
         errors.add_metric([kind], counts.get(kind, 0))
     ok = GaugeMetricFamily("damon_config_last_reload_successful", "1 if the last configuration (re)load succeeded, 0 if it failed and the previous config is still in use.")
     ok.add_metric([], 1 if state.reload_successful else 0)
@@ -74,8 +77,8 @@ def web_families(state: ServiceState) -> list[Metric]:
     ok.add_metric([], 1 if state.web_reload_successful else 0)
     ts = GaugeMetricFamily("damon_web_config_last_reload_success_timestamp_seconds", "Unix time of the last successful web config load.", unit="seconds")
     ts.add_metric([], state.web_reload_success_timestamp)
-    rejected = CounterMetricFamily("damon_web_rejected_total", "Connections and requests the HTTP server refused or cut, by reason: max_requests (answered 503), max_connections (closed to make room), timeout (deadline passed), bad_request.", labels=["reason"])
+    rejected = CounterMetricFamily("damon_web_rejected_total", "Connections and requests the HTTP server refused or cut, by reason: " + "; ".join(f"{k}: {v}" for k, v in WEB_REJECT_REASONS.items()) + ".", labels=["reason"])
     counts = dict(state.web_rejected)
-    for reason in sorted(set(WEB_REJECT_REASONS) | set(counts)):
+    for reason in [*WEB_REJECT_REASONS, *sorted(set(counts) - set(WEB_REJECT_REASONS))]:
         rejected.add_metric([reason], counts.get(reason, 0))
     return [ok, ts, rejected]

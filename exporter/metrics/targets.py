@@ -13,7 +13,11 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from prometheus_client.metrics_core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+)
 from prometheus_client.utils import floatToGoString
 
 from exporter.summary import Summary, TargetSummary

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from exporter.summary import TargetSummary
 from exporter.report.units import format_bytes
+from exporter.summary import TargetSummary
 
 #: '.' is exactly 0; then one character per eighth of the frequency range
 RAMP = ".:-=+*#%@"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from exporter.core.attrs import MonitoringAttrs
+from exporter.model.attrs import MonitoringAttrs
 from exporter.summary import Policy, Summary
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exporter.core.durations import format_duration
+from exporter.model.durations import format_duration
 from exporter.report.heatmap import render_heatmap
 from exporter.report.run import Recording
 from exporter.report.units import format_bytes, format_percent

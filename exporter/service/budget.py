@@ -31,7 +31,7 @@ its thread CPU time here, and when the share of one core over a sliding window e
    limit"); the numbers stay true and the exporter uses more CPU than asked.
 
 Under 70% of the budget it relaxes in the reverse order (caps back first, then time), a
-step at a time. Idle times are kept in seconds (:mod:`exporter.core.regions`), so a change
+step at a time. Idle times are kept in seconds (:mod:`exporter.engines.page_idle.regions`), so a change
 of intervals never moves a working set or cold figure by itself.
 
 After every action the window restarts, so each decision is based only on time spent with
@@ -46,8 +46,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Hashable
 
-from exporter.core.attrs import MonitoringAttrs
-from exporter.summary import DEFAULT_WORKING_SET_WINDOW
+from exporter.model.attrs import MonitoringAttrs
+from exporter.model.policy import DEFAULT_WORKING_SET_WINDOW
 
 #: relax when below this share of the budget
 RELAX_BELOW = 0.7

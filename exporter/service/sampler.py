@@ -20,12 +20,12 @@ import time
 from collections import Counter
 from typing import Any, Callable
 
-from exporter.core.engine import Engine, TargetSpec
-from exporter.core.records import Aggregation
-from exporter.ops.base import OpsError
-from exporter.summary import Policy, Summary, summarize
+from exporter.model.engine import Engine, TargetSpec
+from exporter.model.errors import OpsError
+from exporter.model.records import Aggregation
 from exporter.service.budget import CpuBudget, TargetLoad
 from exporter.service.state import PendingTarget, StateBox
+from exporter.summary import Policy, Summary, summarize
 
 log = logging.getLogger("exporter.sampler")
 

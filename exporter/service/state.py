@@ -12,6 +12,15 @@ from dataclasses import dataclass, field, replace
 
 from exporter.summary import Summary
 
+#: why the HTTP server refused or cut a connection or request (``damon_web_rejected_total``);
+#: the server counts them, the metric exports each at 0 from the start
+WEB_REJECT_REASONS: dict[str, str] = {
+    "max_requests": "answered 503: --web.max-requests were being served",
+    "max_connections": "closed to make room under --web.max-connections",
+    "timeout": "the request deadline passed",
+    "bad_request": "the request could not be parsed",
+}
+
 
 @dataclass(frozen=True)
 class PendingTarget:

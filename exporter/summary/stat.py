@@ -18,24 +18,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
-from exporter.core.records import Aggregation, EngineStats, RegionRecord, TargetRecords
+from exporter.model.policy import Policy
+from exporter.model.records import Aggregation, EngineStats, RegionRecord, TargetRecords
 
 #: Upper bounds (seconds) of ``damon_idle_age_seconds`` buckets; part of the metrics contract.
 IDLE_AGE_BUCKETS: tuple[float, ...] = (0, 1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, math.inf)
 #: Upper bounds of ``damon_access_frequency_ratio`` buckets; part of the metrics contract.
 FREQUENCY_BUCKETS: tuple[float, ...] = (0, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1, math.inf)
-
-DEFAULT_COLD_AGE = 120.0
-DEFAULT_WORKING_SET_WINDOW = 60.0
-
-
-@dataclass(frozen=True)
-class Policy:
-    """What the user calls cold and working set (config ``cold_age``, ``working_set_window``)."""
-
-    cold_age: float = DEFAULT_COLD_AGE
-    working_set_window: float = DEFAULT_WORKING_SET_WINDOW
-
 
 def idle_at_least(r: RegionRecord, seconds: float) -> int:
     """Resident bytes of ``r`` not accessed for at least ``seconds`` (idle time being a

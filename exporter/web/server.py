@@ -39,10 +39,17 @@ from typing import Any, Callable
 
 from prometheus_client.exposition import choose_encoder
 
-from exporter.service.state import StateBox
+from exporter.service.state import WEB_REJECT_REASONS, StateBox
 from exporter.web.auth import BasicAuth
 from exporter.web.landing import landing_page
-from exporter.web.protocol import ProtocolError, Request, accepts_gzip, error_response, parse_head, response_bytes
+from exporter.web.protocol import (
+    ProtocolError,
+    Request,
+    accepts_gzip,
+    error_response,
+    parse_head,
+    response_bytes,
+)
 
 log = logging.getLogger("exporter.web")
 
@@ -81,7 +88,7 @@ def parse_listen_address(addr: str) -> tuple[str, int]:
 class WebStats:
     """Counters of what the server refused or cut, published with the self metrics."""
 
-    rejected: dict[str, int] = field(default_factory=lambda: {"max_requests": 0, "max_connections": 0, "timeout": 0, "bad_request": 0})
+    rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(WEB_REJECT_REASONS, 0))
 
 
 class WebApp:

@@ -25,7 +25,12 @@ from dataclasses import dataclass
 from exporter.config.yamlfile import MAX_CONFIG_BYTES
 from exporter.service.state import StateBox
 from exporter.web.auth import BasicAuth
-from exporter.web.config import WebConfig, WebConfigError, load_web_config, make_ssl_context
+from exporter.web.config import (
+    WebConfig,
+    WebConfigError,
+    load_web_config,
+    make_ssl_context,
+)
 
 log = logging.getLogger("exporter.web")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exporter.core.records import RegionRecord, TargetRecords
+from exporter.model.records import RegionRecord, TargetRecords
 from exporter.summary import Policy, summarize_target
 from exporter.report.heatmap import RAMP, level, render_heatmap
 

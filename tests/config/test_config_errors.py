@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from exporter.config import Config, ConfigError, TargetConfig, load_config, parse_config
-from exporter.core.attrs import MonitoringAttrs
+from exporter.model.attrs import MonitoringAttrs
 
 OK_TARGETS = "targets:\n  - name: web\n    match: {comm: [nginx]}\n"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from exporter.config import load_config
-from exporter.core.attrs import MonitoringAttrs
+from exporter.model.attrs import MonitoringAttrs
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yaml"
 

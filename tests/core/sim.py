@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import random
 
-from exporter.core.attrs import MonitoringAttrs
-from exporter.core.engine import TargetSpec
-from exporter.core.monitor import Monitor
-from exporter.ops.base import ProcessRef
+from exporter.model.attrs import MonitoringAttrs
+from exporter.model.engine import TargetSpec
+from exporter.engines.page_idle.monitor import Monitor
+from exporter.model.process import ProcessRef
 from exporter.summary import Policy, Summary, summarize
-from exporter.ops.simulated import HotRange, SimulatedOps, SimulatedProcess, VirtualClock
+from exporter.engines.page_idle.ops_simulated import HotRange, SimulatedOps, SimulatedProcess, VirtualClock
 
 MiB = 1 << 20
 GiB = 1 << 30

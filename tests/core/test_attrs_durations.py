@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from exporter.core.attrs import AttrsError, MonitoringAttrs
-from exporter.core.durations import DurationError, format_duration, parse_duration
+from exporter.model.attrs import AttrsError, MonitoringAttrs
+from exporter.model.durations import DurationError, format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,7 @@
 
 import pytest
 
-from exporter.core.attrs import MonitoringAttrs
-from exporter.ops.simulated import HotRange
+from exporter.engines.page_idle.ops_simulated import HotRange
 
 from .sim import BASE, GiB, MiB, STACK, TEXT, aggregations, make_monitor, process_with_buffer
 

@@ -5,11 +5,12 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.core.attrs import MonitoringAttrs
-from exporter.core.engine import TargetSpec
-from exporter.core.ranges import normalize, three_regions
-from exporter.ops.base import AccessDenied, ProcessRef
-from exporter.ops.simulated import HotRange, SimulatedProcess
+from exporter.model.attrs import MonitoringAttrs
+from exporter.model.engine import TargetSpec
+from exporter.engines.page_idle.ranges import normalize, three_regions
+from exporter.model.errors import AccessDenied
+from exporter.model.process import ProcessRef
+from exporter.engines.page_idle.ops_simulated import HotRange, SimulatedProcess
 
 from .sim import BASE, GiB, MiB, aggregations, make_monitor, process_with_buffer
 

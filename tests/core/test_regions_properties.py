@@ -2,11 +2,11 @@
 
 import random
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter.core.ranges import AddressRange, normalize, three_regions
-from exporter.core.regions import (
+from exporter.engines.page_idle.ranges import AddressRange, normalize, three_regions
+from exporter.engines.page_idle.regions import (
     Region,
     init_regions,
     merge_regions,
@@ -282,7 +282,7 @@ def test_region_size_limit():
 
 
 def test_force_merge_reaches_the_cap_merging_most_alike_first():
-    from exporter.core.regions import force_merge
+    from exporter.engines.page_idle.regions import force_merge
 
     a = [Region(0, PAGE, 0), Region(PAGE, 2 * PAGE, 10), Region(2 * PAGE, 3 * PAGE, 11)]
     b = [Region(10 * PAGE, 11 * PAGE, 0), Region(20 * PAGE, 21 * PAGE, 0)]  # not contiguous

@@ -7,11 +7,11 @@ from pathlib import Path
 
 
 from exporter.config import parse_config
-from exporter.core.engine import TargetSpec
+from exporter.model.engine import TargetSpec
 from exporter.discovery import Discoverer, ProcCgroups, parse_proc_cgroup
 from exporter.discovery.cgroups import expand, hierarchies
-from exporter.procfs import parse_stat
-from exporter.ops.base import ProcessRef
+from exporter.procfs.parsers import parse_stat
+from exporter.model.process import ProcessRef
 
 from .fakeproc import add_cgroup, add_process
 

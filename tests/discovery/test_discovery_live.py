@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from exporter.config import parse_config
-from exporter.core.engine import TargetSpec
+from exporter.model.engine import TargetSpec
 from exporter.discovery import Discoverer
 
 WAIT = 20.0  # generous: other test suites may be loading both cores

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import random
 
-from exporter.core.attrs import MonitoringAttrs
-from exporter.core.engine import TargetSpec
-from exporter.core.monitor import Monitor
-from exporter.ops.base import ProcessRef
-from exporter.ops.simulated import SimulatedOps, SimulatedProcess, VirtualClock
+from exporter.model.attrs import MonitoringAttrs
+from exporter.model.engine import TargetSpec
+from exporter.engines.page_idle.monitor import Monitor
+from exporter.model.process import ProcessRef
+from exporter.engines.page_idle.ops_simulated import SimulatedOps, SimulatedProcess, VirtualClock
 
 MiB = 1 << 20
 BASE = 0x7F0000000000

@@ -16,7 +16,7 @@ import pytest
 
 from exporter.config import ConfigError, parse_config
 from exporter.discovery import Discoverer
-from exporter.discovery.naming import NameContext, TemplateError, parse_template
+from exporter.config.templates import NameContext, TemplateError, parse_template
 
 from .fakeproc import add_cgroup, add_process
 

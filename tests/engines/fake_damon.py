@@ -3,7 +3,7 @@
 The tree is real files (so reads go through the engine's real code); every write goes
 through :meth:`FakeDamon.write`, which stores the value and then does what the kernel
 does for that file (Linux 6.12, checked in the test guest; see
-exporter/engines/damon_sysfs_tree.py): ``nr_*`` files rebuild their children with
+exporter/engines/damon_sysfs/tree.py): ``nr_*`` files rebuild their children with
 defaults, ``state`` commands start, stop, commit and fill ``tried_regions``. Regions come
 from :attr:`FakeDamon.regions`: pid -> list of (start, end, nr_accesses, age).
 """
@@ -15,7 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
-from exporter.engines.damon_sysfs_tree import SysfsError, SysfsIO, U32_MAX, U64_MAX
+from exporter.engines.damon_sysfs.tree import SysfsError, SysfsIO, U32_MAX, U64_MAX
 
 
 def _mk(path: Path, files: dict[str, object]) -> None:

@@ -13,12 +13,13 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.core.attrs import MonitoringAttrs
-from exporter.core.engine import TargetSpec
-from exporter.engines.clear_refs import RESET_KIND, ReferencedBytesEngine
-from exporter.ops.base import ProcessGone, ProcessRef
-from exporter.procfs import SmapsEntry
-from exporter.ops.simulated import VirtualClock
+from exporter.model.attrs import MonitoringAttrs
+from exporter.model.engine import TargetSpec
+from exporter.engines.clear_refs.engine import RESET_KIND, ReferencedBytesEngine
+from exporter.model.errors import ProcessGone
+from exporter.model.process import ProcessRef
+from exporter.procfs.parsers import SmapsEntry
+from exporter.engines.page_idle.ops_simulated import VirtualClock
 from exporter.summary import Policy, summarize
 from exporter.summary.stat import idle_at_least
 

@@ -19,11 +19,14 @@ from dataclasses import dataclass
 
 import pytest
 
-from exporter.core.attrs import MonitoringAttrs
-from exporter.core.engine import TargetSpec
-from exporter.engines.clear_refs import RESET_KIND, ProcSmaps, ReferencedBytesEngine
-from exporter.ops.base import AccessDenied, ProcessGone, ProcessRef
-from exporter.procfs import PosixIO, check_same_process
+from exporter.model.attrs import MonitoringAttrs
+from exporter.model.engine import TargetSpec
+from exporter.engines.clear_refs.engine import RESET_KIND, ReferencedBytesEngine
+from exporter.engines.clear_refs.smaps import ProcSmaps
+from exporter.model.errors import AccessDenied, ProcessGone
+from exporter.model.process import ProcessRef
+from exporter.procfs.io import PosixIO
+from exporter.procfs.parsers import check_same_process
 from exporter.summary import Policy, summarize
 from tests.cli.conftest import run_snapshot
 from tests.ops.fakekernel import FakeKernel, FakeKernelIO

@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from exporter.core.attrs import MonitoringAttrs
-from exporter.core.engine import TargetSpec
-from exporter.engines import damon_sysfs as ds
-from exporter.engines.damon_sysfs import DamonSysfsEngine, Marker, OwnershipLost, available
-from exporter.ops.base import BackendUnavailable, ProcessRef
-from exporter.procfs import PosixIO, read_stat
+from exporter.model.attrs import MonitoringAttrs
+from exporter.model.engine import TargetSpec
+from exporter.engines.damon_sysfs.engine import DamonSysfsEngine, OwnershipLost
+from exporter.engines.damon_sysfs.ownership import Marker, available
+from exporter.model.errors import BackendUnavailable
+from exporter.model.process import ProcessRef
+from exporter.procfs.io import PosixIO
+from exporter.procfs.parsers import read_stat
 
 from .fake_damon import FakeDamon
 

@@ -14,10 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from exporter.engines.damon_sysfs import DamonSysfsEngine, available
-from exporter.engines.damon_sysfs_tree import NO_REAL_ENV, REAL_DAMON_ROOT, RealDamonRefused, SysfsIO, in_test_vm
+from exporter.engines.damon_sysfs.engine import DamonSysfsEngine
+from exporter.engines.damon_sysfs.ownership import available
+from exporter.engines.damon_sysfs.tree import (
+    NO_REAL_ENV,
+    REAL_DAMON_ROOT,
+    RealDamonRefused,
+    SysfsIO,
+    in_test_vm,
+)
 from exporter.engines.registry import create_engine
-from exporter.ops.base import BackendUnavailable
+from exporter.model.errors import BackendUnavailable
 
 NR = f"{REAL_DAMON_ROOT}/admin/kdamonds/nr_kdamonds"
 

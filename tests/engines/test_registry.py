@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from exporter.ops.base import BackendUnavailable
+from exporter.model.errors import BackendUnavailable
 from exporter.engines.registry import BACKEND_NAMES, create_engine
 
 from tests.ops.fakekernel import FakeKernel
@@ -95,7 +95,7 @@ def _config(monitoring: str):
 
 
 def test_backend_defaults_fill_the_monitoring_keys_a_config_leaves_unset():
-    from exporter.core.attrs import MonitoringAttrs
+    from exporter.model.attrs import MonitoringAttrs
     from exporter.engines.registry import monitoring_attrs
 
     c = _config("  max_regions: 50\n")

@@ -23,14 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from exporter.ops.kpageflags import KPF_COMPOUND_HEAD, KPF_COMPOUND_TAIL, KPF_LRU, KPF_THP
-from exporter.procfs import (
-    PAGE_SHIFT,
-    PM_PFN_MASK,
-    PM_PRESENT,
-    PM_SWAPPED,
-    PosixIO,
-)
+from exporter.engines.page_idle.kpageflags import KPF_COMPOUND_HEAD, KPF_COMPOUND_TAIL, KPF_LRU, KPF_THP
+from exporter.procfs.pagemap import PAGE_SHIFT, PM_PFN_MASK, PM_PRESENT, PM_SWAPPED
+from exporter.procfs.io import PosixIO
 
 PAGE = 4096
 

@@ -6,13 +6,14 @@ import random
 
 import pytest
 
-from exporter.core.attrs import MonitoringAttrs
-from exporter.core.engine import TargetSpec
+from exporter.model.attrs import MonitoringAttrs
+from exporter.model.engine import TargetSpec
 from tests.core.sim import SummarizingMonitor
-from exporter.ops.base import AccessDenied, BackendUnavailable, ProcessGone, ProcessRef
-from exporter.ops.page_idle import PageIdleOps
-from exporter.procfs import PosixIO
-from exporter.ops.simulated import VirtualClock
+from exporter.model.errors import AccessDenied, BackendUnavailable, ProcessGone
+from exporter.model.process import ProcessRef
+from exporter.engines.page_idle.ops_page_idle import PageIdleOps
+from exporter.procfs.io import PosixIO
+from exporter.engines.page_idle.ops_simulated import VirtualClock
 
 from .fakekernel import PAGE, FakeKernel, FakeKernelIO
 

@@ -10,22 +10,13 @@ import struct
 
 import pytest
 
-from exporter.core.ranges import three_regions
-from exporter.ops.base import AccessDenied, OpsError, ProcessGone, ProcessRef
-from exporter.procfs import (
-    PM_PRESENT,
-    PM_SWAPPED,
-    Pagemap,
-    PagemapEntry,
-    PosixIO,
-    check_same_process,
-    ops_error,
-    parse_maps,
-    parse_smaps,
-    parse_stat,
-    u64s,
-)
-from exporter.ops.kpageflags import runs
+from exporter.engines.page_idle.ranges import three_regions
+from exporter.model.errors import AccessDenied, OpsError, ProcessGone
+from exporter.model.process import ProcessRef
+from exporter.procfs.pagemap import PM_PRESENT, PM_SWAPPED, Pagemap, PagemapEntry
+from exporter.procfs.io import PosixIO, ops_error, u64s
+from exporter.procfs.parsers import check_same_process, parse_maps, parse_smaps, parse_stat
+from exporter.engines.page_idle.kpageflags import runs
 
 PAGE = 4096
 
@@ -159,7 +150,8 @@ def test_zero_page_is_not_resident():
     """Memory only read maps the shared zero page: present in pagemap, but in nobody's RSS."""
     import random
 
-    from exporter.procfs import Pagemap, PosixIO, resident_bytes_pagemap, zero_page_pfn
+    from exporter.procfs.pagemap import Pagemap, resident_bytes_pagemap, zero_page_pfn
+    from exporter.procfs.io import PosixIO
 
     io = PosixIO()
     zero = zero_page_pfn(io, "/proc")
@@ -192,7 +184,7 @@ def test_count_resident_matches_the_entry_by_entry_rule():
     import random
     import struct
 
-    from exporter.procfs import PM_PFN_MASK, PM_PRESENT, count_resident
+    from exporter.procfs.pagemap import PM_PFN_MASK, PM_PRESENT, count_resident
 
     rng = random.Random(1)
     for _ in range(300):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.core.attrs import MonitoringAttrs
+from exporter.model.attrs import MonitoringAttrs
 from exporter.service.budget import MAX_STRETCH, CpuBudget, TargetLoad
 
 BASE = MonitoringAttrs(0.1, 1.0, 5.0, 10, 200)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.core.attrs import MonitoringAttrs
-from exporter.ops.simulated import HotRange
+from exporter.model.attrs import MonitoringAttrs
+from exporter.engines.page_idle.ops_simulated import HotRange
 from exporter.service.budget import CpuBudget, TargetLoad
 from tests.core.sim import BASE, STACK, TEXT, MiB, aggregations, make_monitor, process_with_buffer
 

@@ -7,12 +7,13 @@ import platform
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.core.records import Aggregation, EngineStats, RegionRecord, TargetRecords
+from exporter.model.records import Aggregation, EngineStats, RegionRecord, TargetRecords
 from exporter.summary import Policy, Summary, summarize
 from exporter.build import build_info
 from exporter.metrics import render_text
 from exporter.metrics.self_metrics import self_families
 from exporter.metrics.targets import TARGET_METRIC_NAMES, target_families
+from exporter.model.errors import ERROR_KINDS
 from exporter.service.state import ServiceState
 
 MiB = 1 << 20
@@ -145,30 +146,30 @@ def test_self_metrics():
     assert value(fams, "damon_sampler_budget_ratio", "damon_sampler_budget_ratio") == 0.4
     assert value(fams, "damon_sampler_sample_interval_seconds", "damon_sampler_sample_interval_seconds") == 0.2
     errors = {s.labels["kind"]: s.value for s in fams["damon_sampler_errors"].samples if s.name.endswith("_total")}
-    assert errors == {"backend_unavailable": 0, "discovery": 0, "internal": 0, "io": 0, "permission": 2, "referenced_reset": 0, "weird": 1}
+    assert errors == {**{k: 0 for k in ERROR_KINDS}, "permission": 2, "weird": 1}
     assert value(fams, "damon_config_last_reload_successful", "damon_config_last_reload_successful") == 0
     assert value(fams, "damon_config_last_reload_success_timestamp_seconds", "damon_config_last_reload_success_timestamp_seconds") == 12.0
 
 
-def test_cached_exposition_reencodes_only_for_a_new_state():
+def test_one_registry_rebuilds_families_only_for_a_new_state():
     from prometheus_client.exposition import choose_encoder
     from prometheus_client.openmetrics.parser import text_string_to_metric_families as om
 
-    from exporter.metrics.collector import CachedExposition
+    from exporter.metrics.collector import Exposition
     from exporter.service.state import StateBox
 
     box = StateBox(ServiceState(version="1", backend="clear_refs", summary=snapshot(), label_names=("team",)))
-    exp = CachedExposition(box)
+    exp = Exposition(box)
     enc, ctype = choose_encoder("")
     first = exp.render(enc, ctype).decode()
-    cached = exp._cache
+    cached = exp.state._cache
     assert parse(first)["damon_resident_bytes"].samples[0].value == 28 * MiB
     assert "process_cpu_seconds_total" in first
     exp.render(enc, ctype)
-    assert exp._cache is cached  # same state, same format: reused
+    assert exp.state._cache is cached  # same state: the same families
     box.update(reload_successful=False)
     second = exp.render(enc, ctype).decode()
-    assert exp._cache is not cached
+    assert exp.state._cache is not cached
     assert value(parse(second), "damon_config_last_reload_successful", "damon_config_last_reload_successful") == 0
     enc, ctype = choose_encoder("application/openmetrics-text; version=1.0.0")
     text = exp.render(enc, ctype).decode()
@@ -176,3 +177,5 @@ def test_cached_exposition_reencodes_only_for_a_new_state():
     fams = {f.name: f for f in om(text)}
     assert fams["damon_idle_age_seconds"].type == "gaugehistogram"
     assert "process_cpu_seconds" in fams
+    bare = Exposition(box, exporter_metrics=False).render(*choose_encoder(""))
+    assert b"process_cpu_seconds_total" not in bare and b"damon_resident_bytes" in bare

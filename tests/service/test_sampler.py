@@ -13,11 +13,12 @@ import time
 import pytest
 
 from exporter.config import Config
-from exporter.core.attrs import MonitoringAttrs
-from exporter.core.engine import TargetSpec
-from exporter.core.monitor import Monitor
-from exporter.ops.base import BackendUnavailable, ProcessRef
-from exporter.ops.simulated import HotRange, SimulatedOps, SimulatedProcess
+from exporter.model.attrs import MonitoringAttrs
+from exporter.model.engine import TargetSpec
+from exporter.engines.page_idle.monitor import Monitor
+from exporter.model.errors import BackendUnavailable
+from exporter.model.process import ProcessRef
+from exporter.engines.page_idle.ops_simulated import HotRange, SimulatedOps, SimulatedProcess
 from exporter.service import sampler as sampler_mod
 from exporter.service.sampler import Sampler
 from exporter.service.state import ServiceState, StateBox
@@ -197,7 +198,7 @@ def test_exited_process_is_dropped_silently(run_sampler):
 
 def test_permission_denied_is_counted_once_and_the_target_is_down(run_sampler):
     from exporter.metrics.targets import target_up
-    from exporter.ops.base import AccessDenied
+    from exporter.model.errors import AccessDenied
 
     procs = {10: proc(), 11: proc()}
 

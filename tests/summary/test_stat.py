@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.core.records import RegionRecord, TargetRecords
+from exporter.model.records import RegionRecord, TargetRecords
 from exporter.summary import Policy, summarize_target
 
 MiB = 1 << 20

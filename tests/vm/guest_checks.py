@@ -2,8 +2,8 @@
 
 Run as ``python -m tests.vm.guest_checks --workload BIN --out FILE [CHECK ...]`` in the
 guest. Each check starts workloads with a known access pattern (tests/workloads/workload.c),
-monitors them with the real :class:`~exporter.core.monitor.Monitor` over
-:class:`~exporter.ops.page_idle.PageIdleOps`, and records *measurements and the truth*, not
+monitors them with the real :class:`~exporter.engines.page_idle.monitor.Monitor` over
+:class:`~exporter.engines.page_idle.ops_page_idle.PageIdleOps`, and records *measurements and the truth*, not
 verdicts: the host-side tests assert, so a failure shows the numbers. Results are written
 to ``--out`` after every check, so that a guest that dies half-way still reports the checks
 it finished. A check that raises is recorded with its traceback.
@@ -29,13 +29,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
-from exporter.core.attrs import MonitoringAttrs
-from exporter.core.engine import TargetSpec
+from exporter.model.attrs import MonitoringAttrs
+from exporter.model.engine import TargetSpec
 from tests.core.sim import SummarizingMonitor
 from exporter.summary import Policy, Summary, TargetSummary, summarize
 from exporter.summary.stat import seen_within
-from exporter.ops.base import OpsError, ProcessRef
-from exporter.ops.page_idle import PageIdleOps
+from exporter.model.errors import OpsError
+from exporter.model.process import ProcessRef
+from exporter.engines.page_idle.ops_page_idle import PageIdleOps
 
 MiB = 1 << 20
 ATTRS = MonitoringAttrs(
@@ -669,7 +670,7 @@ class SummarizingDamonSysfs:
     the monitor are: on a shared emulated CPU the workload would stall)."""
 
     def __init__(self, attrs: MonitoringAttrs) -> None:
-        from exporter.engines.damon_sysfs import DamonSysfsEngine
+        from exporter.engines.damon_sysfs.engine import DamonSysfsEngine
 
         self.engine = DamonSysfsEngine(attrs)
         self.policy = Policy(cold_age=COLD_AGE, working_set_window=WORKING_SET_WINDOW)

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from exporter.ops.base import BackendUnavailable
+from exporter.model.errors import BackendUnavailable
 from exporter.engines.registry import create_engine
 
 BITMAP = "/sys/kernel/mm/page_idle/bitmap"

@@ -12,16 +12,12 @@ neighbours and needs a working-set window (4 s) to settle again.
 
 from __future__ import annotations
 
-import json
 import statistics
-import sys
-from pathlib import Path
 
 import pytest
 
-from exporter.ops.page_idle import no_pfn_message
+from exporter.engines.page_idle.ops_page_idle import no_pfn_message
 
-from . import harness
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 

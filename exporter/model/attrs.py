@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
-from exporter.core.durations import format_duration
+from exporter.model.durations import format_duration
 
 #: the machine's page size, read once: pagemap and the page_idle bitmap are indexed by it
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")

@@ -13,7 +13,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from exporter.ops.base import CheckResult, Operations, ProcessGone, ProcessRef
+from exporter.engines.page_idle.operations import CheckResult, Operations
+from exporter.model.errors import ProcessGone
+from exporter.model.process import ProcessRef
 
 
 @dataclass(frozen=True)

@@ -51,9 +51,33 @@ import random
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from exporter.ops.base import AccessDenied, BackendUnavailable, CheckResult, Operations, OpsError, ProcessGone, ProcessRef
-from exporter.procfs import CAP_SYS_ADMIN, PAGE_SHIFT, PM_PFN_MASK, PM_PRESENT, Pagemap, PosixIO, effective_caps, open_checked_pagemap, parse_maps, read_maps, resident_bytes_pagemap, u64s, zero_page_pfn
-from exporter.ops.kpageflags import KPF_COMPOUND_HEAD, KPF_COMPOUND_TAIL, KPF_LRU, PMD_PAGES, pack_u64s, runs
+from exporter.engines.page_idle.kpageflags import (
+    KPF_COMPOUND_HEAD,
+    KPF_COMPOUND_TAIL,
+    KPF_LRU,
+    PMD_PAGES,
+    pack_u64s,
+    runs,
+)
+from exporter.engines.page_idle.operations import CheckResult, Operations
+from exporter.model.errors import (
+    AccessDenied,
+    BackendUnavailable,
+    OpsError,
+    ProcessGone,
+)
+from exporter.model.process import ProcessRef
+from exporter.procfs.io import CAP_SYS_ADMIN, PosixIO, effective_caps, u64s
+from exporter.procfs.pagemap import (
+    PAGE_SHIFT,
+    PM_PFN_MASK,
+    PM_PRESENT,
+    Pagemap,
+    open_checked_pagemap,
+    resident_bytes_pagemap,
+    zero_page_pfn,
+)
+from exporter.procfs.parsers import parse_maps, read_maps
 
 log = logging.getLogger(__name__)
 

@@ -33,191 +33,37 @@ the period and counts it in ``damon_sampler_errors_total{kind="referenced_reset"
 from __future__ import annotations
 
 import logging
-import os
 import time
-from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable
 
-from exporter.core.attrs import MonitoringAttrs
-from exporter.core.engine import Engine, TargetSpec
-from exporter.core.records import Aggregation, EngineStats, RegionRecord, TargetKey, TargetRecords
-from exporter.ops.base import OpsError, ProcessGone, ProcessRef
-from exporter.procfs import Pagemap, PosixIO, SmapsEntry, ops_error, open_checked_pagemap, parse_smaps
-from exporter.summary.stat import DEFAULT_COLD_AGE, DEFAULT_WORKING_SET_WINDOW
+from exporter.engines.bookkeeping import Failures
+from exporter.engines.clear_refs.curves import (
+    RESET_MIN_BYTES,
+    Curve,
+    Period,
+    Point,
+    idle_distribution,
+    record_points,
+    reset_bytes,
+)
+from exporter.engines.clear_refs.smaps import ProcSmaps, SmapsSource
+from exporter.model.attrs import MonitoringAttrs
+from exporter.model.engine import Engine, TargetSpec
+from exporter.model.errors import OpsError
+from exporter.model.policy import DEFAULT_COLD_AGE, DEFAULT_WORKING_SET_WINDOW
+from exporter.model.process import ProcessRef
+from exporter.model.records import (
+    Aggregation,
+    EngineStats,
+    RegionRecord,
+    TargetKey,
+    TargetRecords,
+)
+from exporter.procfs.parsers import SmapsEntry
 
 log = logging.getLogger(__name__)
-
-DENIED_HINT = "clear_refs needs ptrace access to the process (same uid, or CAP_SYS_PTRACE)"
-MAX_ERRORS_PER_TARGET = 5
-#: a drop of Referenced (net of freed memory) above this is someone else's reset, not noise
-RESET_MIN_BYTES = 256 << 10
 RESET_KIND = "referenced_reset"
-
-
-def available(proc_root: str = "/proc", io: PosixIO | None = None) -> tuple[bool, str]:
-    """Whether this kernel has clear_refs (never writes anything)."""
-    io = io or PosixIO()
-    path = f"{proc_root}/self/clear_refs"
-    if not io.exists(path):
-        return False, f"{path} does not exist (kernel built without CONFIG_PROC_PAGE_MONITOR)"
-    return True, f"{path} exists"
-
-
-class SmapsSource(Protocol):
-    """Where the engine clears and reads (the real /proc, or a simulation in tests)."""
-
-    def clear(self, proc: ProcessRef) -> None: ...
-    def read(self, proc: ProcessRef) -> list[SmapsEntry]: ...
-    def probe(self, proc: ProcessRef) -> None: ...
-    def forget(self, proc: ProcessRef) -> None: ...
-    def close(self) -> None: ...
-
-
-@dataclass
-class _Files:
-    pagemap: Pagemap  # held open only as the exit/exec probe: it pins the mm
-    clear_fd: int = -1
-
-
-class ProcSmaps:
-    """The real interface: ``/proc/PID/clear_refs``, ``/proc/PID/smaps``."""
-
-    def __init__(self, proc_root: str = "/proc", io: PosixIO | None = None) -> None:
-        self.proc_root = proc_root
-        self.io = io or PosixIO()
-        self._files: dict[ProcessRef, _Files] = {}
-
-    def _get(self, proc: ProcessRef) -> _Files:
-        f = self._files.get(proc)
-        if f is None:
-            f = self._files[proc] = _Files(open_checked_pagemap(self.io, self.proc_root, proc, DENIED_HINT))
-        return f
-
-    def _alive(self, f: _Files, pid: int) -> None:
-        if not f.pagemap.alive():
-            raise ProcessGone(f"process {pid} exited or exec'ed")
-
-    def probe(self, proc: ProcessRef) -> None:
-        self._alive(self._get(proc), proc.pid)
-
-    def clear(self, proc: ProcessRef) -> None:
-        f = self._get(proc)
-        path = f"{self.proc_root}/{proc.pid}/clear_refs"
-        try:
-            if f.clear_fd < 0:
-                f.clear_fd = self.io.open(path, os.O_WRONLY)
-            self.io.write(f.clear_fd, b"1")
-        except OSError as e:
-            raise ops_error(e, proc.pid, path, DENIED_HINT) from None
-        self._alive(f, proc.pid)  # an exited or exec'ed process accepts the write silently
-
-    def read(self, proc: ProcessRef) -> list[SmapsEntry]:
-        f = self._get(proc)
-        path = f"{self.proc_root}/{proc.pid}/smaps"
-        try:
-            data = self.io.read_file(path)
-        except OSError as e:
-            raise ops_error(e, proc.pid, path, DENIED_HINT) from None
-        self._alive(f, proc.pid)  # an empty or foreign smaps would read as "all idle"
-        return parse_smaps(data)
-
-    def forget(self, proc: ProcessRef) -> None:
-        f = self._files.pop(proc, None)
-        if f is None:
-            return
-        f.pagemap.close()
-        if f.clear_fd >= 0:
-            try:
-                self.io.close(f.clear_fd)
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        for ref in list(self._files):
-            self.forget(ref)
-
-
-# -- the curve bookkeeping (pure) -------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Point:
-    """One read of one mapping: ``elapsed`` seconds after the mapping's curve began."""
-
-    elapsed: float
-    rss: int
-    referenced: int
-    wall: float
-
-    @property
-    def untouched(self) -> int:
-        return max(0, self.rss - self.referenced)
-
-
-@dataclass
-class Curve:
-    """The referenced-bytes curve of one mapping within one clear period.
-
-    ``origin`` is when the curve began, in seconds after the period's clear: 0 for a mapping
-    that existed at the clear; for one that appeared later, the time of the last read that
-    did not see it (its pages cannot have been idle for longer than that)."""
-
-    origin: float
-    end: int
-    points: list[Point] = field(default_factory=list)
-
-
-@dataclass
-class Period:
-    """One process' curves since one clear."""
-
-    cleared_at: float  # monotonic
-    curves: dict[int, Curve] = field(default_factory=dict)  # by mapping start
-    last_read: float = 0.0  # seconds after the clear
-    horizons_read: set[float] = field(default_factory=set)
-
-
-def reset_bytes(before: dict[int, Curve], now: list[SmapsEntry]) -> int:
-    """How far Referenced of private anonymous memory went down between two reads, net of
-    memory that was freed.
-
-    Referenced only grows between clears, except where pages leave the mapping (munmap,
-    MADV_DONTNEED, reclaim), which lowers Rss by as much. Whatever is left is someone
-    clearing the accessed bits: another clear_refs writer, or reclaim's own aging. Shared
-    file pages (libc, the page cache) are left out: their Referenced and Young flags are
-    shared by every process mapping them, and any process' clear_refs, or the kernel's
-    DAMON or reclaim, resets them routinely (measured here every few seconds)."""
-    lost = 0
-    for m in now:
-        c = before.get(m.start)
-        if c is None or not c.points or m.anonymous * 2 < m.rss:
-            continue
-        p = c.points[-1]
-        lost += max(0, (p.referenced - m.referenced) - max(0, p.rss - m.rss))
-    return lost
-
-
-def record_points(current: Curve | None, previous: Curve | None, elapsed: float) -> list[Point]:
-    """The points that describe a mapping now: the current period's up to ``elapsed``, and
-    beyond it the previous period's (each figure as of the last time it was exact)."""
-    pts = list(current.points) if current is not None else []
-    if previous is not None:
-        last = pts[-1].elapsed if pts else 0.0
-        pts += [p for p in previous.points if p.elapsed > max(last, elapsed)]
-    return pts
-
-
-def idle_distribution(points: list[Point], rss_now: int) -> tuple[tuple[float, int], ...]:
-    """(seconds, bytes untouched within seconds), non-increasing in bytes, at most Rss now."""
-    out: list[tuple[float, int]] = []
-    cap = rss_now
-    for p in points:
-        if p.elapsed <= 0:
-            continue
-        cap = min(cap, p.untouched)
-        out.append((p.elapsed, cap))
-    return tuple(out)
 
 
 # -- the engine -------------------------------------------------------------------------------
@@ -235,7 +81,6 @@ class _Proc:
 class _Target:
     spec: TargetSpec
     refs: set[ProcessRef] = field(default_factory=set)
-    errors: dict[ProcessRef, str] = field(default_factory=dict)
 
 
 class ReferencedBytesEngine(Engine):
@@ -264,8 +109,7 @@ class ReferencedBytesEngine(Engine):
         # one state per process, shared by every target that lists it: two clears of one
         # process would erase each other's curves
         self._procs: dict[ProcessRef, _Proc] = {}
-        self._failed: dict[ProcessRef, str] = {}
-        self._errors: Counter[str] = Counter()
+        self._failures = Failures()
         self._reads = 0
         self._aggregations = 0
         self._steps = 0
@@ -306,17 +150,16 @@ class ReferencedBytesEngine(Engine):
             if t is None:
                 t = self._targets[spec.key] = _Target(spec)
             t.spec = spec
-            refs = {r for r in spec.processes if r not in self._failed}
+            refs = {r for r in spec.processes if not self._failures.has_failed(r)}
             listed |= set(spec.processes)
             t.refs = refs
-            t.errors = {r: e for r, e in t.errors.items() if r in spec.processes}
             for ref in refs:
                 if ref not in self._procs:
                     self._procs[ref] = _Proc(ref)
         for ref in list(self._procs):
             if ref not in listed:
                 self._forget(ref)
-        self._failed = {r: e for r, e in self._failed.items() if r in listed}
+        self._failures.set_targets(specs)
 
     def _forget(self, ref: ProcessRef) -> None:
         self._procs.pop(ref, None)
@@ -372,7 +215,7 @@ class ReferencedBytesEngine(Engine):
         self._reads += 1
         lost = reset_bytes(p.period.curves, smaps)
         if lost > max(RESET_MIN_BYTES, sum(c.points[-1].referenced for c in p.period.curves.values() if c.points) // 100):
-            self._errors[RESET_KIND] += 1
+            self._failures.count(RESET_KIND)
             log.warning(
                 "pid %d: Referenced went down by %d KiB since the last read (another clear_refs "
                 "writer, or reclaim under memory pressure); restarting its curve", p.ref.pid, lost >> 10
@@ -421,7 +264,7 @@ class ReferencedBytesEngine(Engine):
                     regions=tuple(records),
                     aggregated_at=self.wall_clock(),
                     labels=t.spec.labels,
-                    errors=tuple(list(t.errors.values())[:MAX_ERRORS_PER_TARGET]),
+                    errors=self._failures.errors(t.spec.key),
                     measured_at=tuple(sorted(oldest.items())),
                 )
             )
@@ -469,20 +312,13 @@ class ReferencedBytesEngine(Engine):
         """A process we cannot watch: drop it quietly if gone, remember why otherwise."""
         owners = [t for t in self._targets.values() if ref in t.refs]
         self._forget(ref)
-        if isinstance(e, ProcessGone):
-            return
-        self._errors[e.kind] += 1
-        msg = f"pid {ref.pid}: {e}"
-        self._failed[ref] = msg
-        for t in owners:
-            t.errors[ref] = msg
-        log.warning("targets %s: %s", ",".join(t.spec.name for t in owners), msg)
+        self._failures.fail([t.spec.key for t in owners], ref, e)
 
     def stats(self) -> EngineStats:
         return EngineStats(
             checks_total=self._reads,
             aggregations_total=self._aggregations,
-            errors_total=tuple(sorted(self._errors.items())),
+            errors_total=self._failures.totals(),
         )
 
     def close(self) -> None:

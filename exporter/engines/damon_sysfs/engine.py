@@ -3,7 +3,7 @@
 Where the kernel has DAMON with virtual-address operations and its sysfs interface
 (``CONFIG_DAMON_VADDR``, ``CONFIG_DAMON_SYSFS``, Linux 6.6 or later), a kdamond samples at
 kernel cost (5 ms intervals are cheap there) and the exporter only reads the results once
-per aggregation. How (:mod:`exporter.engines.damon_sysfs_tree` has the interface facts):
+per aggregation. How (:mod:`exporter.engines.damon_sysfs.tree` has the interface facts):
 
 - **One kdamond, one context, one DAMON target per process.** The context gets the
   exporter's intervals; its region bounds are the per-target bounds times the number of
@@ -39,174 +39,71 @@ from __future__ import annotations
 
 import bisect
 import errno
-import json
 import logging
 import os
-import platform
 import random
-import re
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from exporter.core.attrs import MonitoringAttrs
-from exporter.core.engine import Engine, TargetSpec
-from exporter.core.records import Aggregation, EngineStats, RegionRecord, TargetKey, TargetRecords
-from exporter.ops.base import BackendUnavailable, OpsError, ProcessGone, ProcessRef
-from exporter.procfs import Pagemap, PosixIO, check_same_process, open_checked_pagemap, resident_bytes_pagemap, zero_page_pfn
-from exporter.engines.damon_sysfs_tree import ContextAttrs, KdamondTree, SysfsError, SysfsIO, TriedRegion, check_write_allowed
+from exporter.engines.bookkeeping import Failures
+from exporter.engines.damon_sysfs.ownership import (
+    DEFAULT_STATE_DIR,
+    DENIED_HINT,
+    NAME,
+    STATE_DIR_ENV,
+    Marker,
+    _start_time,
+    available,
+    boot_id,
+    damon_root,
+)
+from exporter.engines.damon_sysfs.tree import (
+    ContextAttrs,
+    KdamondTree,
+    SysfsError,
+    SysfsIO,
+    TriedRegion,
+    check_write_allowed,
+)
+from exporter.model.attrs import MonitoringAttrs
+from exporter.model.engine import Engine, TargetSpec
+from exporter.model.errors import (
+    BackendUnavailable,
+    LimitReached,
+    OpsError,
+    ProcessGone,
+)
+from exporter.model.process import ProcessRef
+from exporter.model.records import (
+    Aggregation,
+    EngineStats,
+    RegionRecord,
+    TargetKey,
+    TargetRecords,
+)
+from exporter.procfs.io import PosixIO
+from exporter.procfs.pagemap import (
+    Pagemap,
+    open_checked_pagemap,
+    resident_bytes_pagemap,
+    zero_page_pfn,
+)
+from exporter.procfs.parsers import check_same_process
 
 log = logging.getLogger(__name__)
-
-NAME = "damon_sysfs"
-#: default marker directory: /run is per boot, like kdamonds (see Marker)
-DEFAULT_STATE_DIR = "/run/damon-exporter"
-STATE_DIR_ENV = "DAMON_EXPORTER_STATE_DIR"
-MARKER_NAME = "damon_sysfs.json"
 #: processes monitored at once: one DAMON target and one scheme each; every aggregation the
 #: kernel tries every scheme on every region, so its cost grows with processes x regions
 DEFAULT_MAX_PROCESSES = 256
-MAX_ERRORS_PER_TARGET = 5
-MIN_KERNEL = (6, 6)
 #: regions up to 64 MiB get their residency from one pagemap read (at most 128 KiB) rather
 #: than 16 sampled ones: per syscall, the read-back is what this engine costs
 RESIDENCY_EXACT_PAGES = 16384
-DENIED_HINT = "damon_sysfs reads /proc/PID/pagemap (root, or ptrace access to the process)"
 
 
 class OwnershipLost(OpsError):
     """Someone else changed the kdamond we created; we stop using kernel DAMON."""
 
     kind = "damon_sysfs"
-
-
-def kernel_version(release: str) -> tuple[int, int] | None:
-    m = re.match(r"(\d+)\.(\d+)", release)
-    return (int(m[1]), int(m[2])) if m else None
-
-
-def damon_root(sys_root: str) -> str:
-    return f"{sys_root.rstrip('/')}/kernel/mm/damon"
-
-
-# -- the ownership marker ------------------------------------------------------------------
-
-
-def boot_id(proc_root: str) -> str:
-    try:
-        with open(f"{proc_root}/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
-def _start_time(proc_root: str, pid: int) -> int | None:
-    """The start time of ``pid``, or None if there is no such process."""
-    try:
-        return check_same_process(PosixIO(), proc_root, ProcessRef(pid), DENIED_HINT).start_time
-    except OpsError:
-        return None
-
-
-@dataclass
-class Marker:
-    """What this exporter created, kept in ``<state dir>/damon_sysfs.json``.
-
-    Written *before* ``nr_kdamonds`` is set to 1 and updated with the kdamond thread's pid
-    each time it is turned on; removed once ``nr_kdamonds`` is back to 0. A later exporter
-    may reclaim the kdamond only if the marker is of this boot and this tree, the process
-    that wrote it is gone, and the kdamond is still as we left it (see :func:`reclaimable`).
-    """
-
-    boot_id: str
-    root: str
-    exporter_pid: int
-    exporter_start_time: int
-    kdamond_pid: int = -1
-
-    @staticmethod
-    def path(state_dir: str) -> str:
-        return os.path.join(state_dir, MARKER_NAME)
-
-    @classmethod
-    def load(cls, state_dir: str) -> "Marker | None":
-        try:
-            with open(cls.path(state_dir)) as f:
-                d = json.load(f)
-            return cls(str(d["boot_id"]), str(d["root"]), int(d["exporter_pid"]),
-                       int(d["exporter_start_time"]), int(d.get("kdamond_pid", -1)))
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-
-    def save(self, state_dir: str) -> None:
-        os.makedirs(state_dir, mode=0o700, exist_ok=True)
-        tmp = self.path(state_dir) + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.__dict__, f)
-        os.replace(tmp, self.path(state_dir))
-
-    @classmethod
-    def remove(cls, state_dir: str) -> None:
-        try:
-            os.unlink(cls.path(state_dir))
-        except FileNotFoundError:
-            pass
-
-
-def reclaimable(tree: KdamondTree, state_dir: str, proc_root: str) -> tuple[bool, str]:
-    """Whether the kdamond configured in ``tree`` is a leftover of a dead exporter (read-only)."""
-    m = Marker.load(state_dir)
-    if m is None:
-        return False, "no marker of a previous damon-exporter"
-    if m.boot_id != boot_id(proc_root) or m.root != os.path.realpath(tree.root):
-        return False, f"the marker {Marker.path(state_dir)} is of another boot or tree"
-    if _start_time(proc_root, m.exporter_pid) == m.exporter_start_time:
-        return False, f"it is in use by damon-exporter pid {m.exporter_pid}"
-    try:
-        if tree.read_nr_kdamonds() != 1:
-            return False, "it has more kdamonds than damon-exporter creates"
-        state = tree.state()
-        if state == "on" and tree.pid() != m.kdamond_pid:
-            return False, f"kdamond 0 runs as pid {tree.pid()}, not the pid {m.kdamond_pid} damon-exporter recorded"
-    except (SysfsError, ValueError) as e:
-        return False, f"cannot read it: {e}"
-    return True, f"a leftover of damon-exporter pid {m.exporter_pid}, which exited (marker {Marker.path(state_dir)})"
-
-
-# -- availability --------------------------------------------------------------------------
-
-
-def available(
-    *, proc_root: str = "/proc", sys_root: str = "/sys", io: SysfsIO | None = None,
-    state_dir: str | None = None, release: str | None = None,
-) -> tuple[bool, str]:
-    """Whether kernel DAMON is usable and free here, and why (never writes anything)."""
-    io = io or SysfsIO()
-    state_dir = state_dir or os.environ.get(STATE_DIR_ENV, DEFAULT_STATE_DIR)
-    tree = KdamondTree(damon_root(sys_root), io)
-    nr = tree.nr_kdamonds
-    if not io.exists(nr):
-        return False, f"{nr} does not exist (kernel built without CONFIG_DAMON_SYSFS)"
-    release = release or platform.release()
-    v = kernel_version(release)
-    if v is not None and v < MIN_KERNEL:
-        return False, (
-            f"Linux {release} is older than 6.6: its DAMON sysfs has no target filter to "
-            "attribute regions to processes (6.1 cannot read regions back at all)"
-        )
-    if not io.writable(nr):
-        return False, f"{nr} is not writable (needs root and /sys/kernel/mm/damon mounted read-write)"
-    try:
-        n = tree.read_nr_kdamonds()
-    except (SysfsError, ValueError) as e:
-        return False, f"cannot read {nr}: {e}"
-    if n == 0:
-        return True, f"{nr} is 0: kernel DAMON is free"
-    ok, why = reclaimable(tree, state_dir, proc_root)
-    if ok:
-        return True, f"{nr} is {n}, {why}: reclaiming it"
-    return False, f"{nr} is {n}: kernel DAMON is in use by someone else ({why}); it is only used when no kdamond is configured"
 
 
 # -- the engine ----------------------------------------------------------------------------
@@ -255,7 +152,6 @@ class _Proc:
 class _Target:
     spec: TargetSpec
     cap: int | None = None
-    errors: dict[ProcessRef, str] = field(default_factory=dict)
 
 
 Slot = tuple[TargetKey, ProcessRef]
@@ -293,7 +189,7 @@ class DamonSysfsEngine(Engine):
         self.tree = KdamondTree(damon_root(sys_root), self.io)
         self._targets: dict[TargetKey, _Target] = {}
         self._procs: dict[Slot, _Proc] = {}
-        self._failed: dict[ProcessRef, str] = {}
+        self._failures = Failures()
         self._slots: list[Slot | None] = []  # kernel target index -> process
         self._kernel_pids: list[int] | None = None  # pids as last written to the tree
         self._kernel_attrs: ContextAttrs | None = None
@@ -305,7 +201,6 @@ class DamonSysfsEngine(Engine):
         self._checks = 0
         self._aggregations = 0
         self._empty_updates = 0
-        self._errors: Counter[str] = Counter()
         self._zero_pfn = zero_page_pfn(self.pio, proc_root)
         ok, why = available(proc_root=proc_root, sys_root=sys_root, io=self.io, state_dir=self.state_dir, release=release)
         if not ok:
@@ -381,7 +276,7 @@ class DamonSysfsEngine(Engine):
         self._lost = True
         self._owned = False
         self._running = False
-        self._errors["damon_sysfs"] += 1
+        self._failures.count("damon_sysfs")
         Marker.remove(self.state_dir)
         msg = f"kernel DAMON changed under the exporter ({why}); leaving it alone"
         log.error(msg)
@@ -424,41 +319,28 @@ class DamonSysfsEngine(Engine):
         for s in specs:
             t = self._targets[s.key]
             t.spec = s
-            t.errors = {r: e for r, e in t.errors.items() if r in s.processes}
             for ref in sorted(set(s.processes)):
                 wanted[(s.key, ref)] = None
         for slot in list(self._procs):
             if slot not in wanted:
                 self._drop(slot)
                 self._dirty = True  # it may still run: stop monitoring it at the next commit
-        listed = {ref for _, ref in wanted}
-        self._failed = {r: e for r, e in self._failed.items() if r in listed}
+        self._failures.set_targets(specs)
         for slot in wanted:
-            if slot in self._procs or slot[1] in self._failed:
+            if slot in self._procs or self._failures.has_failed(slot[1]):
                 continue
             self._add(slot)
 
     def _add(self, slot: Slot) -> None:
         key, ref = slot
-        t = self._targets[key]
         if len(self._procs) >= self.max_processes:
-            msg = (f"pid {ref.pid}: not monitored: {NAME} monitors at most {self.max_processes} "
-                   "processes (one DAMON target and scheme each)")
-            self._errors["limit"] += 1
-            t.errors[ref] = msg
-            self._failed[ref] = msg
-            log.warning("target %s: %s", key[0], msg)
+            self._failures.fail([key], ref, LimitReached(
+                f"not monitored: {NAME} monitors at most {self.max_processes} processes (one DAMON target and scheme each)"))
             return
         try:
             pm = open_checked_pagemap(self.pio, self.proc_root, ref, DENIED_HINT)
-        except ProcessGone:
-            return
         except OpsError as e:
-            self._errors[e.kind] += 1
-            msg = f"pid {ref.pid}: {e}"
-            t.errors[ref] = msg
-            self._failed[ref] = msg
-            log.warning("target %s: %s", key[0], msg)
+            self._failures.fail([key], ref, e)
             return
         self._procs[slot] = _Proc(key, ref, pm)
         try:
@@ -574,7 +456,7 @@ class DamonSysfsEngine(Engine):
             try:
                 self._apply()
             except SysfsError as e:
-                self._errors["damon_sysfs"] += 1
+                self._failures.count("damon_sysfs")
                 log.error("could not configure the kdamond", extra={"kv": {"err": str(e)}})
                 self._running = self.tree.state() == "on"
                 self._kernel_pids = None if not self._running else self._kernel_pids
@@ -591,7 +473,7 @@ class DamonSysfsEngine(Engine):
                 self._check_ownership()
                 return None
             if e.errno == errno.EBUSY:  # another DAMON sysfs user holds the lock
-                self._errors["damon_sysfs"] += 1
+                self._failures.count("damon_sysfs")
                 self.sleep(min(1.0, self.attrs.aggregation_interval))
                 return None
             raise
@@ -627,8 +509,7 @@ class DamonSysfsEngine(Engine):
                 self._drop(slot)
                 continue
             except OpsError as e:
-                self._errors[e.kind] += 1
-                self._targets[p.key].errors[p.ref] = f"pid {p.ref.pid}: {e}"
+                self._failures.note([p.key], p.ref, e)
                 continue
             max_age = int((now - p.assigned_at) / aggr) if aggr > 0 else 0
             # history only bridges consecutive aggregations: across a skipped update an access
@@ -662,7 +543,7 @@ class DamonSysfsEngine(Engine):
             TargetRecords(
                 name=t.spec.name, pids=tuple(sorted(pids[k])), regions=tuple(by_key[k]),
                 aggregated_at=taken, labels=t.spec.labels,
-                errors=tuple(list(t.errors.values())[:MAX_ERRORS_PER_TARGET]),
+                errors=self._failures.errors(t.spec.key),
                 max_regions=self.region_cap(k),
             )
             for k, t in self._targets.items()
@@ -679,7 +560,7 @@ class DamonSysfsEngine(Engine):
 
     def stats(self) -> EngineStats:
         return EngineStats(checks_total=self._checks, aggregations_total=self._aggregations,
-                           errors_total=tuple(sorted(self._errors.items())))
+                           errors_total=self._failures.totals())
 
     def close(self) -> None:
         for slot in list(self._procs):

@@ -1,54 +1,18 @@
-"""The interface between the monitoring core and an access-check backend.
+"""The interface between the user-space DAMON loop and an access-check operations set.
 
-The core decides *what* to sample (regions, random addresses, when); an operations set only
+The loop decides *what* to sample (regions, random addresses, when); an operations set only
 knows *how* to look at one kind of memory: read its mappings, clear an accessed bit, read
-it back, and estimate residency. Keeping that seam is what lets ``exporter.core`` be tested
-with a simulated address space.
+it back, and estimate residency. Keeping that seam is what lets the loop be tested with a
+simulated address space (:mod:`.ops_simulated`), exactly as the kernel's
+``mm/damon/core.c`` only talks to ``struct damon_operations``.
 """
 
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
 from typing import ClassVar, Iterable, Sequence
 
-
-@dataclass(frozen=True, order=True)
-class ProcessRef:
-    """A process, keyed by pid *and* start time, because pids are reused.
-
-    ``start_time`` is field 22 of ``/proc/PID/stat`` (clock ticks since boot); 0 means
-    "unknown" and disables the reuse check (simulations, tests).
-    """
-
-    pid: int
-    start_time: int = 0
-
-
-class OpsError(Exception):
-    """Base of the errors an operations set raises; the message is for people."""
-
-    #: short label for ``damon_sampler_errors_total{kind}``
-    kind: ClassVar[str] = "io"
-
-
-class ProcessGone(OpsError):
-    """The process exited or exec'ed (its address space is not the one we monitored)."""
-
-    kind = "process_gone"
-
-
-class AccessDenied(OpsError):
-    """We lack a privilege the backend needs for this process (message says which)."""
-
-    kind = "permission"
-
-
-class BackendUnavailable(OpsError):
-    """The kernel interface the backend needs is missing on this machine."""
-
-    kind = "backend_unavailable"
-
+from exporter.model.process import ProcessRef
 
 #: result of one access check: True accessed, False not accessed, None "could not check"
 #: (page not resident, PFN changed, page refused the idle mark). None never counts as a hit

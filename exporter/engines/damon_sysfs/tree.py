@@ -46,7 +46,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.ops.base import OpsError
+from exporter.model.errors import OpsError
 
 REAL_DAMON_ROOT = "/sys/kernel/mm/damon"
 NO_REAL_ENV = "DAMON_EXPORTER_NO_REAL_DAMON"

@@ -5,7 +5,7 @@ any number of *targets*; a target is a named group of processes (a service, a po
 cgroup) whose results add up. Every process has its own sorted list of regions. Per
 target, the region count is kept in ``[min_regions, max_regions]`` after each aggregation,
 exactly as the kernel keeps one context's count, with two deliberate differences noted
-where they happen. It is one :class:`~exporter.core.engine.Engine` among several: it hands
+where they happen. It is one :class:`~exporter.model.engine.Engine` among several: it hands
 back raw records and knows nothing of working set or cold age.
 """
 
@@ -14,20 +14,38 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from exporter.ops.base import Operations, OpsError, ProcessGone, ProcessRef
-from exporter.core.attrs import PAGE_SIZE, MonitoringAttrs
-from exporter.core.engine import Engine, TargetSpec
-from exporter.core.ranges import AddressRange, three_regions
-from exporter.core.regions import MIN_REGION, Region, force_merge, init_regions, merge_regions, region_size_limit, set_regions, split_evenly, split_regions, update_age
-from exporter.core.records import Aggregation, EngineStats, RegionRecord, TargetKey, TargetRecords
+from exporter.engines.bookkeeping import Failures
+from exporter.engines.page_idle.operations import Operations
+from exporter.engines.page_idle.ranges import AddressRange, three_regions
+from exporter.engines.page_idle.regions import (
+    MIN_REGION,
+    Region,
+    force_merge,
+    init_regions,
+    merge_regions,
+    region_size_limit,
+    set_regions,
+    split_evenly,
+    split_regions,
+    update_age,
+)
+from exporter.model.attrs import PAGE_SIZE, MonitoringAttrs
+from exporter.model.engine import Engine, TargetSpec
+from exporter.model.errors import OpsError
+from exporter.model.process import ProcessRef
+from exporter.model.records import (
+    Aggregation,
+    EngineStats,
+    RegionRecord,
+    TargetKey,
+    TargetRecords,
+)
 
 log = logging.getLogger(__name__)
 
-MAX_ERRORS_PER_TARGET = 5
 
 
 @dataclass
@@ -42,7 +60,6 @@ class _Target:
     processes: dict[ProcessRef, _Process] = field(default_factory=dict)
     last_nr_regions: int = 0
     max_regions: int | None = None  # lowered by the CPU budget; None = attrs.max_regions
-    errors: dict[ProcessRef, str] = field(default_factory=dict)
 
     def nr_regions(self) -> int:
         return sum(len(p.regions) for p in self.processes.values())
@@ -80,11 +97,10 @@ class Monitor(Engine):
         self.sleep = sleep
         # keyed by (name, labels): a group_by target is several specs sharing one name
         self._targets: dict[TargetKey, _Target] = {}
-        self._failed: dict[ProcessRef, str] = {}
+        self._failures = Failures()
         self._checks = 0
         self._discarded = 0
         self._aggregations = 0
-        self._errors: Counter[str] = Counter()
         self._warnings: tuple[str, ...] = ()
         self._steps = 0
         now = clock()
@@ -150,11 +166,10 @@ class Monitor(Engine):
                 if ref not in refs:
                     del t.processes[ref]
                     self.ops.forget(ref)
-            t.errors = {r: e for r, e in t.errors.items() if r in refs}
-            new = [r for r in sorted(refs) if r not in t.processes and r not in self._failed]
+            new = [r for r in sorted(refs) if r not in t.processes and not self._failures.has_failed(r)]
             self._add_processes(t, new)
         # forget failures of processes nobody lists any more (a reused pid is a new ref anyway)
-        self._failed = {r: e for r, e in self._failed.items() if r in listed}
+        self._failures.set_targets(specs)
 
     def _add_processes(self, t: _Target, refs: list[ProcessRef]) -> None:
         ranges: dict[ProcessRef, list[AddressRange]] = {}
@@ -176,13 +191,7 @@ class Monitor(Engine):
         """A process we cannot watch: drop it quietly if gone, remember why otherwise."""
         t.processes.pop(ref, None)
         self.ops.forget(ref)
-        if isinstance(e, ProcessGone):
-            return
-        self._errors[e.kind] += 1
-        msg = f"pid {ref.pid}: {e}"
-        self._failed[ref] = msg
-        t.errors[ref] = msg
-        log.warning("target %s: %s", t.spec.name, msg)
+        self._failures.fail([t.spec.key], ref, e)
 
     # -- sampling ------------------------------------------------------------------------
 
@@ -351,14 +360,13 @@ class Monitor(Engine):
                         resident_bytes=res,
                     )
                 )
-        errors = tuple(list(t.errors.values())[:MAX_ERRORS_PER_TARGET])
         return TargetRecords(
             name=t.spec.name,
             pids=tuple(sorted({ref.pid for ref in t.processes})),
             regions=tuple(stats),
             aggregated_at=self.wall_clock(),
             labels=t.spec.labels,
-            errors=errors,
+            errors=self._failures.errors(t.spec.key),
             max_regions=max_regions,
             nr_merged=nr_merged,
         )
@@ -412,7 +420,7 @@ class Monitor(Engine):
             checks_total=self._checks,
             discarded_total=self._discarded,
             aggregations_total=self._aggregations,
-            errors_total=tuple(sorted(self._errors.items())),
+            errors_total=self._failures.totals(),
         )
 
     def regions_of(self, name: str) -> dict[ProcessRef, list[tuple[int, int]]]:

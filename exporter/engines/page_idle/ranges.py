@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable, NamedTuple
 
-from exporter.core.attrs import PAGE_SIZE
+from exporter.model.attrs import PAGE_SIZE
 
 
 class AddressRange(NamedTuple):

@@ -11,8 +11,8 @@ import random
 from dataclasses import dataclass
 from typing import Sequence
 
-from exporter.core.attrs import PAGE_SIZE
-from exporter.core.ranges import AddressRange, align_down, align_up
+from exporter.engines.page_idle.ranges import AddressRange, align_down, align_up
+from exporter.model.attrs import PAGE_SIZE
 
 MIN_REGION = PAGE_SIZE
 

@@ -2,7 +2,7 @@
 
 The role ``struct damon_ctx`` plus ``kdamond_fn`` play in the kernel. An engine is given
 targets (groups of processes) and attributes, is stepped by the sampler, and ends each
-aggregation with raw :class:`~exporter.core.records.Aggregation` records. It knows nothing
+aggregation with raw :class:`~exporter.model.records.Aggregation` records. It knows nothing
 of metric policy (working set, cold age, buckets: :mod:`exporter.summary`) and nothing of
 discovery: the sampler owns the schedule and changes targets, caps and attributes only
 between steps (the kernel's ``damon_call()`` model), so no callback ever runs from an
@@ -10,7 +10,7 @@ engine back up.
 
 Engines:
 
-- :class:`~exporter.core.monitor.Monitor`: DAMON's loop in user space over an operations
+- :class:`~exporter.engines.page_idle.monitor.Monitor`: DAMON's loop in user space over an operations
   set (page_idle; simulated memory in tests);
 - :class:`~exporter.engines.clear_refs.ReferencedBytesEngine`: referenced-bytes curves from
   ``clear_refs`` and ``smaps``;
@@ -26,9 +26,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Iterable
 
-from exporter.ops.base import ProcessRef
-from exporter.core.attrs import MonitoringAttrs
-from exporter.core.records import Aggregation, EngineStats, TargetKey
+from exporter.model.attrs import MonitoringAttrs
+from exporter.model.process import ProcessRef
+from exporter.model.records import Aggregation, EngineStats, TargetKey
 
 
 @dataclass(frozen=True)

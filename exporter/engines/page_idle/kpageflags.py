@@ -11,7 +11,7 @@ from __future__ import annotations
 from array import array
 from typing import Iterator
 
-from exporter.procfs import _NATIVE_U64
+from exporter.procfs.io import _NATIVE_U64
 
 # /proc/kpageflags bits (KPF_*) that page_idle reads
 KPF_LRU = 5

@@ -1,0 +1,93 @@
+"""The curve bookkeeping of clear_refs (pure): referenced bytes of each mapping, read at known times since a clear, turned into idle-time distributions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from exporter.procfs.parsers import SmapsEntry
+
+#: a drop of Referenced (net of freed memory) above this is someone else's reset, not noise
+RESET_MIN_BYTES = 256 << 10
+
+
+# -- the curve bookkeeping (pure) -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One read of one mapping: ``elapsed`` seconds after the mapping's curve began."""
+
+    elapsed: float
+    rss: int
+    referenced: int
+    wall: float
+
+    @property
+    def untouched(self) -> int:
+        return max(0, self.rss - self.referenced)
+
+
+@dataclass
+class Curve:
+    """The referenced-bytes curve of one mapping within one clear period.
+
+    ``origin`` is when the curve began, in seconds after the period's clear: 0 for a mapping
+    that existed at the clear; for one that appeared later, the time of the last read that
+    did not see it (its pages cannot have been idle for longer than that)."""
+
+    origin: float
+    end: int
+    points: list[Point] = field(default_factory=list)
+
+
+@dataclass
+class Period:
+    """One process' curves since one clear."""
+
+    cleared_at: float  # monotonic
+    curves: dict[int, Curve] = field(default_factory=dict)  # by mapping start
+    last_read: float = 0.0  # seconds after the clear
+    horizons_read: set[float] = field(default_factory=set)
+
+
+def reset_bytes(before: dict[int, Curve], now: list[SmapsEntry]) -> int:
+    """How far Referenced of private anonymous memory went down between two reads, net of
+    memory that was freed.
+
+    Referenced only grows between clears, except where pages leave the mapping (munmap,
+    MADV_DONTNEED, reclaim), which lowers Rss by as much. Whatever is left is someone
+    clearing the accessed bits: another clear_refs writer, or reclaim's own aging. Shared
+    file pages (libc, the page cache) are left out: their Referenced and Young flags are
+    shared by every process mapping them, and any process' clear_refs, or the kernel's
+    DAMON or reclaim, resets them routinely (measured here every few seconds)."""
+    lost = 0
+    for m in now:
+        c = before.get(m.start)
+        if c is None or not c.points or m.anonymous * 2 < m.rss:
+            continue
+        p = c.points[-1]
+        lost += max(0, (p.referenced - m.referenced) - max(0, p.rss - m.rss))
+    return lost
+
+
+def record_points(current: Curve | None, previous: Curve | None, elapsed: float) -> list[Point]:
+    """The points that describe a mapping now: the current period's up to ``elapsed``, and
+    beyond it the previous period's (each figure as of the last time it was exact)."""
+    pts = list(current.points) if current is not None else []
+    if previous is not None:
+        last = pts[-1].elapsed if pts else 0.0
+        pts += [p for p in previous.points if p.elapsed > max(last, elapsed)]
+    return pts
+
+
+def idle_distribution(points: list[Point], rss_now: int) -> tuple[tuple[float, int], ...]:
+    """(seconds, bytes untouched within seconds), non-increasing in bytes, at most Rss now."""
+    out: list[tuple[float, int]] = []
+    cap = rss_now
+    for p in points:
+        if p.elapsed <= 0:
+            continue
+        cap = min(cap, p.untouched)
+        out.append((p.elapsed, cap))
+    return tuple(out)

@@ -1,0 +1,99 @@
+"""The kernel side of clear_refs: clearing the referenced bits of a process and reading smaps back.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Protocol
+
+from exporter.model.errors import ProcessGone
+from exporter.model.process import ProcessRef
+from exporter.procfs.io import PosixIO, ops_error
+from exporter.procfs.pagemap import Pagemap, open_checked_pagemap
+from exporter.procfs.parsers import SmapsEntry, parse_smaps
+
+DENIED_HINT = "clear_refs needs ptrace access to the process (same uid, or CAP_SYS_PTRACE)"
+
+
+def available(proc_root: str = "/proc", io: PosixIO | None = None) -> tuple[bool, str]:
+    """Whether this kernel has clear_refs (never writes anything)."""
+    io = io or PosixIO()
+    path = f"{proc_root}/self/clear_refs"
+    if not io.exists(path):
+        return False, f"{path} does not exist (kernel built without CONFIG_PROC_PAGE_MONITOR)"
+    return True, f"{path} exists"
+
+
+class SmapsSource(Protocol):
+    """Where the engine clears and reads (the real /proc, or a simulation in tests)."""
+
+    def clear(self, proc: ProcessRef) -> None: ...
+    def read(self, proc: ProcessRef) -> list[SmapsEntry]: ...
+    def probe(self, proc: ProcessRef) -> None: ...
+    def forget(self, proc: ProcessRef) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class _Files:
+    pagemap: Pagemap  # held open only as the exit/exec probe: it pins the mm
+    clear_fd: int = -1
+
+
+class ProcSmaps:
+    """The real interface: ``/proc/PID/clear_refs``, ``/proc/PID/smaps``."""
+
+    def __init__(self, proc_root: str = "/proc", io: PosixIO | None = None) -> None:
+        self.proc_root = proc_root
+        self.io = io or PosixIO()
+        self._files: dict[ProcessRef, _Files] = {}
+
+    def _get(self, proc: ProcessRef) -> _Files:
+        f = self._files.get(proc)
+        if f is None:
+            f = self._files[proc] = _Files(open_checked_pagemap(self.io, self.proc_root, proc, DENIED_HINT))
+        return f
+
+    def _alive(self, f: _Files, pid: int) -> None:
+        if not f.pagemap.alive():
+            raise ProcessGone(f"process {pid} exited or exec'ed")
+
+    def probe(self, proc: ProcessRef) -> None:
+        self._alive(self._get(proc), proc.pid)
+
+    def clear(self, proc: ProcessRef) -> None:
+        f = self._get(proc)
+        path = f"{self.proc_root}/{proc.pid}/clear_refs"
+        try:
+            if f.clear_fd < 0:
+                f.clear_fd = self.io.open(path, os.O_WRONLY)
+            self.io.write(f.clear_fd, b"1")
+        except OSError as e:
+            raise ops_error(e, proc.pid, path, DENIED_HINT) from None
+        self._alive(f, proc.pid)  # an exited or exec'ed process accepts the write silently
+
+    def read(self, proc: ProcessRef) -> list[SmapsEntry]:
+        f = self._get(proc)
+        path = f"{self.proc_root}/{proc.pid}/smaps"
+        try:
+            data = self.io.read_file(path)
+        except OSError as e:
+            raise ops_error(e, proc.pid, path, DENIED_HINT) from None
+        self._alive(f, proc.pid)  # an empty or foreign smaps would read as "all idle"
+        return parse_smaps(data)
+
+    def forget(self, proc: ProcessRef) -> None:
+        f = self._files.pop(proc, None)
+        if f is None:
+            return
+        f.pagemap.close()
+        if f.clear_fd >= 0:
+            try:
+                self.io.close(f.clear_fd)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        for ref in list(self._files):
+            self.forget(ref)

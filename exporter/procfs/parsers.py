@@ -1,0 +1,157 @@
+"""Parsers of /proc/PID/stat, maps and smaps, and the readers that open them.
+
+Kernel facts used here (fs/proc/array.c, fs/proc/task_mmu.c): ``/proc/PID/stat`` field 22
+is the start time in clock ticks since boot; field 2 (comm) is in parentheses and may itself
+contain spaces and parentheses, so we split after the *last* ``)``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from exporter.model.errors import OpsError, ProcessGone
+from exporter.model.process import EXITED_STATES, ProcessRef
+from exporter.procfs.io import PosixIO, decode_name, ops_error
+
+#: user space ends here on x86-64 (4-level paging; 5-level still starts mmap below it)
+USER_ADDR_LIMIT = 0x800000000000
+
+
+# -- /proc/PID/stat --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatInfo:
+    comm: str
+    state: str
+    start_time: int  # field 22, clock ticks after boot: (pid, start_time) names one process
+    ppid: int = 0
+    flags: int = 0  # PF_* (PF_KTHREAD marks kernel threads)
+
+
+def parse_stat(data: bytes) -> StatInfo:
+    """Parse /proc/PID/stat. comm (field 2) may contain spaces and ')' so we cut at the last
+    ')'; after the cut, field N is at index N - 3 (state 3, ppid 4, flags 9, start time 22).
+    Shared by the backends and by target discovery."""
+    lpar = data.find(b"(")
+    rpar = data.rfind(b")")
+    if lpar < 0 or rpar < lpar:
+        raise ValueError(f"malformed stat line: {data[:80]!r}")
+    rest = data[rpar + 1 :].split()
+    if len(rest) < 20:
+        raise ValueError(f"stat line has {len(rest) + 2} fields, expected at least 22")
+    return StatInfo(
+        comm=decode_name(data[lpar + 1 : rpar]),
+        state=rest[0].decode(errors="replace"),
+        start_time=int(rest[19]),
+        ppid=int(rest[1]),
+        flags=int(rest[6]),
+    )
+
+
+def read_stat(io: PosixIO, proc_root: str, pid: int, denied_hint: str) -> StatInfo:
+    path = f"{proc_root}/{pid}/stat"
+    try:
+        data = io.read_file(path)
+    except OSError as e:
+        raise ops_error(e, pid, path, denied_hint) from None
+    if not data:
+        raise ProcessGone(f"process {pid} exited")
+    try:
+        return parse_stat(data)
+    except ValueError as e:
+        raise OpsError(f"{path}: {e}") from None
+
+
+def check_same_process(io: PosixIO, proc_root: str, proc: ProcessRef, denied_hint: str) -> StatInfo:
+    """Raise ProcessGone if ``proc`` exited, is a zombie, or its pid now names another
+    process (start time differs; only checked when the ref carries one)."""
+    st = read_stat(io, proc_root, proc.pid, denied_hint)
+    if st.state in EXITED_STATES:
+        raise ProcessGone(f"process {proc.pid} exited")
+    if proc.start_time and st.start_time != proc.start_time:
+        raise ProcessGone(f"process {proc.pid} exited (pid reused)")
+    return st
+
+
+# -- /proc/PID/maps --------------------------------------------------------------------------
+
+# start-end perms: the rest of the line is skipped by the regex engine's line anchor
+_MAPS_RE = re.compile(rb"^([0-9a-f]+)-([0-9a-f]+) (....)", re.M)
+
+
+def parse_maps(data: bytes, *, skip_prot_none: bool = False) -> list[tuple[int, int]]:
+    """User mappings of a /proc/PID/maps text as sorted (start, end) pairs, in one pass.
+
+    Drops ``[vsyscall]`` and anything at or above :data:`USER_ADDR_LIMIT` (kernel-owned).
+    ``skip_prot_none`` also drops ``---p``/``---s`` mappings (guard pages, reserved address
+    space): nothing can access them. The kernel emits VMAs in address order, so we only sort
+    when that is not so (a fake file).
+    """
+    out: list[tuple[int, int]] = []
+    last = -1
+    ordered = True
+    limit = USER_ADDR_LIMIT
+    for m in _MAPS_RE.finditer(data):
+        start = int(m[1], 16)
+        if start >= limit:
+            continue
+        if skip_prot_none and m[3][:3] == b"---":
+            continue
+        end = int(m[2], 16)
+        if start < last:
+            ordered = False
+        last = start
+        out.append((start, end))
+    if not ordered:
+        out.sort()
+    return out
+
+
+def read_maps(io: PosixIO, proc_root: str, pid: int, denied_hint: str) -> bytes:
+    path = f"{proc_root}/{pid}/maps"
+    try:
+        return io.read_file(path)
+    except OSError as e:
+        raise ops_error(e, pid, path, denied_hint) from None
+
+
+# -- /proc/PID/smaps -------------------------------------------------------------------------
+
+_SMAPS_RE = re.compile(
+    rb"^([0-9a-f]+)-([0-9a-f]+) |^Rss:\s+(\d+) kB|^Referenced:\s+(\d+) kB|^Anonymous:\s+(\d+) kB", re.M
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SmapsEntry:
+    start: int
+    end: int
+    rss: int  # bytes
+    referenced: int  # bytes
+    anonymous: int = 0  # bytes (private to the process: no one else's flags reach them)
+
+
+def parse_smaps(data: bytes) -> list[SmapsEntry]:
+    """(start, end, Rss, Referenced, Anonymous) of each user mapping, sorted, bytes; one
+    regex pass touching only the header and those three lines."""
+    out: list[SmapsEntry] = []
+    start = end = rss = ref = anon = -1
+    limit = USER_ADDR_LIMIT
+    for s, e, r, f, a in _SMAPS_RE.findall(data):
+        if s:
+            if start >= 0 and start < limit:
+                out.append(SmapsEntry(start, end, max(rss, 0) * 1024, max(ref, 0) * 1024, max(anon, 0) * 1024))
+            start, end, rss, ref, anon = int(s, 16), int(e, 16), -1, -1, -1
+        elif r:
+            rss = int(r)
+        elif f:
+            ref = int(f)
+        else:
+            anon = int(a)
+    if start >= 0 and start < limit:
+        out.append(SmapsEntry(start, end, max(rss, 0) * 1024, max(ref, 0) * 1024, max(anon, 0) * 1024))
+    if any(out[i].start < out[i - 1].start for i in range(1, len(out))):
+        out.sort(key=lambda x: x.start)
+    return out
