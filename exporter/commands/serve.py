@@ -13,7 +13,7 @@ import logging
 import signal
 import sys
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 from exporter import __version__
 
@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--web.max-requests", dest="max_requests", type=int, default=40, metavar="N", help="requests served at once; past it the answer is 503 (default 40; 0 = no limit but --web.max-connections)")
     p.add_argument("--web.max-connections", dest="max_connections", type=int, default=8192, metavar="N", help="open connections; past it the longest-waiting idle or incomplete one is closed (default 8192, lowered to fit the open-file limit)")
     p.add_argument("--config.auto-reload-interval", dest="reload_interval", default="5s", metavar="DURATION", help="how often to check the config file for changes; 0 disables (default 5s; SIGHUP always reloads)")
+    p.add_argument("--path.procfs", dest="procfs", default="/proc", metavar="PATH", help="procfs mountpoint (default /proc; a container sees the host's processes through a host /proc mounted elsewhere)")
+    p.add_argument("--path.sysfs", dest="sysfs", default="/sys", metavar="PATH", help="sysfs mountpoint: page_idle, kernel DAMON and cgroups are read below it (default /sys)")
     p.add_argument("--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"])
     p.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
     p.add_argument("--version", action="store_true", help="print the version and exit")
@@ -110,6 +112,24 @@ def main(argv: list[str]) -> int:
     return run(config, args, address, web, reload_interval)
 
 
+def engine_factory(procfs: str, sysfs: str) -> Callable[[str], Any]:
+    """How the sampler opens a backend, reading below ``--path.procfs`` and ``--path.sysfs``."""
+    from exporter.engines.registry import create_engine
+
+    return lambda name: create_engine(name, proc_root=procfs, sys_root=sysfs)
+
+
+def discoverer_factory(procfs: str, sysfs: str) -> Callable[[Any], Any]:
+    """How the sampler finds targets: processes below ``--path.procfs``, cgroups below
+    ``--path.sysfs``/fs/cgroup; never the exporter itself."""
+    import os
+
+    from exporter.discovery import Discoverer
+
+    return lambda config: Discoverer(config, self_pid=os.getpid(), proc_root=procfs,
+                                     cgroup_root=f"{sysfs.rstrip('/')}/fs/cgroup")
+
+
 def run(
     config: "Config",
     args: argparse.Namespace,
@@ -149,7 +169,8 @@ def run(
     except OSError as e:
         log.error("cannot listen", extra={"kv": {"address": args.listen, "err": e.strerror or str(e)}})
         return 1
-    sampler = Sampler(config, box, stop)
+    sampler = Sampler(config, box, stop, engine_factory=engine_factory(args.procfs, args.sysfs),
+                      discoverer_factory=discoverer_factory(args.procfs, args.sysfs))
     reloader = ConfigReloader(args.config, box, sampler.apply_config, load_config, ConfigError, stop, reload_interval)
     reloader.on_signal.append(lambda: source.check("signal"))
 

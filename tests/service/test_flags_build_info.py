@@ -95,3 +95,26 @@ def test_stamped_build_facts_win_over_git(tmp_path, monkeypatch):
         assert (build.build_info().revision, build.build_info().branch) == ("unknown", "unknown")
     finally:
         build.build_info.cache_clear()
+
+
+def test_path_procfs_is_where_processes_are_found_and_read(exporter, children, tmp_path):
+    """--path.procfs as node_exporter's: a tree holding only one of two matching processes
+    (and ``self``, which the clear_refs backend probes) shows exactly that one."""
+    from .harness import unique_comm
+
+    comm = unique_comm("pp")
+    shown, hidden = children(comm), children(comm)
+    fake = tmp_path / "proc"
+    fake.mkdir()
+    (fake / "self").symlink_to("/proc/self")
+    (fake / str(shown.pid)).symlink_to(f"/proc/{shown.pid}")
+    e = exporter(fast_config(comm_target("pp", comm)), extra=["--path.procfs", str(fake), "--path.sysfs", "/sys"])
+    e.wait_ready()
+    s = e.wait_for(lambda s: s.get("damon_target_up", target="pp") == 1, what="the target up")
+    assert s.get("damon_target_processes", target="pp") == 1
+    assert hidden.pid != shown.pid
+    default = exporter(fast_config(comm_target("pp", comm)))
+    default.wait_ready()
+    assert default.wait_for(lambda s: s.get("damon_target_processes", target="pp") == 2, what="both processes under /proc")
+    r = subprocess.run([sys.executable, "-m", "exporter", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert "--path.procfs PATH" in r.stdout and "--path.sysfs PATH" in r.stdout
