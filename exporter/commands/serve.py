@@ -112,11 +112,11 @@ def main(argv: list[str]) -> int:
     return run(config, args, address, web, reload_interval)
 
 
-def engine_factory(procfs: str, sysfs: str) -> Callable[[str], Any]:
+def engine_factory(procfs: str, sysfs: str) -> Callable[[str, Any], Any]:
     """How the sampler opens a backend, reading below ``--path.procfs`` and ``--path.sysfs``."""
     from exporter.engines.registry import create_engine
 
-    return lambda name: create_engine(name, proc_root=procfs, sys_root=sysfs)
+    return lambda name, skip: create_engine(name, proc_root=procfs, sys_root=sysfs, skip=skip)
 
 
 def discoverer_factory(procfs: str, sysfs: str) -> Callable[[Any], Any]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 from exporter.model.attrs import AttrsError, MonitoringAttrs
 from exporter.model.engine import Engine
@@ -128,8 +128,15 @@ register(
 BACKEND_NAMES: tuple[str, ...] = ("auto", *REGISTRY)
 
 
-def create_engine(name: str, *, proc_root: str = "/proc", sys_root: str = "/sys") -> Engine:
+def create_engine(
+    name: str, *, proc_root: str = "/proc", sys_root: str = "/sys", skip: Mapping[str, str] | None = None,
+) -> Engine:
     """The engine of backend ``name``, or for ``auto`` the first one usable here.
+
+    ``auto`` passes over a backend whose availability check fails, whose construction raises
+    anything at all (a kernel interface that errs only once written to, a missing privilege,
+    a bug), and the backends in ``skip`` (name: why; the sampler's record of engines that
+    failed their first steps). Every reason is kept in the engine's ``selection_reason``.
 
     Raises ValueError for an unknown name, BackendUnavailable when the requested backend (or,
     for ``auto``, every backend) cannot work here, AccessDenied when a privilege is missing.
@@ -142,18 +149,25 @@ def create_engine(name: str, *, proc_root: str = "/proc", sys_root: str = "/sys"
         if not ok:
             raise BackendUnavailable(f"{name} unavailable: {why}")
         return _chosen(b.create(proc_root, sys_root), f"{name} requested")
+    skip = skip or {}
     refused: list[str] = []
     for b in REGISTRY.values():
+        if b.name in skip:
+            refused.append(f"{b.name} failed: {skip[b.name]}")
+            continue
         ok, why = b.available(proc_root, sys_root)
-        if ok:
-            try:
-                engine = b.create(proc_root, sys_root)
-            except BackendUnavailable as e:
-                refused.append(str(e) if str(e).startswith(f"{b.name} unavailable: ") else f"{b.name} unavailable: {e}")
-                continue
-            reason = f"{b.name} selected: {why}" if not refused else f"{'; '.join(refused)}; using {b.name}"
-            return _chosen(engine, reason)
-        refused.append(f"{b.name} unavailable: {why}")
+        if not ok:
+            refused.append(f"{b.name} unavailable: {why}")
+            continue
+        try:
+            engine = b.create(proc_root, sys_root)
+        except Exception as e:  # noqa: BLE001 - any refusal means: try the next backend
+            msg = str(e) or type(e).__name__
+            refused.append(msg if msg.startswith(f"{b.name} unavailable: ") else f"{b.name} unavailable: {msg}")
+            log.warning("access-check backend refused; trying the next", extra={"kv": {"backend": b.name, "err": refused[-1]}})
+            continue
+        reason = f"{b.name} selected: {why}" if not refused else f"{'; '.join(refused)}; using {b.name}"
+        return _chosen(engine, reason)
     raise BackendUnavailable(f"no usable backend: {'; '.join(refused)}")
 
 

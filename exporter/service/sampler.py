@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from exporter.model.engine import Engine, TargetSpec
 from exporter.model.errors import OpsError
@@ -35,10 +35,10 @@ BACKEND_RETRY = 30.0
 RESTART_PAUSE = 5.0
 
 
-def _default_engine_factory(name: str) -> Engine:
+def _default_engine_factory(name: str, skip: Mapping[str, str]) -> Engine:
     from exporter.engines.registry import create_engine
 
-    return create_engine(name)
+    return create_engine(name, skip=skip)
 
 
 def _default_discoverer_factory(config: Any) -> Any:
@@ -57,7 +57,7 @@ class Sampler:
         box: StateBox,
         stop: threading.Event,
         *,
-        engine_factory: Callable[[str], Engine] = _default_engine_factory,
+        engine_factory: Callable[[str, Mapping[str, str]], Engine] = _default_engine_factory,
         discoverer_factory: Callable[[Any], Any] = _default_discoverer_factory,
         budget_window: float = 10.0,
     ) -> None:
@@ -78,6 +78,8 @@ class Sampler:
         self._next_discovery = 0.0
         self._discoverer: Any = None
         self._last_backend_error = ""
+        #: under ``auto``: backends whose engine failed before its first aggregation, and why
+        self._failed_backends: dict[str, str] = {}
         self.thread = threading.Thread(target=self._main, name="damon-sampler", daemon=True)
 
     # -- API for other threads -------------------------------------------------------------
@@ -108,7 +110,9 @@ class Sampler:
                         continue
                 self._run(self._engine)
             except Exception as e:  # never die: one line, a counter, a pause, a fresh engine
-                self._count("internal")
+                if self._fall_back(e):
+                    continue
+                self._count(e.kind if isinstance(e, OpsError) else "internal")
                 log.error("sampler failed, restarting in %gs", RESTART_PAUSE, exc_info=log.isEnabledFor(logging.DEBUG), extra={"kv": {"err": f"{type(e).__name__}: {e}"}})
                 self._retire_engine()
                 self._publish_errors()  # before the first aggregation nothing else would
@@ -118,7 +122,7 @@ class Sampler:
     def _open_backend(self) -> Engine | None:
         name = self.config.backend
         try:
-            engine = self.engine_factory(name)
+            engine = self.engine_factory(name, self._failed_backends)
         except OpsError as e:
             self._count(e.kind)
             # one error line per distinct problem; the retries repeat it at debug level only
@@ -133,6 +137,23 @@ class Sampler:
         self.box.update(backend=engine.name, backend_reason=engine.selection_reason)
         self.budget.reset(self.config.cpu_budget or 0.0, self._monitoring(self.config, engine), self._resolution(self.config))
         return engine
+
+    def _fall_back(self, e: Exception) -> bool:
+        """Under ``auto``, an engine that fails before its first aggregation is passed over
+        for the next backend at once (the kernel may refuse only what is written to it, a
+        privilege may be missing only for real processes). A failure after that is an
+        ordinary restart of the same backend."""
+        engine = self._engine
+        if (self.config.backend != "auto" or engine is None or self.box.get().ready
+                or engine.name in self._failed_backends):  # passed over once already: restart
+            return False
+        why = f"{type(e).__name__}: {e}" if not isinstance(e, OpsError) else str(e)
+        self._failed_backends[engine.name] = why
+        self._count(e.kind if isinstance(e, OpsError) else "internal")
+        log.error("access-check backend failed before its first aggregation; falling back", extra={"kv": {"backend": engine.name, "err": why}})
+        self._retire_engine()
+        self._publish_errors()
+        return True
 
     def _retire_engine(self) -> None:
         """Keep the counters of an engine that stops (restart or exit), then close it."""

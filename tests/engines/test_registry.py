@@ -110,3 +110,142 @@ def test_backend_defaults_fill_the_monitoring_keys_a_config_leaves_unset():
     # a set key that does not fit the backend's defaults: the generic defaults fill in
     c = _config("  sample_interval: 3s\n")
     assert monitoring_attrs("damon_sysfs", c.monitoring, c.monitoring_keys) == MonitoringAttrs(3.0, 10.0, 60.0, 10, 100)
+
+
+# -- auto falls back on any error of the kernel DAMON engine ---------------------------------
+
+import errno as _errno  # noqa: E402
+import dataclasses  # noqa: E402
+import subprocess  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from exporter.engines import registry  # noqa: E402
+from exporter.engines.damon_sysfs.engine import DamonSysfsEngine  # noqa: E402
+from exporter.engines.damon_sysfs.ownership import available as damon_available  # noqa: E402
+from exporter.engines.damon_sysfs.tree import RealDamonRefused, SysfsError  # noqa: E402
+
+from tests.engines.fake_damon import FakeDamon  # noqa: E402
+
+RELEASE = "6.12.117"
+
+
+class BrokenDamon(FakeDamon):
+    """A fake kernel DAMON that fails one way: a write to a file (or state command) that
+    matches ``when`` raises ``error``; ``nr_value`` replaces what nr_kdamonds reads after
+    the availability check (a garbled file)."""
+
+    def __init__(self, tmp: Path, when: str, error: Exception) -> None:
+        super().__init__(tmp)
+        self.when, self.error = when, error
+
+    def write(self, path: str, value: object) -> None:
+        if self.when in (Path(path).name, str(value).strip()):
+            raise self.error
+        super().write(path, value)
+
+
+def _sysfs_error(code: int) -> SysfsError:
+    return SysfsError(f"writing to the tree: {os.strerror(code)}", code)
+
+
+# every way the tree reports trouble: each errno a sysfs write can return, the write guard,
+# a file the engine cannot parse, and a bug-like exception
+TREE_ERRORS = {
+    **{f"nr_kdamonds-{_errno.errorcode[c]}": ("nr_kdamonds", _sysfs_error(c)) for c in (_errno.EBUSY, _errno.EINVAL, _errno.EACCES, _errno.EPERM, _errno.ENOENT, _errno.ENOMEM, _errno.EIO)},
+    **{f"nr_contexts-{_errno.errorcode[c]}": ("nr_contexts", _sysfs_error(c)) for c in (_errno.EINVAL, _errno.ENOMEM)},
+    "operations-EINVAL": ("operations", _sysfs_error(_errno.EINVAL)),
+    "nr_schemes-ENOMEM": ("nr_schemes", _sysfs_error(_errno.ENOMEM)),
+    "real-tree-guard": ("nr_kdamonds", RealDamonRefused("refusing to write the real /sys/kernel/mm/damon outside the test VM")),
+    "garbled-value": ("nr_kdamonds", ValueError("invalid literal for int() with base 10: 'x'")),
+    "oserror": ("nr_contexts", OSError(_errno.EIO, "Input/output error")),
+}
+
+
+def _patched_damon(monkeypatch, fake: FakeDamon, state_dir: Path) -> None:
+    b = registry.REGISTRY["damon_sysfs"]
+    monkeypatch.setitem(registry.REGISTRY, "damon_sysfs", dataclasses.replace(
+        b,
+        available=lambda proc_root, sys_root: damon_available(sys_root=str(fake.sys_root), io=fake, state_dir=str(state_dir), release=RELEASE),
+        create=lambda proc_root, sys_root: DamonSysfsEngine(sys_root=str(fake.sys_root), io=fake, state_dir=str(state_dir), release=RELEASE),
+    ))
+
+
+@pytest.mark.parametrize("case", sorted(TREE_ERRORS))
+def test_auto_falls_back_when_building_the_kernel_damon_engine_fails(case, tmp_path, monkeypatch, caplog):
+    when, error = TREE_ERRORS[case]
+    fake = BrokenDamon(tmp_path, when, error)
+    _patched_damon(monkeypatch, fake, tmp_path / "run")
+    no_page_idle = tmp_path / "sys-without-page-idle"
+    no_page_idle.mkdir()
+    with caplog.at_level(logging.INFO, logger="exporter.engines.registry"):
+        engine = create_engine("auto", sys_root=str(no_page_idle))
+    try:
+        assert engine.name == "clear_refs"
+        assert engine.selection_reason.startswith("damon_sysfs unavailable: ")
+        assert str(error) in engine.selection_reason
+        assert engine.selection_reason.endswith("; using clear_refs")
+        assert any(r.message == "access-check backend refused; trying the next" for r in caplog.records)
+    finally:
+        engine.close()
+    # nothing of ours is left in the tree
+    assert fake.read_value("admin/kdamonds/nr_kdamonds") == "0"
+    assert not (tmp_path / "run" / "damon_sysfs.json").exists()
+
+
+def test_auto_falls_back_when_the_kernel_damon_engine_fails_its_first_steps(tmp_path, monkeypatch):
+    """The kernel takes the skeleton but refuses the first real configuration (here:
+    turning the kdamond on): under auto the sampler moves on to the next backend at once
+    and says why; the kdamond is given back."""
+    from exporter.config.parser import parse_config
+    from exporter.model.engine import TargetSpec
+    from exporter.model.process import ProcessRef
+    from exporter.procfs.io import PosixIO
+    from exporter.procfs.parsers import read_stat
+    from exporter.service.sampler import Sampler
+    from exporter.service.state import ServiceState, StateBox
+
+    fake = BrokenDamon(tmp_path, "on", _sysfs_error(_errno.EINVAL))
+    _patched_damon(monkeypatch, fake, tmp_path / "run")
+    no_page_idle = tmp_path / "sys-without-page-idle"
+    no_page_idle.mkdir()
+    sleeper = subprocess.Popen(["sleep", "300"])
+    try:
+        ref = ProcessRef(sleeper.pid, read_stat(PosixIO(), "/proc", sleeper.pid, "").start_time)
+
+        class OneTarget:
+            warnings: list[str] = []
+
+            def discover(self):
+                return [TargetSpec("s", (ref,))]
+
+            def label_names(self):
+                return ()
+
+        config = parse_config("backend: auto\nmonitoring:\n  sample_interval: 10ms\n  aggregation_interval: 100ms\n"
+                              "  update_interval: 1s\ncold_age: 1s\nworking_set_window: 1s\n"
+                              "targets:\n  - name: s\n    match:\n      comm: [sleep]\n")
+        box = StateBox(ServiceState(version="t", backend="none"))
+        stop = threading.Event()
+        s = Sampler(config, box, stop, discoverer_factory=lambda cfg: OneTarget(),
+                    engine_factory=lambda name, skip: create_engine(name, sys_root=str(no_page_idle), skip=skip))
+        s.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not (box.get().backend == "clear_refs" and box.get().ready) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            st = box.get()
+            assert (st.backend, st.ready) == ("clear_refs", True), st
+            assert st.backend_reason.startswith(
+                "damon_sysfs failed: damon_sysfs unavailable: the kernel refused its first configuration: writing to the tree: Invalid argument; ")
+            assert st.backend_reason.endswith("; using clear_refs")
+            assert dict(st.errors_total)["backend_unavailable"] == 1
+        finally:
+            stop.set()
+            s.join(10)
+        assert "update_schemes_tried_regions" not in fake.commands  # it never ran
+        assert fake.read_value("admin/kdamonds/nr_kdamonds") == "0"
+    finally:
+        sleeper.kill()
+        sleeper.wait()

@@ -63,7 +63,7 @@ def run_sampler():
     def start(config, ops_factory, discoverers) -> tuple[Sampler, StateBox]:
         box = StateBox(ServiceState(version="t", backend="none"))
         stop = threading.Event()
-        s = Sampler(config, box, stop, engine_factory=lambda name: Monitor(ops_factory(name)), discoverer_factory=lambda cfg: discoverers(cfg))
+        s = Sampler(config, box, stop, engine_factory=lambda name, skip: Monitor(ops_factory(name)), discoverer_factory=lambda cfg: discoverers(cfg))
         s.start()
         started.append((s, stop))
         return s, box

@@ -198,6 +198,7 @@ class DamonSysfsEngine(Engine):
         self._kdamond_pid = -1
         self._owned = False
         self._lost = False
+        self._configured = False  # the kernel took a configuration of ours at least once
         self._checks = 0
         self._aggregations = 0
         self._empty_updates = 0
@@ -231,7 +232,7 @@ class DamonSysfsEngine(Engine):
             t.create()
             # the feature checks need a scheme: write one now, with no target, then off
             t.set_targets([os.getpid()], None)
-        except SysfsError as e:
+        except Exception as e:  # anything at all: give back what we created, then refuse
             self._release()
             raise BackendUnavailable(f"{NAME} unavailable: {e}") from None
         self._kernel_pids = None  # the probe target is not ours to keep
@@ -435,6 +436,7 @@ class DamonSysfsEngine(Engine):
                 self._marker.save(self.state_dir)
             except OSError as e:
                 log.error("cannot update the ownership marker", extra={"kv": {"err": str(e)}})
+        self._configured = True
         self._dirty = False
 
     def start(self) -> None:
@@ -457,6 +459,9 @@ class DamonSysfsEngine(Engine):
                 self._apply()
             except SysfsError as e:
                 self._failures.count("damon_sysfs")
+                if not self._configured:
+                    # never worked here: not a passing problem, and ``auto`` should know it
+                    raise BackendUnavailable(f"{NAME} unavailable: the kernel refused its first configuration: {e}") from None
                 log.error("could not configure the kdamond", extra={"kv": {"err": str(e)}})
                 self._running = self.tree.state() == "on"
                 self._kernel_pids = None if not self._running else self._kernel_pids

@@ -293,5 +293,6 @@ class KdamondTree:
             if self.io.exists(self.state_file) and self.state() == "on":
                 self._busy_retry(self.command, "off")
         finally:
-            self._busy_retry(self.io.write, self.nr_kdamonds, 0)
+            if self.read_nr_kdamonds() != 0:  # nothing to write where nothing was created
+                self._busy_retry(self.io.write, self.nr_kdamonds, 0)
         self._written_attrs = None
