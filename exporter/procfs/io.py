@@ -106,7 +106,6 @@ def ops_error(e: OSError, pid: int, path: str, denied_hint: str) -> OpsError:
 # -- capabilities ----------------------------------------------------------------------------
 
 CAP_SYS_ADMIN = 21
-CAP_SYS_PTRACE = 19
 
 
 def effective_caps(io: PosixIO, proc_root: str) -> int | None:

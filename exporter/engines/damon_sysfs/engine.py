@@ -201,7 +201,6 @@ class DamonSysfsEngine(Engine):
         self._configured = False  # the kernel took a configuration of ours at least once
         self._checks = 0
         self._aggregations = 0
-        self._empty_updates = 0
         self._zero_pfn = zero_page_pfn(self.pio, proc_root)
         ok, why = available(proc_root=proc_root, sys_root=sys_root, io=self.io, state_dir=self.state_dir, release=release)
         if not ok:
@@ -491,7 +490,6 @@ class DamonSysfsEngine(Engine):
             # A live process always has regions. Seen in the guest (Linux 6.12), about once
             # in 30 updates: the update returned with every scheme's list empty. Not an
             # aggregation; the next update is a good one.
-            self._empty_updates += 1
             log.debug("kernel DAMON listed no regions at all; skipping this update")
             return None
         return self._aggregation(regions)

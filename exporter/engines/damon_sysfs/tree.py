@@ -201,12 +201,6 @@ class KdamondTree:
     def pid(self) -> int:
         return int(self._busy_retry(self.io.read, f"{self.kd}/pid"))
 
-    def operations(self) -> str:
-        return self.io.read(f"{self.ctx}/operations")
-
-    def nr_contexts(self) -> int:
-        return int(self.io.read(f"{self.kd}/contexts/nr_contexts"))
-
     def tried_regions(self, scheme: int) -> list[TriedRegion]:
         """The regions scheme ``scheme`` was tried on at the last update, by address."""
         d = f"{self.ctx}/schemes/{scheme}/tried_regions"
