@@ -51,6 +51,11 @@ class RegionRecord:
     #: frequency histogram counts them at 1, the rest of the resident bytes at 0)
     accessed_bytes: int = 0
     seen_accessed: bool = True
+    #: the part of ``resident_bytes`` in pages other page tables map too. Every engine
+    #: counts a page by its share (``PAGE_SIZE / mappers``, as PSS does), so the target's
+    #: processes together count a page they all map once; the summary also lets the page be
+    #: as recently accessed as its most recent user in the target (see exporter.summary)
+    shared_bytes: int = 0
 
     @property
     def size(self) -> int:
@@ -75,6 +80,7 @@ class RegionRecord:
             "idle_seconds": self.idle_seconds,
             "seen_accessed": self.seen_accessed,
             "resident_bytes": self.resident_bytes,
+            "shared_bytes": self.shared_bytes,
             "frequency": round(self.frequency, 6),
         }
         if self.idle_distribution:

@@ -143,19 +143,6 @@ _TOP_BIT = bytes(1 if b & 0x80 else 0 for b in range(256))
 _TOP_BYTE = 7 if sys.byteorder == "little" else 0
 
 
-def count_resident(buf: bytes, zero_pfn: int | None = None) -> int:
-    """Present entries of a raw pagemap buffer, the shared zero page excepted, at C speed
-    (a Python loop over 16k entries costs milliseconds): the present bits are counted on
-    the entries' top bytes; only a buffer that may map the zero page (its PFN's low bytes
-    occur in it) is checked entry by entry."""
-    present = buf[_TOP_BYTE::8].translate(_TOP_BIT).count(1)
-    if zero_pfn and present:
-        low = zero_pfn.to_bytes(8, sys.byteorder)
-        if buf.find(low[:4] if sys.byteorder == "little" else low[4:]) >= 0:
-            return sum(1 for e in u64s(buf) if e & PM_PRESENT and (e & PM_PFN_MASK) != zero_pfn)
-    return present
-
-
 def zero_page_pfn(io: PosixIO, proc_root: str) -> int | None:
     """PFN of the shared zero page, found by reading our own memory.
 
@@ -185,46 +172,140 @@ def zero_page_pfn(io: PosixIO, proc_root: str) -> int | None:
     return pfn if entry & PM_PRESENT and pfn else None
 
 
+#: shared pages whose mapping count is read per range (one 8-byte kpagecount pread each):
+#: their mean 1/mapcount stands for every shared page of the range
+SHARED_SAMPLE = 32
+
+#: byte -> 1 if it is the top byte of a present entry that is not exclusively mapped
+#: (bit 63 set, bit 56 clear): a page other mappings may share, or the zero page
+_SHARED_BIT = bytes(1 if b & 0x81 == 0x80 else 0 for b in range(256))
+
+
+@dataclass(frozen=True, slots=True)
+class Residency:
+    """Resident memory of one range, each page counted by its share (as PSS counts it).
+
+    ``bytes``: a page mapped by ``n`` page tables counts ``PAGE_SIZE / n`` (an exclusively
+    mapped page all of it, the shared zero page nothing). ``shared``: the part of ``bytes``
+    in pages that other mappings also map (their other owners may be this target's
+    processes, where the summary counts the page once, or anyone else's).
+    """
+
+    bytes: int
+    shared: int = 0
+
+
+class PageCounts:
+    """``/proc/kpagecount``: how many page tables map each page frame (root only).
+
+    The fd is opened once and kept; PFNs come from pagemap, which shows them only to
+    CAP_SYS_ADMIN, the same privilege. ``None`` where it cannot be read: every shared page
+    then counts whole (as RSS does) and the records say so through ``shared``.
+    """
+
+    def __init__(self, io: PosixIO, proc_root: str) -> None:
+        self.io = io
+        self.path = f"{proc_root}/kpagecount"
+        self.fd = io.open(self.path, os.O_RDONLY)
+
+    @classmethod
+    def open(cls, io: PosixIO, proc_root: str) -> "PageCounts | None":
+        try:
+            return cls(io, proc_root)
+        except OSError:
+            return None
+
+    def count(self, pfn: int) -> int:
+        try:
+            data = self.io.pread(self.fd, 8, pfn * 8)
+        except OSError as e:
+            raise OpsError(f"cannot read {self.path}: {e.strerror or e}") from None
+        return struct.unpack("=Q", data)[0] if len(data) == 8 else 0
+
+    def close(self) -> None:
+        try:
+            self.io.close(self.fd)
+        except OSError:
+            pass
+
+
+def tally(buf: bytes, rng: random.Random, zero_pfn: int | None, counts: PageCounts | None,
+          sample: int = SHARED_SAMPLE) -> tuple[float, float]:
+    """(pages, shared pages) of a raw pagemap buffer, each page by its share: present
+    exclusive pages count 1 at C speed; the others (shared, or the zero page) are counted
+    at C speed too and weighed by the mean share of at most ``sample`` of them,
+    found from random places (the zero page weighs 0: nobody's memory)."""
+    top = buf[_TOP_BYTE::8]
+    shared = top.translate(_SHARED_BIT).count(1)
+    if not shared:
+        return float(top.translate(_TOP_BIT).count(1)), 0.0
+    present = top.translate(_TOP_BIT).count(1)
+    marks = top.translate(_SHARED_BIT)
+    n = len(marks)
+    weight = 0.0
+    picks = max(1, min(sample, shared))
+    for _ in range(picks):
+        i = marks.find(1, rng.randrange(n))
+        if i < 0:
+            i = marks.find(1)
+        (e,) = struct.unpack_from("=Q", buf, i * 8)
+        pfn = e & PM_PFN_MASK
+        if zero_pfn and pfn == zero_pfn:
+            continue
+        if counts is None or not pfn:
+            weight += 1.0
+            continue
+        c = counts.count(pfn)
+        weight += 1.0 / c if c > 0 else 1.0
+    shared_pages = shared * weight / picks
+    return present - shared + shared_pages, shared_pages
+
+
 def resident_bytes_pagemap(
     pm: Pagemap, ranges: list[tuple[int, int]], rng: random.Random, zero_pfn: int | None = None,
-    exact_pages: int = 0,
-) -> list[int]:
-    """Resident bytes per range from pagemap present bits, at a bounded cost per range.
+    exact_pages: int = 0, counts: PageCounts | None = None,
+) -> list[Residency]:
+    """Resident memory per range from pagemap, each page by its share, at a bounded cost.
 
     A range of at most :data:`EXACT_PAGES` pages (or ``exact_pages``, where the caller
-    prefers one larger read to sixteen syscalls) is counted exactly with one pread. A larger
+    prefers one larger read to sixteen syscalls) is read whole with one pread. A larger
     one is cut into :data:`STRATA` equal strata and one run of :data:`RUN_PAGES` consecutive
-    entries at a random place in each is read (16 preads of 256 bytes), and the present
-    fraction is scaled to the range size. Cost: at most 16 preads per range, whatever its size.
-    Error: stratified sampling is exact for a fully resident or fully absent range; when
-    residency is made of k contiguous runs, only the strata holding a run boundary can be
-    misjudged, so the error is below 2k/16 of the range size in the worst case and much
-    smaller on average (each boundary stratum errs by a uniformly random fraction); scattered
-    single pages give a binomial error with a standard deviation near
-    sqrt(p(1-p)/512) of the range size.
+    entries at a random place in each is read (16 preads of 256 bytes), and the counts are
+    scaled to the range size. Cost: at most 16 preads per range, whatever its size, plus at
+    most :data:`SHARED_SAMPLE` kpagecount preads where the range has shared pages (none for
+    private memory). Error: stratified sampling is exact for a fully resident or fully
+    absent range; when residency is made of k contiguous runs, only the strata holding a run
+    boundary can be misjudged, so the error is below 2k/16 of the range size in the worst
+    case and much smaller on average; scattered single pages give a binomial error with a
+    standard deviation near sqrt(p(1-p)/512) of the range size. The shares of shared pages
+    are exact where every shared page of the range has the same number of mappers (a fork's
+    copy-on-write pages, a buffer every backend maps), else a sample mean.
 
     Pages mapping ``zero_pfn`` (the shared zero page) are not resident memory of the
     process: like the kernel's RSS, they are not counted.
     """
 
     exact_pages = max(exact_pages, EXACT_PAGES)
-    out: list[int] = []
+    out: list[Residency] = []
     for start, end in ranges:
         first = start >> PAGE_SHIFT
         n = (end - start) >> PAGE_SHIFT
         if n <= 0:
-            out.append(0)
+            out.append(Residency(0))
             continue
         if n <= exact_pages:
-            out.append(count_resident(pm.raw(first, n), zero_pfn) * PAGE_SIZE)
+            pages, shared = tally(pm.raw(first, n), rng, zero_pfn, counts)
+            out.append(Residency(int(round(pages)) * PAGE_SIZE, int(round(shared)) * PAGE_SIZE))
             continue
-        total = 0.0
+        total = shared_total = 0.0
         for k in range(STRATA):
             s_lo = first + n * k // STRATA
             s_hi = first + n * (k + 1) // STRATA
             width = s_hi - s_lo
             run = min(RUN_PAGES, width)
             at = s_lo + rng.randrange(width - run + 1)
-            total += count_resident(pm.raw(at, run), zero_pfn) / run * width
-        out.append(int(round(total)) * PAGE_SIZE)
+            pages, shared = tally(pm.raw(at, run), rng, zero_pfn, counts, SHARED_SAMPLE // STRATA)
+            total += pages / run * width
+            shared_total += shared / run * width
+        out.append(Residency(int(round(total)) * PAGE_SIZE, int(round(shared_total)) * PAGE_SIZE))
     return out

@@ -120,7 +120,7 @@ def read_maps(io: PosixIO, proc_root: str, pid: int, denied_hint: str) -> bytes:
 # -- /proc/PID/smaps -------------------------------------------------------------------------
 
 _SMAPS_RE = re.compile(
-    rb"^([0-9a-f]+)-([0-9a-f]+) |^Rss:\s+(\d+) kB|^Referenced:\s+(\d+) kB|^Anonymous:\s+(\d+) kB", re.M
+    rb"^([0-9a-f]+)-([0-9a-f]+) |^(Rss|Pss|Referenced|Anonymous|Private_Clean|Private_Dirty):\s+(\d+) kB", re.M
 )
 
 
@@ -131,27 +131,50 @@ class SmapsEntry:
     rss: int  # bytes
     referenced: int  # bytes
     anonymous: int = 0  # bytes (private to the process: no one else's flags reach them)
+    #: proportional set size: each page divided by the number of processes mapping it
+    #: (-1 where the file has no Pss line, a fake smaps: then it is ``rss``)
+    pss: int = -1
+    #: Private_Clean + Private_Dirty: pages only this process maps
+    private: int = -1
+
+    @property
+    def proportional(self) -> int:
+        """Pss, or Rss where smaps did not say."""
+        return self.pss if self.pss >= 0 else self.rss
+
+    @property
+    def shared_share(self) -> int:
+        """The part of Pss in pages other processes map too."""
+        if self.pss < 0 or self.private < 0:
+            return 0
+        return max(0, self.pss - self.private)
+
+
+_SMAPS_FIELDS = {b"Rss": 0, b"Referenced": 1, b"Anonymous": 2, b"Pss": 3, b"Private_Clean": 4, b"Private_Dirty": 5}
 
 
 def parse_smaps(data: bytes) -> list[SmapsEntry]:
-    """(start, end, Rss, Referenced, Anonymous) of each user mapping, sorted, bytes; one
-    regex pass touching only the header and those three lines."""
+    """Start, end, Rss, Referenced, Anonymous, Pss and Private_* of each user mapping,
+    sorted, in bytes; one regex pass touching only the header and those lines."""
     out: list[SmapsEntry] = []
-    start = end = rss = ref = anon = -1
+    start = end = -1
+    v = [-1] * 6
     limit = USER_ADDR_LIMIT
-    for s, e, r, f, a in _SMAPS_RE.findall(data):
+
+    def emit() -> None:
+        if start >= 0 and start < limit:
+            private = v[4] + v[5] if v[4] >= 0 and v[5] >= 0 else -1
+            out.append(SmapsEntry(start, end, max(v[0], 0) * 1024, max(v[1], 0) * 1024, max(v[2], 0) * 1024,
+                                  v[3] * 1024 if v[3] >= 0 else -1, private * 1024 if private >= 0 else -1))
+
+    for s, e, key, value in _SMAPS_RE.findall(data):
         if s:
-            if start >= 0 and start < limit:
-                out.append(SmapsEntry(start, end, max(rss, 0) * 1024, max(ref, 0) * 1024, max(anon, 0) * 1024))
-            start, end, rss, ref, anon = int(s, 16), int(e, 16), -1, -1, -1
-        elif r:
-            rss = int(r)
-        elif f:
-            ref = int(f)
+            emit()
+            start, end = int(s, 16), int(e, 16)
+            v = [-1] * 6
         else:
-            anon = int(a)
-    if start >= 0 and start < limit:
-        out.append(SmapsEntry(start, end, max(rss, 0) * 1024, max(ref, 0) * 1024, max(anon, 0) * 1024))
+            v[_SMAPS_FIELDS[key]] = int(value)
+    emit()
     if any(out[i].start < out[i - 1].start for i in range(1, len(out))):
         out.sort(key=lambda x: x.start)
     return out

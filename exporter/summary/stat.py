@@ -20,6 +20,7 @@ from typing import Callable, Iterable, Sequence
 
 from exporter.model.policy import Policy
 from exporter.model.records import Aggregation, EngineStats, RegionRecord, TargetRecords
+from exporter.summary.sharing import share_access
 
 #: Upper bounds (seconds) of ``damon_idle_age_seconds`` buckets; part of the metrics contract.
 IDLE_AGE_BUCKETS: tuple[float, ...] = (0, 1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, math.inf)
@@ -229,8 +230,10 @@ def _bound(b: float) -> float | str:
 
 
 def summarize_target(t: TargetRecords, policy: Policy, sample_interval: float = 0.0) -> TargetSummary:
-    """Working set, cold bytes and the two distributions of one target, from resident bytes."""
-    regions = t.regions
+    """Working set, cold bytes and the two distributions of one target, from resident bytes
+    (each page by its share; shared pages as recently used as their most recent user in the
+    target, see :mod:`exporter.summary.sharing`)."""
+    regions = share_access(t.regions)
     window, cold_age = policy.working_set_window, policy.cold_age
     resident = sum(r.resident_bytes for r in regions)
     working = sum(in_working_set(r, window) for r in regions)
@@ -244,7 +247,7 @@ def summarize_target(t: TargetRecords, policy: Policy, sample_interval: float = 
     return TargetSummary(
         name=t.name,
         pids=tuple(sorted(set(t.pids))),
-        regions=regions,
+        regions=t.regions,
         resident_bytes=resident,
         working_set_bytes=working,
         cold_bytes=cold,

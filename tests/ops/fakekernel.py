@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from exporter.engines.page_idle.kpageflags import KPF_COMPOUND_HEAD, KPF_COMPOUND_TAIL, KPF_LRU, KPF_THP
-from exporter.procfs.pagemap import PAGE_SHIFT, PM_PFN_MASK, PM_PRESENT, PM_SWAPPED
+from exporter.procfs.pagemap import PAGE_SHIFT, PM_EXCLUSIVE, PM_PFN_MASK, PM_PRESENT, PM_SWAPPED
 from exporter.procfs.io import PosixIO
 
 PAGE = 4096
@@ -67,6 +67,10 @@ class FakeKernel:
         (self.proc / "self/status").write_text(f"Name:\tpython\nCapInh:\t0\nCapEff:\t{caps:016x}\n")
         with open(self.proc / "kpageflags", "wb") as f:
             f.truncate(max_pfn * 8)
+        # /proc/kpagecount, and who maps each page: a page mapped once is "exclusive" in pagemap
+        with open(self.proc / "kpagecount", "wb") as f:
+            f.truncate(max_pfn * 8)
+        self.mappers: dict[int, set[tuple[int, int]]] = {}
         if page_idle:
             bm = self.sys / "kernel/mm/page_idle"
             bm.mkdir(parents=True)
@@ -98,7 +102,8 @@ class FakeKernel:
 
     def _write_pte(self, p: FakeProc, vpn: int) -> None:
         if vpn in p.ptes:
-            entry = PM_PRESENT | p.ptes[vpn]
+            pfn = p.ptes[vpn]
+            entry = PM_PRESENT | pfn | (PM_EXCLUSIVE if len(self.mappers.get(pfn, ())) == 1 else 0)
         elif vpn in p.swapped:
             entry = PM_SWAPPED | 0x1234 << 5
         else:
@@ -119,11 +124,26 @@ class FakeKernel:
 
     def map(self, pid: int, addr: int, pfn: int, *, lru: bool = True) -> None:
         p = self.procs[pid]
-        self.pages[pfn] = FakePage(lru=lru)
-        self._write_flags(pfn)
-        p.ptes[addr >> PAGE_SHIFT] = pfn
-        p.swapped.discard(addr >> PAGE_SHIFT)
-        self._write_pte(p, addr >> PAGE_SHIFT)
+        vpn = addr >> PAGE_SHIFT
+        if not self.mappers.get(pfn, set()) - {(pid, vpn)}:  # a page nobody else maps: fresh flags
+            self.pages[pfn] = FakePage(lru=lru)
+            self._write_flags(pfn)
+        old = p.ptes.get(vpn)
+        if old is not None and old != pfn:
+            self.mappers[old].discard((pid, vpn))
+            self._recount(old)
+        p.ptes[vpn] = pfn
+        p.swapped.discard(vpn)
+        self.mappers.setdefault(pfn, set()).add((pid, vpn))
+        self._recount(pfn)
+
+    def _recount(self, pfn: int) -> None:
+        """kpagecount of ``pfn``, and the exclusive bit of every entry mapping it."""
+        with open(self.proc / "kpagecount", "r+b") as f:
+            f.seek(pfn * 8)
+            f.write(struct.pack("=Q", len(self.mappers.get(pfn, ()))))
+        for pid, vpn in self.mappers.get(pfn, ()):
+            self._write_pte(self.procs[pid], vpn)
 
     def map_range(self, pid: int, start: int, end: int, first_pfn: int) -> None:
         for i, a in enumerate(range(start, end, PAGE)):
@@ -136,12 +156,16 @@ class FakeKernel:
             self.pages[head + i] = FakePage(lru=True, head=None if i == 0 else head, compound_head=i == 0, thp=True)
             self._write_flags(head + i)
             p.ptes[(addr >> PAGE_SHIFT) + i] = head + i
-            self._write_pte(p, (addr >> PAGE_SHIFT) + i)
+            self.mappers.setdefault(head + i, set()).add((pid, (addr >> PAGE_SHIFT) + i))
+            self._recount(head + i)
 
     def unmap(self, pid: int, addr: int, *, swap: bool = False) -> None:
         p = self.procs[pid]
         vpn = addr >> PAGE_SHIFT
-        p.ptes.pop(vpn, None)
+        pfn = p.ptes.pop(vpn, None)
+        if pfn is not None:
+            self.mappers[pfn].discard((pid, vpn))
+            self._recount(pfn)
         if swap:
             p.swapped.add(vpn)
         self._write_pte(p, vpn)

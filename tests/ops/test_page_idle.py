@@ -265,7 +265,7 @@ def test_check_without_prepare_is_no_sample(kernel):
 def test_resident_bytes_exact_for_small_ranges(kernel):
     kernel.map_range(PID, A, A + 37 * PAGE, 1000)
     ops, io = make_ops(kernel)
-    assert ops.resident_bytes(REF, [(A, A + 256 * PAGE), (A + 10 * PAGE, A + 20 * PAGE), (A + 100 * PAGE, A + 200 * PAGE)]) == [
+    assert [r.bytes for r in ops.resident_bytes(REF, [(A, A + 256 * PAGE), (A + 10 * PAGE, A + 20 * PAGE), (A + 100 * PAGE, A + 200 * PAGE)])] == [
         37 * PAGE,
         10 * PAGE,
         0,
@@ -280,13 +280,13 @@ def test_resident_bytes_sampled_for_large_ranges(kernel):
     ops, io = make_ops(kernel)
     truth = 400 * PAGE
     for _ in range(20):
-        (est,) = ops.resident_bytes(REF, [(B, B + 1024 * PAGE)])
+        ((est, _),) = [(r.bytes, r.shared) for r in ops.resident_bytes(REF, [(B, B + 1024 * PAGE)])]
         # at most the strata holding a run boundary can err: 3 boundaries x 1/16 of the range
         assert abs(est - truth) <= 3 * 64 * PAGE
     assert io.calls["pread:pagemap"] == 20 * 16
     kernel.map_range(PID, B + 300 * PAGE, B + 700 * PAGE, 30000)
     kernel.map_range(PID, B + 800 * PAGE, B + 1024 * PAGE, 40000)
-    assert ops.resident_bytes(REF, [(B, B + 1024 * PAGE)]) == [1024 * PAGE]
+    assert [r.bytes for r in ops.resident_bytes(REF, [(B, B + 1024 * PAGE)])] == [1024 * PAGE]
 
 
 # -- interference ----------------------------------------------------------------------
@@ -311,7 +311,7 @@ def test_plain_posix_io_reads_the_fake_tree(kernel):
     kernel.map_thp(PID, B, 8192)
     kernel.map(PID, A, 77)
     ops = PageIdleOps(proc_root=kernel.proc_root, sys_root=kernel.sys_root, io=PosixIO())
-    assert ops.resident_bytes(REF, [(A, A + 4 * PAGE), (B, B + 2 * 512 * PAGE)]) == [PAGE, 512 * PAGE]
+    assert [r.bytes for r in ops.resident_bytes(REF, [(A, A + 4 * PAGE), (B, B + 2 * 512 * PAGE)])] == [PAGE, 512 * PAGE]
     assert ops._heads([8192 + 5, 77, 8192]) == [8192, 77, 8192]
     ops.close()
 

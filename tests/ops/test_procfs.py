@@ -150,7 +150,7 @@ def test_zero_page_is_not_resident():
     """Memory only read maps the shared zero page: present in pagemap, but in nobody's RSS."""
     import random
 
-    from exporter.procfs.pagemap import Pagemap, resident_bytes_pagemap, zero_page_pfn
+    from exporter.procfs.pagemap import Pagemap, Residency, resident_bytes_pagemap, zero_page_pfn
     from exporter.procfs.io import PosixIO
 
     io = PosixIO()
@@ -175,30 +175,123 @@ def test_zero_page_is_not_resident():
             pm.close()
     finally:
         m.close()
-    assert with_zero == [48 * 4096]  # pagemap calls the zero-page mappings present
-    assert without == [16 * 4096]  # only the written pages are resident
+    # pagemap calls the zero-page mappings present (and, as the zero page is mapped by
+    # everyone, not exclusive): unknown, they count whole
+    assert with_zero == [Residency(48 * 4096, 32 * 4096)]
+    assert without == [Residency(16 * 4096, 0)]  # only the written pages are resident
 
 
-def test_count_resident_matches_the_entry_by_entry_rule():
-    """The C-speed count (top bytes, zero-page prefilter) equals the per-entry rule."""
+class _Counts:
+    """kpagecount of a simulation: every shared page has ``mappers`` page tables."""
+
+    def __init__(self, mappers: int) -> None:
+        self.mappers = mappers
+        self.reads = 0
+
+    def count(self, pfn: int) -> int:
+        self.reads += 1
+        return self.mappers
+
+
+def test_tally_counts_each_page_by_its_share():
+    """Exclusive pages count whole at C speed; shared ones by 1/mappers from kpagecount
+    (read for a bounded sample only); the zero page counts nothing; without kpagecount a
+    shared page counts whole."""
     import random
     import struct
 
-    from exporter.procfs.pagemap import PM_PFN_MASK, PM_PRESENT, count_resident
+    from exporter.procfs.pagemap import PM_EXCLUSIVE, PM_PRESENT, SHARED_SAMPLE, tally
 
     rng = random.Random(1)
+    zero = 0x5
     for _ in range(300):
-        zero = rng.choice([None, 0x1234, 0x5])
-        es = []
-        for _ in range(rng.randrange(0, 200)):
+        mappers = rng.choice([2, 3, 5])
+        es, truth, truth_shared, no_counts = [], 0.0, 0.0, 0
+        for _ in range(rng.randrange(1, 300)):
             k = rng.random()
+            pfn = rng.randrange(0x100, 1 << 40)
             if k < 0.3:
                 es.append(0)
-            elif k < 0.4 and zero:
-                es.append(zero | PM_PRESENT | (1 << 61) | rng.choice([0, 1 << 55]))  # the zero page
+            elif k < 0.4:
+                es.append(zero | PM_PRESENT | (1 << 61))  # the zero page: never exclusive
             elif k < 0.5:
-                es.append((1 << 62) | rng.randrange(1 << 40))  # swapped: not present
+                es.append((1 << 62) | pfn)  # swapped: not present
+            elif k < 0.75:
+                es.append(PM_PRESENT | PM_EXCLUSIVE | pfn)
+                truth += 1
+                no_counts += 1
             else:
-                es.append(PM_PRESENT | rng.randrange(1 << 40) | rng.choice([0, 1 << 55, 1 << 56, 1 << 61]))
+                es.append(PM_PRESENT | pfn)  # shared, with ``mappers`` page tables
+                truth += 1 / mappers
+                truth_shared += 1 / mappers
+                no_counts += 1
         buf = struct.pack(f"={len(es)}Q", *es)
-        assert count_resident(buf, zero) == sum(1 for e in es if e & PM_PRESENT and (e & PM_PFN_MASK) != zero)
+        zeros = sum(1 for e in es if e & PM_PRESENT and not e & PM_EXCLUSIVE and (e & ((1 << 55) - 1)) == zero)
+        shared_entries = sum(1 for e in es if e & PM_PRESENT and not e & PM_EXCLUSIVE) - zeros
+        counts = _Counts(mappers)
+        pages, shared = tally(buf, rng, zero, counts)
+        assert counts.reads <= SHARED_SAMPLE
+        if not zeros:
+            # every shared page has the same number of mappers: the sample mean is exact
+            assert abs(pages - truth) < 1e-6 and abs(shared - truth_shared) < 1e-6
+        elif not shared_entries:
+            # only the zero page among the shared entries: it weighs nothing, exactly
+            assert abs(pages - truth) < 1e-6 and shared == 0
+        else:
+            # zero and real shared pages mixed: a sample mean, within the pages sampled
+            assert 0 <= shared <= (shared_entries + zeros) / 2 and truth - truth_shared <= pages
+        # no kpagecount: shared pages count whole (as RSS does)
+        pages, shared = tally(buf, rng, zero if not shared_entries else None, None)
+        assert abs(pages - (no_counts + (zeros if shared_entries else 0))) < 1e-6
+
+
+def test_forked_copy_on_write_pages_count_by_share_on_this_kernel():
+    """The host kernel's pagemap and kpagecount: after a fork, the pages both map count
+    half in each; after a second fork, a third."""
+    import random
+    import signal
+    import time
+
+    from exporter.procfs.pagemap import Pagemap, PageCounts, Residency, resident_bytes_pagemap, zero_page_pfn
+    from exporter.procfs.io import PosixIO
+
+    io = PosixIO()
+    counts = PageCounts.open(io, "/proc")
+    assert counts is not None, "the tests run as root: /proc/kpagecount is readable"
+    zero = zero_page_pfn(io, "/proc")
+    pages = 1024
+    m = mmap.mmap(-1, pages * 4096, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    children = []
+    try:
+        for i in range(512):
+            m[i * 4096] = 1
+        view = ctypes.c_char.from_buffer(m)
+        addr = ctypes.addressof(view)
+        del view
+        pm = Pagemap(io, "/proc", os.getpid(), "")
+        rng = random.Random(0)
+        span = [(addr, addr + pages * 4096)]
+        try:
+            assert resident_bytes_pagemap(pm, span, rng, zero, counts=counts) == [Residency(512 * 4096, 0)]
+            for mappers in (2, 3):
+                r, w = os.pipe()
+                pid = os.fork()
+                if pid == 0:  # the child only waits: its copy-on-write pages stay shared
+                    os.close(r)
+                    os.write(w, b"1")
+                    time.sleep(60)
+                    os._exit(0)
+                os.close(w)
+                os.read(r, 1)
+                os.close(r)
+                children.append(pid)
+                got = resident_bytes_pagemap(pm, span, rng, zero, counts=counts)
+                assert got == [Residency(round(512 / mappers) * 4096, round(512 / mappers) * 4096)]
+        finally:
+            pm.close()
+            counts.close()
+    finally:
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        m.close()

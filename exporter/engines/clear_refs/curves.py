@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from exporter.model.records import RegionRecord
 from exporter.procfs.parsers import SmapsEntry
 
 #: a drop of Referenced (net of freed memory) above this is someone else's reset, not noise
@@ -91,3 +92,26 @@ def idle_distribution(points: list[Point], rss_now: int) -> tuple[tuple[float, i
         cap = min(cap, p.untouched)
         out.append((p.elapsed, cap))
     return tuple(out)
+
+
+def by_share(r: RegionRecord, m: SmapsEntry) -> RegionRecord:
+    """The record of a mapping with its pages counted by share, as every engine counts them.
+
+    smaps counts referenced and idle bytes over Rss, where a page five processes map counts
+    five times; Pss counts it once over the five. Which of the mapping's pages are shared is
+    not known per page, so every figure is scaled by Pss / Rss: exact where the shared and
+    private pages of the mapping are alike in use, and the part in shared pages
+    (``shared_bytes``: Pss less the private pages) lets the summary count a page its target's
+    processes share as recently used as its most recent user.
+    """
+    pss = m.proportional
+    if pss == m.rss or not m.rss:
+        return replace(r, shared_bytes=m.shared_share)
+    f = pss / m.rss
+    return replace(
+        r,
+        resident_bytes=pss,
+        shared_bytes=m.shared_share,
+        idle_distribution=tuple((s, int(round(b * f))) for s, b in r.idle_distribution),
+        accessed_bytes=int(round(r.accessed_bytes * f)),
+    )

@@ -43,6 +43,7 @@ from exporter.engines.clear_refs.curves import (
     Curve,
     Period,
     Point,
+    by_share,
     idle_distribution,
     record_points,
     reset_bytes,
@@ -292,7 +293,7 @@ class ReferencedBytesEngine(Engine):
             pts = record_points(cur, prev.get(m.start), elapsed - (cur.origin if cur else period.last_read))
             first = pts[0] if pts else None
             out.append(
-                RegionRecord(
+                by_share(RegionRecord(
                     pid=p.ref.pid,
                     start=m.start,
                     end=m.end,
@@ -300,7 +301,7 @@ class ReferencedBytesEngine(Engine):
                     # nothing measured yet since the clear: not known touched, not known idle
                     idle_distribution=idle_distribution(pts, m.rss) or ((0.0, m.rss),),
                     accessed_bytes=first.referenced if first else 0,
-                )
+                ), m)
             )
             for h in self.horizons:
                 at = next((q.wall for q in pts if q.elapsed >= h), None)

@@ -84,6 +84,7 @@ from exporter.model.records import (
 )
 from exporter.procfs.io import PosixIO
 from exporter.procfs.pagemap import (
+    PageCounts,
     Pagemap,
     open_checked_pagemap,
     resident_bytes_pagemap,
@@ -202,6 +203,8 @@ class DamonSysfsEngine(Engine):
         self._checks = 0
         self._aggregations = 0
         self._zero_pfn = zero_page_pfn(self.pio, proc_root)
+        # mapping counts of shared pages: a page several processes map counts by share
+        self._counts = PageCounts.open(self.pio, proc_root)
         ok, why = available(proc_root=proc_root, sys_root=sys_root, io=self.io, state_dir=self.state_dir, release=release)
         if not ok:
             raise BackendUnavailable(f"{NAME} unavailable: {why}")
@@ -507,7 +510,8 @@ class DamonSysfsEngine(Engine):
                 continue
             try:
                 resident = resident_bytes_pagemap(p.pagemap, [(r.start, r.end) for r in rs], self.rng,
-                                                  self._zero_pfn, exact_pages=RESIDENCY_EXACT_PAGES)
+                                                  self._zero_pfn, exact_pages=RESIDENCY_EXACT_PAGES,
+                                                  counts=self._counts)
             except ProcessGone:
                 self._drop(slot)
                 continue
@@ -529,7 +533,7 @@ class DamonSysfsEngine(Engine):
                 la = f * now + (1.0 - f) * last_access(p.history, r.start, r.end, now - age * aggr)
                 history.append((r.start, r.end, la))
                 by_key[p.key].append(RegionRecord(
-                    pid=p.ref.pid, start=r.start, end=r.end, resident_bytes=res,
+                    pid=p.ref.pid, start=r.start, end=r.end, resident_bytes=res.bytes, shared_bytes=res.shared,
                     nr_accesses=min(r.nr_accesses, checks), nr_checks=checks, age=age,
                     idle_seconds=0.0 if r.nr_accesses > 0 else max(0.0, now - la),
                 ))
@@ -568,6 +572,9 @@ class DamonSysfsEngine(Engine):
     def close(self) -> None:
         for slot in list(self._procs):
             self._drop(slot)
+        if self._counts is not None:
+            self._counts.close()
+            self._counts = None
         if not self._lost:
             self._release()
 

@@ -357,7 +357,8 @@ class Monitor(Engine):
                         age=r.age,
                         idle_seconds=r.idle_seconds(now),
                         seen_accessed=r.seen,
-                        resident_bytes=res,
+                        resident_bytes=res.bytes,
+                        shared_bytes=res.shared,
                     )
                 )
         return TargetRecords(

@@ -13,6 +13,7 @@ import abc
 from typing import ClassVar, Iterable, Sequence
 
 from exporter.model.process import ProcessRef
+from exporter.procfs.pagemap import Residency
 
 #: result of one access check: True accessed, False not accessed, None "could not check"
 #: (page not resident, PFN changed, page refused the idle mark). None never counts as a hit
@@ -42,8 +43,9 @@ class Operations(abc.ABC):
         """For each address prepared last time, whether it was accessed since."""
 
     @abc.abstractmethod
-    def resident_bytes(self, proc: ProcessRef, ranges: Sequence[tuple[int, int]]) -> list[int]:
-        """Estimated resident bytes in each range (same order). Cost must be bounded per range."""
+    def resident_bytes(self, proc: ProcessRef, ranges: Sequence[tuple[int, int]]) -> list[Residency]:
+        """Resident memory in each range (same order), each page by its share (PSS's rule:
+        a page ``n`` page tables map counts ``1/n``). Cost must be bounded per range."""
 
     def forget(self, proc: ProcessRef) -> None:
         """Drop per-process state (open files, caches); the process left the monitoring."""

@@ -72,7 +72,9 @@ from exporter.procfs.pagemap import (
     PAGE_SHIFT,
     PM_PFN_MASK,
     PM_PRESENT,
+    PageCounts,
     Pagemap,
+    Residency,
     open_checked_pagemap,
     resident_bytes_pagemap,
     zero_page_pfn,
@@ -149,6 +151,8 @@ class PageIdleOps(Operations):
         # last kpageflags block read for a tail lookup: (first pfn, flags)
         self._kpf_block: tuple[int, list[int]] | None = None
         self._zero_pfn = zero_page_pfn(self.io, proc_root)
+        # mapping counts of shared pages (root reads it; PFNs need the same privilege)
+        self._counts = PageCounts.open(self.io, proc_root)
 
     # -- availability ----------------------------------------------------------------------
 
@@ -351,9 +355,9 @@ class PageIdleOps(Operations):
                 out[i] = not words[h >> 6] >> (h & 63) & 1
         return out
 
-    def resident_bytes(self, proc: ProcessRef, ranges: Sequence[tuple[int, int]]) -> list[int]:
+    def resident_bytes(self, proc: ProcessRef, ranges: Sequence[tuple[int, int]]) -> list[Residency]:
         p = self._proc(proc)
-        return resident_bytes_pagemap(p.pagemap, list(ranges), self.rng, self._zero_pfn)
+        return resident_bytes_pagemap(p.pagemap, list(ranges), self.rng, self._zero_pfn, counts=self._counts)
 
     def forget(self, proc: ProcessRef) -> None:
         p = self._procs.pop(proc, None)
@@ -370,6 +374,9 @@ class PageIdleOps(Operations):
                 except OSError:
                     pass
         self._bitmap_fd = self._kpf_fd = -1
+        if self._counts is not None:
+            self._counts.close()
+            self._counts = None
 
     # -- interference ----------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 from exporter.engines.page_idle.operations import CheckResult, Operations
 from exporter.model.errors import ProcessGone
 from exporter.model.process import ProcessRef
+from exporter.procfs.pagemap import Residency
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class SimulatedProcess:
     #: resident ranges; None means every mapped page is resident
     resident: list[tuple[int, int]] | None = None
     exited: bool = False
+    #: ranges whose pages ``mappers`` page tables map (fork's copy-on-write pages, shmem):
+    #: (start, end, mappers); each page there counts 1/mappers, as PSS counts it
+    shared: list[tuple[int, int, int]] = field(default_factory=list)
 
     def is_resident(self, addr: int) -> bool:
         ranges = self.resident if self.resident is not None else self.mappings
@@ -51,6 +55,18 @@ class SimulatedProcess:
             if hi > lo:
                 total += hi - lo
         return total
+
+    def residency_in(self, start: int, end: int) -> Residency:
+        """Resident bytes by share, and the shared part of them (the engine's view)."""
+        total = float(self.resident_in(start, end))
+        shared = 0.0
+        for a, b, n in self.shared:
+            lo, hi = max(a, start), min(b, end)
+            if hi > lo:
+                here = self.resident_in(lo, hi)
+                total -= here - here / n
+                shared += here / n
+        return Residency(int(round(total)), int(round(shared)))
 
     def hot_bytes(self, t: float, resident_only: bool = True) -> int:
         """Ground truth: bytes in ranges active at ``t`` (resident ones only by default)."""
@@ -109,9 +125,9 @@ class SimulatedOps(Operations):
             out.append(hit)
         return out
 
-    def resident_bytes(self, ref: ProcessRef, ranges: Sequence[tuple[int, int]]) -> list[int]:
+    def resident_bytes(self, ref: ProcessRef, ranges: Sequence[tuple[int, int]]) -> list[Residency]:
         p = self._proc(ref)
-        return [p.resident_in(a, b) for a, b in ranges]
+        return [p.residency_in(a, b) for a, b in ranges]
 
     def forget(self, ref: ProcessRef) -> None:
         self._prepared_at.pop(ref.pid, None)

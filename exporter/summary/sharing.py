@@ -1,0 +1,112 @@
+"""A page the target's processes share is used when any of them uses it.
+
+Every engine counts a page by its share (PSS's rule: ``PAGE_SIZE / mappers``), so the
+target's processes together count a page they all map exactly once, and a page also mapped
+outside the target in proportion. What each engine sees of *access* is per mapping,
+though: kernel DAMON's vaddr checks read the process' own page-table entry, clear_refs' Referenced
+is the process' own young bits, so a parent that forked workers reads the workers' hot
+copy-on-write pages as idle. Summing per-process shares would then call part of a page hot
+and part of it cold.
+
+So, before the summary counts anything, the shared part of each region is given the access
+of the most recently used region of *another* process of the same target that covers the
+same addresses with shared memory too. That finds the same physical page where the
+processes inherited the mapping from a common parent (fork keeps addresses: gunicorn
+``--preload`` workers, PostgreSQL backends and their ``shared_buffers``, Redis' fork,
+multiprocessing), which is how pages come to be shared within one target in practice.
+Shared memory mapped at different addresses (two unrelated programs mapping one file) keeps
+each process' own view, still counted by share. With page_idle, whose check is per physical
+page, every process sees the same access already and this changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Sequence
+
+from exporter.model.records import RegionRecord
+
+
+def _freshness(r: RegionRecord) -> tuple[int, float]:
+    """Sort key: the most recently used region first (point records)."""
+    if r.nr_accesses > 0:
+        return (0, -r.frequency)
+    return (1 if r.seen_accessed else 2, r.idle_seconds)
+
+
+def _untouched_fraction(r: RegionRecord, s: float) -> float:
+    """Share of ``r``'s bytes not touched within ``s`` seconds (a distribution record): its
+    figure at its first point at or beyond ``s``, else at its last point."""
+    if not r.resident_bytes:
+        return 1.0
+    value = r.idle_distribution[-1][1]
+    for at, nbytes in r.idle_distribution:
+        if at >= s:
+            value = nbytes
+            break
+    return min(1.0, value / r.resident_bytes)
+
+
+def _scaled(r: RegionRecord, resident: int, shared: int) -> RegionRecord:
+    """``r`` with ``resident`` bytes instead of its own, its figures in proportion."""
+    if resident == r.resident_bytes:
+        return replace(r, shared_bytes=shared)
+    f = resident / r.resident_bytes if r.resident_bytes else 0.0
+    return replace(
+        r,
+        resident_bytes=resident,
+        shared_bytes=shared,
+        idle_distribution=tuple((s, int(round(b * f))) for s, b in r.idle_distribution),
+        accessed_bytes=int(round(r.accessed_bytes * f)),
+    )
+
+
+def _piece(owner: RegionRecord, lo: int, hi: int, nbytes: int, covering: Sequence[RegionRecord]) -> RegionRecord:
+    """``nbytes`` of ``owner``'s shared memory in ``[lo, hi)``, used as the freshest of
+    ``covering`` uses it."""
+    if owner.idle_distribution:
+        points = sorted({s for r in covering for s, _ in r.idle_distribution})
+        dist = tuple((s, int(round(nbytes * min(_untouched_fraction(r, s) for r in covering)))) for s in points)
+        accessed = max(min(1.0, r.accessed_bytes / r.resident_bytes) if r.resident_bytes else 0.0 for r in covering)
+        return replace(owner, start=lo, end=hi, resident_bytes=nbytes, shared_bytes=nbytes,
+                       idle_distribution=dist, accessed_bytes=int(round(nbytes * accessed)))
+    fresh = min(covering, key=_freshness)
+    return replace(owner, start=lo, end=hi, resident_bytes=nbytes, shared_bytes=nbytes,
+                   nr_accesses=fresh.nr_accesses, nr_checks=fresh.nr_checks, age=fresh.age,
+                   idle_seconds=fresh.idle_seconds, seen_accessed=fresh.seen_accessed)
+
+
+def share_access(regions: Sequence[RegionRecord]) -> tuple[RegionRecord, ...]:
+    """The target's regions with the shared part of each, where processes of the target
+    overlap with shared memory at the same addresses, split off into pieces used as the
+    most recently used of them. Resident bytes in total are unchanged; the pieces come
+    after the regions they were cut from (they are nobody's neighbours in edge_error)."""
+    shared = sorted((r for r in regions if r.shared_bytes > 0 and r.end > r.start), key=lambda r: r.start)
+    if len({r.pid for r in shared}) < 2:
+        return tuple(regions)
+    bounds = sorted({x for r in shared for x in (r.start, r.end)})
+    moved: dict[int, int] = {}  # id(region) -> shared bytes moved into pieces
+    pieces: list[RegionRecord] = []
+    active: list[RegionRecord] = []
+    nxt = 0
+    for lo, hi in zip(bounds, bounds[1:]):
+        while nxt < len(shared) and shared[nxt].start <= lo:
+            active.append(shared[nxt])
+            nxt += 1
+        active = [r for r in active if r.end > lo]
+        covering = [r for r in active if r.start <= lo]
+        if len({r.pid for r in covering}) < 2:
+            continue
+        for r in covering:
+            size = r.end - r.start  # cut by offset, so a region's pieces add up exactly
+            nbytes = round(r.shared_bytes * (hi - r.start) / size) - round(r.shared_bytes * (lo - r.start) / size)
+            moved[id(r)] = moved.get(id(r), 0) + nbytes
+            pieces.append(_piece(r, lo, hi, nbytes, covering))
+    out = []
+    for r in regions:
+        m = moved.get(id(r))
+        if m is None:
+            out.append(r)
+            continue
+        out.append(_scaled(r, r.resident_bytes - m, r.shared_bytes - m))
+    return tuple(out) + tuple(p for p in pieces if p.resident_bytes > 0)

@@ -1,0 +1,182 @@
+"""Each page counted once: shared memory by share, and as used as its most recent user.
+
+Hand-made records of the layouts real servers have (a parent that forked workers, a buffer
+every backend maps, pages shared with a process outside the target), and the user-space
+engine on simulated memory with that sharing, against an exact truth."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exporter.model.records import RegionRecord, TargetRecords
+from exporter.summary import Policy, summarize_target
+from exporter.summary.sharing import share_access
+
+MiB = 1 << 20
+A = 0x7F00_0000_0000
+
+
+def point(pid, start_mib, size_mib, resident_mib, shared_mib, *, acc=0, idle=0.0, checks=20, seen=True):
+    s = A + start_mib * MiB
+    return RegionRecord(pid, s, s + size_mib * MiB, int(resident_mib * MiB), nr_accesses=acc, nr_checks=checks,
+                        idle_seconds=0.0 if acc else idle, seen_accessed=seen, shared_bytes=int(shared_mib * MiB))
+
+
+def summary(regions, cold_age=60.0, window=10.0):
+    return summarize_target(TargetRecords("t", tuple(sorted({r.pid for r in regions})), tuple(regions), 0.0),
+                            Policy(cold_age, window), 0.5)
+
+
+def forked(n_children=4, heap=256, hot=32, mappers=None, pid0=100):
+    """A parent with ``heap`` MiB resident and children sharing all of it copy-on-write;
+    the children read the first ``hot`` MiB, the parent reads nothing (per-mapping access,
+    as kernel DAMON's vaddr checks and clear_refs see it)."""
+    m = mappers or n_children + 1
+    share = lambda mib: mib / m  # noqa: E731
+    regions = [point(pid0, 0, heap, share(heap), share(heap), idle=600.0)]
+    for c in range(1, n_children + 1):
+        regions += [point(pid0 + c, 0, hot, share(hot), share(hot), acc=20),
+                    point(pid0 + c, hot, heap - hot, share(heap - hot), share(heap - hot), idle=600.0)]
+    return regions
+
+
+def close(value, truth_mib, tol=0.001):
+    return abs(value - truth_mib * MiB) <= tol * truth_mib * MiB + 4096
+
+
+def test_forked_workers_count_each_page_once_and_as_hot_as_its_users():
+    t = summary(forked())
+    assert close(t.resident_bytes, 256)
+    assert close(t.working_set_bytes, 32)
+    assert close(t.cold_bytes, 224)
+    assert t.working_set_bytes + t.cold_bytes == t.resident_bytes
+
+
+def test_without_the_rule_the_parent_would_call_its_share_of_hot_pages_cold():
+    """What share_access corrects: per-process shares alone put the parent's fifth of the
+    workers' hot pages in the cold figure."""
+    regions = forked()
+    naive_ws = sum(r.resident_bytes for r in regions if r.nr_accesses)
+    assert close(naive_ws, 32 * 4 / 5)
+    assert close(summary(regions).working_set_bytes, 32)
+
+
+def test_pages_also_mapped_outside_the_target_count_in_proportion():
+    """Parent and one child in the target, three more mappers elsewhere: the target holds
+    two fifths of each page."""
+    regions = [r for r in forked(mappers=5) if r.pid in (100, 101)]
+    t = summary(regions)
+    assert close(t.resident_bytes, 256 * 2 / 5)
+    assert close(t.working_set_bytes, 32 * 2 / 5)
+    assert close(t.cold_bytes, 224 * 2 / 5)
+
+
+def test_targets_never_add_up_to_more_than_the_machine_holds():
+    """The same five processes split over two targets: the two add up to the pages once."""
+    regions = forked()
+    a = summary([r for r in regions if r.pid in (100, 101)])
+    b = summary([r for r in regions if r.pid not in (100, 101)])
+    assert close(a.resident_bytes + b.resident_bytes, 256)
+    assert close(a.working_set_bytes + b.working_set_bytes, 32)
+
+
+def test_private_memory_is_untouched():
+    regions = [point(1, 0, 64, 64, 0, acc=20), point(1, 64, 64, 64, 0, idle=600.0),
+               point(2, 0, 64, 64, 0, idle=600.0)]
+    assert share_access(regions) == tuple(regions)
+    t = summary(regions)
+    assert (t.resident_bytes, t.working_set_bytes, t.cold_bytes) == (192 * MiB, 64 * MiB, 128 * MiB)
+
+
+def test_shared_memory_at_other_addresses_keeps_each_process_view():
+    """Two unrelated processes mapping one file at different addresses: nothing says their
+    pages are the same, so each keeps its own access (still counted by share)."""
+    regions = [point(1, 0, 64, 32, 32, acc=20), point(2, 1000, 64, 32, 32, idle=600.0)]
+    assert share_access(regions) == tuple(regions)
+    t = summary(regions)
+    assert (t.resident_bytes, t.working_set_bytes, t.cold_bytes) == (64 * MiB, 32 * MiB, 32 * MiB)
+
+
+def test_memory_never_seen_accessed_stays_unknown_unless_someone_used_it():
+    regions = [point(1, 0, 16, 8, 8, idle=3.0, seen=False), point(2, 0, 16, 8, 8, idle=3.0, seen=False)]
+    t = summary(regions)
+    assert t.working_set_bytes == 0 and t.cold_bytes == 0 and t.working_set_error_bytes == 16 * MiB
+
+
+def dist(pid, start_mib, size_mib, resident_mib, shared_mib, untouched):
+    """A clear_refs record: ``untouched`` = [(seconds, MiB untouched within them)]."""
+    s = A + start_mib * MiB
+    return RegionRecord(pid, s, s + size_mib * MiB, int(resident_mib * MiB), shared_bytes=int(shared_mib * MiB),
+                        idle_distribution=tuple((sec, int(mib * MiB)) for sec, mib in untouched),
+                        accessed_bytes=0)
+
+
+def test_referenced_bytes_curves_of_forked_workers():
+    """clear_refs: each process' Referenced is its own; the shared heap's curves combine by
+    the most used of them at every point (here the workers' 32 of 256 MiB)."""
+    f = 1 / 5
+    regions = [dist(100, 0, 256, 256 * f, 256 * f, [(10.0, 256 * f), (60.0, 256 * f)])]
+    for c in range(1, 5):
+        regions.append(dist(100 + c, 0, 256, 256 * f, 256 * f, [(10.0, 224 * f), (60.0, 224 * f)]))
+    t = summary(regions, cold_age=60.0, window=10.0)
+    assert close(t.resident_bytes, 256)
+    assert close(t.working_set_bytes, 32, tol=0.01)
+    assert close(t.cold_bytes, 224, tol=0.01)
+
+
+records = st.lists(
+    st.tuples(st.integers(1, 4), st.integers(0, 60), st.integers(1, 40), st.floats(0, 1), st.floats(0, 1),
+              st.booleans(), st.floats(0, 1000)),
+    max_size=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(records)
+def test_resident_bytes_are_kept_and_figures_stay_within_them(rs):
+    regions, taken = [], set()
+    for pid, start, size, res_f, shared_f, hot, idle in rs:
+        if any(p == pid and not (start + size <= s or s + z <= start) for p, s, z in taken):
+            continue  # regions of one process never overlap
+        taken.add((pid, start, size))
+        resident = int(size * MiB * res_f) // 4096 * 4096
+        regions.append(RegionRecord(pid, A + start * MiB, A + (start + size) * MiB, resident,
+                                    nr_accesses=20 if hot else 0, nr_checks=20, idle_seconds=0.0 if hot else idle,
+                                    shared_bytes=int(resident * shared_f)))
+    out = share_access(regions)
+    assert sum(r.resident_bytes for r in out) == sum(r.resident_bytes for r in regions)
+    assert all(0 <= r.shared_bytes <= r.resident_bytes for r in out)
+    t = summary(regions)
+    naive = summarize_target(TargetRecords("t", (), tuple(r.__class__(**{**{f: getattr(r, f) for f in r.__slots__}, "shared_bytes": 0}) for r in regions), 0.0), Policy(60.0, 10.0), 0.5)
+    # sharing access can only make memory more recently used, never less
+    assert t.working_set_bytes >= naive.working_set_bytes - 4096 * len(regions)
+    assert t.cold_bytes <= naive.cold_bytes + 4096 * len(regions)
+    assert t.working_set_bytes + t.cold_bytes <= t.resident_bytes
+
+
+# -- the user-space engine on simulated forked workers -------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_user_space_engine_on_forked_workers(seed):
+    from exporter.engines.page_idle.ops_simulated import HotRange, SimulatedProcess
+    from tests.core.sim import BASE, aggregations, make_monitor
+
+    heap, hot = 256 * MiB, 32 * MiB
+    mappers = 5
+    procs = {100: SimulatedProcess(mappings=[(BASE, BASE + heap)], shared=[(BASE, BASE + heap, mappers)])}
+    for c in range(1, mappers):
+        procs[100 + c] = SimulatedProcess(mappings=[(BASE, BASE + heap)], hot=[HotRange(BASE, BASE + hot)],
+                                          shared=[(BASE, BASE + heap, mappers)])
+    mon, _, _ = make_monitor(procs, seed=seed, cold_age=8.0, working_set_window=4.0)
+    good = 0
+    for i, snap in enumerate(aggregations(mon, 40), start=1):
+        t = snap.target("t")
+        assert abs(t.resident_bytes - heap) <= 5 * 4096  # each page once (rounding per process)
+        if i > 20:
+            good += abs(t.working_set_bytes - hot) <= 0.1 * hot and abs(t.cold_bytes - (heap - hot)) <= 0.1 * (heap - hot)
+    assert good >= 16, good
