@@ -35,6 +35,12 @@
  *                     child's buffer has the same virtual address)
  *   --hot-step N      with --procs: child i's hot part is --hot + i * N MiB (so that children
  *                     with overlapping addresses still have different truths)
+ *   --readers N       the parent writes the whole buffer, then forks N children that only
+ *                     *read* its hot part, pass after pass: the buffer's pages stay shared
+ *                     copy-on-write by all N + 1 processes (gunicorn --preload, PostgreSQL
+ *                     backends, Redis' fork), so for the group of them
+ *                         resident = buffer bytes, working set = hot bytes (once, not N times);
+ *                     the parent prints READY with "readers":N and then touches nothing
  *   --exit-after SEC  exit (status 0) after SEC seconds of the hot loop
  *   --period-us N     sleep between two passes over the hot part (default 5000: ~20 passes per
  *                     100 ms sample, at a CPU cost an emulated guest can afford)
@@ -61,7 +67,7 @@
 struct opts {
 	unsigned long size, hot, move_to, zero, map_kib, hot_step;
 	long hot_offset; /* -1: size - hot */
-	int thp, move, maps, hot_maps, procs, no_tlb_flush;
+	int thp, move, maps, hot_maps, procs, no_tlb_flush, readers;
 	double move_after, exit_after;
 	long period_us;
 };
@@ -204,6 +210,51 @@ static void hot_loop(const struct opts *o, volatile char *buf, unsigned long hot
 	}
 }
 
+/* Read (never write: a write would copy the page) one byte per page. */
+static void read_pages(volatile const char *p, unsigned long len)
+{
+	static volatile char sink;
+	for (unsigned long off = 0; off < len; off += PAGE)
+		sink += p[off];
+}
+
+static void run_readers(const struct opts *o)
+{
+	char *buf = map_buffer(o->size, o->thp);
+	touch(buf, o->size);
+	char line[256];
+	for (int i = 0; i < o->readers; i++) {
+		pid_t pid = fork();
+		if (pid < 0)
+			die("fork");
+		if (pid == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the parent */
+			snprintf(line, sizeof line, "READY {\"pid\":%d,\"kind\":\"reader\",\"addr\":%lu,\"size\":%lu,"
+				 "\"hot_addr\":%lu,\"hot_size\":%lu}\n",
+				 getpid(), (unsigned long)buf, o->size, (unsigned long)buf + o->hot_offset, o->hot);
+			say(line);
+			double start = now();
+			for (;;) {
+				read_pages(buf + o->hot_offset, o->hot);
+				flush_tlb();
+				if (o->exit_after > 0 && now() - start >= o->exit_after)
+					exit(0);
+				if (o->period_us > 0)
+					usleep((useconds_t)o->period_us);
+			}
+		}
+	}
+	snprintf(line, sizeof line, "READY {\"pid\":%d,\"kind\":\"shared\",\"addr\":%lu,\"size\":%lu,"
+		 "\"hot_addr\":%lu,\"hot_size\":%lu,\"readers\":%d}\n",
+		 getpid(), (unsigned long)buf, o->size, (unsigned long)buf + o->hot_offset, o->hot, o->readers);
+	say(line);
+	int status, failed = 0;
+	while (wait(&status) > 0) /* the parent touches nothing of the buffer again */
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+			failed = 1;
+	exit(failed);
+}
+
 static void run_buffer(const struct opts *o)
 {
 	char *buf = map_buffer(o->size, o->thp);
@@ -285,6 +336,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "--exit-after")) { NEEDV(); o.exit_after = atof(v); }
 		else if (!strcmp(a, "--period-us")) { NEEDV(); o.period_us = atol(v); }
 		else if (!strcmp(a, "--no-tlb-flush")) o.no_tlb_flush = 1;
+		else if (!strcmp(a, "--readers")) { NEEDV(); o.readers = atoi(v); }
 		else usage("unknown option");
 #undef NEEDV
 	}
@@ -309,6 +361,8 @@ int main(int argc, char **argv)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGUSR1, &sa, NULL);
 
+	if (o.readers > 0)
+		run_readers(&o);
 	if (o.procs > 0) {
 		for (int i = 0; i < o.procs; i++) {
 			pid_t pid = fork();
