@@ -404,6 +404,30 @@ def check_multi_process(ctx: "Ctx") -> dict:
     return result(run, {"working_set": hot, "cold": size - hot, "buffer": size}, children=w.pids)
 
 
+def pss_of(pid: int) -> int:
+    for line in open(f"/proc/{pid}/smaps_rollup"):
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def check_shared_readers(ctx: "Ctx") -> dict:
+    """A parent writes 128 MiB and forks 4 children that only *read* its top 16 MiB: the
+    five share every page copy-on-write. One target of five: resident 128 MiB (each page
+    once), working set 16, cold 112, not five times that. ``pss`` is what the kernel says
+    the five hold (their code, stack and libc included), read at the end."""
+    w = Workload(ctx.binary, "--readers", "4", "--size", "128", "--hot", "16", nready=5)
+    try:
+        shared = next(r for r in w.ready if r["kind"] == "shared")
+        run = monitor(ctx.engine(), w.pids, ACCURACY_SECONDS, [], extra=lambda t: {"regions_shared": sum(r.shared_bytes for r in t.regions)})
+        pss = sum(pss_of(p) for p in w.pids)
+        rss = sum(rss_of(p) for p in w.pids)
+    finally:
+        w.stop()
+    return result(run, {"working_set": shared["hot_size"], "cold": shared["size"] - shared["hot_size"],
+                        "buffer": shared["size"]}, pss=pss, rss=rss, pids=w.pids)
+
+
 def check_many_mappings(ctx: "Ctx") -> dict:
     """128 mappings of 256 KiB separated by one-page holes; the last 48 are hot."""
     w = Workload(ctx.binary, "--maps", "128", "--map-kib", "256", "--hot-maps", "48")
@@ -642,6 +666,7 @@ CHECKS: dict[str, Callable[["Ctx"], dict]] = {
     "zero_page": check_zero_page,
     "exit_mid_run": check_exit_mid_run,
     "multi_process": check_multi_process,
+    "shared_readers": check_shared_readers,
     "many_mappings": check_many_mappings,
     "auto_selection": check_auto_selection,
     "without_cap_sys_admin": check_without_cap_sys_admin,
@@ -658,6 +683,7 @@ CHECKS.update({
     "damon_sysfs/accuracy_thp": _on("damon_sysfs", check_accuracy_thp),
     "damon_sysfs/moving_hot_set": _on("damon_sysfs", check_moving_hot_set),
     "damon_sysfs/multi_process": _on("damon_sysfs", check_multi_process),
+    "damon_sysfs/shared_readers": _on("damon_sysfs", check_shared_readers),
     "damon_sysfs/exit_mid_run": _on("damon_sysfs", check_exit_mid_run),
     "damon_sysfs/overlapping_ranges": _on("damon_sysfs", check_overlapping_ranges),
     "damon_sysfs/lifecycle": check_damon_sysfs_lifecycle,

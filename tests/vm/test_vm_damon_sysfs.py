@@ -11,7 +11,7 @@ import statistics
 
 import pytest
 
-from .test_vm_page_idle import MiB, assert_accurate, assert_close, check, trace
+from .test_vm_page_idle import MiB, assert_accurate, assert_close, assert_shared_accurate, check, trace
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
@@ -48,6 +48,10 @@ def test_several_processes_in_one_target(checks: dict) -> None:
     res = check(checks, "damon_sysfs/multi_process")
     assert res["series"][-1]["pids"] == sorted(res["children"])
     assert_accurate(res)
+
+
+def test_forked_readers_count_each_page_once(checks: dict) -> None:
+    assert_shared_accurate(check(checks, "damon_sysfs/shared_readers"))
 
 
 def test_process_exiting_mid_run(checks: dict) -> None:

@@ -69,6 +69,25 @@ def assert_accurate(res: dict, rel: float = 0.10, last: int = 5) -> None:
     )
 
 
+def assert_shared_accurate(res: dict, rel: float = 0.10, last: int = 5) -> None:
+    """Forked readers sharing copy-on-write pages, one target: at each of the last
+    aggregations, resident within ``rel`` of the kernel's summed Pss, working set within
+    ``rel`` of the hot part (plus what else the five hold: code, stack, libc), cold within
+    ``rel`` of the rest of the buffer. Summing each process' view gives five times that."""
+    series, truth = res["series"], res["truth"]
+    assert len(series) >= 3 * last, f"only {len(series)} aggregations"
+    other = res["pss"] - truth["buffer"]
+    assert 0 <= other < 8 * MiB, f"the five hold {res['pss'] / MiB:.1f} MiB by Pss, the buffer {truth['buffer'] / MiB:.0f}"
+    assert res["rss"] > 4 * truth["buffer"], "the pages were not shared"
+    for s in series[-last:]:
+        assert_close(s["resident"], res["pss"], rel, f"resident (MiB: {trace(series, 'resident')})")
+        assert truth["working_set"] * (1 - rel) <= s["working_set"] <= truth["working_set"] * (1 + rel) + other, (
+            f"working set {s['working_set'] / MiB:.1f} MiB, truth {truth['working_set'] / MiB:.0f} "
+            f"(+{other / MiB:.1f} of code and stacks); per aggregation: {trace(series, 'working_set')}")
+        assert_close(s["cold"], truth["cold"], rel, f"cold (MiB: {trace(series, 'cold')})")
+        assert s["regions_shared"] > 0
+
+
 def test_guest_ran_every_check(checks: dict) -> None:
     run = checks["run"]
     assert not run.timed_out and run.exit_code == 0, run.describe()
@@ -149,6 +168,10 @@ def test_multi_process_target(checks: dict) -> None:
     res = check(checks, "multi_process")
     assert res["series"][-1]["pids"] == sorted(res["children"])
     assert_accurate(res)
+
+
+def test_forked_readers_count_each_page_once(checks: dict) -> None:
+    assert_shared_accurate(check(checks, "shared_readers"))
 
 
 def test_many_small_mappings(checks: dict) -> None:
