@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass
 from typing import Iterator
 
+from exporter.procfs.io import decode_name
+
 V2 = "v2"
 V1_MEMORY = "v1-memory"
 
@@ -98,7 +100,8 @@ def members(h: Hierarchy, pattern: str) -> Iterator[tuple[int, str]]:
         start = os.path.join(h.root, top) if top else h.root
         for dirpath, _dirs, _files in os.walk(start):
             rel = os.path.relpath(dirpath, h.root)
-            cg = "/" if rel == "." else "/" + rel
+            # a label value: the directory name's bytes decoded the one way names are
+            cg = "/" if rel == "." else "/" + decode_name(os.fsencode(rel))
             for pid in _read_procs(dirpath):
                 yield pid, cg
 

@@ -1,0 +1,63 @@
+"""Names the kernel hands over are bytes: one that is not UTF-8 is escaped (``\\xNN``) in
+that target's labels, and every other target and page is served as usual.
+
+A program run from a path with the byte 0xff (legal in Linux file names) under a target
+named ``{{.ExeFull}}``, and a cgroup whose name has that byte under ``group_by: [cgroup]``,
+used to turn ``/metrics`` and ``/`` into 500 for every target."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from .harness import comm_target, fast_config, unique_comm
+
+
+def _sleeper_from(dir_bytes: bytes, comm: str) -> subprocess.Popen:
+    os.makedirs(dir_bytes, exist_ok=True)
+    exe = os.path.join(dir_bytes, comm.encode())
+    shutil.copy(b"/bin/sleep", exe)
+    return subprocess.Popen([exe, b"300"])
+
+
+def test_exe_path_that_is_not_utf8(exporter, tmp_path):
+    comm = unique_comm("ff")
+    odd = os.fsencode(tmp_path) + b"/bin-\xff\xfe"
+    p = _sleeper_from(odd, comm)
+    try:
+        cfg = fast_config(
+            f"  - name: '{{{{.ExeFull}}}}'\n    match:\n      comm: [{comm}]\n" + comm_target("plain", "no-such-comm"))
+        e = exporter(cfg)
+        e.wait_ready()
+        want = (os.fsencode(tmp_path) + b"/bin-").decode() + "\\xff\\xfe/" + comm
+        s = e.wait_for(lambda s: s.get("damon_target_processes", target=want) == 1, what="the escaped exe label")
+        assert s.get("damon_target_up", target="plain") == 0  # the other target is still there
+        landing = e.request("/")
+        assert landing.status == 200 and want.replace("\\", "\\") in landing.text
+        assert e.request("/metrics", {"Accept": "application/openmetrics-text; version=1.0.0"}).status == 200
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_cgroup_name_that_is_not_utf8(exporter, cgroup2):
+    odd = os.fsencode(cgroup2) + b"/grp-\xff"
+    os.mkdir(odd)
+    p = subprocess.Popen(["sleep", "300"])
+    try:
+        with open(odd + b"/cgroup.procs", "w") as f:
+            f.write(str(p.pid))
+        rel = "/" + cgroup2.name + "/grp-\\xff"
+        cfg = fast_config(f"  - name: cg\n    cgroup: {cgroup2.name}\n    group_by: [cgroup]\n")
+        e = exporter(cfg)
+        e.wait_ready()
+        s = e.wait_for(lambda s: s.get("damon_target_processes", target="cg", cgroup=rel) == 1, what="the escaped cgroup label")
+        assert s.get("damon_target_processes", target="cg", cgroup=rel) == 1
+        assert e.request("/").status == 200
+    finally:
+        p.kill()
+        p.wait()
+        with open(os.fsencode(cgroup2) + b"/cgroup.procs", "w") as f:
+            f.write(str(p.pid)) if os.path.exists(f"/proc/{p.pid}") else None
+        os.rmdir(odd)
