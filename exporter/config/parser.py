@@ -41,6 +41,15 @@ DURATION_MAX: dict[str, str] = {
     "cold_age": "30d",
     "working_set_window": "30d",
 }
+#: the shortest value each interval accepts. Below these the exporter's own cost grows
+#: without bound and its CPU budget cannot help (1 ms samples of one idle process cost half a
+#: core): 5 ms is kernel DAMON's own default sampling, 100 ms aggregations give even kernel
+#: DAMON 20 samples, and rescanning /proc for targets more than once a second finds nothing new.
+DURATION_MIN: dict[str, str] = {
+    "sample_interval": "5ms",
+    "aggregation_interval": "100ms",
+    "update_interval": "1s",
+}
 # target names end up as label values and in log lines; keep them boring
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}")
 _LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -121,9 +130,10 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(x)
 
 
-def parse_bounded_duration(text: object, maximum: str) -> float:
-    """``parse_duration`` that also refuses values above ``maximum`` (a duration string)
-    and absurdly long spellings; every failure is a DurationError with the reason."""
+def parse_bounded_duration(text: object, maximum: str, minimum: str | None = None) -> float:
+    """``parse_duration`` that also refuses values above ``maximum`` or below ``minimum``
+    (duration strings) and absurdly long spellings; every failure is a DurationError with
+    the reason."""
     if isinstance(text, str) and len(text) > 64:
         raise DurationError(f"not a duration: {text[:20]!r}... ({len(text)} characters)")
     try:
@@ -134,6 +144,8 @@ def parse_bounded_duration(text: object, maximum: str) -> float:
         raise DurationError(f"not a duration: {e}") from None
     if seconds > parse_duration(maximum):
         raise DurationError(f"{text} is longer than the maximum of {maximum}")
+    if minimum is not None and seconds < parse_duration(minimum):
+        raise DurationError(f"{text} is shorter than the minimum of {minimum}")
     return seconds
 
 
@@ -142,7 +154,7 @@ def _duration(r: Reader, node: Node, keypath: str, key: str) -> float:
         r.error(node, keypath, f"expected a duration like 500ms, 10s or 2m, got {type_name(node)}")
         return INVALID
     try:
-        return parse_bounded_duration(r.scalar(node), DURATION_MAX[key])
+        return parse_bounded_duration(r.scalar(node), DURATION_MAX[key], DURATION_MIN.get(key))
     except DurationError as e:
         r.error(node, keypath, str(e))
         return INVALID

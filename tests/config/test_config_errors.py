@@ -108,8 +108,8 @@ def test_monitoring_attrs_rules_come_from_monitoring_attrs():
         "c.yaml:2: monitoring.min_regions: min_regions (50) must not exceed max_regions (20)"
     ]
     # only the aggregation interval was set: it is the one blamed, the default is named
-    assert errors("monitoring:\n  aggregation_interval: 50ms\n" + OK_TARGETS) == [
-        "c.yaml:2: monitoring.aggregation_interval: sample_interval (500ms) must not exceed aggregation_interval (50ms)"
+    assert errors("monitoring:\n  aggregation_interval: 200ms\n" + OK_TARGETS) == [
+        "c.yaml:2: monitoring.aggregation_interval: sample_interval (500ms) must not exceed aggregation_interval (200ms)"
     ]
     assert errors("monitoring:\n  sample_interval: 3s\n  aggregation_interval: 1s\n" + OK_TARGETS) == [
         "c.yaml:2: monitoring.sample_interval: sample_interval (3s) must not exceed aggregation_interval (1s)"
@@ -118,7 +118,7 @@ def test_monitoring_attrs_rules_come_from_monitoring_attrs():
 
 def test_cross_check_skipped_when_a_value_is_already_bad():
     # sample_interval is unreadable: no second, default-based complaint about it
-    assert errors("monitoring:\n  sample_interval: soon\n  aggregation_interval: 50ms\n" + OK_TARGETS) == [
+    assert errors("monitoring:\n  sample_interval: soon\n  aggregation_interval: 200ms\n" + OK_TARGETS) == [
         "c.yaml:2: monitoring.sample_interval: not a duration: 'soon' "
         "(use a number and a unit: ms, s, m, h, d, w, y; e.g. 500ms, 10s, 1m30s)"
     ]
@@ -371,3 +371,25 @@ def test_unreadable_and_binary_files(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(str(binary))
     assert info.value.lines == [f"{binary}:1: not UTF-8 text (byte 9)"]
+
+
+@pytest.mark.parametrize("key,value,floor", [
+    ("sample_interval", "1ms", "5ms"),
+    ("sample_interval", "4ms", "5ms"),
+    ("aggregation_interval", "1ms", "100ms"),
+    ("aggregation_interval", "99ms", "100ms"),
+    ("update_interval", "1ms", "1s"),
+    ("update_interval", "999ms", "1s"),
+])
+def test_intervals_below_their_floor_are_refused(key, value, floor):
+    """1 ms intervals made one idle target cost half a core, out of the budget's reach."""
+    assert errors(f"monitoring:\n  {key}: {value}\n" + OK_TARGETS) == [
+        f"c.yaml:2: monitoring.{key}: {value} is shorter than the minimum of {floor}"
+    ]
+
+
+def test_intervals_at_their_floor_are_accepted():
+    from exporter.config import parse_config
+
+    m = parse_config("monitoring:\n  sample_interval: 5ms\n  aggregation_interval: 100ms\n  update_interval: 1s\n" + OK_TARGETS).monitoring
+    assert (m.sample_interval, m.aggregation_interval, m.update_interval) == (0.005, 0.1, 1.0)
