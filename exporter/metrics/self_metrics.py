@@ -25,6 +25,7 @@ SELF_METRIC_NAMES: tuple[str, ...] = (
     "damon_sampler_backend_info",
     "damon_sampler_checks_total",
     "damon_sampler_cpu_seconds_total",
+    "damon_sampler_kernel_cpu_seconds_total",
     "damon_sampler_budget_ratio",
     "damon_sampler_cpu_budget_ratio",
     "damon_sampler_sample_interval_seconds",
@@ -53,7 +54,9 @@ def self_families(state: ServiceState) -> list[Metric]:
     checks.add_metric([], state.checks_total)
     cpu = CounterMetricFamily("damon_sampler_cpu_seconds_total", "CPU time used by the sampler thread, in seconds.", unit="seconds")
     cpu.add_metric([], state.cpu_seconds_total)
-    ratio = GaugeMetricFamily("damon_sampler_budget_ratio", "Sampler CPU share of one core over the budget window divided by the configured cpu_budget (above 1 = over budget).")
+    kernel_cpu = CounterMetricFamily("damon_sampler_kernel_cpu_seconds_total", "CPU time kernel threads spent for the sampler's engine (kernel DAMON's kdamond; 0 for the user-space backends), in seconds. The CPU budget counts it with the sampler thread's.", unit="seconds")
+    kernel_cpu.add_metric([], state.kernel_cpu_seconds_total)
+    ratio = GaugeMetricFamily("damon_sampler_budget_ratio", "CPU share of one core over the budget window, the sampler thread's and the kernel's for it (kdamond) together, divided by the configured cpu_budget (above 1 = over budget).")
     ratio.add_metric([], state.budget_ratio)
     budget = GaugeMetricFamily("damon_sampler_cpu_budget_ratio", "Configured CPU budget of the sampler, as a share of one core (0 = no budget).")
     budget.add_metric([], state.cpu_budget)
@@ -69,7 +72,7 @@ def self_families(state: ServiceState) -> list[Metric]:
     ok.add_metric([], 1 if state.reload_successful else 0)
     ts = GaugeMetricFamily("damon_config_last_reload_success_timestamp_seconds", "Unix time of the last successful configuration load.", unit="seconds")
     ts.add_metric([], state.reload_success_timestamp)
-    return [build, backend, checks, cpu, ratio, budget, si, ai, errors, ok, ts, *web_families(state)]
+    return [build, backend, checks, cpu, kernel_cpu, ratio, budget, si, ai, errors, ok, ts, *web_families(state)]
 
 
 def web_families(state: ServiceState) -> list[Metric]:

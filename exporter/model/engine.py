@@ -105,6 +105,12 @@ class Engine(abc.ABC):
     def stats(self) -> EngineStats:
         """Counters since the engine started."""
 
+    def kernel_cpu_seconds(self) -> float:
+        """CPU the kernel spends for this engine outside the sampler thread (kernel DAMON's
+        kdamond), in seconds since the engine started; 0 where all its work is the sampler's.
+        The CPU budget counts it with the sampler's: the kernel's cost is the exporter's."""
+        return 0.0
+
     def interference(self) -> list[str]:
         """Human-readable reasons why results may be wrong right now; empty when none known."""
         return []

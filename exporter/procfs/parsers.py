@@ -7,12 +7,16 @@ contain spaces and parentheses, so we split after the *last* ``)``.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
 from exporter.model.errors import OpsError, ProcessGone
 from exporter.model.process import EXITED_STATES, ProcessRef
 from exporter.procfs.io import PosixIO, decode_name, ops_error
+
+#: clock ticks per second of the times in /proc/PID/stat
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 #: user space ends here on x86-64 (4-level paging; 5-level still starts mmap below it)
 USER_ADDR_LIMIT = 0x800000000000
@@ -28,6 +32,12 @@ class StatInfo:
     start_time: int  # field 22, clock ticks after boot: (pid, start_time) names one process
     ppid: int = 0
     flags: int = 0  # PF_* (PF_KTHREAD marks kernel threads)
+    utime: int = 0  # fields 14 and 15, clock ticks
+    stime: int = 0
+
+    @property
+    def cpu_seconds(self) -> float:
+        return (self.utime + self.stime) / CLOCK_TICKS
 
 
 def parse_stat(data: bytes) -> StatInfo:
@@ -47,6 +57,8 @@ def parse_stat(data: bytes) -> StatInfo:
         start_time=int(rest[19]),
         ppid=int(rest[1]),
         flags=int(rest[6]),
+        utime=int(rest[11]),
+        stime=int(rest[12]),
     )
 
 

@@ -72,6 +72,7 @@ class Sampler:
         self._errors: Counter[str] = Counter()
         self._errors_base: Counter[str] = Counter()  # from engines that were restarted
         self._checks_base = 0
+        self._kernel_cpu_base = 0.0  # from engines that were restarted
         self._seen_warnings: set[str] = set()
         self._specs: list[TargetSpec] = []
         self._engine: Engine | None = None
@@ -162,6 +163,7 @@ class Sampler:
             return
         st = e.stats()
         self._checks_base += st.checks_total
+        self._kernel_cpu_base += e.kernel_cpu_seconds()
         self._errors_base.update(dict(st.errors_total))
         try:
             e.close()
@@ -271,8 +273,10 @@ class Sampler:
     def _on_aggregation(self, engine: Engine, agg: Aggregation) -> None:
         summary = summarize(agg, self.policy())
         cpu = time.thread_time()
+        kernel_cpu = self._kernel_cpu_base + engine.kernel_cpu_seconds()
         loads = [TargetLoad(t.key, len(t.regions), t.max_regions, t.nr_merged) for t in agg.targets]
-        d = self.budget.observe(time.monotonic(), cpu, loads, engine.uses_region_cap)
+        # the kernel's work for the engine is the exporter's cost: the budget counts both
+        d = self.budget.observe(time.monotonic(), cpu + kernel_cpu, loads, engine.uses_region_cap)
         for key, cap in d.max_regions.items():
             engine.set_region_cap(key, cap)
         if d.attrs is not None:
@@ -287,6 +291,7 @@ class Sampler:
             summary=summary,
             pending=pending,
             cpu_seconds_total=cpu,
+            kernel_cpu_seconds_total=kernel_cpu,
             budget_ratio=self.budget.last_ratio,
             sample_interval=agg.sample_interval,
             aggregation_interval=agg.aggregation_interval,

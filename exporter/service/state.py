@@ -43,6 +43,8 @@ class ServiceState:
     #: targets known to discovery but absent from ``summary`` (shown with up=0)
     pending: tuple[PendingTarget, ...] = ()
     cpu_seconds_total: float = 0.0
+    #: CPU of kernel threads working for the engine (kernel DAMON's kdamond), seconds
+    kernel_cpu_seconds_total: float = 0.0
     budget_ratio: float = 0.0
     cpu_budget: float = 0.0
     sample_interval: float = 0.0

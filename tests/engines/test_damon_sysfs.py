@@ -355,3 +355,33 @@ def test_an_update_that_lists_no_regions_at_all_is_no_aggregation(tmp_path, proc
     del fake.regions[procs[0].pid]
     assert len(e.step().targets[0].regions) == 1
     e.close()
+
+
+def test_kdamond_cpu_is_counted_across_restarts(tmp_path, procs, monkeypatch):
+    """The engine reports its kdamond threads' CPU from their /proc stat, keeping what an
+    earlier thread used when the kdamond is turned on again as a new thread."""
+    from exporter.engines.damon_sysfs import engine as engine_mod
+    from exporter.procfs.parsers import StatInfo
+
+    cpu = {1001: 2.0, 1002: 0.5}
+    monkeypatch.setattr(engine_mod, "read_stat", lambda io, root, pid, hint: StatInfo(
+        "kdamond.0", "S", 1, utime=int(cpu[pid] * engine_mod_ticks()), stime=0))
+    fake = FakeDamon(tmp_path)
+    e = engine(fake, tmp_path)
+    assert e.kernel_cpu_seconds() == 0.0  # not running yet
+    e.set_targets([TargetSpec("a", (ref(procs[0]),))])
+    e.step()
+    assert e.kdamond_pid == 1001
+    assert e.kernel_cpu_seconds() == 2.0
+    fake.kill_kdamond()  # it stops; the engine turns it on again: a new thread
+    e.step()
+    e.step()
+    assert e.kdamond_pid == 1002
+    assert e.kernel_cpu_seconds() == 2.5
+    e.close()
+
+
+def engine_mod_ticks() -> int:
+    from exporter.procfs.parsers import CLOCK_TICKS
+
+    return CLOCK_TICKS

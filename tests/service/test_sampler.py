@@ -217,3 +217,28 @@ def test_permission_denied_is_counted_once_and_the_target_is_down(run_sampler):
     assert t.errors == ("pid 11: clear_refs needs ptrace access to the process (same uid, or CAP_SYS_PTRACE)",)
     assert target_up(t) == 0
     assert dict(st.errors_total)["permission"] == 1  # not retried while the process lives
+
+
+def test_the_budget_counts_the_kernels_cpu_for_the_engine():
+    """An engine whose kernel thread (kdamond) works hard: its CPU is published and the
+    budget sees it, though the sampler thread itself does little."""
+    procs = {10: proc()}
+    t0 = time.monotonic()
+
+    class KernelHeavy(Monitor):
+        def kernel_cpu_seconds(self) -> float:
+            return 0.5 * (time.monotonic() - t0)  # half a core of kernel time
+
+    box = StateBox(ServiceState(version="t", backend="none"))
+    stop = threading.Event()
+    s = Sampler(Config(monitoring=FAST, cpu_budget=0.05), box, stop, budget_window=0.5,
+                engine_factory=lambda name, skip: KernelHeavy(SimulatedOps(procs, time.monotonic)),
+                discoverer_factory=lambda cfg: FakeDiscoverer([TargetSpec("web", (ProcessRef(10),))]))
+    s.start()
+    try:
+        st = wait_for(lambda: box.get() if box.get().budget_ratio > 3 and box.get().kernel_cpu_seconds_total > 0.2 else None)
+        # what the sampler thread used is far less than what the budget saw
+        assert st.cpu_seconds_total < st.kernel_cpu_seconds_total
+    finally:
+        stop.set()
+        s.join(5)

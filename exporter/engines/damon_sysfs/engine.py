@@ -90,7 +90,7 @@ from exporter.procfs.pagemap import (
     resident_bytes_pagemap,
     zero_page_pfn,
 )
-from exporter.procfs.parsers import check_same_process
+from exporter.procfs.parsers import check_same_process, read_stat
 
 log = logging.getLogger(__name__)
 #: processes monitored at once: one DAMON target and one scheme each; every aggregation the
@@ -200,6 +200,8 @@ class DamonSysfsEngine(Engine):
         self._owned = False
         self._lost = False
         self._configured = False  # the kernel took a configuration of ours at least once
+        self._kdamond_cpu_done = 0.0  # CPU of kdamond threads of ours that have ended
+        self._kdamond_cpu_seen = (-1, 0.0)  # (thread pid, its CPU when last read)
         self._checks = 0
         self._aggregations = 0
         self._zero_pfn = zero_page_pfn(self.pio, proc_root)
@@ -559,6 +561,24 @@ class DamonSysfsEngine(Engine):
                            aggregation_interval=aggr, targets=targets, stats=self.stats())
 
     # -- the rest ------------------------------------------------------------------------
+
+    def kernel_cpu_seconds(self) -> float:
+        """The kdamond threads' CPU since the engine started: the running thread's utime +
+        stime from ``/proc/PID/stat``, plus what earlier threads of ours used (a kdamond
+        turned off and on again is a new thread)."""
+        pid, cpu = self._kdamond_cpu_seen
+        now_pid = self._kdamond_pid if self._running else -1
+        if now_pid != pid:
+            self._kdamond_cpu_done += cpu
+            pid, cpu = now_pid, 0.0
+        if pid > 0:
+            try:
+                st = read_stat(self.pio, self.proc_root, pid, DENIED_HINT)
+                cpu = max(cpu, st.cpu_seconds)
+            except OpsError:
+                pass  # it ended: keep its last reading
+        self._kdamond_cpu_seen = (pid, cpu)
+        return self._kdamond_cpu_done + cpu
 
     @property
     def kdamond_pid(self) -> int:
