@@ -14,6 +14,7 @@ from typing import Callable
 from exporter.config import templates
 from exporter.config.model import Config, TargetConfig
 from exporter.discovery import cgroups, kube
+from exporter.discovery.labels import cap_value
 from exporter.model.engine import TargetSpec
 from exporter.model.process import COMM_LEN, ProcessRef
 from exporter.procfs import scan as procscan
@@ -139,7 +140,7 @@ class Discoverer:
         def spec(name: str, group: dict[str, str], members: list[int]) -> TargetSpec:
             refs = tuple(sorted(ProcessRef(pid, procs[pid].start_time) for pid in members))
             values = {**static, **group}
-            return TargetSpec(name, refs, tuple((k, values.get(k, "")) for k in self._label_names))
+            return TargetSpec(cap_value(name), refs, tuple((k, cap_value(values.get(k, ""))) for k in self._label_names))
 
         template = t.name_template
         if template is None and not t.group_by:

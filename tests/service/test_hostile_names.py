@@ -61,3 +61,29 @@ def test_cgroup_name_that_is_not_utf8(exporter, cgroup2):
         with open(os.fsencode(cgroup2) + b"/cgroup.procs", "w") as f:
             f.write(str(p.pid)) if os.path.exists(f"/proc/{p.pid}") else None
         os.rmdir(odd)
+
+
+def test_a_long_capture_does_not_blow_up_the_scrape(exporter, tmp_path):
+    """A 120 KB argument captured into the name: the series carry 128 characters, and the
+    command line was read only up to its bound (64 KiB)."""
+    from exporter.discovery.labels import MAX_LABEL_VALUE
+
+    comm = unique_comm("lc")
+    exe = tmp_path / comm
+    shutil.copy("/bin/sleep", exe)
+    p = subprocess.Popen([str(exe), "0" * 120_000 + "300"])  # GNU sleep reads it as 300 s
+    try:
+        e = exporter(fast_config(
+            f"  - name: 'lc-{{{{.Matches.arg}}}}'\n    match:\n      comm: [{comm}]\n      cmdline: [' (?P<arg>0+)']\n"))
+        e.wait_ready()
+        s = e.wait_for(lambda s: any(x.name == "damon_target_processes" and x.labels["target"].startswith("lc-0")
+                                     for x in s.samples), what="the long-named target")
+        names = {x.labels["target"] for x in s.samples if x.labels.get("target", "").startswith("lc-")}
+        assert len(names) == 1
+        (name,) = names
+        assert len(name) == MAX_LABEL_VALUE and name[-13] == "~"
+        assert len(e.request("/metrics").body) < 64 << 10
+    finally:
+        p.kill()
+        p.wait()
+    assert os.path.exists(exe)
