@@ -240,3 +240,34 @@ def test_shapes_changing_keep_the_records_consistent_and_settle_exactly(seed, ac
     t = summarize(agg, policy).target("t")
     assert t.working_set_bytes == hot_pages * PAGE
     assert t.cold_bytes == t.resident_bytes - hot_pages * PAGE
+
+
+def test_sixty_thousand_mappings_fold_into_the_region_budget():
+    """A process with 60,000 one-page mappings: at most max_regions curves and records, the
+    totals exact (smaps counts add up), the hot quarter found."""
+    clk = VirtualClock()
+    src = SimSmaps(clk)
+    eng = ReferencedBytesEngine(src, MonitoringAttrs(0.25, 1.0, 10.0, 10, 100), clock=clk, wall_clock=clk, sleep=clk.sleep)
+    eng.set_horizons((4.0, 8.0))
+    n = 60_000
+    starts = [0x10000000 + 2 * i * PAGE for i in range(n)]  # one-page holes: no merging
+    for s in starts:
+        src.add(s, 1)
+    hot = starts[-n // 4:]
+    eng.set_targets([TargetSpec("t", (REF,))])
+    policy = Policy(cold_age=8.0, working_set_window=4.0)
+
+    def work():
+        t = clk()
+        for s in hot:
+            src.maps[s][0] = t
+
+    last = None
+    for agg in run(eng, src, 20.0, work):
+        (t,) = agg.targets
+        assert len(t.regions) <= 100 and t.max_regions == 100
+        assert sum(r.resident_bytes for r in t.regions) == n * PAGE
+        last = agg
+    s = summarize(last, policy).target("t")
+    assert s.working_set_bytes == len(hot) * PAGE
+    assert s.cold_bytes == (n - len(hot)) * PAGE

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field, replace
 
 from exporter.model.records import RegionRecord
@@ -115,3 +116,34 @@ def by_share(r: RegionRecord, m: SmapsEntry) -> RegionRecord:
         idle_distribution=tuple((s, int(round(b * f))) for s, b in r.idle_distribution),
         accessed_bytes=int(round(r.accessed_bytes * f)),
     )
+
+
+def group_starts(smaps: list[SmapsEntry], cap: int) -> list[int]:
+    """Starts of at most ``cap`` groups of consecutive mappings, equal in number of
+    mappings: the boundaries of a fold (see :func:`fold`)."""
+    n = len(smaps)
+    return sorted({smaps[i * n // cap].start for i in range(cap)})
+
+
+def fold(smaps: list[SmapsEntry], starts: list[int]) -> list[SmapsEntry]:
+    """``smaps`` summed into one entry per group: a mapping belongs to the last group
+    starting at or below it (the first group takes what lies below every start). Every
+    count of smaps is a sum over pages, so a group's figures are exact sums, and its curve
+    is the referenced bytes of all its mappings; only which of them was touched is lost.
+    A group is keyed by its fixed start, so its curve survives mappings coming and going."""
+    acc: dict[int, list[int]] = {}
+    for m in smaps:
+        i = max(0, bisect.bisect_right(starts, m.start) - 1)
+        g = acc.get(i)
+        pss = m.proportional
+        private = m.private if m.private >= 0 else pss  # unknown: nothing known shared
+        if g is None:
+            acc[i] = [m.end, m.rss, m.referenced, m.anonymous, pss, private]
+        else:
+            g[0] = max(g[0], m.end)
+            g[1] += m.rss
+            g[2] += m.referenced
+            g[3] += m.anonymous
+            g[4] += pss
+            g[5] += private
+    return [SmapsEntry(starts[i], g[0], g[1], g[2], g[3], g[4], g[5]) for i, g in sorted(acc.items())]

@@ -39,6 +39,8 @@ from typing import Callable, Iterable
 
 from exporter.engines.bookkeeping import Failures
 from exporter.engines.clear_refs.curves import (
+    fold,
+    group_starts,
     RESET_MIN_BYTES,
     Curve,
     Period,
@@ -75,7 +77,11 @@ class _Proc:
     ref: ProcessRef
     period: Period | None = None  # None until the first clear
     previous: Period | None = None  # the last complete period
-    smaps: list[SmapsEntry] = field(default_factory=list)  # the last read
+    smaps: list[SmapsEntry] = field(default_factory=list)  # the last read (folded)
+    #: where mappings are folded into groups, the start of each group, fixed for a period
+    #: (curves are kept per group); None while the process has few enough mappings
+    groups: list[int] | None = None
+    regroup: bool = True  # choose the groups again at the next read (set by a clear)
 
 
 @dataclass
@@ -200,19 +206,30 @@ class ReferencedBytesEngine(Engine):
     def _clear(self, p: _Proc, now: float) -> None:
         self.source.clear(p.ref)
         p.period = Period(cleared_at=now)
+        p.regroup = True
+
+    def _read(self, p: _Proc) -> list[SmapsEntry]:
+        """smaps of ``p``, its mappings folded into at most ``max_regions`` groups: a
+        process with 60,000 mappings must not cost 60,000 curves and records."""
+        smaps = self.source.read(p.ref)
+        cap = max(1, self._attrs.max_regions)
+        if p.regroup:
+            p.groups = group_starts(smaps, cap) if len(smaps) > cap else None
+            p.regroup = False
+        return fold(smaps, p.groups) if p.groups is not None else smaps
 
     def _tick(self, p: _Proc, now: float, aggregate: bool) -> None:
         if p.period is None:
             self._clear(p, now)  # a process' curve starts at its first clear
             if aggregate:
-                p.smaps = self.source.read(p.ref)
+                p.smaps = self._read(p)
             return
         elapsed = now - p.period.cleared_at
         due = [h for h in self.horizons if h <= elapsed and h not in p.period.horizons_read]
         end = elapsed >= self.clear_period
         if not (aggregate or due or end):
             return
-        smaps = self.source.read(p.ref)
+        smaps = self._read(p)
         self._reads += 1
         lost = reset_bytes(p.period.curves, smaps)
         if lost > max(RESET_MIN_BYTES, sum(c.points[-1].referenced for c in p.period.curves.values() if c.points) // 100):
@@ -267,6 +284,7 @@ class ReferencedBytesEngine(Engine):
                     labels=t.spec.labels,
                     errors=self._failures.errors(t.spec.key),
                     measured_at=tuple(sorted(oldest.items())),
+                    max_regions=self._attrs.max_regions,
                 )
             )
         self._aggregations += 1
