@@ -189,7 +189,11 @@ def run(
         extra={"kv": {"address": f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}", "tls": web.tls is not None, "basic_auth": bool(web.users), "version": __version__}},
     )
     while not stop.wait(1.0):
-        pass
+        if not http_thread.is_alive():  # a port that accepts and never answers is worse than none
+            log.error("the HTTP server thread died; exiting so that the supervisor restarts the exporter")
+            stop.set()
+            sampler.join(timeout=SHUTDOWN_TIMEOUT)
+            return 1
     server.shutdown()
     server.server_close()
     # long enough for an engine to finish its step and close: damon_sysfs waits in the kernel

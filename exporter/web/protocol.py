@@ -60,6 +60,9 @@ class Request:
         return self.headers.get(name, default)
 
 
+_LENGTH = re.compile(r"[0-9]{1,18}")
+
+
 def parse_head(buf: bytes | bytearray, max_head: int, max_body: int) -> tuple[Request, int] | None:
     """The request at the start of ``buf`` and how many bytes it spans, body included;
     None when more bytes are needed; ProtocolError for what we refuse."""
@@ -72,20 +75,25 @@ def parse_head(buf: bytes | bytearray, max_head: int, max_body: int) -> tuple[Re
     parts = lines[0].split(b" ")
     if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or not parts[1] or not _VERSION.fullmatch(parts[2]):
         raise ProtocolError(400, "malformed request line")
-    headers: dict[str, str] = {}
+    values_of: dict[str, list[str]] = {}
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
         if not sep or not _TOKEN.fullmatch(name):  # also refuses obsolete line folding
             raise ProtocolError(400, "malformed header line")
         key = name.decode("ascii").lower()
-        text = value.strip(b" \t").decode("latin-1")
-        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        values_of.setdefault(key, []).append(value.strip(b" \t").decode("latin-1"))
+    # repeats joined once (joining as they come was quadratic in their number)
+    headers = {k: ", ".join(v) for k, v in values_of.items()}
+    if parts[2] == b"HTTP/1.1" and "host" not in headers:
+        raise ProtocolError(400, "HTTP/1.1 request without Host")
     if "transfer-encoding" in headers:
         raise ProtocolError(501, "request bodies with Transfer-Encoding are not supported")
     length = 0
     if "content-length" in headers:
         values = {v.strip() for v in headers["content-length"].split(",")}
-        if len(values) != 1 or not next(iter(values)).isdigit():
+        # ASCII digits only, and few of them: str.isdigit() accepts '²', which int()
+        # refuses, and a 5,000-digit number is no length either
+        if len(values) != 1 or not _LENGTH.fullmatch(next(iter(values))):
             raise ProtocolError(400, "bad Content-Length")
         length = int(next(iter(values)))
         if length > max_body:

@@ -232,7 +232,7 @@ class ExporterHTTPServer:
                     elif key.data == "wake":
                         self._take_returned()
                     else:
-                        self._on_ready(key.data)
+                        self._serve_one(key.data)
                 now = time.monotonic()
                 if now >= next_sweep:
                     self._sweep(now)
@@ -246,6 +246,20 @@ class ExporterHTTPServer:
                         pass
                 self._close(c)
             self._stopped.set()
+
+    def _serve_one(self, conn: _Conn) -> None:
+        """Whatever one connection does, and whatever fails while serving it, ends with that
+        connection at worst: a request that raises where nobody expected it is closed,
+        counted as bad_request and logged at debug, and the loop goes on for everyone else."""
+        try:
+            self._on_ready(conn)
+        except Exception as e:  # noqa: BLE001 - one client must never stop the loop
+            self.stats.rejected["bad_request"] += 1
+            log.debug("connection failed", extra={"kv": {"err": f"{type(e).__name__}: {e}"}})
+            try:
+                self._close(conn)
+            except Exception:  # noqa: BLE001
+                pass
 
     def shutdown(self) -> None:
         self._stop.set()
