@@ -42,7 +42,7 @@ SHUTDOWN_TIMEOUT = 20.0
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="damon-exporter",
-        description="Prometheus exporter of memory access patterns (DAMON region sampling from user space).",
+        description="Prometheus exporter of memory access patterns (DAMON's region sampling, in user space or through the kernel's own DAMON).",
     )
     # node_exporter-style name; --config (the original spelling) stays as an alias
     p.add_argument("--config.file", "--config", dest="config", metavar="FILE", help="config file (required; see 'damon-exporter check-config'); --config is an alias")
