@@ -50,7 +50,7 @@ def self_families(state: ServiceState) -> list[Metric]:
     build.add_metric([state.version, info.revision, info.branch, info.pythonversion], 1)
     backend = GaugeMetricFamily("damon_sampler_backend_info", "Constant 1, labelled by the access-check backend the sampler uses now ('none' until it has opened one).", labels=["backend"])
     backend.add_metric([state.backend], 1)
-    checks = CounterMetricFamily("damon_sampler_checks_total", "Access checks (one sampled page of one region) done by the sampler.")
+    checks = CounterMetricFamily("damon_sampler_checks_total", "Access checks by the engine: page_idle, one sampled page of one region; damon_sysfs, the kernel's samples of the regions read back (regions x samples per aggregation); clear_refs, one smaps read of one process.")
     checks.add_metric([], state.checks_total)
     cpu = CounterMetricFamily("damon_sampler_cpu_seconds_total", "CPU time used by the sampler thread, in seconds.", unit="seconds")
     cpu.add_metric([], state.cpu_seconds_total)

@@ -1,0 +1,170 @@
+"""What the docs name, the code has: paths, flags, backend order, metric names, error kinds.
+
+Each check reads the docs users read (README, docs/, bench/README, the example config, the
+deployment files, the dashboard and the alert rules) and fails on a name the code does not
+have; each has a test of its own that it can fail."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "bench" / "README.md"]
+CONFIGS = [ROOT / "config.example.yaml", *sorted((ROOT / "deploy").rglob("*.yaml")), *sorted((ROOT / "helm").rglob("*.yaml"))]
+METRIC_FILES = [*DOCS, *CONFIGS, *sorted((ROOT / "deploy").rglob("*.json"))]
+
+
+def text(paths: list[Path]) -> list[tuple[Path, int, str]]:
+    return [(p, i, line) for p in paths for i, line in enumerate(p.read_text().splitlines(), 1)]
+
+
+# -- paths ---------------------------------------------------------------------------------
+
+_PATH = re.compile(r"(?<![\w/.-])exporter/[A-Za-z0-9_./]*[A-Za-z0-9_/]")
+
+
+def bad_paths(lines) -> list[str]:
+    out = []
+    for p, i, line in lines:
+        for m in _PATH.finditer(line):
+            if not (ROOT / m.group(0)).exists():
+                out.append(f"{p.relative_to(ROOT)}:{i}: {m.group(0)} does not exist")
+    return out
+
+
+def test_every_exporter_path_named_in_the_docs_exists():
+    assert bad_paths(text(DOCS)) == []
+
+
+def test_the_path_check_can_fail(tmp_path):
+    f = tmp_path / "x.md"
+    f.write_text("see `exporter/core/monitor.py`\n")
+    assert bad_paths([(ROOT / "README.md", 1, "see `exporter/core/monitor.py`")]) == [
+        "README.md:1: exporter/core/monitor.py does not exist"]
+
+
+# -- flags ---------------------------------------------------------------------------------
+
+def known_flags() -> set[str]:
+    import argparse
+
+    from exporter.commands import serve, snapshot
+
+    flags = set()
+    for parser in (serve.build_parser(), snapshot.build_parser()):
+        for action in parser._actions:  # argparse keeps them here; there is no public list
+            flags.update(o for o in action.option_strings if o.startswith("--"))
+    assert isinstance(parser, argparse.ArgumentParser)
+    return flags
+
+
+_FLAG = re.compile(r"(?<![\w-])--(?:web|config|path|log)\.[a-z][a-z.-]*[a-z]")
+
+
+def bad_flags(lines, flags: set[str]) -> list[str]:
+    return [f"{p.relative_to(ROOT)}:{i}: {m.group(0)} is no flag of damon-exporter"
+            for p, i, line in lines for m in _FLAG.finditer(line) if m.group(0) not in flags]
+
+
+def test_every_dotted_flag_named_in_the_docs_exists():
+    assert bad_flags(text(DOCS + CONFIGS), known_flags()) == []
+
+
+def test_the_flag_check_can_fail():
+    assert bad_flags([(ROOT / "README.md", 3, "run with --web.listen-adress :1")], known_flags()) == [
+        "README.md:3: --web.listen-adress is no flag of damon-exporter"]
+
+
+# -- backends -------------------------------------------------------------------------------
+
+def backend_lists(lines) -> list[tuple[str, list[str]]]:
+    """Lists of backend names written as ``a | b | c`` or ``a|b|c``: the order users copy."""
+    from exporter.engines.registry import BACKEND_NAMES
+
+    names = "|".join(BACKEND_NAMES)
+    rx = re.compile(rf"\b(?:{names})(?:\s*\|\s*(?:{names}))+\b")
+    return [(f"{p.relative_to(ROOT)}:{i}", re.split(r"\s*\|\s*", m.group(0))) for p, i, line in lines
+            if not line.lstrip().startswith("|")  # a table's columns are no list
+            for m in rx.finditer(line)]
+
+
+def misordered(lines) -> list[str]:
+    from exporter.engines.registry import BACKEND_NAMES
+
+    out = []
+    for where, names in backend_lists(lines):
+        order = [BACKEND_NAMES.index(n) for n in names]
+        if order != sorted(order) or len(set(names)) != len(names):
+            out.append(f"{where}: {' | '.join(names)} (the registry: {' | '.join(BACKEND_NAMES)})")
+    return out
+
+
+def test_backend_lists_follow_the_registry_order():
+    lines = text(DOCS + CONFIGS)
+    assert misordered(lines) == []
+    # the example config names every backend, in auto's order
+    (where, names), *_ = backend_lists(text([ROOT / "config.example.yaml"]))
+    from exporter.engines.registry import BACKEND_NAMES
+
+    assert tuple(names) == BACKEND_NAMES, where
+
+
+def test_the_backend_check_can_fail():
+    assert misordered([(ROOT / "README.md", 2, "backend: auto | page_idle | damon_sysfs")]) == [
+        "README.md:2: auto | page_idle | damon_sysfs (the registry: auto | damon_sysfs | page_idle | clear_refs)"]
+
+
+# -- metrics --------------------------------------------------------------------------------
+
+_SUFFIXES = ("_bucket", "_sum", "_count", "_gcount", "_gsum", "_total", "_created")
+_METRIC = re.compile(r"(?<![\w:])damon_[a-z_]+[a-z]")
+
+
+def known_metrics() -> set[str]:
+    from exporter.metrics.self_metrics import SELF_METRIC_NAMES
+    from exporter.metrics.targets import TARGET_METRIC_NAMES
+
+    return set(TARGET_METRIC_NAMES) | set(SELF_METRIC_NAMES)
+
+
+def bad_metrics(lines, known: set[str]) -> list[str]:
+    out = []
+    for p, i, line in lines:
+        for m in _METRIC.finditer(line):
+            name = m.group(0)
+            base = next((name[: -len(s)] for s in _SUFFIXES if name.endswith(s) and name[: -len(s)] in known), name)
+            if base not in known and not _not_a_metric(name):
+                out.append(f"{p.relative_to(ROOT)}:{i}: {name}")
+    return out
+
+
+#: the kernel's own DAMON identifiers the docs cite (mm/damon, include/linux/damon.h)
+_KERNEL_NAMES = {"damon_attrs", "damon_ctx", "damon_call", "damon_target_idx", "damon_operations",
+                 "damon_merge_regions_of", "damon_split_regions_of", "damon_aggregated", "damon_register_ops"}
+
+
+def _not_a_metric(name: str) -> bool:
+    # the backend, files and kernel identifiers that share the prefix
+    return name in {"damon_sysfs", "damon_exporter"} | _KERNEL_NAMES or name.startswith(("damon_sysfs_", "damon_exporter_state"))
+
+
+def test_every_metric_named_in_docs_rules_and_dashboards_exists():
+    assert bad_metrics(text(METRIC_FILES), known_metrics()) == []
+
+
+def test_the_metric_check_can_fail():
+    assert bad_metrics([(ROOT / "README.md", 7, "alert on damon_cold_bytez > 0")], known_metrics()) == ["README.md:7: damon_cold_bytez"]
+
+
+# -- error kinds ----------------------------------------------------------------------------
+
+def test_the_readme_lists_exactly_the_error_kinds():
+    from exporter.model.errors import ERROR_KINDS
+
+    readme = (ROOT / "README.md").read_text()
+    (row,) = [line for line in readme.splitlines() if line.startswith("| `damon_sampler_errors_total{kind}`")]
+    listed = re.findall(r"`([a-z_]+)`", row.split("|")[3])
+    assert listed == list(ERROR_KINDS)
