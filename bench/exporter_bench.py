@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.service.harness import (  # noqa: E402 - after the path fix
+from tests.support.exporter import (  # noqa: E402 - after the path fix
     Exporter,
     comm_target,
     free_port,

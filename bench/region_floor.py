@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from exporter.model.attrs import MonitoringAttrs  # noqa: E402
 from exporter.engines.page_idle.ops_simulated import HotRange  # noqa: E402
-from tests.core.sim import BASE, STACK, TEXT, MiB, aggregations, make_monitor, process_with_buffer  # noqa: E402
+from tests.support.simulation import BASE, STACK, TEXT, MiB, aggregations, make_monitor, process_with_buffer  # noqa: E402
 
 SIZE = 512
 #: hot ranges (offset MiB, size MiB) inside the buffer, per pattern

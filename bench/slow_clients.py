@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.service.harness import comm_target, fast_config, free_port, proc_rss, start_child  # noqa: E402
+from tests.support.exporter import comm_target, fast_config, free_port, proc_rss, start_child  # noqa: E402
 
 #: the last commit before issue 12's hardening (thread-per-connection server)
 DEFAULT_BASELINE = "77113e7"

@@ -11,3 +11,6 @@ import os
 from exporter.engines.damon_sysfs.tree import NO_REAL_ENV
 
 os.environ[NO_REAL_ENV] = "1"
+
+#: the shared fixtures (exporter, children, cgroup2), for every test package
+pytest_plugins = ["tests.support.fixtures"]

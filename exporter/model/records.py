@@ -134,3 +134,7 @@ class Aggregation:
     targets: tuple[TargetRecords, ...]
     stats: EngineStats = field(default_factory=EngineStats)
     warnings: tuple[str, ...] = ()
+    #: True where an access check looks at the physical page (page_idle's rmap walk: a page
+    #: one process uses reads as used from every process mapping it); False where it looks at
+    #: one process' own page-table entries (kernel DAMON's vaddr checks, clear_refs)
+    access_per_page: bool = False

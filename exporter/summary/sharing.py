@@ -10,7 +10,10 @@ and part of it cold.
 
 So, before the summary counts anything, the shared part of each region is given the access
 of the most recently used region of *another* process of the same target that covers the
-same addresses with shared memory too. That finds the same physical page where the
+same addresses with shared memory too. Where those regions disagree (one calls the memory
+used, another idle), the disagreement is counted in the working set's and the cold bytes'
+error: each process' regions straddle the edge of the used part a little differently, and
+the most recent of several views carries the largest overshoot of them. That finds the same physical page where the
 processes inherited the mapping from a common parent (fork keeps addresses: gunicorn
 ``--preload`` workers, PostgreSQL backends and their ``shared_buffers``, Redis' fork,
 multiprocessing), which is how pages come to be shared within one target in practice.
@@ -22,7 +25,7 @@ page, every process sees the same access already and this changes nothing.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 from exporter.model.records import RegionRecord
 
@@ -62,8 +65,8 @@ def _scaled(r: RegionRecord, resident: int, shared: int) -> RegionRecord:
 
 
 def _piece(owner: RegionRecord, lo: int, hi: int, nbytes: int, covering: Sequence[RegionRecord]) -> RegionRecord:
-    """``nbytes`` of ``owner``'s shared memory in ``[lo, hi)``, used as the freshest of
-    ``covering`` uses it."""
+    """``nbytes`` of ``owner``'s shared memory in ``[lo, hi)``, used as the most recently
+    used of ``covering`` (a distribution: as the most used of them, per idle time)."""
     if owner.idle_distribution:
         points = sorted({s for r in covering for s, _ in r.idle_distribution})
         dist = tuple((s, int(round(nbytes * min(_untouched_fraction(r, s) for r in covering)))) for s in points)
@@ -76,16 +79,24 @@ def _piece(owner: RegionRecord, lo: int, hi: int, nbytes: int, covering: Sequenc
                    idle_seconds=fresh.idle_seconds, seen_accessed=fresh.seen_accessed)
 
 
-def share_access(regions: Sequence[RegionRecord]) -> tuple[RegionRecord, ...]:
+Share = Callable[[RegionRecord], float]
+
+
+def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: Share,
+                 ) -> tuple[tuple[RegionRecord, ...], int, int]:
     """The target's regions with the shared part of each, where processes of the target
     overlap with shared memory at the same addresses, split off into pieces used as the
-    most recently used of them. Resident bytes in total are unchanged; the pieces come
-    after the regions they were cut from (they are nobody's neighbours in edge_error)."""
+    most recently used of them; and the bytes of those pieces on which the regions
+    disagreed, for the working set and for the cold bytes (``in_working_set`` and ``cold``
+    give the share of a region's bytes in each figure). Resident bytes in total are
+    unchanged; the pieces come after the regions they were cut from (they are nobody's
+    neighbours in edge_error)."""
     shared = sorted((r for r in regions if r.shared_bytes > 0 and r.end > r.start), key=lambda r: r.start)
     if len({r.pid for r in shared}) < 2:
-        return tuple(regions)
+        return tuple(regions), 0, 0
     bounds = sorted({x for r in shared for x in (r.start, r.end)})
     moved: dict[int, int] = {}  # id(region) -> shared bytes moved into pieces
+    ws_error = cold_error = 0.0
     pieces: list[RegionRecord] = []
     active: list[RegionRecord] = []
     nxt = 0
@@ -97,11 +108,15 @@ def share_access(regions: Sequence[RegionRecord]) -> tuple[RegionRecord, ...]:
         covering = [r for r in active if r.start <= lo]
         if len({r.pid for r in covering}) < 2:
             continue
+        ws = [in_working_set(r) for r in covering]
+        cd = [cold(r) for r in covering]
         for r in covering:
             size = r.end - r.start  # cut by offset, so a region's pieces add up exactly
             nbytes = round(r.shared_bytes * (hi - r.start) / size) - round(r.shared_bytes * (lo - r.start) / size)
             moved[id(r)] = moved.get(id(r), 0) + nbytes
             pieces.append(_piece(r, lo, hi, nbytes, covering))
+            ws_error += nbytes * (max(ws) - min(ws))
+            cold_error += nbytes * (max(cd) - min(cd))
     out = []
     for r in regions:
         m = moved.get(id(r))
@@ -109,4 +124,4 @@ def share_access(regions: Sequence[RegionRecord]) -> tuple[RegionRecord, ...]:
             out.append(r)
             continue
         out.append(_scaled(r, r.resident_bytes - m, r.shared_bytes - m))
-    return tuple(out) + tuple(p for p in pieces if p.resident_bytes > 0)
+    return tuple(out) + tuple(p for p in pieces if p.resident_bytes > 0), round(ws_error), round(cold_error)

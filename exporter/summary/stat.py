@@ -229,12 +229,19 @@ def _bound(b: float) -> float | str:
     return "+Inf" if math.isinf(b) else b
 
 
-def summarize_target(t: TargetRecords, policy: Policy, sample_interval: float = 0.0) -> TargetSummary:
+def summarize_target(t: TargetRecords, policy: Policy, sample_interval: float = 0.0,
+                     access_per_page: bool = False) -> TargetSummary:
     """Working set, cold bytes and the two distributions of one target, from resident bytes
     (each page by its share; shared pages as recently used as their most recent user in the
     target, see :mod:`exporter.summary.sharing`)."""
-    regions = share_access(t.regions)
     window, cold_age = policy.working_set_window, policy.cold_age
+    if access_per_page:  # every process already sees a page's access: each share is right
+        regions, shared_ws_error, shared_cold_error = t.regions, 0, 0
+    else:
+        regions, shared_ws_error, shared_cold_error = share_access(
+            t.regions,
+            lambda r: in_working_set(r, window) / r.resident_bytes if r.resident_bytes else 0.0,
+            lambda r: idle_at_least(r, cold_age) / r.resident_bytes if r.resident_bytes else 0.0)
     resident = sum(r.resident_bytes for r in regions)
     working = sum(in_working_set(r, window) for r in regions)
     cold = sum(idle_at_least(r, cold_age) for r in regions)
@@ -261,8 +268,8 @@ def summarize_target(t: TargetRecords, policy: Policy, sample_interval: float = 
         max_regions=t.max_regions,
         working_set_measured_at=measured.get(policy.working_set_window, t.aggregated_at),
         cold_measured_at=measured.get(policy.cold_age, t.aggregated_at),
-        working_set_error_bytes=min(resident, round(ws_error)),
-        cold_error_bytes=min(resident, round(cold_error)),
+        working_set_error_bytes=min(resident, round(ws_error) + shared_ws_error),
+        cold_error_bytes=min(resident, round(cold_error) + shared_cold_error),
         nr_merged=t.nr_merged,
     )
 
@@ -319,4 +326,5 @@ class Summary:
 
 def summarize(agg: Aggregation, policy: Policy) -> Summary:
     """The summary of every target of one aggregation."""
-    return Summary(raw=agg, targets=tuple(summarize_target(t, policy, agg.sample_interval) for t in agg.targets), policy=policy)
+    return Summary(raw=agg, targets=tuple(summarize_target(t, policy, agg.sample_interval, agg.access_per_page)
+                                          for t in agg.targets), policy=policy)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from tests.workloads.build import build_workload
+from tests.support.workloads import build_workload
 
 REPO = Path(__file__).resolve().parents[2]
 #: the child's comm: the binary's name, unique enough not to meet another process
@@ -52,14 +50,3 @@ def child(mapper_bin: str) -> Iterator[Child]:
         c.proc.wait()
 
 
-def run_snapshot(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    """``python -m exporter snapshot ARGS`` from the repo root, output captured."""
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run(
-        [sys.executable, "-m", "exporter", "snapshot", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-        env=env,
-    )

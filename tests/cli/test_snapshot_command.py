@@ -12,7 +12,9 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import CHILD_COMM, MIB, REPO, run_snapshot, start_child
+from tests.support.exporter import run_snapshot
+
+from .conftest import CHILD_COMM, MIB, REPO, start_child
 
 FAST = ("--sample-interval", "50ms", "--aggregation-interval", "500ms", "--working-set-window", "1s", "--cold-age", "1s")
 #: the child's own binary, libc, stack and heap add a few MiB to its buffers
@@ -88,7 +90,7 @@ def test_child_exit_prints_what_was_gathered_and_exits_1(mapper_bin):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     cmd = [sys.executable, "-m", "exporter", "snapshot", "--pid", str(c.pid), "--duration", "20s", "--format", "json", *FAST]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
-    time.sleep(2.0)
+    time.sleep(2.0)  # the run: about four 500 ms aggregations gathered before the child exits
     c.proc.kill()
     c.proc.wait()
     out, err = p.communicate(timeout=30)

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
+
+from tests.support.exporter import run_exporter
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yaml"
 
 
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "exporter", "check-config", *args],
-        capture_output=True,
-        text=True,
-        input=stdin,
-        timeout=60,
-    )
+    return run_exporter("check-config", *args, input=stdin)
 
 
 def test_valid_file_exits_0_with_summary():

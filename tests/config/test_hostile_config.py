@@ -5,14 +5,13 @@ Each must be one FILE:LINE error, from check-config as from the loader, never a 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from exporter.config import ConfigError, load_config, parse_config
 from exporter.config.yamlfile import MAX_CONFIG_BYTES, MAX_DEPTH
+from tests.support.exporter import run_exporter
 
 REPO = str(Path(__file__).resolve().parents[2])
 OK_TARGETS = "targets:\n  - name: web\n    match: {comm: [nginx]}\n"
@@ -43,7 +42,7 @@ def test_nesting_up_to_the_limit_is_an_ordinary_config_error():
 def test_deep_file_through_check_config_exits_2_with_one_line(tmp_path):
     f = tmp_path / "deep.yaml"
     f.write_text(deep_yaml(500))
-    p = subprocess.run([sys.executable, "-m", "exporter", "check-config", str(f)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    p = run_exporter("check-config", str(f))
     assert (p.returncode, p.stderr) == (2, f"{f}:{MAX_DEPTH}: YAML syntax error: nested deeper than {MAX_DEPTH} levels\n")
 
 
@@ -118,6 +117,5 @@ def test_durations_at_their_bounds_and_absurd_spellings():
 def test_reload_interval_flag_is_bounded(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(OK_TARGETS)
-    p = subprocess.run([sys.executable, "-m", "exporter", "--config", str(cfg), "--config.auto-reload-interval", "100y"],
-                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    p = run_exporter("--config", str(cfg), "--config.auto-reload-interval", "100y")
     assert (p.returncode, p.stderr) == (2, "damon-exporter: error: --config.auto-reload-interval: 100y is longer than the maximum of 1h\n")

@@ -4,7 +4,7 @@ import pytest
 
 from exporter.engines.page_idle.ops_simulated import HotRange
 
-from .sim import BASE, GiB, MiB, STACK, TEXT, aggregations, make_monitor, process_with_buffer
+from tests.support.simulation import BASE, GiB, MiB, STACK, TEXT, aggregations, make_monitor, process_with_buffer
 
 WINDOW = 4.0  # working_set_window: two aggregations
 COLD = 8.0  # cold_age: four aggregations

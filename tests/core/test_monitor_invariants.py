@@ -12,7 +12,7 @@ from exporter.model.errors import AccessDenied
 from exporter.model.process import ProcessRef
 from exporter.engines.page_idle.ops_simulated import HotRange, SimulatedProcess
 
-from .sim import BASE, GiB, MiB, aggregations, make_monitor, process_with_buffer
+from tests.support.simulation import BASE, GiB, MiB, aggregations, make_monitor, process_with_buffer
 
 PAGE = 4096
 

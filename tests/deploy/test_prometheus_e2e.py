@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -17,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.service.harness import Exporter, comm_target, fast_config, free_port, start_child, unique_comm
+from tests.support.wait import wait_for
+from tests.support.exporter import Exporter, comm_target, fast_config, free_port, start_child, unique_comm
 
 from .manifests import ROOT
 from .test_grafana import _exprs, _substitute
@@ -85,19 +85,16 @@ class Prometheus:
         return self.api("query", query=expr)["result"]
 
     def wait(self, what: str, fn, timeout: float = 90.0):
-        """Poll ``fn`` until it returns something truthy; fail with both logs otherwise."""
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
+        """Poll ``fn`` until it returns something truthy; fail with Prometheus' log otherwise."""
+        def attempt():
             assert self.proc.poll() is None, f"prometheus exited:\n{self.log_path.read_text()}"
             try:
-                last = fn()
-                if last:
-                    return last
-            except OSError as e:  # not listening yet
-                last = e
-            time.sleep(0.5)
-        raise AssertionError(f"{what}: not reached in {timeout}s (last: {last})\nprometheus log:\n{self.log_path.read_text()}")
+                return fn()
+            except OSError:  # not listening yet
+                return None
+
+        return wait_for(attempt, timeout, what, interval=0.5,
+                        describe=lambda: f"prometheus log:\n{self.log_path.read_text()}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -141,7 +138,7 @@ def test_prometheus_scrapes_records_and_alerts(tmp_path):
         (by_node,) = prom.wait("damon:cold_bytes:sum_by_node", lambda: prom.query(f'damon:cold_bytes:sum_by_node{{node="{NODE}"}} > 0'))
         assert float(by_node["value"][1]) >= 8 << 20  # a good part of the 48 MiB cold mapping
         (ws,) = prom.wait("damon:working_set_bytes:sum_by_target", lambda: prom.query('damon:working_set_bytes:sum_by_target{target="e2e"}'))
-        assert float(ws["value"][1]) >= 0
+        assert 4 << 20 <= float(ws["value"][1]) <= 64 << 20  # a good part of the 8 MiB hot, never the cold 48
         (cpu,) = prom.wait("damon:sampler_cpu_cores:rate5m", lambda: prom.query(f'damon:sampler_cpu_cores:rate5m{{node="{NODE}"}}'))
         assert 0 <= float(cpu["value"][1]) < 1
 

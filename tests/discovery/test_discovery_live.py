@@ -18,20 +18,14 @@ import pytest
 from exporter.config import parse_config
 from exporter.model.engine import TargetSpec
 from exporter.discovery import Discoverer
+from tests.support.wait import wait_for as wait
 
 WAIT = 20.0  # generous: other test suites may be loading both cores
 
 
 def wait_for(fn, what: str):
     """Poll until fn() is truthy (processes need a moment to exec); fail after WAIT s."""
-    deadline = time.monotonic() + WAIT
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}; last value {value!r}")
-        time.sleep(0.02)
+    return wait(fn, WAIT, what, interval=0.02)
 
 
 def by_name(specs: list[TargetSpec]) -> dict[str, list[int]]:

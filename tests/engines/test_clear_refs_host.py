@@ -28,10 +28,10 @@ from exporter.model.process import ProcessRef
 from exporter.procfs.io import PosixIO
 from exporter.procfs.parsers import check_same_process
 from exporter.summary import Policy, summarize
-from tests.cli.conftest import run_snapshot
+from tests.support.exporter import run_snapshot
 from tests.ops.fakekernel import FakeKernel, FakeKernelIO
-from tests.service.harness import comm_target, fast_config
-from tests.workloads.build import build_workload
+from tests.support.exporter import comm_target, fast_config
+from tests.support.workloads import build_workload
 
 MiB = 1 << 20
 NOBODY = 65534
@@ -272,12 +272,15 @@ def test_snapshot_command_is_page_exact_on_one_big_mapping(heap):
 
 @pytest.mark.slow
 def test_exporter_metrics_are_page_exact_at_every_scrape(heap, heap_bin, exporter):
-    h = heap()
+    heap()
     comm = os.path.basename(heap_bin)[:15]
     e = exporter("backend: clear_refs\n" + fast_config(comm_target("heap", comm), cold_age="6s", window="3s",
                                                         sample="100ms", aggregation="1s", update="1s"))
     e.wait_ready()
-    time.sleep(COLD + 1.5)  # the first period has passed: every figure is exact from now on
+    ready = time.time()
+    # once the cold figure is measured a whole clear period after the start, every figure is exact
+    e.wait_for(lambda s: (s.get("damon_cold_measured_timestamp_seconds", target="heap") or 0) >= ready + COLD - 1,
+               timeout=3 * COLD, what="the first complete clear period")
     for _ in range(8):
         s = e.scrape()
         assert within(int(s.get("damon_working_set_bytes", target="heap")), HOT * MiB, OVERHEAD), s.get("damon_working_set_bytes", target="heap") / MiB
@@ -285,4 +288,4 @@ def test_exporter_metrics_are_page_exact_at_every_scrape(heap, heap_bin, exporte
         now = time.time()
         assert now - s.get("damon_working_set_measured_timestamp_seconds", target="heap") <= COLD + 2
         assert now - s.get("damon_cold_measured_timestamp_seconds", target="heap") <= COLD + 2
-        time.sleep(0.5)
+        time.sleep(0.5)  # pacing the scrapes, as Prometheus would

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.harness import fast_config
-from tests.workloads.build import build_workload
+from tests.support.exporter import fast_config
+from tests.support.workloads import build_workload
 
 MiB = 1 << 20
 SIZE, HOT, READERS = 256, 32, 4

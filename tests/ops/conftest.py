@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.workloads.build import build_workload
+from tests.support.workloads import build_workload
 
 
 @pytest.fixture(scope="session")

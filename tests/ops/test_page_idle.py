@@ -8,7 +8,7 @@ import pytest
 
 from exporter.model.attrs import MonitoringAttrs
 from exporter.model.engine import TargetSpec
-from tests.core.sim import SummarizingMonitor
+from tests.support.simulation import SummarizingMonitor
 from exporter.model.errors import AccessDenied, BackendUnavailable, ProcessGone
 from exporter.model.process import ProcessRef
 from exporter.engines.page_idle.ops_page_idle import PageIdleOps

@@ -184,7 +184,7 @@ def test_reset_keeps_learnt_caps_clamped_to_new_config():
 def test_a_stretched_aggregation_interval_keeps_idle_seconds_true():
     """The budget may lengthen the aggregation interval; ages (counted in aggregations)
     are rescaled so that idle seconds stay the time since the last access."""
-    from tests.core.sim import MiB, SimulatedProcess, aggregations, make_monitor
+    from tests.support.simulation import MiB, SimulatedProcess, aggregations, make_monitor
 
     proc = SimulatedProcess(mappings=[(0x10000000, 0x10000000 + 16 * MiB)])  # never accessed
     mon, _, clk = make_monitor({1: proc}, MonitoringAttrs(0.1, 1.0, 100.0, 3, 10))

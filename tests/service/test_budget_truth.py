@@ -13,7 +13,7 @@ import pytest
 from exporter.model.attrs import MonitoringAttrs
 from exporter.engines.page_idle.ops_simulated import HotRange
 from exporter.service.budget import CpuBudget, TargetLoad
-from tests.core.sim import BASE, STACK, TEXT, MiB, aggregations, make_monitor, process_with_buffer
+from tests.support.simulation import BASE, STACK, TEXT, MiB, aggregations, make_monitor, process_with_buffer
 
 WINDOW = 4.0
 COLD = 10.0

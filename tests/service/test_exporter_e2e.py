@@ -19,7 +19,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from exporter.metrics.self_metrics import SELF_METRIC_NAMES
 from exporter.metrics.targets import TARGET_METRIC_NAMES
 
-from .harness import MiB, Scrape, comm_target, fast_config, unique_comm
+from tests.support.exporter import MiB, Scrape, comm_target, fast_config, unique_comm
 
 IDLE_LE = ["0.0", "1.0", "5.0", "10.0", "30.0", "60.0", "120.0", "300.0", "600.0", "1800.0", "3600.0", "+Inf"]
 FREQ_LE = ["0.0", "0.05", "0.1", "0.2", "0.4", "0.6", "0.8", "1.0", "+Inf"]

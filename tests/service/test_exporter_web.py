@@ -5,20 +5,18 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
-import subprocess
-import sys
 
 import bcrypt
 import pytest
 
 from .certs import make_certs
-from .harness import REPO, comm_target, fast_config
+from tests.support.exporter import comm_target, fast_config
+from tests.support.exporter import run_exporter
 
 CONFIG = fast_config(comm_target("a", "no-such-comm"))
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "exporter", *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+run_cli = run_exporter
 
 
 @pytest.fixture(scope="module")

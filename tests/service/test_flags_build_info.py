@@ -6,19 +6,19 @@ from __future__ import annotations
 import json
 import platform
 import subprocess
-import sys
 from pathlib import Path
 
 from exporter import build
 from exporter.build import git_facts
 
-from .harness import REPO, comm_target, fast_config
+from tests.support.exporter import REPO, comm_target, fast_config
+from tests.support.exporter import run_exporter
 
 CONFIG = fast_config(comm_target("a", "no-such-comm"))
 
 
 def test_help_names_config_file_and_its_alias():
-    r = subprocess.run([sys.executable, "-m", "exporter", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    r = run_exporter("--help")
     help_text = " ".join(r.stdout.split())
     assert "--config.file FILE, --config FILE" in help_text
     assert "--config is an alias" in help_text
@@ -100,7 +100,7 @@ def test_stamped_build_facts_win_over_git(tmp_path, monkeypatch):
 def test_path_procfs_is_where_processes_are_found_and_read(exporter, children, tmp_path):
     """--path.procfs as node_exporter's: a tree holding only one of two matching processes
     (and ``self``, which the clear_refs backend probes) shows exactly that one."""
-    from .harness import unique_comm
+    from tests.support.exporter import unique_comm
 
     comm = unique_comm("pp")
     shown, hidden = children(comm), children(comm)
@@ -116,5 +116,5 @@ def test_path_procfs_is_where_processes_are_found_and_read(exporter, children, t
     default = exporter(fast_config(comm_target("pp", comm)))
     default.wait_ready()
     assert default.wait_for(lambda s: s.get("damon_target_processes", target="pp") == 2, what="both processes under /proc")
-    r = subprocess.run([sys.executable, "-m", "exporter", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    r = run_exporter("--help")
     assert "--path.procfs PATH" in r.stdout and "--path.sysfs PATH" in r.stdout

@@ -6,12 +6,12 @@ Every test runs the real exporter as a subprocess and talks to it over real sock
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 import signal
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,7 +22,9 @@ import bcrypt
 import pytest
 
 from .certs import make_certs, make_server_cert
-from .harness import REPO, comm_target, fast_config
+from tests.support.exporter import comm_target, fast_config
+from tests.support.exporter import run_exporter
+from tests.support.wait import wait_for
 
 CONFIG = fast_config(comm_target("a", "no-such-comm"))
 
@@ -31,8 +33,7 @@ def deep_yaml(levels: int) -> str:
     return "".join(" " * i + "a:\n" for i in range(levels)) + " " * levels + "x\n"
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "exporter", *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+run_cli = run_exporter
 
 
 def test_deeply_nested_config_at_start_is_one_line_and_exit_2(tmp_path):
@@ -63,15 +64,14 @@ def test_backtracking_cmdline_regex_cannot_freeze_the_exporter(exporter):
     evil = subprocess.Popen(["a" * 50 + "!", "1000"], executable="/bin/sleep")
     good = subprocess.Popen(["aaaa", "1000"], executable="/bin/sleep")
     try:
-        time.sleep(0.2)
+        for p in (evil, good):  # exec'ed: the command lines are the ones we chose
+            wait_for(lambda: Path(f"/proc/{p.pid}/cmdline").read_bytes().startswith(b"a"), 10, "the sleepers exec'ed")
         cfg = fast_config("  - name: evil\n    match:\n      cmdline: ['^(a+)+( [0-9]+)?$']\n")
         e = exporter(cfg)
         e.wait_ready(timeout=30)
         s = e.wait_for(lambda s: s.get("damon_target_processes", target="evil") == 1, timeout=20, what="the matching process")
         assert s.get("damon_target_processes", target="evil") == 1  # only 'aaaa 1000'
-        t = time.monotonic()
-        assert e.request("/-/healthy", timeout=5).status == 200
-        assert time.monotonic() - t < 2
+        assert e.request("/-/healthy", timeout=5).status == 200  # a frozen exporter never answers
         e.proc.send_signal(signal.SIGTERM)
         assert e.proc.wait(10) == 0
     finally:
@@ -131,6 +131,10 @@ def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
         return out
 
 
+def fds_of(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
 def threads_of(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("Threads:"):
@@ -145,17 +149,17 @@ def test_requests_past_max_requests_get_503(exporter, tmp_path):
     e = exporter(CONFIG, extra=["--web.config.file", str(web), "--web.max-requests", "1"])
     busy_result = []
     busy = threading.Thread(target=lambda: busy_result.append(e.request("/metrics", auth=("alice", "wrong"), timeout=30)))
-    deadline = time.monotonic() + 20
-    while True:  # up (the 401 needs no auth check of ours)
+    def up() -> bool:  # (the 401 needs no auth check of ours)
         try:
-            e.request("/-/healthy", timeout=2)
-            break
+            return e.request("/-/healthy", timeout=2).status > 0
         except OSError:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+            return False
+
+    wait_for(up, 20, "the exporter up")
     busy.start()
-    time.sleep(0.3)
-    r = e.request("/-/healthy", auth=("alice", "wrong"))
+    # the only worker is busy once a second request is turned away
+    r = wait_for(lambda: (x := e.request("/-/healthy", auth=("alice", "wrong"))).status == 503 and x, 10,
+                 "a request turned away while the worker checks a password")
     assert r.status == 503, r
     assert r.text == "Too many requests in flight (--web.max-requests=1); try again.\n"
     busy.join()
@@ -199,13 +203,11 @@ def test_many_idle_connections_cost_no_threads_and_cannot_lock_scrapers_out(expo
     try:
         for s in socks:
             s.sendall(b"GET /metrics HTTP/1.1\r\n")  # and never finish
-        time.sleep(0.5)
+        # all 300 accepted: the 200 past the cap were evicted, oldest first
+        e.wait_for(lambda s: s.get("damon_web_rejected_total", reason="max_connections") >= 200, timeout=10, what="evictions counted")
         assert threads_of(e.pid) <= base + 2  # one thread per connection before: ~300 more
-        t = time.monotonic()
-        for _ in range(5):
+        for _ in range(5):  # scrapers are not locked out (each answered within its 5 s timeout)
             assert e.request("/-/healthy", timeout=5).status == 200
-        assert time.monotonic() - t < 5
-        e.wait_for(lambda s: s.get("damon_web_rejected_total", reason="max_connections") >= 200, timeout=5, what="evictions counted")
     finally:
         for s in socks:
             s.close()
@@ -313,17 +315,14 @@ def test_tls_clients_that_never_finish_the_handshake_cost_no_threads(exporter, c
     try:
         for s in stalled[:100]:
             s.sendall(b"\x16\x03\x01\x00\xff")  # the start of a ClientHello, never the rest
-        time.sleep(0.5)
+        wait_for(lambda: fds_of(e.pid) >= 200, 10, "the 200 connections accepted")
         assert threads_of(e.pid) <= base + 2
-        t = time.monotonic()
-        for _ in range(5):
+        for _ in range(5):  # each answered within its 5 s timeout
             assert e.request("/-/healthy", timeout=5).status == 200
-        assert time.monotonic() - t < 5
-        # the handshake is inside the 10 s deadline: the stalled ones are cut
-        stalled[0].settimeout(15)
-        t = time.monotonic()
+        # the handshake is inside the 10 s deadline: the stalled ones are cut (the server
+        # closes it before this socket's own 12 s timeout would raise)
+        stalled[0].settimeout(12)
         assert stalled[0].recv(100) == b""
-        assert time.monotonic() - t < 12
     finally:
         for s in stalled:
             s.close()

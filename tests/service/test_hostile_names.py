@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 
-from .harness import comm_target, fast_config, unique_comm
+from tests.support.exporter import comm_target, fast_config, unique_comm
 
 
 def _sleeper_from(dir_bytes: bytes, comm: str) -> subprocess.Popen:

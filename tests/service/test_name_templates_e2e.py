@@ -3,7 +3,7 @@ program from one config line, and a target without processes gone from /metrics.
 
 from __future__ import annotations
 
-from .harness import fast_config, unique_comm
+from tests.support.exporter import fast_config, unique_comm
 
 
 def test_comm_template_and_remove_empty_groups(exporter, children):

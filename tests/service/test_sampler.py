@@ -22,6 +22,7 @@ from exporter.engines.page_idle.ops_simulated import HotRange, SimulatedOps, Sim
 from exporter.service import sampler as sampler_mod
 from exporter.service.sampler import Sampler
 from exporter.service.state import ServiceState, StateBox
+from tests.support.wait import wait_for
 
 MiB = 1 << 20
 FAST = MonitoringAttrs(0.01, 0.05, 0.1, 3, 10)
@@ -46,14 +47,6 @@ class FakeDiscoverer:
         return self._label_names
 
 
-def wait_for(pred, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.01)
-    raise AssertionError("condition not reached")
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from exporter.web.auth import BasicAuth
 from exporter.web.config import WebConfigError, load_web_config, make_ssl_context
 
 from .certs import make_certs
+from tests.support.exporter import run_exporter
 
 
 @pytest.fixture(scope="module")
@@ -205,13 +206,9 @@ def test_web_config_source_reloads_on_change_keeps_last_good_and_refuses_a_tls_s
 
 
 def test_max_requests_and_connections_flags_are_checked(tmp_path):
-    import subprocess
-    import sys
 
-    from .harness import REPO
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("targets:\n  - name: a\n    match: {comm: [x]}\n")
-    r = subprocess.run([sys.executable, "-m", "exporter", "--config", str(cfg), "--web.max-requests", "100", "--web.max-connections", "10"],
-                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    r = run_exporter("--config", str(cfg), "--web.max-requests", "100", "--web.max-connections", "10")
     assert (r.returncode, r.stderr) == (2, "damon-exporter: error: want 0 <= --web.max-requests (100) <= --web.max-connections (10), and --web.max-connections >= 1\n")

@@ -31,12 +31,13 @@ from typing import Callable
 
 from exporter.model.attrs import MonitoringAttrs
 from exporter.model.engine import TargetSpec
-from tests.core.sim import SummarizingMonitor
+from tests.support.simulation import SummarizingMonitor
 from exporter.summary import Policy, Summary, TargetSummary, summarize
 from exporter.summary.stat import seen_within
 from exporter.model.errors import OpsError
 from exporter.model.process import ProcessRef
 from exporter.engines.page_idle.ops_page_idle import PageIdleOps
+from tests.support.wait import wait_for
 
 MiB = 1 << 20
 ATTRS = MonitoringAttrs(
@@ -502,12 +503,11 @@ def _damon_state() -> dict:
 
 
 def _wait_for(pred: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.2)
-    return False
+    """Whether ``pred`` came true within ``timeout`` (the guest records, the host asserts)."""
+    try:
+        return bool(wait_for(pred, timeout, interval=0.2))
+    except AssertionError:
+        return False
 
 
 def _exporter(cfg: str, log: str) -> subprocess.Popen:

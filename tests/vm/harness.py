@@ -38,7 +38,6 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KERNEL_ENV = "DAMON_EXPORTER_TEST_KERNEL"
-WORKLOAD_SOURCE = REPO_ROOT / "tests" / "workloads" / "workload.c"
 
 EXIT_MARKER_RE = re.compile(r"@@VM-EXIT (-?\d+)@@")
 START_MARKER = "@@VM-START@@"
@@ -85,13 +84,6 @@ def find_qemu() -> str:
     exe = shutil.which("qemu-system-x86_64")
     if not exe:
         raise VMUnavailable("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)")
-    return exe
-
-
-def find_gcc() -> str:
-    exe = shutil.which("gcc") or shutil.which("cc")
-    if not exe:
-        raise VMUnavailable("no C compiler for the test workloads (apt-get install gcc)")
     return exe
 
 
@@ -253,15 +245,10 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def build_workload(dest_dir: Path) -> Path:
-    """Compile tests/workloads/workload.c on the host (compiling in the guest costs ten
-    times more); the guest runs the binary through the shared root file system."""
-    gcc = find_gcc()
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    exe = dest_dir / "workload"
-    res = subprocess.run(
-        [gcc, "-O2", "-Wall", "-o", str(exe), str(WORKLOAD_SOURCE)],
-        capture_output=True, text=True,
-    )
-    if res.returncode != 0:
-        raise RuntimeError(f"compiling {WORKLOAD_SOURCE} failed:\n{res.stderr}")
-    return exe
+    """tests/workloads/workload.c, compiled on the host (see tests.support.workloads)."""
+    from tests.support.workloads import WorkloadBuildError, build_workload as build
+
+    try:
+        return Path(build("workload.c", dest_dir))
+    except WorkloadBuildError as e:
+        raise VMUnavailable(str(e)) from None

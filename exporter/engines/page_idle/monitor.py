@@ -279,6 +279,7 @@ class Monitor(Engine):
             targets=tuple(targets),
             stats=self.stats(),
             warnings=self._warnings,
+            access_per_page=self.ops.access_per_page,
         )
         if self._pending_attrs is not None:
             old = self.attrs

@@ -26,6 +26,8 @@ class Operations(abc.ABC):
 
     #: backend name as used in flags, configs and the ``backend`` label
     name: ClassVar[str] = "abstract"
+    #: whether a check sees the physical page's access, whoever made it (see Aggregation)
+    access_per_page: ClassVar[bool] = False
 
     @abc.abstractmethod
     def mappings(self, proc: ProcessRef) -> Iterable[tuple[int, int]]:

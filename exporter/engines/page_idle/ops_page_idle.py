@@ -121,6 +121,7 @@ class _Proc:
 
 class PageIdleOps(Operations):
     name = "page_idle"
+    access_per_page = True  # reading the idle bitmap walks every mapping of the page
 
     def __init__(
         self,

@@ -1,30 +1,50 @@
-"""Run the real exporter as a subprocess, real workloads as children, scrape over HTTP."""
+"""Run the real exporter: as a server (a subprocess to scrape over HTTP) or as a command
+(``check-config``, ``snapshot``, ``--help``: run to its end, output captured); real
+workloads as children.
+
+The server binds port 0 and the runner reads the port it got from its ``listening`` log
+line: a port picked free by the test and handed over could be taken by anyone in between."""
 
 from __future__ import annotations
 
 import base64
 import http.client
 import os
+import re
 import signal
 import socket
 import ssl
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-CHILD = str(Path(__file__).with_name("child.py"))
+from tests.support.wait import wait_for
+
+CHILD = str(Path(__file__).resolve().parents[1] / "service" / "child.py")
 REPO = str(Path(__file__).resolve().parents[2])
 MiB = 1 << 20
 
 
 def free_port() -> int:
+    """A port free now, for the few servers that cannot report the port they bound
+    (Prometheus' web UI in the e2e test, the old server in bench/); the exporter binds 0."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def run_exporter(*args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
+    """``python -m exporter ARGS`` from the repository, to its end, output captured as text."""
+    return subprocess.run([sys.executable, "-m", "exporter", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+def run_snapshot(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """``python -m exporter snapshot ARGS``."""
+    return run_exporter("snapshot", *args, timeout=timeout)
 
 
 def unique_comm(tag: str) -> str:
@@ -86,9 +106,12 @@ class Response:
         return self.body.decode()
 
 
+_LISTENING = re.compile(r"msg=listening address=\S*:(\d+) ")
+
+
 @dataclass
 class Exporter:
-    """One exporter subprocess on 127.0.0.1:port."""
+    """One exporter subprocess on 127.0.0.1, on the port it bound (0 asks for any)."""
 
     config_path: Path
     port: int
@@ -102,10 +125,21 @@ class Exporter:
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "exporter", "--config", str(self.config_path),
-             "--web.listen-address", f"127.0.0.1:{self.port}", "--log.level", "debug", *self.extra],
+             "--web.listen-address", f"127.0.0.1:{self.port}", "--log.level", "debug", "--log.format", "logfmt",
+             *self.extra],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO,
         )
+        if self.port == 0:
+            self.port = int(wait_for(lambda: self._bound_port(), timeout=30, what="the exporter's listening line",
+                                     describe=self.logs))
         return self
+
+    def _bound_port(self) -> str | None:
+        assert self.proc is not None
+        m = _LISTENING.search(self.logs())
+        if m is None and self.proc.poll() is not None:
+            raise AssertionError(f"exporter exited before listening:\n{self.logs()}")
+        return m.group(1) if m else None
 
     @property
     def pid(self) -> int:
@@ -135,16 +169,14 @@ class Exporter:
             conn.close()
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             assert self.proc is not None and self.proc.poll() is None, f"exporter exited:\n{self.logs()}"
             try:
-                if self.request("/-/ready", timeout=2).status == 200:
-                    return
+                return self.request("/-/ready", timeout=2).status == 200
             except OSError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"exporter not ready after {timeout}s:\n{self.logs()}")
+                return False
+
+        wait_for(ready, timeout, "the exporter ready", interval=0.1, describe=self.logs)
 
     def scrape(self) -> "Scrape":
         r = self.request("/metrics")
@@ -152,14 +184,16 @@ class Exporter:
         return Scrape(r.text)
 
     def wait_for(self, pred, timeout: float = 60.0, what: str = "condition") -> "Scrape":
-        deadline = time.monotonic() + timeout
-        s = None
-        while time.monotonic() < deadline:
+        """The first scrape for which ``pred`` holds."""
+        last: list[Scrape] = []
+
+        def scraped() -> Scrape | None:
             s = self.scrape()
-            if pred(s):
-                return s
-            time.sleep(0.2)
-        raise AssertionError(f"{what} not reached in {timeout}s; last scrape:\n{s.text if s else ''}\nlogs:\n{self.logs()}")
+            last[:] = [s]
+            return s if pred(s) else None
+
+        return wait_for(scraped, timeout, what, interval=0.2,
+                        describe=lambda: f"last scrape:\n{last[0].text if last else ''}\nlogs:\n{self.logs()}")
 
     def stop(self) -> int:
         if self.proc is None:

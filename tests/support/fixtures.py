@@ -1,3 +1,8 @@
+"""Fixtures every test package may use: the exporter server, workload children, a cgroup.
+
+Registered for the whole suite by ``tests/conftest.py`` (``pytest_plugins``), so that no test
+imports another package's conftest to reach them."""
+
 from __future__ import annotations
 
 import os
@@ -5,13 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from .harness import Child, Exporter, free_port, start_child
+from tests.support.exporter import Child, Exporter, start_child
 
 CGROUP2 = Path("/sys/fs/cgroup/unified")
 
 
 @pytest.fixture
 def children():
+    """``children(name, hot_mib=.., cold_mib=..)`` starts tests/service/child.py; all are
+    killed at teardown."""
     started: list[Child] = []
 
     def start(name: str, **kw) -> Child:
@@ -26,14 +33,16 @@ def children():
 
 @pytest.fixture
 def exporter(tmp_path):
+    """``exporter(config_text, extra=[flags])`` starts the real exporter on a port of its own
+    choosing (``e.port``); all are stopped at teardown."""
     started: list[Exporter] = []
 
     def start(config_text: str, extra: list[str] | None = None, **kw) -> Exporter:
         cfg = tmp_path / f"config{len(started)}.yaml"
         cfg.write_text(config_text)
-        e = Exporter(cfg, free_port(), tmp_path / f"exporter{len(started)}.log", extra=list(extra or []), **kw)
-        started.append(e.start())
-        return e
+        e = Exporter(cfg, 0, tmp_path / f"exporter{len(started)}.log", extra=list(extra or []), **kw)
+        started.append(e)
+        return e.start()
 
     yield start
     for e in started:
