@@ -145,7 +145,8 @@ def run(
     from exporter.service.reload import ConfigReloader
     from exporter.service.sampler import Sampler
     from exporter.service.state import ServiceState, StateBox
-    from exporter.web.server import Limits, WebApp, start_server
+    from exporter.web.app import WebApp
+    from exporter.web.server import Limits, start_server
     from exporter.web.source import WebConfigSource
 
     stop = threading.Event()

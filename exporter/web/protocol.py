@@ -47,7 +47,13 @@ class Request:
 
     @property
     def path(self) -> str:
-        return self.target.split("?", 1)[0]
+        """The path, also of an absolute-form target (``http://host:port/metrics``), which
+        RFC 9112 says a server must accept."""
+        target = self.target
+        if target[:7].lower() == "http://" or target[:8].lower() == "https://":
+            rest = target.split("://", 1)[1]
+            target = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
+        return target.split("?", 1)[0]
 
     @property
     def keep_alive(self) -> bool:

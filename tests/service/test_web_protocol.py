@@ -87,3 +87,10 @@ def test_repeated_headers_are_joined_in_linear_time():
     head = b"GET /a HTTP/1.1\r\nHost: x\r\n" + b"X: y\r\n" * 3000 + b"\r\n"
     req, _ = parse_head(head, 1 << 20, 65536)
     assert req.header("x") == ", ".join(["y"] * 3000)
+
+
+def test_absolute_form_targets_are_served_as_their_path():
+    req, _ = parse_head(b"GET http://node:10170/metrics?x=1 HTTP/1.1\r\nHost: node\r\n\r\n", 16384, 65536)
+    assert req.path == "/metrics"
+    req, _ = parse_head(b"GET HTTPS://node:10170 HTTP/1.1\r\nHost: node\r\n\r\n", 16384, 65536)
+    assert req.path == "/"
