@@ -8,7 +8,19 @@ from __future__ import annotations
 
 import sys
 
-from exporter.config import ConfigError, load_config
+from exporter.config import ConfigError, load_config, parse_config
+from exporter.config.yamlfile import MAX_CONFIG_BYTES, YAMLFileError, decode
+
+
+def stdin_text(name: str) -> str:
+    """The config on standard input, bounded as a file is."""
+    data = sys.stdin.buffer.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{name}:1: file larger than {MAX_CONFIG_BYTES} bytes ({MAX_CONFIG_BYTES >> 20} MiB); refusing to parse it"])
+    try:
+        return decode(data, name)
+    except YAMLFileError as e:
+        raise ConfigError(e.lines) from None
 
 USAGE = "usage: damon-exporter check-config FILE"
 
@@ -21,9 +33,11 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1 or (argv[0].startswith("-") and argv[0] != "-"):
         print(USAGE, file=sys.stderr)
         return 2
-    path = argv[0] if argv[0] != "-" else "/dev/stdin"
     try:
-        config = load_config(path)
+        if argv[0] == "-":  # a pipe, deliberately: read it here (the file reader takes regular files only)
+            config = parse_config(stdin_text("/dev/stdin"), "/dev/stdin")
+        else:
+            config = load_config(argv[0])
     except ConfigError as e:
         for line in e.lines:
             print(line, file=sys.stderr)

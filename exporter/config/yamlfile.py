@@ -17,6 +17,9 @@ Every problem is a :class:`YAMLFileError` whose ``lines`` read ``FILE:LINE: mess
 
 from __future__ import annotations
 
+import os
+import stat
+
 import yaml
 from yaml.nodes import Node
 
@@ -53,11 +56,36 @@ class _DepthLimitedLoader(yaml.SafeLoader):
             self._depth -= 1
 
 
+class NotRegularFile(OSError):
+    """A FIFO, device or socket where a config file should be."""
+
+
+def read_regular(path: str, limit: int) -> bytes:
+    """At most ``limit`` bytes of ``path``, which must be a regular file. The open does not
+    block and anything else is refused: a FIFO put in a config's place would block its
+    reader forever (the reload thread, or the web server's event loop)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(f"{path} is not a regular file")
+        chunks, left = [], limit
+        while left > 0:
+            b = os.read(fd, min(left, 1 << 20))
+            if not b:
+                break
+            chunks.append(b)
+            left -= len(b)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def read_text(path: str) -> str:
     """The file's text; YAMLFileError when unreadable, too large or not UTF-8."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_CONFIG_BYTES + 1)
+        data = read_regular(path, MAX_CONFIG_BYTES + 1)
+    except NotRegularFile:
+        raise YAMLFileError([f"{path}: not a regular file; refusing to read it"]) from None
     except OSError as e:
         raise YAMLFileError([f"{path}: cannot read: {e.strerror or e}"]) from None
     if len(data) > MAX_CONFIG_BYTES:

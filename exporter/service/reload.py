@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from exporter.config.yamlfile import MAX_CONFIG_BYTES
+from exporter.config.yamlfile import MAX_CONFIG_BYTES, read_regular
 from exporter.service.state import StateBox
 
 log = logging.getLogger("exporter.reload")
@@ -27,9 +27,8 @@ def fingerprint(path: str) -> tuple[float, int, str] | None:
     and polling must not read gigabytes every few seconds."""
     try:
         st = os.stat(path)
-        with open(path, "rb") as f:
-            digest = hashlib.sha256(f.read(MAX_CONFIG_BYTES + 1)).hexdigest()
-    except OSError:
+        digest = hashlib.sha256(read_regular(path, MAX_CONFIG_BYTES + 1)).hexdigest()
+    except OSError:  # gone, unreadable, or not a regular file (a FIFO would block the poll)
         return None
     return (st.st_mtime, st.st_size, digest)
 

@@ -74,7 +74,10 @@ class WebConfig:
 
 #: a bcrypt hash as htpasswd, Python's bcrypt and Go's x/crypto write it: $2a$, $2b$ or $2y$,
 #: a two-digit cost, 22 characters of salt and 31 of hash in bcrypt's base64 alphabet
-_BCRYPT = re.compile(r"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}")
+_BCRYPT = re.compile(r"\$2[aby]\$([0-9][0-9])\$[./A-Za-z0-9]{53}", re.ASCII)
+#: the highest bcrypt cost accepted: every check of a wrong password costs the server this
+#: much (cost 14 is about a second of CPU here; 31 would be a day)
+MAX_BCRYPT_COST = 14
 
 
 def _mapping(r: Reader, node: yaml.Node, key: str) -> MappingNode | None:
@@ -216,6 +219,9 @@ def bcrypt_hash_problem(text: str) -> str:
     cost = int(m.group(1))
     if not 4 <= cost <= 31:
         return f"malformed bcrypt hash: cost {cost} is outside bcrypt's 4..31"
+    if cost > MAX_BCRYPT_COST:
+        return (f"bcrypt cost {cost} is above the maximum of {MAX_BCRYPT_COST}: every wrong password would "
+                f"cost the server 2^{cost} rounds (use htpasswd -B -C {MAX_BCRYPT_COST} or lower)")
     try:
         bcrypt.checkpw(b"", (text[:4] + "04" + text[6:]).encode("ascii"))
     except ValueError as e:

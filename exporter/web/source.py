@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from exporter.config.yamlfile import MAX_CONFIG_BYTES
+from exporter.config.yamlfile import MAX_CONFIG_BYTES, read_regular
 from exporter.service.state import StateBox
 from exporter.web.auth import BasicAuth
 from exporter.web.config import (
@@ -54,9 +54,8 @@ def _content_key(path: str) -> bytes | None:
     """SHA-256 of the (small) web config file itself: an edit that keeps size and mtime
     (two writes within one clock tick) must not go unseen."""
     try:
-        with open(path, "rb") as f:
-            return hashlib.sha256(f.read(MAX_CONFIG_BYTES + 1)).digest()
-    except OSError:
+        return hashlib.sha256(read_regular(path, MAX_CONFIG_BYTES + 1)).digest()
+    except OSError:  # gone, unreadable, or not a regular file (a FIFO would block the loop)
         return None
 
 

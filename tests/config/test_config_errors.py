@@ -365,7 +365,7 @@ def test_unreadable_and_binary_files(tmp_path):
     assert info.value.lines == [f"{missing}: cannot read: No such file or directory"]
     with pytest.raises(ConfigError) as info:
         load_config(str(tmp_path))
-    assert info.value.lines == [f"{tmp_path}: cannot read: Is a directory"]
+    assert info.value.lines == [f"{tmp_path}: not a regular file; refusing to read it"]
     binary = tmp_path / "bin.yaml"
     binary.write_bytes(b"targets: \xff\xfe\n")
     with pytest.raises(ConfigError) as info:

@@ -212,3 +212,65 @@ def test_max_requests_and_connections_flags_are_checked(tmp_path):
     cfg.write_text("targets:\n  - name: a\n    match: {comm: [x]}\n")
     r = run_exporter("--config", str(cfg), "--web.max-requests", "100", "--web.max-connections", "10")
     assert (r.returncode, r.stderr) == (2, "damon-exporter: error: want 0 <= --web.max-requests (100) <= --web.max-connections (10), and --web.max-connections >= 1\n")
+
+
+def test_bcrypt_costs_in_other_digits_and_above_the_cap_are_refused(tmp_path):
+    """'\u0661\u0662' are digits to Python's \\d and to int(), not to bcrypt: such a hash used
+    to raise UnicodeEncodeError out of the loader (a traceback at start, a dead event loop
+    while running). A cost above 14 makes every wrong password cost the server seconds."""
+    good = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
+    p = tmp_path / "web.yml"
+    p.write_text("basic_auth_users:\n"
+                 f"  arabic: '{good[:4]}\u0661\u0662{good[6:]}'\n"
+                 f"  dear: '{good[:4]}15{good[6:]}'\n")
+    assert errors_of(p) == [
+        f"{p}:2: basic_auth_users.arabic: malformed bcrypt hash: want $2a$, $2b$ or $2y$, a two-digit cost, '$' and 53 characters of [./A-Za-z0-9]",
+        f"{p}:3: basic_auth_users.dear: bcrypt cost 15 is above the maximum of 14: every wrong password would cost the server 2^15 rounds (use htpasswd -B -C 14 or lower)",
+    ]
+
+
+def test_a_fifo_in_place_of_a_config_is_refused_not_waited_on(tmp_path):
+    import os
+
+    from exporter.config.yamlfile import YAMLFileError, read_text
+
+    fifo = tmp_path / "web.yml"
+    os.mkfifo(fifo)
+    with pytest.raises(YAMLFileError) as e:
+        read_text(str(fifo))  # would block forever on open() or read()
+    assert e.value.lines == [f"{fifo}: not a regular file; refusing to read it"]
+    with pytest.raises(WebConfigError) as w:
+        load_web_config(str(fifo))
+    assert w.value.lines == [f"{fifo}: not a regular file; refusing to read it"]
+
+
+def test_a_running_exporter_survives_fifos_in_place_of_both_configs(exporter, tmp_path):
+    """The web config replaced by a FIFO used to freeze the event loop on the next
+    connection; the main config replaced by one, the reload thread forever."""
+    import os
+    import signal
+
+    from tests.support.exporter import fast_config
+
+    h = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
+    web = tmp_path / "web.yml"
+    web.write_text(f"basic_auth_users:\n  alice: '{h}'\n")
+    e = exporter(fast_config("  - name: a\n    match: {comm: [no-such-comm]}\n"), extra=["--web.config.file", str(web)])
+    e.auth = ("alice", "pw")
+    e.wait_ready()
+    web.unlink()
+    os.mkfifo(web)
+    assert e.request("/-/healthy").status == 200  # a new connection re-checks the web config
+    s = e.wait_for(lambda s: s.get("damon_web_config_last_reload_successful") == 0, what="the web config reload refused")
+    assert e.request("/metrics").status == 200  # the last good users still in force
+    cfg = e.config_path
+    text = cfg.read_text()
+    cfg.unlink()
+    os.mkfifo(cfg)
+    e.proc.send_signal(signal.SIGHUP)
+    e.wait_for(lambda s: s.get("damon_config_last_reload_successful") == 0, what="the config reload refused")
+    cfg.unlink()
+    cfg.write_text(text)
+    e.proc.send_signal(signal.SIGHUP)
+    e.wait_for(lambda s: s.get("damon_config_last_reload_successful") == 1, what="the restored config reloaded")
+    assert "not a regular file; refusing to read it" in e.logs()
