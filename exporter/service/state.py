@@ -19,6 +19,7 @@ WEB_REJECT_REASONS: dict[str, str] = {
     "max_connections": "closed to make room under --web.max-connections",
     "timeout": "the request deadline passed",
     "bad_request": "the request could not be parsed",
+    "auth_busy": "answered 503: too many password checks (bcrypt) in flight for a password not known good",
 }
 
 

@@ -27,10 +27,17 @@ import binascii
 import hashlib
 import hmac
 import os
+import threading
 
 import bcrypt
 
 CACHE_LIMIT = 1024
+#: bcrypt checks run at once; the rest of the admitted ones wait their turn
+MAX_CHECKS = 2
+#: requests admitted that need a bcrypt check (running or waiting): past this, a request
+#: whose credentials are not already known good is refused at once (503) and never takes a
+#: worker, so a flood of wrong passwords cannot crowd out scrapers whose password is cached
+MAX_PENDING_CHECKS = 8
 #: bcrypt's input length; longer passwords are compared on these bytes only
 MAX_PASSWORD_BYTES = 72
 
@@ -55,6 +62,9 @@ class BasicAuth:
         self._names = sorted(users)
         self._dummies = {cost: _dummy_hash(cost) for cost in {hash_cost(h) for h in users.values()}}
         self._key = hashlib.sha256(b"\0".join(users[n] for n in self._names)).digest()
+        self._slots = threading.Semaphore(MAX_CHECKS)
+        self._pending = 0
+        self._pending_lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
@@ -66,33 +76,63 @@ class BasicAuth:
         twin = self._names[int.from_bytes(mac[:8], "big") % len(self._names)]
         return self._dummies[hash_cost(self.users[twin])]
 
-    def check_header(self, header: str | None) -> bool:
-        """True when ``Authorization: Basic ...`` names a known user and the right password."""
+    @staticmethod
+    def credentials(header: str | None) -> tuple[str, str] | None:
+        """(user, password) of ``Authorization: Basic ...``, None when there are none."""
         if not header:
-            return False
+            return None
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "basic":
-            return False
+            return None
         try:
             user, sep, password = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
         except (binascii.Error, UnicodeDecodeError):
-            return False
-        if not sep:
-            return False
-        return self.check(user, password)
+            return None
+        return (user, password) if sep else None
+
+    def _key_of(self, hashed: bytes, pw: bytes) -> bytes:
+        return hashlib.sha256(hashed + b"\0" + pw).digest()
+
+    def needs_check(self, header: str | None) -> bool:
+        """Whether answering this request costs a bcrypt check (cheap: no bcrypt here)."""
+        cred = self.credentials(header) if self.users else None
+        if cred is None:
+            return False  # no credentials: 401 at once
+        hashed = self.users.get(cred[0])
+        return hashed is None or self._key_of(hashed, cred[1].encode("utf-8")[:MAX_PASSWORD_BYTES]) not in self._ok
+
+    def admit(self) -> bool:
+        """Reserve a place for one bcrypt check; False when MAX_PENDING_CHECKS are taken.
+        Every True must be followed by :meth:`done`."""
+        with self._pending_lock:
+            if self._pending >= MAX_PENDING_CHECKS:
+                return False
+            self._pending += 1
+            return True
+
+    def done(self) -> None:
+        with self._pending_lock:
+            self._pending -= 1
+
+    def check_header(self, header: str | None) -> bool:
+        """True when ``Authorization: Basic ...`` names a known user and the right password."""
+        cred = self.credentials(header)
+        return cred is not None and self.check(*cred)
 
     def check(self, user: str, password: str) -> bool:
         pw = password.encode("utf-8")[:MAX_PASSWORD_BYTES]
         hashed = self.users.get(user)
         if hashed is None:
             if self.users:
-                bcrypt.checkpw(pw, self.dummy_for(user))  # a configured user's cost: no timing oracle
+                with self._slots:
+                    bcrypt.checkpw(pw, self.dummy_for(user))  # a configured user's cost: no timing oracle
             return False
-        key = hashlib.sha256(hashed + b"\0" + pw).digest()
+        key = self._key_of(hashed, pw)
         if key in self._ok:
             return True
         try:
-            ok = bcrypt.checkpw(pw, hashed)
+            with self._slots:  # at most MAX_CHECKS hashes at once, whatever the workers
+                ok = bcrypt.checkpw(pw, hashed)
         except ValueError:  # malformed hash slipped through: refuse, never crash
             return False
         if ok:

@@ -405,17 +405,28 @@ class ExporterHTTPServer:
             self.stats.rejected["max_requests"] += 1
             self._send_and_close(conn, 503, f"Too many requests in flight (--web.max-requests={self.limits.max_requests}); try again.")
             return
+        auth = self.app.auth()
+        checking = auth.enabled and auth.needs_check(req.headers.get("authorization"))
+        if checking and not auth.admit():
+            # a password not known good while MAX_PENDING_CHECKS wait for bcrypt: refused
+            # here, without a worker, so scrapers whose password is cached keep theirs
+            with self._inflight_lock:
+                self._inflight -= 1
+            self.stats.rejected["auth_busy"] += 1
+            self._send_and_close(conn, 503, "Too many password checks in flight; try again.")
+            return
         fd = conn.sock.fileno()
         self._waiting.pop(fd, None)
         self._sel.unregister(conn.sock)
         conn.state = BUSY
         conn.want_write = False
-        auth = self.app.auth()
         try:
-            self._pool.submit(self._serve, conn, req, auth)
+            self._pool.submit(self._serve, conn, req, auth, checking)
         except RuntimeError:  # shutting down
             with self._inflight_lock:
                 self._inflight -= 1
+            if checking:
+                auth.done()
             self._close(conn)
 
     def _take_returned(self) -> None:
@@ -446,7 +457,7 @@ class ExporterHTTPServer:
 
     # -- workers ------------------------------------------------------------------------
 
-    def _serve(self, conn: _Conn, req: Request, auth: BasicAuth) -> None:
+    def _serve(self, conn: _Conn, req: Request, auth: BasicAuth, checking: bool = False) -> None:
         keep = False
         done = False
         try:
@@ -455,6 +466,9 @@ class ExporterHTTPServer:
             except Exception as e:  # a bug answers 500 and is logged; the server goes on
                 log.error("request failed", extra={"kv": {"path": req.path, "err": f"{type(e).__name__}: {e}"}})
                 status, headers, body = 500, [("Content-Type", "text/plain; charset=utf-8")], b"Internal error.\n"
+            finally:
+                if checking:
+                    auth.done()
             keep = req.keep_alive and status != 500
             data = response_bytes(status, headers, body, head_only=req.method == "HEAD", close=not keep)
             # the work is done: the slot is free *before* the client can see the answer, so

@@ -373,3 +373,39 @@ def test_one_request_cannot_kill_the_server(exporter):
             assert e.request("/-/healthy").status == 200, f"after fuzzed head {i}: {head!r}"
     assert e.request("/-/healthy").status == 200
     assert e.proc.poll() is None
+
+
+def test_wrong_passwords_cannot_deny_service_to_right_ones(exporter, tmp_path):
+    """40 clients sending a wrong password for a known user, without pause: bcrypt runs at
+    most two at a time and at most eight requests wait for it; the rest are refused at once
+    (503, counted as auth_busy) without taking a worker. A scraper whose password was checked
+    once is answered from the cache: every one of its scrapes succeeds while the flood goes on."""
+    web = tmp_path / "web.yml"
+    web.write_text(f"basic_auth_users:\n  alice: '{bcrypt.hashpw(b'pw', bcrypt.gensalt(rounds=12)).decode()}'\n")
+    e = exporter(CONFIG, extra=["--web.config.file", str(web)])
+    e.auth = ("alice", "pw")
+    e.wait_ready()
+    assert e.request("/metrics").status == 200  # checked once: cached from now on
+    stop = threading.Event()
+    statuses: list[int] = []
+
+    def flood() -> None:
+        while not stop.is_set():
+            try:
+                statuses.append(e.request("/metrics", auth=("alice", "wrong"), timeout=30).status)
+            except OSError:
+                pass
+
+    threads = [threading.Thread(target=flood) for _ in range(40)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: statuses.count(401) >= 5 and 503 in statuses, 30, "the flood checked and refused")
+        legit = [e.request("/metrics", timeout=3).status for _ in range(20)]
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert legit == [200] * 20
+    assert set(statuses) <= {401, 503}
+    e.wait_for(lambda s: (s.get("damon_web_rejected_total", reason="auth_busy") or 0) > 0, timeout=10, what="auth_busy counted")
