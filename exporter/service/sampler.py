@@ -18,6 +18,7 @@ import os
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 from typing import Any, Callable, Mapping
 
 from exporter.model.engine import Engine, TargetSpec
@@ -218,7 +219,17 @@ class Sampler:
                 e.set_region_cap(key, cap)
 
     def _publish_pending(self) -> None:
-        self.box.update(pending=self._pending(self.box.get().summary))
+        """The targets just discovered: those without an aggregation yet as pending, and the
+        last summary without the targets discovery no longer lists (a group that max_groups
+        or an exit dropped would otherwise show until the next aggregation, next to the
+        group that replaced it: more series than max_groups)."""
+        summary = self.box.get().summary
+        if summary is not None:
+            listed = {s.key for s in self._specs}
+            kept = tuple(t for t in summary.targets if (t.name, t.labels) in listed)
+            if len(kept) != len(summary.targets):
+                summary = replace(summary, targets=kept)
+        self.box.update(summary=summary, pending=self._pending(summary))
 
     def _pending(self, summary: Summary | None) -> tuple[PendingTarget, ...]:
         """Discovered targets with no aggregation yet. Keyed by name *and* labels: the groups

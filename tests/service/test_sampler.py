@@ -235,3 +235,29 @@ def test_the_budget_counts_the_kernels_cpu_for_the_engine():
     finally:
         stop.set()
         s.join(5)
+
+
+def test_groups_replaced_by_discovery_never_outnumber_the_cap(run_sampler):
+    """Discovery swaps one group for another (max_groups 2 keeps two): at every published
+    state, the targets with numbers and the pending ones together are at most the two
+    discovery lists, never the old group beside its replacement."""
+    procs = {10: proc(), 11: proc(), 12: proc()}
+    groups = [[TargetSpec("w", (ProcessRef(10),), (("pid", "10"),)), TargetSpec("w", (ProcessRef(11),), (("pid", "11"),))]]
+
+    class Swapping(FakeDiscoverer):
+        def discover(self):
+            return list(groups[-1])
+
+    disc = Swapping([], ("pid",))
+    _, box = run_sampler(Config(monitoring=FAST), lambda name: SimulatedOps(procs, time.monotonic), lambda cfg: disc)
+    wait_for(lambda: box.get().ready and len(box.get().summary.targets) == 2)
+    groups.append([groups[0][1], TargetSpec("w", (ProcessRef(12),), (("pid", "12"),))])
+    deadline = time.monotonic() + 2.0
+    seen_new = False
+    while time.monotonic() < deadline:
+        st = box.get()
+        keys = {(t.name, t.labels) for t in st.summary.targets} | {(p.name, p.labels) for p in st.pending}
+        assert len(keys) <= 2, keys
+        seen_new = seen_new or (("w", (("pid", "12"),)) in keys)
+        time.sleep(0.001)
+    assert seen_new
