@@ -72,12 +72,19 @@ _LENGTH = re.compile(r"[0-9]{1,18}")
 def parse_head(buf: bytes | bytearray, max_head: int, max_body: int) -> tuple[Request, int] | None:
     """The request at the start of ``buf`` and how many bytes it spans, body included;
     None when more bytes are needed; ProtocolError for what we refuse."""
-    end = buf.find(b"\r\n\r\n", 0, max_head + 4)
-    if end < 0:
+    # the head ends at an empty line; RFC 9112 lets a server take a bare LF for CRLF, and a
+    # client that sends them must get an answer, not the 10 s read deadline
+    crlf = buf.find(b"\r\n\r\n", 0, max_head + 4)
+    lf = buf.find(b"\n\n", 0, max_head + 2)
+    if crlf < 0 and lf < 0:
         if len(buf) > max_head:
             raise ProtocolError(431, f"request head larger than {max_head} bytes")
         return None
-    lines = bytes(buf[:end]).split(b"\r\n")
+    if lf >= 0 and (crlf < 0 or lf < crlf):
+        end, sep_len = lf, 2
+    else:
+        end, sep_len = crlf, 4
+    lines = [line[:-1] if line.endswith(b"\r") else line for line in bytes(buf[:end]).split(b"\n")]
     parts = lines[0].split(b" ")
     if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or not parts[1] or not _VERSION.fullmatch(parts[2]):
         raise ProtocolError(400, "malformed request line")
@@ -104,7 +111,7 @@ def parse_head(buf: bytes | bytearray, max_head: int, max_body: int) -> tuple[Re
         length = int(next(iter(values)))
         if length > max_body:
             raise ProtocolError(413, f"request body larger than {max_body} bytes")
-    total = end + 4 + length
+    total = end + sep_len + length
     if len(buf) < total:
         return None
     req = Request(parts[0].decode("ascii"), parts[1].decode("latin-1"), parts[2].decode("ascii"), headers)

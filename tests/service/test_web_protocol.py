@@ -94,3 +94,10 @@ def test_absolute_form_targets_are_served_as_their_path():
     assert req.path == "/metrics"
     req, _ = parse_head(b"GET HTTPS://node:10170 HTTP/1.1\r\nHost: node\r\n\r\n", 16384, 65536)
     assert req.path == "/"
+
+
+def test_bare_lf_heads_are_parsed():
+    req, n = parse_head(b"GET /metrics HTTP/1.1\nHost: x\nAccept: text/plain\n\nGET /b", 16384, 65536)
+    assert (req.path, req.header("host"), req.header("accept"), n) == ("/metrics", "x", "text/plain", 50)
+    req, _ = parse_head(b"GET /a HTTP/1.1\r\nHost: x\n\n", 16384, 65536)
+    assert req.header("host") == "x"
