@@ -30,7 +30,7 @@ class Failures:
     """Failed processes, the targets they failed for, and error counts by kind."""
 
     def __init__(self) -> None:
-        self._failed: dict[ProcessRef, str] = {}
+        self._failed: dict[ProcessRef, tuple[str, str]] = {}  # ref -> (message, kind)
         self._by_target: dict[TargetKey, dict[ProcessRef, str]] = {}
         self._counts: Counter[str] = Counter()
 
@@ -47,7 +47,7 @@ class Failures:
         if isinstance(e, ProcessGone):
             return
         msg = self.note(keys, ref, e)
-        self._failed[ref] = msg
+        self._failed[ref] = (msg, e.kind)
         log.warning("target %s: %s", ",".join(k[0] for k in keys), msg)
 
     def note(self, keys: Iterable[TargetKey], ref: ProcessRef, e: OpsError) -> str:
@@ -70,6 +70,12 @@ class Failures:
                 by_target[s.key] = kept
         self._by_target = by_target
         self._failed = {r: m for r, m in self._failed.items() if r in listed}
+
+    def not_monitored(self, spec: TargetSpec) -> tuple[tuple[str, int], ...]:
+        """How many of the target's processes are not monitored, by error kind (a process
+        the exporter may not read is not a target without processes)."""
+        counts: Counter[str] = Counter(self._failed[r][1] for r in spec.processes if r in self._failed)
+        return tuple(sorted(counts.items()))
 
     def errors(self, key: TargetKey) -> tuple[str, ...]:
         """The target's error messages, at most :data:`MAX_ERRORS_PER_TARGET`."""

@@ -26,6 +26,7 @@ from exporter.summary import Summary, TargetSummary
 TARGET_METRIC_NAMES: tuple[str, ...] = (
     "damon_target_processes",
     "damon_target_up",
+    "damon_target_unmonitored_processes",
     "damon_target_last_aggregation_timestamp_seconds",
     "damon_regions",
     "damon_regions_max",
@@ -79,6 +80,10 @@ def target_families(
 
     processes = gauge("damon_target_processes", "Processes of the target monitored in the last aggregation (pending targets: processes found by discovery).")
     up = gauge("damon_target_up", "1 if the target's processes were all monitored without error in the last aggregation; 0 before the first aggregation, on error, or with no processes.")
+    unmonitored = GaugeMetricFamily(
+        "damon_target_unmonitored_processes",
+        "Processes discovery found for the target that the engine does not monitor, by why (the kind of damon_sampler_errors_total: permission, io, limit, ...). A target whose processes the exporter may not read shows them here, not as a target without processes.",
+        labels=[*names, "kind"])
     last = gauge("damon_target_last_aggregation_timestamp_seconds", "Unix time of the target's last aggregation.", "seconds")
     regions = gauge("damon_regions", "DAMON regions of the target (all its processes) at the end of the last aggregation.")
     regions_max = gauge("damon_regions_max", "Current region cap of the target; below the configured max_regions while the CPU budget holds it down.")
@@ -108,6 +113,8 @@ def target_families(
         lv = label_values(t.name, t.labels, label_names)
         processes.add_metric(lv, len(t.pids))
         up.add_metric(lv, target_up(t))
+        for kind, n in t.not_monitored:
+            unmonitored.add_metric([*lv, kind], n)
         last.add_metric(lv, t.aggregated_at)
         regions.add_metric(lv, t.nr_regions)
         regions_max.add_metric(lv, t.max_regions)
@@ -127,4 +134,4 @@ def target_families(
         lv = label_values(name, labels, label_names)
         processes.add_metric(lv, nr)
         up.add_metric(lv, 0)
-    return [processes, up, last, regions, regions_max, resident, working, working_at, cold, cold_at, ratio, ws_error, cold_error, idle, freq]
+    return [processes, up, unmonitored, last, regions, regions_max, resident, working, working_at, cold, cold_at, ratio, ws_error, cold_error, idle, freq]

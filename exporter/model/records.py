@@ -103,6 +103,9 @@ class TargetRecords:
     #: earlier than ``aggregated_at`` (the oldest measurement used); empty where every
     #: figure is measured at each aggregation
     measured_at: tuple[tuple[float, float], ...] = ()
+    #: processes listed for the target that the engine does not monitor, by error kind
+    #: (permission, io, limit, ...): found by discovery, not in ``pids``
+    not_monitored: tuple[tuple[str, int], ...] = ()
     #: regions after merging, before this aggregation's split (what the kernel's
     #: damon_aggregated tracepoint shows); DAMON splits only while this is at most half the
     #: cap, so the CPU budget keeps caps above twice it. 0 where the engine does not say.

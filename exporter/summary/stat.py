@@ -192,6 +192,7 @@ class TargetSummary:
     working_set_error_bytes: int = 0
     cold_error_bytes: int = 0
     nr_merged: int = 0  # regions after merging, before the split (see TargetRecords)
+    not_monitored: tuple[tuple[str, int], ...] = ()  # processes found but not monitored, by kind
 
     @property
     def cold_ratio(self) -> float:
@@ -271,6 +272,7 @@ def summarize_target(t: TargetRecords, policy: Policy, sample_interval: float = 
         working_set_error_bytes=min(resident, round(ws_error) + shared_ws_error),
         cold_error_bytes=min(resident, round(cold_error) + shared_cold_error),
         nr_merged=t.nr_merged,
+        not_monitored=t.not_monitored,
     )
 
 

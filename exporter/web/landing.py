@@ -25,6 +25,20 @@ def _labels(labels: tuple[tuple[str, str], ...]) -> str:
 COLUMNS = ("target", "labels", "processes", "state", "resident", "working set", "cold", "cold ratio")
 
 
+def _state(t) -> str:
+    """up, or down with the reason a user can act on: processes not monitored and why, the
+    first error, or no process at all."""
+    if target_up(t):
+        return "up"
+    if t.not_monitored:
+        why = ", ".join(f"{n} {kind}" for kind, n in t.not_monitored)
+        first = f": {t.errors[0]}" if t.errors else ""
+        return f"down: not monitored: {why}{first}"
+    if t.errors:
+        return f"down: {t.errors[0]}"
+    return "down: no process matches"
+
+
 def landing_page(state: ServiceState, metrics_path: str) -> bytes:
     rows = []
     summary = state.summary
@@ -33,7 +47,7 @@ def landing_page(state: ServiceState, metrics_path: str) -> bytes:
             t.name,
             _labels(t.labels),
             str(len(t.pids)),
-            "up" if target_up(t) else "down",
+            _state(t),
             _mib(t.resident_bytes),
             _mib(t.working_set_bytes),
             _mib(t.cold_bytes),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 from tests.support.exporter import comm_target, fast_config, unique_comm
 
@@ -57,9 +58,7 @@ def test_cgroup_name_that_is_not_utf8(exporter, cgroup2):
         assert e.request("/").status == 200
     finally:
         p.kill()
-        p.wait()
-        with open(os.fsencode(cgroup2) + b"/cgroup.procs", "w") as f:
-            f.write(str(p.pid)) if os.path.exists(f"/proc/{p.pid}") else None
+        p.wait()  # reaped: the cgroup is empty and can go
         os.rmdir(odd)
 
 
@@ -87,3 +86,38 @@ def test_a_long_capture_does_not_blow_up_the_scrape(exporter, tmp_path):
         p.kill()
         p.wait()
     assert os.path.exists(exe)
+
+
+def _as_nobody() -> None:
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+
+
+def test_a_target_the_exporter_may_not_read_says_so(exporter, tmp_path):
+    """Root without CAP_SYS_PTRACE (as a container without it runs) against another user's
+    process matched by comm: not a target without processes but one whose process is not
+    monitored for lack of permission, on /metrics (a gauge by kind, from the first
+    aggregation) and on the landing page."""
+    import tempfile
+
+    comm = unique_comm("np")
+    bindir = Path(tempfile.mkdtemp(prefix="dxnp"))  # pytest's tmp_path is root's only (0700)
+    bindir.chmod(0o755)
+    exe = bindir / comm
+    shutil.copy("/bin/sleep", exe)
+    exe.chmod(0o755)
+    p = subprocess.Popen([str(exe), "300"], preexec_fn=_as_nobody)
+    try:
+        e = exporter("backend: clear_refs\n" + fast_config(comm_target("other-user", comm)),
+                     drop_caps=["sys_ptrace", "dac_override", "dac_read_search"])
+        s = e.wait_for(lambda s: s.get("damon_target_unmonitored_processes", target="other-user", kind="permission") == 1,
+                       what="the unreadable process counted")
+        assert s.get("damon_target_up", target="other-user") == 0
+        assert s.get("damon_target_processes", target="other-user") == 0
+        page = e.request("/").text
+        assert "down: not monitored: 1 permission: pid" in page and "ptrace" in page
+    finally:
+        p.kill()
+        p.wait()
+        shutil.rmtree(bindir, ignore_errors=True)

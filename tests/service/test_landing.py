@@ -24,8 +24,8 @@ def test_rows_show_labels_and_memory_numbers():
     assert rows(page) == [
         # resident 28 MiB: 12 MiB accessed within the window, 16 MiB idle 200 s > cold_age
         ["web", 'team="blue"', "2", "up", "28.0 MiB", "12.0 MiB", "16.0 MiB", "57%"],
-        ["gone", "", "0", "down", "0.0 MiB", "0.0 MiB", "0.0 MiB", "0%"],
-        ["denied", "", "1", "down", "1.0 MiB", "1.0 MiB", "0.0 MiB", "0%"],
+        ["gone", "", "0", "down: no process matches", "0.0 MiB", "0.0 MiB", "0.0 MiB", "0%"],
+        ["denied", "", "1", "down: pid 6: permission denied", "1.0 MiB", "1.0 MiB", "0.0 MiB", "0%"],
         ["new", 'pod_uid="u-1"', "2", "waiting for first aggregation", "", "", "", ""],
     ]
 

@@ -261,7 +261,7 @@ def test_a_running_exporter_survives_fifos_in_place_of_both_configs(exporter, tm
     web.unlink()
     os.mkfifo(web)
     assert e.request("/-/healthy").status == 200  # a new connection re-checks the web config
-    s = e.wait_for(lambda s: s.get("damon_web_config_last_reload_successful") == 0, what="the web config reload refused")
+    e.wait_for(lambda s: s.get("damon_web_config_last_reload_successful") == 0, what="the web config reload refused")
     assert e.request("/metrics").status == 200  # the last good users still in force
     cfg = e.config_path
     text = cfg.read_text()

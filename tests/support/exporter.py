@@ -120,11 +120,16 @@ class Exporter:
     tls: ssl.SSLContext | None = None
     auth: tuple[str, str] | None = None
     extra: list[str] = field(default_factory=list)
+    #: capabilities taken away from the root exporter (setpriv drops them from the
+    #: bounding set), e.g. ["sys_ptrace", "dac_override"]: root without the privileges
+    #: another user's processes need
+    drop_caps: list[str] = field(default_factory=list)
 
     def start(self) -> "Exporter":
         self.log = open(self.log_path, "wb")
+        prefix = ["setpriv", "--bounding-set=" + ",".join(f"-{c}" for c in self.drop_caps), "--inh-caps=-all"] if self.drop_caps else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "--config", str(self.config_path),
+            [*prefix, sys.executable, "-m", "exporter", "--config", str(self.config_path),
              "--web.listen-address", f"127.0.0.1:{self.port}", "--log.level", "debug", "--log.format", "logfmt",
              *self.extra],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO,

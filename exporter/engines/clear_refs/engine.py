@@ -283,6 +283,7 @@ class ReferencedBytesEngine(Engine):
                     aggregated_at=self.wall_clock(),
                     labels=t.spec.labels,
                     errors=self._failures.errors(t.spec.key),
+                    not_monitored=self._failures.not_monitored(t.spec),
                     measured_at=tuple(sorted(oldest.items())),
                     max_regions=self._attrs.max_regions,
                 )

@@ -553,6 +553,7 @@ class DamonSysfsEngine(Engine):
                 name=t.spec.name, pids=tuple(sorted(pids[k])), regions=tuple(by_key[k]),
                 aggregated_at=taken, labels=t.spec.labels,
                 errors=self._failures.errors(t.spec.key),
+                not_monitored=self._failures.not_monitored(t.spec),
                 max_regions=self.region_cap(k),
             )
             for k, t in self._targets.items()

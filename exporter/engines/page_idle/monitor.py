@@ -369,6 +369,7 @@ class Monitor(Engine):
             aggregated_at=self.wall_clock(),
             labels=t.spec.labels,
             errors=self._failures.errors(t.spec.key),
+            not_monitored=self._failures.not_monitored(t.spec),
             max_regions=max_regions,
             nr_merged=nr_merged,
         )
