@@ -28,9 +28,12 @@ def children():
 def exporter(tmp_path):
     started: list[Exporter] = []
 
-    def start(config_text: str, extra: list[str] | None = None, **kw) -> Exporter:
-        cfg = tmp_path / f"config{len(started)}.yaml"
-        cfg.write_text(config_text)
+    def start(config_text: str | None, extra: list[str] | None = None, **kw) -> Exporter:
+        """``config_text`` None: no config file, the embedded default config."""
+        cfg = None
+        if config_text is not None:
+            cfg = tmp_path / f"config{len(started)}.yaml"
+            cfg.write_text(config_text)
         e = Exporter(cfg, free_port(), tmp_path / f"exporter{len(started)}.log", extra=list(extra or []), **kw)
         started.append(e.start())
         return e

@@ -88,9 +88,10 @@ class Response:
 
 @dataclass
 class Exporter:
-    """One exporter subprocess on 127.0.0.1:port."""
+    """One exporter subprocess on 127.0.0.1:port; without a config path it runs the embedded
+    default config (no --config flag at all)."""
 
-    config_path: Path
+    config_path: Path | None
     port: int
     log_path: Path
     proc: subprocess.Popen | None = None
@@ -101,7 +102,7 @@ class Exporter:
     def start(self) -> "Exporter":
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "--config", str(self.config_path),
+            [sys.executable, "-m", "exporter", *(["--config", str(self.config_path)] if self.config_path else []),
              "--web.listen-address", f"127.0.0.1:{self.port}", "--log.level", "debug", *self.extra],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO,
         )
