@@ -39,12 +39,40 @@ class _Parser(argparse.ArgumentParser):
 SHUTDOWN_TIMEOUT = 20.0
 
 
+#: the other commands of ``damon-exporter`` (exporter.cli dispatches them), one line each
+#: in ``--help``
+COMMANDS: tuple[tuple[str, str], ...] = (
+    ("snapshot", "watch processes for a while and print working set, cold memory, heatmap"),
+    ("check-config", "validate a config file: exit 0, or 2 and a FILE:LINE: line per problem"),
+)
+
+USAGE = """damon-exporter [flags]
+       damon-exporter snapshot (--pid PID ... | --comm NAME) [flags]
+       damon-exporter check-config FILE"""
+
+
+def _epilog(top: int) -> str:
+    width = max(len(name) for name, _ in COMMANDS)
+    lines = ["commands:"] + [f"  {name:<{width}}  {what}" for name, what in COMMANDS]
+    lines += [
+        "'damon-exporter COMMAND --help' shows a command's own flags.",
+        "",
+        f"Without --config.file the exporter runs its embedded default config: the {top} programs",
+        "with the most resident memory, one target each. To choose what to watch, write a config:",
+        "config.example.yaml documents every key, the README's Configuration section explains them.",
+    ]
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from exporter.config.default import DEFAULT_TOP_PROGRAMS as top
 
     p = _Parser(
         prog="damon-exporter",
+        usage=USAGE,
         description="Prometheus exporter of memory access patterns (DAMON region sampling from user space).",
+        epilog=_epilog(top),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     # node_exporter-style name; --config (the original spelling) stays as an alias
     p.add_argument("--config.file", "--config", dest="config", metavar="FILE", help=f"config file (check one with 'damon-exporter check-config FILE'); without it, the embedded default config: the {top} programs with the most resident memory; --config is an alias")
@@ -59,14 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--path.sysfs", dest="sysfs", default="/sys", metavar="PATH", help="sysfs mountpoint: page_idle, kernel DAMON and cgroups are read below it (default /sys)")
     p.add_argument("--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"])
     p.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
-    p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("--version", action="store_true", help="print the version and build facts and exit")
     return p
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.version:
-        print(f"damon-exporter {__version__}")
+        from exporter.build import version_text
+
+        sys.stdout.write(version_text("damon-exporter"))
         return 0
     from exporter.service.logsetup import setup_logging
 

@@ -54,7 +54,7 @@ def test_empty_config_flag_and_bad_flags_exit_2(tmp_path):
     assert r.stderr == "damon-exporter: error: invalid --web.listen-address 'localhost': want [HOST]:PORT, e.g. :10170 or 127.0.0.1:10170\n"
     r = run_cli("--config", str(cfg), "--log.level", "loud")
     assert r.returncode == 2 and r.stderr.startswith("damon-exporter: error: argument --log.level: invalid choice: 'loud'")
-    assert run_cli("--version").stdout == "damon-exporter 0.1.0\n"
+    assert run_cli("--version").stdout.startswith("damon-exporter, version 0.1.0 (branch: ")  # the rest: test_flags_build_info
 
 
 def test_web_config_unknown_key_exits_2(tmp_path):
