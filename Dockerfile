@@ -10,7 +10,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# Build facts for damon_exporter_build_info (the image has no .git to read them from):
+# Build facts for damon_exporter_build_info and --version (the image has no .git to read them
+# from; build user and date are stamped here, as promu stamps a Go exporter):
 #   docker build --build-arg REVISION=$(git rev-parse HEAD) --build-arg BRANCH=$(git rev-parse --abbrev-ref HEAD) ...
 ARG REVISION=unknown
 ARG BRANCH=unknown
@@ -18,7 +19,8 @@ ARG BRANCH=unknown
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY exporter ./exporter
-RUN printf '{"revision": "%s", "branch": "%s"}\n' "$REVISION" "$BRANCH" > exporter/_build.json \
+RUN printf '{"revision": "%s", "branch": "%s", "build_user": "%s", "build_date": "%s"}\n' \
+        "$REVISION" "$BRANCH" "$(id -un)@$(hostname)" "$(date -u +%Y%m%d-%H:%M:%S)" > exporter/_build.json \
     && pip install . && rm -rf /src \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin damon
 

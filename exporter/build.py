@@ -3,8 +3,11 @@ for Go exporters (version, revision, branch and the language runtime's version).
 
 A Go binary has them linked in; a Python package does not, so they come from, in order:
 ``exporter/_build.json`` (written by the Dockerfile from its REVISION and BRANCH build
-arguments), else the git checkout the package is imported from (read from ``.git`` directly,
-no ``git`` binary needed), else ``unknown``.
+arguments, with the user and date of the build), else the git checkout the package is
+imported from (read from ``.git`` directly, no ``git`` binary needed), else ``unknown``.
+
+:func:`version_text` is what ``--version`` prints, in the shape of Prometheus'
+``version.Print`` (node_exporter's ``--version``), the Python version where Go's stands.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import platform
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +31,10 @@ class BuildInfo:
     revision: str
     branch: str
     pythonversion: str
+    #: who built it and when (``user@host``, ``YYYYMMDD-HH:MM:SS`` UTC, as promu stamps Go
+    #: binaries): only a stamped build knows; not labels of the metric, as in node_exporter
+    build_user: str = UNKNOWN
+    build_date: str = UNKNOWN
 
 
 def _git_dir(repo: Path) -> Path | None:
@@ -79,14 +87,16 @@ def git_facts(repo: Path) -> tuple[str, str] | None:
 
 @functools.cache
 def build_info() -> BuildInfo:
-    revision = branch = UNKNOWN
+    revision = branch = build_user = build_date = UNKNOWN
     stamped = _PACKAGE / "_build.json"
     if stamped.is_file():
         try:
             data = json.loads(stamped.read_text())
             revision = str(data.get("revision") or UNKNOWN)
             branch = str(data.get("branch") or UNKNOWN)
-        except (OSError, ValueError):
+            build_user = str(data.get("build_user") or UNKNOWN)
+            build_date = str(data.get("build_date") or UNKNOWN)
+        except (OSError, ValueError, AttributeError):  # AttributeError: JSON but not an object
             pass
     else:
         try:
@@ -95,4 +105,31 @@ def build_info() -> BuildInfo:
             facts = None
         if facts is not None:
             revision, branch = facts
-    return BuildInfo(__version__, revision, branch, platform.python_version())
+    return BuildInfo(__version__, revision, branch, platform.python_version(), build_user, build_date)
+
+
+#: ``uname -m`` -> Go's GOARCH, so ``platform:`` reads as node_exporter's does
+_GOARCH = {
+    "x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "i386": "386",
+    "i686": "386", "armv7l": "arm", "armv6l": "arm", "ppc64le": "ppc64le", "s390x": "s390x",
+    "riscv64": "riscv64", "mips64": "mips64", "loongarch64": "loong64",
+}
+
+
+def go_platform() -> str:
+    """``GOOS/GOARCH`` of this machine, e.g. ``linux/amd64``."""
+    machine = platform.machine()
+    return f"{sys.platform}/{_GOARCH.get(machine.lower(), machine.lower() or UNKNOWN)}"
+
+
+def version_text(program: str = "damon-exporter") -> str:
+    """What ``--version`` prints: Prometheus' ``version.Print`` layout, line for line."""
+    info = build_info()
+    return (
+        f"{program}, version {info.version} (branch: {info.branch}, revision: {info.revision})\n"
+        f"  build user:       {info.build_user}\n"
+        f"  build date:       {info.build_date}\n"
+        f"  python version:   {info.pythonversion}\n"
+        f"  platform:         {go_platform()}\n"
+        f"  tags:             unknown\n"
+    )

@@ -39,13 +39,43 @@ class _Parser(argparse.ArgumentParser):
 SHUTDOWN_TIMEOUT = 20.0
 
 
+#: the other commands of ``damon-exporter`` (exporter.cli dispatches them), one line each
+#: in ``--help``
+COMMANDS: tuple[tuple[str, str], ...] = (
+    ("snapshot", "watch processes for a while and print working set, cold memory, heatmap"),
+    ("check-config", "validate a config file: exit 0, or 2 and a FILE:LINE: line per problem"),
+)
+
+USAGE = """damon-exporter [flags]
+       damon-exporter snapshot (--pid PID ... | --comm NAME) [flags]
+       damon-exporter check-config FILE"""
+
+
+def _epilog(top: int) -> str:
+    width = max(len(name) for name, _ in COMMANDS)
+    lines = ["commands:"] + [f"  {name:<{width}}  {what}" for name, what in COMMANDS]
+    lines += [
+        "'damon-exporter COMMAND --help' shows a command's own flags.",
+        "",
+        f"Without --config.file the exporter runs its embedded default config: the {top} programs",
+        "with the most resident memory, one target each. To choose what to watch, write a config:",
+        "config.example.yaml documents every key, the README's Configuration section explains them.",
+    ]
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from exporter.config.default import DEFAULT_TOP_PROGRAMS as top
+
     p = _Parser(
         prog="damon-exporter",
+        usage=USAGE,
         description="Prometheus exporter of memory access patterns (DAMON's region sampling, in user space or through the kernel's own DAMON).",
+        epilog=_epilog(top),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     # node_exporter-style name; --config (the original spelling) stays as an alias
-    p.add_argument("--config.file", "--config", dest="config", metavar="FILE", help="config file (required; see 'damon-exporter check-config'); --config is an alias")
+    p.add_argument("--config.file", "--config", dest="config", metavar="FILE", help=f"config file (check one with 'damon-exporter check-config FILE'); without it, the embedded default config: the {top} programs with the most resident memory; --config is an alias")
     p.add_argument("--web.listen-address", dest="listen", default=DEFAULT_LISTEN, metavar="[HOST]:PORT", help=f"address to serve on (default {DEFAULT_LISTEN})")
     p.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", metavar="PATH", help="path of the metrics (default /metrics)")
     p.add_argument("--web.config.file", dest="web_config", metavar="FILE", help="exporter-toolkit web config: TLS and basic auth")
@@ -57,20 +87,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--path.sysfs", dest="sysfs", default="/sys", metavar="PATH", help="sysfs mountpoint: page_idle, kernel DAMON and cgroups are read below it (default /sys)")
     p.add_argument("--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"])
     p.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
-    p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("--version", action="store_true", help="print the version and build facts and exit")
     return p
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.version:
-        print(f"damon-exporter {__version__}")
+        from exporter.build import version_text
+
+        sys.stdout.write(version_text("damon-exporter"))
         return 0
     from exporter.service.logsetup import setup_logging
 
     setup_logging(args.log_level, args.log_format)
-    if not args.config:
-        sys.stderr.write("damon-exporter: error: --config.file FILE is required (there are no default targets to monitor)\n")
+    if args.config is not None and not args.config:
+        # an empty value is a deployment mistake (an unset variable), not a wish for the default
+        sys.stderr.write("damon-exporter: error: --config.file is empty (leave the flag out to run the embedded default config)\n")
         return 2
     if not args.telemetry_path.startswith("/") or args.telemetry_path in ("/", "/-/healthy", "/-/ready"):
         sys.stderr.write(f"damon-exporter: error: --web.telemetry-path {args.telemetry_path!r} must start with '/' and not be '/', '/-/healthy' or '/-/ready'\n")
@@ -92,12 +125,17 @@ def main(argv: list[str]) -> int:
     except ListenAddressError as e:
         sys.stderr.write(f"damon-exporter: error: {e}\n")
         return 2
-    try:
-        config = load_config(args.config)
-    except ConfigError as e:
-        for line in e.lines:
-            sys.stderr.write(line + "\n")
-        return 2
+    if args.config is None:
+        from exporter.config.default import default_config
+
+        config = default_config()
+    else:
+        try:
+            config = load_config(args.config)
+        except ConfigError as e:
+            for line in e.lines:
+                sys.stderr.write(line + "\n")
+            return 2
     if args.max_requests < 0 or args.max_connections < 1 or args.max_requests > args.max_connections:
         sys.stderr.write(f"damon-exporter: error: want 0 <= --web.max-requests ({args.max_requests}) <= --web.max-connections ({args.max_connections}), and --web.max-connections >= 1\n")
         return 2
@@ -159,6 +197,7 @@ def run(
             cpu_budget=config.cpu_budget,
             reload_successful=True,
             reload_success_timestamp=time.time(),
+            default_config=args.config is None,
         )
     )
     # the web config is re-checked per connection and request (as exporter-toolkit does)
@@ -172,7 +211,9 @@ def run(
         return 1
     sampler = Sampler(config, box, stop, engine_factory=engine_factory(args.procfs, args.sysfs),
                       discoverer_factory=discoverer_factory(args.procfs, args.sysfs))
-    reloader = ConfigReloader(args.config, box, sampler.apply_config, load_config, ConfigError, stop, reload_interval)
+    # without a file (the embedded default) SIGHUP still re-checks the web config
+    reloader = ConfigReloader(args.config, box, sampler.apply_config, load_config, ConfigError, stop,
+                              reload_interval if args.config is not None else 0.0)
     reloader.on_signal.append(lambda: source.check("signal"))
 
     def on_stop(signum: int, _frame: object) -> None:
@@ -182,6 +223,16 @@ def run(
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, lambda *_: reloader.request())
+    if args.config is None:
+        from exporter.config.default import DEFAULT_TOP_PROGRAMS
+
+        log.info(
+            f"no --config.file given: running the embedded default config, the {DEFAULT_TOP_PROGRAMS} programs "
+            "with the most resident memory, one target per program name, chosen again at every discovery; "
+            "to choose what to watch, write a config (config.example.yaml documents every key, the landing "
+            "page shows the default as a file) and pass --config.file FILE",
+            extra={"kv": {"config": "embedded default"}},
+        )
     sampler.start()
     reloader.start()
     host, port = server.server_address[:2]

@@ -33,6 +33,12 @@ DEFAULT_BACKEND = "auto"
 DEFAULT_CPU_BUDGET = 0.05
 DEFAULT_MAX_GROUPS = 100
 
+#: which groups ``max_groups`` keeps when there are more (``keep_groups``): ``stable``, the
+#: groups already monitored, then the first in label-value order; ``largest``, the groups with
+#: the most resident memory, chosen again at every discovery
+KEEP_GROUPS: tuple[str, ...] = ("stable", "largest")
+DEFAULT_KEEP_GROUPS = "stable"
+
 
 @dataclass(frozen=True)
 class TargetConfig:
@@ -46,6 +52,7 @@ class TargetConfig:
     include_children: bool = False
     group_by: tuple[str, ...] = ()
     max_groups: int = DEFAULT_MAX_GROUPS
+    keep_groups: str = DEFAULT_KEEP_GROUPS
     labels: tuple[tuple[str, str], ...] = ()
     line: int = 0
     #: set when ``name`` holds {{.Field}} references: one target per distinct rendered name

@@ -13,6 +13,7 @@ from yaml.nodes import MappingNode, Node, SequenceNode
 from exporter.config.model import (
     BACKENDS,
     GROUP_BY_KEYS,
+    KEEP_GROUPS,
     RESERVED_LABELS,
     Config,
     ConfigError,
@@ -27,7 +28,7 @@ from exporter.model.durations import DurationError, parse_duration
 
 TOP_KEYS = ("backend", "monitoring", "cold_age", "working_set_window", "cpu_budget", "remove_empty_groups", "targets")
 MONITORING_KEYS = ("sample_interval", "aggregation_interval", "update_interval", "min_regions", "max_regions")
-TARGET_KEYS = ("name", "match", "cgroup", "include_children", "group_by", "max_groups", "labels")
+TARGET_KEYS = ("name", "match", "cgroup", "include_children", "group_by", "max_groups", "keep_groups", "labels")
 MATCH_KEYS = ("comm", "exe", "cmdline")
 
 _DURATION_KEYS = ("sample_interval", "aggregation_interval", "update_interval")
@@ -236,6 +237,11 @@ def _target(r: Reader, node: Node, keypath: str, names: dict[str, int]) -> Targe
             if value is not INVALID and value < 1:
                 r.error(vnode, sub, f"must be at least 1, got {value}")
                 value = INVALID
+        elif key == "keep_groups":
+            value = r.get_str(vnode, sub)
+            if value is not INVALID and value not in KEEP_GROUPS:
+                r.error(vnode, sub, f"unknown keep_groups '{value}' (expected one of: {', '.join(KEEP_GROUPS)})")
+                value = INVALID
         else:  # labels
             value = _labels(r, vnode, sub)
         if value is INVALID:
@@ -253,9 +259,10 @@ def _target(r: Reader, node: Node, keypath: str, names: dict[str, int]) -> Targe
     elif "match" not in present and "cgroup" not in present:
         r.error(mapping, keypath, "needs either 'match' (comm, exe, cmdline) or 'cgroup'")
         ok = False
-    if "max_groups" in present and "group_by" not in present and not is_template(fields.get("name", "")):
-        r.error(present["max_groups"], f"{keypath}.max_groups", "only applies together with group_by or a name template")
-        ok = False
+    for key in ("max_groups", "keep_groups"):
+        if key in present and "group_by" not in present and not is_template(fields.get("name", "")):
+            r.error(present[key], f"{keypath}.{key}", "only applies together with group_by or a name template")
+            ok = False
     if ok and is_template(fields["name"]):
         template = parse_template(fields["name"])  # already checked by _target_name
         groups = {g for rx in fields.get("cmdline", ()) for g in rx.groupindex}

@@ -165,16 +165,20 @@ class Discoverer:
         order = sorted(groups, key=lambda k: _sort_key(keys, k))
         if len(order) > t.max_groups:
             previous = self._kept.get(t.name, set())
-            kept = [k for k in order if k in previous][: t.max_groups]
-            kept += [k for k in order if k not in previous][: t.max_groups - len(kept)]
-            keep = set(kept)
+            if t.keep_groups == "largest":
+                keep = set(_largest(order, groups, procs, previous, t.max_groups))
+            else:
+                kept = [k for k in order if k in previous][: t.max_groups]
+                kept += [k for k in order if k not in previous][: t.max_groups - len(kept)]
+                keep = set(kept)
             order = [k for k in order if k in keep]
             dropped = len(groups) - len(order)
             self.dropped_groups[t.name] = dropped
-            self.warnings.append(
-                f"target '{t.name}': {len(groups)} groups by ({', '.join(keys)}) exceed "
-                f"max_groups {t.max_groups}; {dropped} not monitored"
-            )
+            if t.keep_groups != "largest":  # there, leaving the smaller groups out is the point
+                self.warnings.append(
+                    f"target '{t.name}': {len(groups)} groups by ({', '.join(keys)}) exceed "
+                    f"max_groups {t.max_groups}; {dropped} not monitored"
+                )
         self._kept[t.name] = set(order)
         if template is not None:
             return [spec(k[0], dict(zip(t.group_by, k[1:])), groups[k]) for k in order]
@@ -259,6 +263,29 @@ def _merge_same_series(specs: list[TargetSpec]) -> list[TargetSpec]:
         else:
             merged[key] = s
     return list(merged.values())
+
+
+#: ``keep_groups: largest``: a group monitored since the last discovery is only pushed out by
+#: one with more than this many times its resident memory, so two programs of about the same
+#: size do not take turns (each turn would start the newcomer's working-set window afresh)
+LARGEST_MARGIN = 1.25
+
+
+def _largest(
+    order: list[tuple[str, ...]],
+    groups: dict[tuple[str, ...], list[int]],
+    procs: dict[int, procscan.ProcessInfo],
+    previous: set[tuple[str, ...]],
+    limit: int,
+) -> list[tuple[str, ...]]:
+    """The ``limit`` groups with the most resident memory (the sum of their processes' RSS;
+    a page shared between two processes counts twice, which is fine for a ranking), groups
+    already monitored weighted by LARGEST_MARGIN; ties go to the first in ``order``."""
+    def score(k: tuple[str, ...]) -> float:
+        rss = sum(procs[pid].rss_bytes for pid in groups[k])
+        return rss * LARGEST_MARGIN if k in previous else float(rss)
+
+    return sorted(order, key=score, reverse=True)[:limit]  # sorted is stable: ties keep order
 
 
 def _sort_key(keys: tuple[str, ...], values: tuple[str, ...]) -> tuple:

@@ -1,8 +1,9 @@
 """Parsers of /proc/PID/stat, maps and smaps, and the readers that open them.
 
 Kernel facts used here (fs/proc/array.c, fs/proc/task_mmu.c): ``/proc/PID/stat`` field 22
-is the start time in clock ticks since boot; field 2 (comm) is in parentheses and may itself
-contain spaces and parentheses, so we split after the *last* ``)``.
+is the start time in clock ticks since boot, field 24 the resident set in pages; field 2
+(comm) is in parentheses and may itself contain spaces and parentheses, so we split after
+the *last* ``)``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from exporter.procfs.io import PosixIO, decode_name, ops_error
 
 #: clock ticks per second of the times in /proc/PID/stat
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+#: bytes per page of the resident set in /proc/PID/stat
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 #: user space ends here on x86-64 (4-level paging; 5-level still starts mmap below it)
 USER_ADDR_LIMIT = 0x800000000000
@@ -34,15 +37,23 @@ class StatInfo:
     flags: int = 0  # PF_* (PF_KTHREAD marks kernel threads)
     utime: int = 0  # fields 14 and 15, clock ticks
     stime: int = 0
+    #: field 24: resident pages (anonymous, file and shmem; the kernel's per-mm counters, so
+    #: a page shared with another process counts in both)
+    rss_pages: int = 0
 
     @property
     def cpu_seconds(self) -> float:
         return (self.utime + self.stime) / CLOCK_TICKS
 
+    @property
+    def rss_bytes(self) -> int:
+        return self.rss_pages * PAGE_SIZE
+
 
 def parse_stat(data: bytes) -> StatInfo:
     """Parse /proc/PID/stat. comm (field 2) may contain spaces and ')' so we cut at the last
-    ')'; after the cut, field N is at index N - 3 (state 3, ppid 4, flags 9, start time 22).
+    ')'; after the cut, field N is at index N - 3 (state 3, ppid 4, flags 9, start time 22,
+    rss 24; a line cut short before rss, as old kernels never write, reads as rss 0).
     Shared by the backends and by target discovery."""
     lpar = data.find(b"(")
     rpar = data.rfind(b")")
@@ -59,6 +70,7 @@ def parse_stat(data: bytes) -> StatInfo:
         flags=int(rest[6]),
         utime=int(rest[11]),
         stime=int(rest[12]),
+        rss_pages=max(0, int(rest[21])) if len(rest) > 21 else 0,
     )
 
 

@@ -40,6 +40,7 @@ class ProcessInfo:
     comm: str
     exe: str | None = None  # resolved /proc/PID/exe without ' (deleted)'; None if unknown
     cmdline: str | None = None  # arguments joined by spaces (the first MAX_CMDLINE_BYTES); None if not read
+    rss_bytes: int = 0  # resident set (/proc/PID/stat field 24) when scanned: ranks groups by size
 
 
 def read_exe(proc_root: str, pid: int, io: PosixIO = _IO) -> str | None:
@@ -77,7 +78,8 @@ def read_process(proc_root: str, pid: int, *, want_exe: bool, want_cmdline: bool
         return None
     exe = read_exe(proc_root, pid, io) if want_exe else None
     cmdline = read_cmdline(proc_root, pid, io) if want_cmdline else None
-    return ProcessInfo(pid=pid, ppid=st.ppid, start_time=st.start_time, comm=st.comm, exe=exe, cmdline=cmdline)
+    return ProcessInfo(pid=pid, ppid=st.ppid, start_time=st.start_time, comm=st.comm, exe=exe, cmdline=cmdline,
+                       rss_bytes=st.rss_bytes)
 
 
 def list_pids(proc_root: str) -> list[int]:

@@ -1,7 +1,8 @@
 """Config reloads: on SIGHUP, and when the file's content changes.
 
 The file is polled (mtime, size, then a SHA-256 of the content, so a ``touch`` or an
-editor's rewrite of identical bytes does not reload). A good config is handed to the
+editor's rewrite of identical bytes does not reload). Without a file (the embedded default
+config) there is nothing to reload: SIGHUP only runs the ``on_signal`` hooks. A good config is handed to the
 sampler; a bad one is logged line by line and the running config stays, with
 ``damon_config_last_reload_successful`` set to 0 until a good one loads.
 """
@@ -39,7 +40,7 @@ class ConfigReloader:
 
     def __init__(
         self,
-        path: str,
+        path: str | None,
         box: StateBox,
         apply: Callable[[Any], None],
         load: Callable[[str], Any],
@@ -57,7 +58,7 @@ class ConfigReloader:
         self._wake = threading.Event()
         #: called on every SIGHUP before the config reload (e.g. the web config's check)
         self.on_signal: list[Callable[[], None]] = []
-        self._fp = fingerprint(path)
+        self._fp = fingerprint(path) if path is not None else None
         self.thread = threading.Thread(target=self._main, name="damon-reload", daemon=True)
 
     def start(self) -> None:
@@ -83,6 +84,8 @@ class ConfigReloader:
         self._wake.clear()
         for hook in self.on_signal if asked else ():
             hook()
+        if self.path is None:  # the embedded default config: no file to reload
+            return
         fp = fingerprint(self.path)
         if asked:
             self.reload("signal")
@@ -95,6 +98,8 @@ class ConfigReloader:
 
     def reload(self, reason: str) -> bool:
         """Load and apply the file now. True when the new config is in use."""
+        if self.path is None:
+            return False
         try:
             cfg = self.load(self.path)
         except self.error_type as e:

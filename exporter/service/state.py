@@ -60,6 +60,8 @@ class ServiceState:
     #: connections and requests the HTTP server refused or cut, by reason
     web_rejected: tuple[tuple[str, int], ...] = ()
     ready: bool = False
+    #: no --config.file: the embedded default config (exporter.config.default) is in use
+    default_config: bool = False
 
     def with_changes(self, **changes: object) -> "ServiceState":
         return replace(self, **changes)

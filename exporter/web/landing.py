@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from html import escape
 
+from exporter.config.default import DEFAULT_CONFIG_YAML, DEFAULT_TOP_PROGRAMS
 from exporter.metrics.targets import target_up
 from exporter.service.state import ServiceState
 
@@ -20,6 +21,21 @@ def _mib(n: int) -> str:
 def _labels(labels: tuple[tuple[str, str], ...]) -> str:
     """Only labels with a value: every target carries every label name, mostly empty."""
     return ", ".join(f'{k}="{v}"' for k, v in labels if v)
+
+
+def default_config_notice() -> str:
+    """Said at the top of the page while the embedded default config is in use: what it
+    watches, and how to write a real config (the default itself, as a starting point)."""
+    return f"""<div id="default-config" style="border:2px solid #c90;background:#fff8e0;padding:.5em 1em;margin:1em 0">
+<p><strong>No config file: the embedded default config is in use.</strong> It watches the {DEFAULT_TOP_PROGRAMS} programs with the most
+resident memory on this machine, one target per program name, chosen again at every discovery.</p>
+<p>To choose what to watch, write a config file and start the exporter with <code>--config.file FILE</code>:
+<code>config.example.yaml</code> documents every key, and the README's <em>Configuration</em> section
+(<code>README.md#configuration</code>) explains them; <code>damon-exporter check-config FILE</code> checks a file before you use it.
+The default, as a file to start from:</p>
+<pre>{escape(DEFAULT_CONFIG_YAML)}</pre>
+</div>
+"""
 
 
 COLUMNS = ("target", "labels", "processes", "state", "resident", "working set", "cold", "cold ratio")
@@ -65,7 +81,7 @@ def landing_page(state: ServiceState, metrics_path: str) -> bytes:
 </head><body>
 <h1>DAMON Exporter</h1>
 <p>Memory access patterns (working set, idle age, cold memory) of processes and cgroups, sampled with DAMON's region-based algorithm from user space.</p>
-<ul>
+{default_config_notice() if state.default_config else ""}<ul>
 <li>Version: {escape(state.version)}</li>
 <li>Backend: {escape(state.backend)}{f" ({escape(state.backend_reason)})" if state.backend_reason else ""}</li>
 <li>Sample interval: {state.sample_interval:g} s, aggregation interval: {state.aggregation_interval:g} s</li>

@@ -224,6 +224,26 @@ def test_bad_group_by_and_max_groups():
     ]
 
 
+def test_keep_groups_values_and_where_it_applies():
+    assert errors(
+        """\
+        targets:
+          - name: a
+            match: {comm: [x]}
+            group_by: [comm]
+            keep_groups: biggest
+          - name: b
+            match: {comm: [y]}
+            keep_groups: largest
+        """
+    ) == [
+        "c.yaml:5: targets[0].keep_groups: unknown keep_groups 'biggest' (expected one of: stable, largest)",
+        "c.yaml:8: targets[1].keep_groups: only applies together with group_by or a name template",
+    ]
+    c = parse_config("targets:\n  - {name: '{{.Comm}}', match: {comm: [x]}, keep_groups: largest}\n  - {name: g, match: {comm: [y]}, group_by: [pid]}\n")
+    assert [t.keep_groups for t in c.targets] == ["largest", "stable"]
+
+
 def test_bad_names_and_labels():
     assert errors(
         """\

@@ -28,10 +28,11 @@ def test_example_parses_to_documented_values():
     )
     assert web.include_children and web.cgroup is None and web.labels == (("team", "edge"),)
     assert (batch.name, batch.cgroup, batch.comm, batch.include_children) == ("batch", "batch.slice/**", (), False)
-    assert (pods.cgroup, pods.group_by, pods.max_groups) == (
+    assert (pods.cgroup, pods.group_by, pods.max_groups, pods.keep_groups) == (
         "kubepods.slice",
         ("pod_uid", "container_id", "qos_class"),
         100,
+        "stable",
     )
 
 

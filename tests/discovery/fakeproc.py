@@ -18,10 +18,11 @@ def add_process(
     cgroup: str = "0::/\n",
     flags: int = 0x400100,
     state: str = "S",
+    rss_pages: int = 0,
 ) -> None:
     d = proc / str(pid)
     d.mkdir(parents=True, exist_ok=True)
-    fields = [state, str(ppid), "0", "0", "0", "-1", str(flags)] + ["0"] * 12 + [str(start)] + ["0"] * 30
+    fields = [state, str(ppid), "0", "0", "0", "-1", str(flags)] + ["0"] * 12 + [str(start), "0", str(rss_pages)] + ["0"] * 28
     (d / "stat").write_text(f"{pid} ({comm}) {' '.join(fields)}\n")
     (d / "comm").write_text(comm + "\n")
     if exe is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -261,6 +262,49 @@ def test_group_cap_keeps_existing_groups_and_warns(tmp_path):
         (proc / str(pid)).rmdir()
     assert [s.labels for s in d.discover()] == [(("pid", "81"),)]
     assert d.warnings == [] and d.dropped_groups == {}
+
+
+def test_stat_rss_is_field_24_in_pages(tmp_path):
+    add_process(tmp_path / "proc", 5, comm="a", rss_pages=3)
+    from exporter.procfs.parsers import PAGE_SIZE
+    from exporter.procfs.scan import scan
+
+    assert scan(str(tmp_path / "proc"))[5].rss_bytes == 3 * PAGE_SIZE
+    assert parse_stat(b"42 (a) R 7 0 0 0 -1 0 " + b" ".join([b"0"] * 12) + b" 5555\n").rss_pages == 0  # cut short
+
+
+def test_keep_groups_largest_keeps_the_most_resident_programs(tmp_path):
+    """The embedded default's choice: one group per comm, the ones with the most resident
+    memory (summed over a program's processes), chosen again at every discovery, with a
+    margin for groups already monitored; leaving the rest out is no warning."""
+    proc = tmp_path / "proc"
+    mib = (1 << 20) // os.sysconf("SC_PAGE_SIZE")  # pages per MiB
+
+    def program(pid: int, comm: str, rss_mib: float) -> None:
+        add_process(proc, pid, comm=comm, cmdline=[comm], rss_pages=int(rss_mib * mib))
+
+    program(10, "small", 5)
+    program(11, "big", 300)
+    program(12, "forked", 100)
+    program(13, "forked", 100)  # 200 MiB in two processes: more than 'medium' alone
+    program(14, "medium", 150)
+    program(15, "tiny", 1)
+    d = discoverer(tmp_path, "targets: [{name: '{{.Comm}}', match: {cmdline: ['']}, max_groups: 2, keep_groups: largest}]\n")
+    assert sorted(s.name for s in d.discover()) == ["big", "forked"]
+    assert d.warnings == [] and d.dropped_groups == {"{{.Comm}}": 3}
+    # a newcomer a little larger than a monitored group does not push it out ...
+    program(16, "newcomer", 240)  # < 1.25 x 200
+    assert sorted(s.name for s in d.discover()) == ["big", "forked"]
+    # ... one clearly larger does, at the next discovery
+    program(16, "newcomer", 260)
+    assert sorted(s.name for s in d.discover()) == ["big", "newcomer"]
+    # a monitored program that shrinks gives its place up
+    program(11, "big", 10)
+    assert sorted(s.name for s in d.discover()) == ["forked", "newcomer"]
+    # the same choice for group_by without a template; ties go to label order
+    d = discoverer(tmp_path, "targets: [{name: top, match: {cmdline: ['']}, group_by: [comm], max_groups: 3, keep_groups: largest}]\n")
+    program(15, "tiny", 200)
+    assert [s.labels for s in d.discover()] == [(("comm", "forked"),), (("comm", "newcomer"),), (("comm", "tiny"),)]
 
 
 def test_grouped_target_without_processes_yields_no_spec(tmp_path):

@@ -35,10 +35,14 @@ def test_bad_config_prints_every_error_line_and_exits_2(tmp_path):
     assert "Traceback" not in r.stderr
 
 
-def test_missing_config_flag_and_bad_flags_exit_2(tmp_path):
-    r = run_cli()
+def test_empty_config_flag_and_bad_flags_exit_2(tmp_path):
+    # no flag at all runs the embedded default config (tests/service/test_first_run.py);
+    # an empty one is a mistake
+    r = run_cli("--config.file", "")
     assert r.returncode == 2
-    assert r.stderr == "damon-exporter: error: --config.file FILE is required (there are no default targets to monitor)\n"
+    assert r.stderr == "damon-exporter: error: --config.file is empty (leave the flag out to run the embedded default config)\n"
+    r = run_cli("--log.level", "loud")  # without a config file, bad flags still stop it
+    assert r.returncode == 2 and r.stderr.startswith("damon-exporter: error: argument --log.level: invalid choice: 'loud'")
     r = run_cli("--config", str(tmp_path / "nope.yaml"))
     assert r.returncode == 2 and r.stderr == f"{tmp_path}/nope.yaml: cannot read: No such file or directory\n"
     cfg = tmp_path / "c.yaml"
@@ -48,7 +52,7 @@ def test_missing_config_flag_and_bad_flags_exit_2(tmp_path):
     assert r.stderr == "damon-exporter: error: invalid --web.listen-address 'localhost': want [HOST]:PORT, e.g. :10170 or 127.0.0.1:10170\n"
     r = run_cli("--config", str(cfg), "--log.level", "loud")
     assert r.returncode == 2 and r.stderr.startswith("damon-exporter: error: argument --log.level: invalid choice: 'loud'")
-    assert run_cli("--version").stdout == "damon-exporter 0.1.0\n"
+    assert run_cli("--version").stdout.startswith("damon-exporter, version 0.1.0 (branch: ")  # the rest: test_flags_build_info
 
 
 def test_web_config_unknown_key_exits_2(tmp_path):

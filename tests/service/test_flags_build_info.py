@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import subprocess
 from pathlib import Path
 
@@ -23,6 +24,80 @@ def test_help_names_config_file_and_its_alias():
     assert "--config.file FILE, --config FILE" in help_text
     assert "--config is an alias" in help_text
     assert "--web.disable-exporter-metrics" in help_text
+
+
+def test_help_lists_every_command_with_one_line_and_the_default_config():
+    from exporter.cli import SUBCOMMANDS
+
+    r = run_exporter("--help")
+    assert r.returncode == 0
+    usage = r.stdout.split("\n\n", 1)[0].splitlines()
+    assert usage == [
+        "usage: damon-exporter [flags]",
+        "       damon-exporter snapshot (--pid PID ... | --comm NAME) [flags]",
+        "       damon-exporter check-config FILE",
+    ]
+    commands = r.stdout.split("\ncommands:\n", 1)[1].splitlines()
+    listed = [re.match(r"  (\S+)  +(\S.*)$", line) for line in commands[: len(SUBCOMMANDS)]]
+    assert all(listed) and [m.group(1) for m in listed] == list(SUBCOMMANDS)  # every command, one line each
+    assert all(len(line) <= 100 for line in commands)
+    assert "'damon-exporter COMMAND --help' shows a command's own flags." in commands
+    assert "embedded default config: the 10 programs" in r.stdout
+    # the serve flags are still there
+    assert "--web.listen-address [HOST]:PORT" in r.stdout and "--version" in r.stdout
+    for name in SUBCOMMANDS:
+        sub = run_exporter(name, "--help")
+        assert sub.returncode == 0 and sub.stdout.startswith(f"usage: damon-exporter {name}")
+
+
+#: Prometheus' version.Print (node_exporter --version), line by line
+VERSION_LINES = [
+    r"damon-exporter, version 0\.1\.0 \(branch: (?P<branch>[^,()]+), revision: (?P<revision>[0-9a-f]{40}|unknown)\)",
+    r"  build user:       (?P<user>\S+)",
+    r"  build date:       (?P<date>\d{8}-\d{2}:\d{2}:\d{2}|unknown)",
+    r"  python version:   (?P<python>\d+\.\d+\.\d+\S*)",
+    r"  platform:         (?P<platform>[a-z0-9]+/[a-z0-9]+)",
+    r"  tags:             unknown",
+]
+
+
+def _version_fields(text: str) -> dict[str, str]:
+    lines = text.split("\n")
+    assert lines[-1] == "" and len(lines) == len(VERSION_LINES) + 1, text
+    fields: dict[str, str] = {}
+    for pattern, line in zip(VERSION_LINES, lines):
+        m = re.fullmatch(pattern, line)
+        assert m, f"{line!r} does not match {pattern!r}"
+        fields.update(m.groupdict())
+    return fields
+
+
+def test_version_prints_what_node_exporter_prints():
+    r = run_exporter("--version")
+    assert r.returncode == 0 and r.stderr == ""
+    fields = _version_fields(r.stdout)
+    revision, branch = git_facts(Path(REPO))
+    assert (fields["revision"], fields["branch"]) == (revision, branch)  # the same facts as the metric
+    assert (fields["user"], fields["date"]) == ("unknown", "unknown")  # a checkout is not a stamped build
+    assert fields["python"] == platform.python_version()
+    assert fields["platform"] == {"x86_64": "linux/amd64", "aarch64": "linux/arm64"}.get(platform.machine(), fields["platform"])
+
+
+def test_version_of_a_stamped_build(tmp_path, monkeypatch):
+    pkg = tmp_path / "exporter"
+    pkg.mkdir()
+    (pkg / "_build.json").write_text(json.dumps({"revision": "f" * 40, "branch": "release-1", "build_user": "root@builder",
+                                                 "build_date": "20240714-11:53:45"}))
+    monkeypatch.setattr(build, "_PACKAGE", pkg)
+    build.build_info.cache_clear()
+    try:
+        fields = _version_fields(build.version_text())
+        assert (fields["revision"], fields["branch"], fields["user"], fields["date"]) == ("f" * 40, "release-1", "root@builder", "20240714-11:53:45")
+        (pkg / "_build.json").write_text("[1, 2]")  # JSON, but not an object: every fact unknown
+        build.build_info.cache_clear()
+        assert (build.build_info().revision, build.build_info().build_user) == ("unknown", "unknown")
+    finally:
+        build.build_info.cache_clear()
 
 
 def test_config_file_and_alias_name_the_same_setting(exporter, tmp_path):

@@ -35,3 +35,18 @@ def test_names_and_labels_are_escaped():
     page = landing_page(st, "/metrics").decode()
     assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
     assert rows(page.encode())[0][:2] == ["<b>x</b>", 'app=""&<"']
+
+
+def test_default_config_notice_only_while_the_default_is_in_use():
+    from exporter.config.default import DEFAULT_CONFIG_YAML
+
+    plain = landing_page(ServiceState(version="1", backend="clear_refs"), "/metrics").decode()
+    assert 'id="default-config"' not in plain and "embedded default" not in plain
+    page = landing_page(ServiceState(version="1", backend="clear_refs", default_config=True), "/metrics").decode()
+    notice = page[page.index('<div id="default-config"'):page.index("<h2>Targets</h2>")]  # above the table
+    text = unescape(re.sub(r"<[^>]+>", "", notice))
+    assert "No config file: the embedded default config is in use." in text
+    assert "10 programs with the most\nresident memory" in text
+    assert "--config.file FILE" in text and "config.example.yaml" in text and "README.md#configuration" in text
+    assert "damon-exporter check-config FILE" in text
+    assert DEFAULT_CONFIG_YAML in text  # the default, as a file to start from

@@ -111,9 +111,10 @@ _LISTENING = re.compile(r"msg=listening address=\S*:(\d+) ")
 
 @dataclass
 class Exporter:
-    """One exporter subprocess on 127.0.0.1, on the port it bound (0 asks for any)."""
+    """One exporter subprocess on 127.0.0.1, on the port it bound (0 asks for any); without
+    a config path it runs the embedded default config (no --config flag at all)."""
 
-    config_path: Path
+    config_path: Path | None
     port: int
     log_path: Path
     proc: subprocess.Popen | None = None
@@ -129,7 +130,7 @@ class Exporter:
         self.log = open(self.log_path, "wb")
         prefix = ["setpriv", "--bounding-set=" + ",".join(f"-{c}" for c in self.drop_caps), "--inh-caps=-all"] if self.drop_caps else []
         self.proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "exporter", "--config", str(self.config_path),
+            [*prefix, sys.executable, "-m", "exporter", *(["--config", str(self.config_path)] if self.config_path else []),
              "--web.listen-address", f"127.0.0.1:{self.port}", "--log.level", "debug", "--log.format", "logfmt",
              *self.extra],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO,

@@ -37,9 +37,12 @@ def exporter(tmp_path):
     choosing (``e.port``); all are stopped at teardown."""
     started: list[Exporter] = []
 
-    def start(config_text: str, extra: list[str] | None = None, **kw) -> Exporter:
-        cfg = tmp_path / f"config{len(started)}.yaml"
-        cfg.write_text(config_text)
+    def start(config_text: str | None, extra: list[str] | None = None, **kw) -> Exporter:
+        """``config_text`` None: no config file, the embedded default config."""
+        cfg = None
+        if config_text is not None:
+            cfg = tmp_path / f"config{len(started)}.yaml"
+            cfg.write_text(config_text)
         e = Exporter(cfg, 0, tmp_path / f"exporter{len(started)}.log", extra=list(extra or []), **kw)
         started.append(e)
         return e.start()
