@@ -7,6 +7,7 @@ keyed by (pid, start time), so a reused pid is a new process, never a continuati
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import defaultdict
 from typing import Callable
@@ -18,6 +19,8 @@ from exporter.discovery.labels import cap_value
 from exporter.model.engine import TargetSpec
 from exporter.model.process import COMM_LEN, ProcessRef
 from exporter.procfs import scan as procscan
+
+log = logging.getLogger("exporter.discovery")
 
 _KUBE_KEYS = ("pod_uid", "container_id", "qos_class")
 
@@ -105,6 +108,10 @@ class Discoverer:
             if t.include_children:
                 mine = self._with_descendants(mine, children, claimed, origin)
             claimed |= mine
+            if not mine:
+                log.debug("target matches no process", extra={"kv": {"target": t.name, "rules": _rules(t), "why": (
+                    "no process in a matching cgroup (or the cgroup does not exist)" if t.cgroup is not None
+                    else "no process matches every rule given, or an earlier target claimed it")}})
             specs.extend(self._specs(t, mine, procs, found_in, proc_cgroups, origin))
         return _merge_same_series(specs)
 
@@ -250,6 +257,15 @@ def _cgroup_and_meta(
     if cg is None:
         cg = own.effective
     return cg, kube.kube_metadata(cg) or kube.kube_metadata(own.memory) or kube.kube_metadata(own.v2)
+
+
+def _rules(t: TargetConfig) -> str:
+    """The target's match rules, as the config wrote them, for a log line."""
+    parts = [f"comm={list(t.comm)}"] if t.comm else []
+    parts += [f"exe={list(t.exe)}"] if t.exe else []
+    parts += [f"cmdline={[getattr(rx, 'pattern', str(rx)) for rx in t.cmdline]}"] if t.cmdline else []
+    parts += [f"cgroup={t.cgroup}"] if t.cgroup is not None else []
+    return " ".join(parts)
 
 
 def _merge_same_series(specs: list[TargetSpec]) -> list[TargetSpec]:

@@ -31,6 +31,8 @@ SELF_METRIC_NAMES: tuple[str, ...] = (
     "damon_sampler_sample_interval_seconds",
     "damon_sampler_aggregation_interval_seconds",
     "damon_sampler_errors_total",
+    "damon_config_cold_age_seconds",
+    "damon_config_working_set_window_seconds",
     "damon_config_last_reload_successful",
     "damon_config_last_reload_success_timestamp_seconds",
     "damon_web_config_last_reload_successful",
@@ -68,11 +70,15 @@ def self_families(state: ServiceState) -> list[Metric]:
     counts = dict(state.errors_total)
     for kind in [*ERROR_KINDS, *sorted(set(counts) - set(ERROR_KINDS))]:  # every kind at 0 from the start: rate() works
         errors.add_metric([kind], counts.get(kind, 0))
+    cold_age = GaugeMetricFamily("damon_config_cold_age_seconds", "The cold_age in force: memory idle at least this long is cold (damon_cold_bytes).", unit="seconds")
+    cold_age.add_metric([], state.cold_age)
+    window = GaugeMetricFamily("damon_config_working_set_window_seconds", "The working_set_window in force: memory used within it is the working set (damon_working_set_bytes).", unit="seconds")
+    window.add_metric([], state.working_set_window)
     ok = GaugeMetricFamily("damon_config_last_reload_successful", "1 if the last configuration (re)load succeeded, 0 if it failed and the previous config is still in use.")
     ok.add_metric([], 1 if state.reload_successful else 0)
     ts = GaugeMetricFamily("damon_config_last_reload_success_timestamp_seconds", "Unix time of the last successful configuration load.", unit="seconds")
     ts.add_metric([], state.reload_success_timestamp)
-    return [build, backend, checks, cpu, kernel_cpu, ratio, budget, si, ai, errors, ok, ts, *web_families(state)]
+    return [build, backend, checks, cpu, kernel_cpu, ratio, budget, si, ai, errors, cold_age, window, ok, ts, *web_families(state)]
 
 
 def web_families(state: ServiceState) -> list[Metric]:

@@ -48,6 +48,9 @@ class ServiceState:
     kernel_cpu_seconds_total: float = 0.0
     budget_ratio: float = 0.0
     cpu_budget: float = 0.0
+    #: what "cold" and "working set" mean now (config cold_age, working_set_window), seconds
+    cold_age: float = 0.0
+    working_set_window: float = 0.0
     sample_interval: float = 0.0
     aggregation_interval: float = 0.0
     checks_total: int = 0

@@ -193,3 +193,20 @@ def test_path_procfs_is_where_processes_are_found_and_read(exporter, children, t
     assert default.wait_for(lambda s: s.get("damon_target_processes", target="pp") == 2, what="both processes under /proc")
     r = run_exporter("--help")
     assert "--path.procfs PATH" in r.stdout and "--path.sysfs PATH" in r.stdout
+
+
+def test_a_target_that_matches_nothing_says_so_at_debug_level(exporter):
+    from tests.support.wait import wait_for
+
+    e = exporter(CONFIG)  # the harness runs at --log.level debug
+    e.wait_ready()
+    line = wait_for(lambda: next((x for x in e.logs().splitlines() if 'msg="target matches no process"' in x), None),
+                    20, "the debug line")
+    assert "target=a" in line and "no-such-comm" in line and "no process matches every rule given" in line
+
+
+def test_the_policy_in_force_is_exported(exporter):
+    e = exporter(fast_config(comm_target("a", "no-such-comm"), cold_age="7s", window="3s"))
+    e.wait_ready()
+    s = e.wait_for(lambda s: s.get("damon_config_cold_age_seconds") == 7.0, what="cold_age exported")
+    assert s.get("damon_config_working_set_window_seconds") == 3.0
