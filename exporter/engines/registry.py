@@ -151,22 +151,27 @@ def create_engine(
         return _chosen(b.create(proc_root, sys_root), f"{name} requested")
     skip = skip or {}
     refused: list[str] = []
+    passed: list[tuple[str, str]] = []
     for b in REGISTRY.values():
         if b.name in skip:
             refused.append(f"{b.name} failed: {skip[b.name]}")
+            passed.append((b.name, "failed"))
             continue
         ok, why = b.available(proc_root, sys_root)
         if not ok:
             refused.append(f"{b.name} unavailable: {why}")
+            passed.append((b.name, "unavailable"))
             continue
         try:
             engine = b.create(proc_root, sys_root)
         except Exception as e:  # noqa: BLE001 - any refusal means: try the next backend
             msg = str(e) or type(e).__name__
             refused.append(msg if msg.startswith(f"{b.name} unavailable: ") else f"{b.name} unavailable: {msg}")
+            passed.append((b.name, "refused"))
             log.warning("access-check backend refused; trying the next", extra={"kv": {"backend": b.name, "err": refused[-1]}})
             continue
         reason = f"{b.name} selected: {why}" if not refused else f"{'; '.join(refused)}; using {b.name}"
+        engine.passed_over = tuple(passed)
         return _chosen(engine, reason)
     raise BackendUnavailable(f"no usable backend: {'; '.join(refused)}")
 

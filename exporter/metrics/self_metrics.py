@@ -23,6 +23,7 @@ ERRORS_HELP = "Problems met by the sampler, by kind: " + "; ".join(f"{k}: {v}" f
 SELF_METRIC_NAMES: tuple[str, ...] = (
     "damon_exporter_build_info",
     "damon_sampler_backend_info",
+    "damon_sampler_backend_passed_over",
     "damon_sampler_checks_total",
     "damon_sampler_cpu_seconds_total",
     "damon_sampler_kernel_cpu_seconds_total",
@@ -52,6 +53,9 @@ def self_families(state: ServiceState) -> list[Metric]:
     build.add_metric([state.version, info.revision, info.branch, info.pythonversion], 1)
     backend = GaugeMetricFamily("damon_sampler_backend_info", "Constant 1, labelled by the access-check backend the sampler uses now ('none' until it has opened one).", labels=["backend"])
     backend.add_metric([state.backend], 1)
+    passed = GaugeMetricFamily("damon_sampler_backend_passed_over", "Constant 1 for each backend `auto` passed over before the one in use, labelled by why: unavailable (its check failed: a missing kernel feature or privilege, kernel DAMON in use by someone else), refused (building it raised), failed (it failed before its first aggregation). The landing page and log say the details.", labels=["backend", "reason"])
+    for name, why in state.backend_passed_over:
+        passed.add_metric([name, why], 1)
     checks = CounterMetricFamily("damon_sampler_checks_total", "Access checks by the engine: page_idle, one sampled page of one region; damon_sysfs, the kernel's samples of the regions read back (regions x samples per aggregation); clear_refs, one smaps read of one process.")
     checks.add_metric([], state.checks_total)
     cpu = CounterMetricFamily("damon_sampler_cpu_seconds_total", "CPU time used by the sampler thread, in seconds.", unit="seconds")
@@ -78,7 +82,7 @@ def self_families(state: ServiceState) -> list[Metric]:
     ok.add_metric([], 1 if state.reload_successful else 0)
     ts = GaugeMetricFamily("damon_config_last_reload_success_timestamp_seconds", "Unix time of the last successful configuration load.", unit="seconds")
     ts.add_metric([], state.reload_success_timestamp)
-    return [build, backend, checks, cpu, kernel_cpu, ratio, budget, si, ai, errors, cold_age, window, ok, ts, *web_families(state)]
+    return [build, backend, passed, checks, cpu, kernel_cpu, ratio, budget, si, ai, errors, cold_age, window, ok, ts, *web_families(state)]
 
 
 def web_families(state: ServiceState) -> list[Metric]:

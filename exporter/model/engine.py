@@ -54,6 +54,10 @@ class Engine(abc.ABC):
     uses_region_cap: ClassVar[bool] = True
     #: why this engine was chosen (set by the registry; shown in logs, landing page, CLI)
     selection_reason: str = ""
+    #: the same as bounded labels: backends ``auto`` passed over before this one, each with
+    #: why in one word: ``unavailable`` (its check failed), ``refused`` (building it raised)
+    #: or ``failed`` (it failed before its first aggregation)
+    passed_over: tuple[tuple[str, str], ...] = ()
 
     #: how the engine waits one sample interval; the sampler swaps in ``stop.wait`` so that
     #: a stop wakes it at once, tests a virtual clock

@@ -136,7 +136,8 @@ class Sampler:
         log.info("access-check backend opened", extra={"kv": {"backend": engine.name, "requested": name}})
         for w in engine.interference():
             log.warning("results may be disturbed", extra={"kv": {"reason": w}})
-        self.box.update(backend=engine.name, backend_reason=engine.selection_reason)
+        self.box.update(backend=engine.name, backend_reason=engine.selection_reason,
+                        backend_passed_over=tuple(getattr(engine, "passed_over", ())))
         self.budget.reset(self.config.cpu_budget or 0.0, self._monitoring(self.config, engine), self._resolution(self.config))
         return engine
 

@@ -38,7 +38,8 @@ class ServiceState:
 
     version: str
     backend: str  # chosen backend name, or the requested one while it is unavailable
-    backend_reason: str = ""  # why that backend (``auto``'s choice, or "requested")
+    backend_reason: str = ""
+    backend_passed_over: tuple[tuple[str, str], ...] = ()  # (backend, why in one word)  # why that backend (``auto``'s choice, or "requested")
     label_names: tuple[str, ...] = ()
     summary: Summary | None = None  # the last aggregation's
     #: targets known to discovery but absent from ``summary`` (shown with up=0)

@@ -249,3 +249,20 @@ def test_auto_falls_back_when_the_kernel_damon_engine_fails_its_first_steps(tmp_
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_auto_says_which_backends_it_passed_over_and_why_in_one_word(tmp_path, monkeypatch):
+    fake = BrokenDamon(tmp_path, "nr_kdamonds", _sysfs_error(_errno.EBUSY))
+    _patched_damon(monkeypatch, fake, tmp_path / "run")
+    no_page_idle = tmp_path / "sys-without-page-idle"
+    no_page_idle.mkdir()
+    engine = create_engine("auto", sys_root=str(no_page_idle), skip={})
+    try:
+        assert engine.passed_over == (("damon_sysfs", "refused"), ("page_idle", "unavailable"))
+    finally:
+        engine.close()
+    engine = create_engine("auto", sys_root=str(no_page_idle), skip={"damon_sysfs": "it failed"})
+    try:
+        assert engine.passed_over == (("damon_sysfs", "failed"), ("page_idle", "unavailable"))
+    finally:
+        engine.close()

@@ -121,6 +121,9 @@ def test_build_info_and_backend_gauge(exporter):
     assert len(info.labels["revision"]) == 40
     (backend,) = s.all("damon_sampler_backend_info")
     assert backend.labels == {"backend": "clear_refs"} and backend.value == 1
+    # auto passed over the two backends it prefers, each with a one-word reason
+    passed = {x.labels["backend"]: x.labels["reason"] for x in s.all("damon_sampler_backend_passed_over")}
+    assert set(passed) == {"damon_sysfs", "page_idle"} and set(passed.values()) <= {"unavailable", "refused", "failed"}
     assert s.get("process_resident_memory_bytes") > 0
 
 
