@@ -271,3 +271,26 @@ def test_sixty_thousand_mappings_fold_into_the_region_budget():
     s = summarize(last, policy).target("t")
     assert s.working_set_bytes == len(hot) * PAGE
     assert s.cold_bytes == (n - len(hot)) * PAGE
+
+
+def test_idle_time_is_carried_past_one_clear_period():
+    """A buffer whose cold part is never touched: after several 8 s periods its cold bytes
+    are idle for at least the periods it went untouched, not capped at one period (a buffer
+    idle for 630 s with cold_age 1m used to read as idle under a minute)."""
+    clk, src, eng = make(horizons=(4.0, 8.0))
+    src.add(0x10000000, 512)
+    eng.set_targets([TargetSpec("t", (REF,))])
+    hot = lambda: src.touch(0x10000000, 0, 64)  # noqa: E731
+    last = None
+    for agg in run(eng, src, 70.0, hot):
+        last = agg
+    t = summarize(last, Policy(cold_age=8.0, working_set_window=4.0)).target("t")
+    buckets = dict(t.idle_age_histogram)
+    total = 512 * PAGE
+    # counts prove a lower bound: untouched through k more periods are at least rss minus
+    # every count touched meanwhile (the same 64 hot pages count again in each period)
+    assert buckets[10] == 2 * 64 * PAGE  # was all 512 pages: nothing idle past one period
+    assert total - buckets[30] == (448 - 4 * 64) * PAGE  # proven idle 30 s and more
+    assert total - buckets[60] == 0  # 70 s in: nothing is proven past 60 s
+    (r,) = t.regions
+    assert idle_at_least(r, 8.0) == 448 * PAGE  # within the current period: exact

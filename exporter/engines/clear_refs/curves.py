@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field, replace
+from typing import Iterable
 
 from exporter.model.records import RegionRecord
 from exporter.procfs.parsers import SmapsEntry
@@ -147,3 +148,49 @@ def fold(smaps: list[SmapsEntry], starts: list[int]) -> list[SmapsEntry]:
             g[4] += pss
             g[5] += private
     return [SmapsEntry(starts[i], g[0], g[1], g[2], g[3], g[4], g[5]) for i, g in sorted(acc.items())]
+
+
+#: completed clear periods remembered per process: enough to prove idle times past the
+#: largest finite bucket of damon_idle_age_seconds (3600 s) at the 2-minute default period
+MAX_PERIODS = 32
+
+Touched = tuple[float, dict[int, int]]  # (cleared at, {mapping start: bytes referenced by the end})
+
+
+def period_touched(period: Period) -> Touched:
+    """What a completed period proves: per mapping that existed all through it, how many of
+    its bytes were referenced by its end (the rest went untouched for the whole period)."""
+    return period.cleared_at, {start: c.points[-1].referenced for start, c in period.curves.items()
+                               if c.origin == 0 and c.points}
+
+
+def proven_idle(dist: tuple[tuple[float, int], ...], current: Curve | None, history: "Iterable[Touched]",
+                start: int, rss: int, now: float) -> tuple[tuple[float, int], ...]:
+    """``dist`` extended past the current clear period with what earlier periods prove.
+
+    Referenced counts say how many bytes were touched, not which, so the bytes untouched in
+    the current period *and* in the k periods before it are at least ``rss`` minus all those
+    touched counts together (a page touched in any of them is in one of the counts): a lower
+    bound, as every idle time here is. Each completed period adds a point at the time it was
+    cleared. Without this the distribution stopped at one period: memory idle for ten
+    minutes read as idle for under one (cold_age 1m: every bucket from 60 s up equal)."""
+    if current is None or current.origin != 0 or not current.points:
+        return dist
+    touched = current.points[-1].referenced
+    last_s = dist[-1][0] if dist else 0.0
+    last_b = dist[-1][1] if dist else rss
+    out = list(dist)
+    for cleared_at, by_start in history:
+        t = by_start.get(start)
+        if t is None:  # the mapping did not exist all through that period: nothing proven
+            break
+        touched += t
+        bytes_ = min(last_b, max(0, rss - touched))
+        seconds = now - cleared_at
+        if seconds <= last_s:
+            continue
+        out.append((seconds, bytes_))
+        last_s, last_b = seconds, bytes_
+        if bytes_ == 0:
+            break
+    return tuple(out)

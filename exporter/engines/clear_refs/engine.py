@@ -33,12 +33,16 @@ the period and counts it in ``damon_sampler_errors_total{kind="referenced_reset"
 from __future__ import annotations
 
 import logging
+from collections import deque
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from exporter.engines.bookkeeping import Failures
 from exporter.engines.clear_refs.curves import (
+    MAX_PERIODS,
+    period_touched,
+    proven_idle,
     fold,
     group_starts,
     RESET_MIN_BYTES,
@@ -82,6 +86,9 @@ class _Proc:
     #: (curves are kept per group); None while the process has few enough mappings
     groups: list[int] | None = None
     regroup: bool = True  # choose the groups again at the next read (set by a clear)
+    #: completed periods, newest first: (when it was cleared, {mapping start: bytes
+    #: referenced by its end}); what they prove carries idle time past one period
+    history: deque = field(default_factory=lambda: deque(maxlen=MAX_PERIODS))
 
 
 @dataclass
@@ -250,6 +257,7 @@ class ReferencedBytesEngine(Engine):
         p.smaps = smaps
         if end:
             p.previous = p.period
+            p.history.appendleft(period_touched(p.period))
             self._clear(p, now)
 
     def _add_points(self, period: Period, smaps: list[SmapsEntry], elapsed: float) -> None:
@@ -318,7 +326,8 @@ class ReferencedBytesEngine(Engine):
                     end=m.end,
                     resident_bytes=m.rss,
                     # nothing measured yet since the clear: not known touched, not known idle
-                    idle_distribution=idle_distribution(pts, m.rss) or ((0.0, m.rss),),
+                    idle_distribution=proven_idle(idle_distribution(pts, m.rss), cur, p.history, m.start, m.rss, now)
+                    or ((0.0, m.rss),),
                     accessed_bytes=first.referenced if first else 0,
                 ), m)
             )
