@@ -118,6 +118,18 @@ def parse_head(buf: bytes | bytearray, max_head: int, max_body: int) -> tuple[Re
     return req, total
 
 
+_EXPECT_CONTINUE = re.compile(rb"^expect:[ \t]*100-continue[ \t]*\r?$", re.I | re.M)
+
+
+def wants_continue(buf: bytes | bytearray) -> bool:
+    """Whether ``buf`` holds a complete head that asks for ``100 Continue`` (its body not
+    all here yet): a client that sends ``Expect: 100-continue`` waits for it before the body."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        end = buf.find(b"\n\n")
+    return end >= 0 and _EXPECT_CONTINUE.search(bytes(buf[:end])) is not None
+
+
 def accepts_gzip(accept_encoding: str) -> bool:
     """Whether an ``Accept-Encoding`` value lets us send gzip (RFC 9110 12.5.3): gzip (or
     its alias x-gzip) with q > 0, or ``*`` with q > 0 when gzip is not named at all.

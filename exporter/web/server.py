@@ -47,6 +47,7 @@ from exporter.web.protocol import (
     error_response,
     parse_head,
     response_bytes,
+    wants_continue,
 )
 
 log = logging.getLogger("exporter.web")
@@ -93,7 +94,7 @@ HANDSHAKE, READING, IDLE, BUSY = "handshake", "reading", "idle", "busy"
 
 
 class _Conn:
-    __slots__ = ("sock", "peer", "state", "buf", "deadline", "want_write")
+    __slots__ = ("sock", "peer", "state", "buf", "deadline", "want_write", "continued")
 
     def __init__(self, sock: socket.socket, peer: str, state: str, deadline: float) -> None:
         self.sock = sock
@@ -102,6 +103,7 @@ class _Conn:
         self.buf = bytearray()
         self.deadline = deadline
         self.want_write = False
+        self.continued = False  # "100 Continue" sent for the request being read
 
 
 def raise_fd_limit(wanted: int) -> int:
@@ -389,7 +391,14 @@ class ExporterHTTPServer:
             self._send_and_close(conn, e.status, str(e))
             return
         if parsed is None:
+            if not conn.continued and wants_continue(conn.buf):
+                conn.continued = True
+                try:
+                    conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+                except (OSError, ssl.SSLError):
+                    pass
             return
+        conn.continued = False
         req, size = parsed
         del conn.buf[:size]  # the body, if any, is dropped here: never read as a request
         if self.limits.max_requests > 0:

@@ -409,3 +409,18 @@ def test_wrong_passwords_cannot_deny_service_to_right_ones(exporter, tmp_path):
     assert legit == [200] * 20
     assert set(statuses) <= {401, 503}
     e.wait_for(lambda s: (s.get("damon_web_rejected_total", reason="auth_busy") or 0) > 0, timeout=10, what="auth_busy counted")
+
+
+def test_expect_100_continue_is_answered_before_the_body(exporter):
+    """A client that sends ``Expect: 100-continue`` waits for it before its body; it used to
+    wait for nothing until the read deadline."""
+    e = exporter(CONFIG)
+    e.wait_ready()
+    with socket.create_connection(("127.0.0.1", e.port), timeout=5) as s:
+        s.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\nConnection: close\r\n\r\n")
+        assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(b"hi")
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    assert out.startswith(b"HTTP/1.1 200 OK"), out[:60]
