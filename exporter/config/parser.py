@@ -26,7 +26,7 @@ from exporter.config.yamlfile import YAMLFileError, compose, read_text
 from exporter.model.attrs import AttrsError, MonitoringAttrs
 from exporter.model.durations import DurationError, parse_duration
 
-TOP_KEYS = ("backend", "monitoring", "cold_age", "working_set_window", "cpu_budget", "remove_empty_groups", "targets")
+TOP_KEYS = ("backend", "monitoring", "cold_age", "working_set_window", "cpu_budget", "remove_empty_groups", "histograms", "targets")
 MONITORING_KEYS = ("sample_interval", "aggregation_interval", "update_interval", "min_regions", "max_regions")
 TARGET_KEYS = ("name", "match", "cgroup", "include_children", "group_by", "max_groups", "keep_groups", "labels")
 MATCH_KEYS = ("comm", "exe", "cmdline")
@@ -113,10 +113,10 @@ def _config(r: Reader, root: MappingNode, path: str) -> Config:
                     values["cpu_budget"] = budget
                 else:
                     r.error(vnode, sub, f"must be greater than 0 and at most 1 (a share of one CPU core), got {_num(budget)}")
-        elif key == "remove_empty_groups":
+        elif key in ("remove_empty_groups", "histograms"):
             flag = r.get_bool(vnode, sub)
             if flag is not INVALID:
-                values["remove_empty_groups"] = flag
+                values[key] = flag
         elif key == "targets":
             seen_targets = True
             targets = _targets(r, vnode, sub)

@@ -65,6 +65,8 @@ def target_families(
     summary: Summary | None,
     label_names: Sequence[str] = (),
     pending: Iterable[tuple[str, int, tuple[tuple[str, str], ...]]] = (),
+    *,
+    histograms: bool = True,
 ) -> list[Metric]:
     """Metric families for every target of ``summary``.
 
@@ -134,4 +136,5 @@ def target_families(
         lv = label_values(name, labels, label_names)
         processes.add_metric(lv, nr)
         up.add_metric(lv, 0)
-    return [processes, up, unmonitored, last, regions, regions_max, resident, working, working_at, cold, cold_at, ratio, ws_error, cold_error, idle, freq]
+    out = [processes, up, unmonitored, last, regions, regions_max, resident, working, working_at, cold, cold_at, ratio, ws_error, cold_error]
+    return out + [idle, freq] if histograms else out

@@ -183,7 +183,7 @@ class Sampler:
         engine.set_horizons(self.horizons())
         self._next_discovery = 0.0
         self.box.update(sample_interval=engine.attrs.sample_interval, aggregation_interval=engine.attrs.aggregation_interval, cpu_budget=cfg.cpu_budget or 0.0,
-                        cold_age=cfg.cold_age, working_set_window=cfg.working_set_window)
+                        cold_age=cfg.cold_age, working_set_window=cfg.working_set_window, histograms=cfg.histograms)
         while not self.stop.is_set():
             now = time.monotonic()
             if now >= self._next_discovery:
@@ -253,7 +253,7 @@ class Sampler:
         self._discoverer = None if e is None else self.discoverer_factory(cfg)
         if e is not None:
             self.box.update(label_names=tuple(self._discoverer.label_names()), cpu_budget=cfg.cpu_budget or 0.0,
-                            cold_age=cfg.cold_age, working_set_window=cfg.working_set_window)
+                            cold_age=cfg.cold_age, working_set_window=cfg.working_set_window, histograms=cfg.histograms)
             e.set_attrs(self.budget.effective_attrs())
             e.set_horizons(self.horizons())
             self._retarget(e)

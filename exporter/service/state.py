@@ -50,6 +50,7 @@ class ServiceState:
     budget_ratio: float = 0.0
     cpu_budget: float = 0.0
     #: what "cold" and "working set" mean now (config cold_age, working_set_window), seconds
+    histograms: bool = True  # config ``histograms``: the per-target histograms exported
     cold_age: float = 0.0
     working_set_window: float = 0.0
     sample_interval: float = 0.0

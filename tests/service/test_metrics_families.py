@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import platform
 
+import pytest
+
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.model.records import Aggregation, EngineStats, RegionRecord, TargetRecords
@@ -179,3 +181,26 @@ def test_one_registry_rebuilds_families_only_for_a_new_state():
     assert "process_cpu_seconds" in fams
     bare = Exposition(box, exporter_metrics=False).render(*choose_encoder(""))
     assert b"process_cpu_seconds_total" not in bare and b"damon_resident_bytes" in bare
+
+
+def test_series_per_target_with_and_without_histograms():
+    """The README's table: 38 series per target, 13 without the two histograms."""
+    def per_target(**kw) -> int:
+        fams = target_families(snapshot(), ("team",), **kw)
+        return sum(1 for f in fams for s in f.samples if s.labels.get("target") == "web")
+
+    assert per_target() == 38
+    assert per_target(histograms=False) == 13
+    names = {f.name for f in target_families(snapshot(), ("team",), histograms=False)}
+    assert "damon_idle_age_seconds" not in names and "damon_access_frequency_ratio" not in names
+
+
+def test_the_histograms_switch_is_a_boolean():
+    from exporter.config import ConfigError, parse_config
+
+    ok = "targets:\n  - name: a\n    match: {comm: [x]}\n"
+    assert parse_config(ok).histograms is True
+    assert parse_config("histograms: false\n" + ok).histograms is False
+    with pytest.raises(ConfigError) as e:
+        parse_config("histograms: 3\n" + ok, "c.yaml")
+    assert e.value.lines[0].startswith("c.yaml:1: histograms: ")
