@@ -1,25 +1,31 @@
-"""A page the target's processes share is used when any of them uses it.
+"""A page the target's processes share is one page, and its access is judged once.
 
 Every engine counts a page by its share (PSS's rule: ``PAGE_SIZE / mappers``), so the
 target's processes together count a page they all map exactly once, and a page also mapped
-outside the target in proportion. What each engine sees of *access* is per mapping,
-though: kernel DAMON's vaddr checks read the process' own page-table entry, clear_refs' Referenced
-is the process' own young bits, so a parent that forked workers reads the workers' hot
-copy-on-write pages as idle. Summing per-process shares would then call part of a page hot
-and part of it cold.
+outside the target in proportion. Each process' regions, though, are its own: they cut the
+shared memory at different places, so each process' view of the same pages differs, and
+what the views mean depends on the engine's check:
 
-So, before the summary counts anything, the shared part of each region is given the access
-of the most recently used region of *another* process of the same target that covers the
-same addresses with shared memory too. Where those regions disagree (one calls the memory
-used, another idle), the disagreement is counted in the working set's and the cold bytes'
-error: each process' regions straddle the edge of the used part a little differently, and
-the most recent of several views carries the largest overshoot of them. That finds the same physical page where the
-processes inherited the mapping from a common parent (fork keeps addresses: gunicorn
-``--preload`` workers, PostgreSQL backends and their ``shared_buffers``, Redis' fork,
-multiprocessing), which is how pages come to be shared within one target in practice.
-Shared memory mapped at different addresses (two unrelated programs mapping one file) keeps
-each process' own view, still counted by share. With page_idle, whose check is per physical
-page, every process sees the same access already and this changes nothing.
+- **Per mapping** (kernel DAMON's vaddr checks read the process' own page-table entry,
+  clear_refs' Referenced is the process' own young bits): a parent that forked workers reads
+  the workers' hot copy-on-write pages as idle. A shared page is used when *any* of its
+  users used it, so the shared part of each region takes the access of the most recently
+  used covering region.
+- **Per physical page** (page_idle's bitmap walks every mapping of a page): every process
+  sees every access already, and each region's verdict is evidence about the same pages. A
+  region found idle says none of its pages was used; one found used says only that *some*
+  were. So where regions of several processes cover the same pages, the least recently used
+  of them is the tightest evidence: the hot part is the intersection of the processes' hot
+  regions, and a region straddling the hot edge in one process is cut back by the others.
+
+Where the covering regions disagree (one calls the memory used, another idle), the bytes
+they disagree on are counted in the working set's and the cold bytes' error: the truth lies
+between the views. That finds the same physical page where the processes inherited the
+mapping from a common parent (fork keeps addresses: gunicorn ``--preload`` workers,
+PostgreSQL backends and their ``shared_buffers``, Redis' fork, multiprocessing), which is how
+pages come to be shared within one target in practice. Shared memory mapped at different
+addresses (two unrelated programs mapping one file) keeps each process' own view, still
+counted by share.
 """
 
 from __future__ import annotations
@@ -64,16 +70,25 @@ def _scaled(r: RegionRecord, resident: int, shared: int) -> RegionRecord:
     )
 
 
-def _piece(owner: RegionRecord, lo: int, hi: int, nbytes: int, covering: Sequence[RegionRecord]) -> RegionRecord:
+def _staleness(r: RegionRecord) -> tuple[int, float]:
+    """Sort key: the least recently used region first (point records)."""
+    if r.nr_accesses > 0:
+        return (1, r.frequency)
+    return (0, -r.idle_seconds)
+
+
+def _piece(owner: RegionRecord, lo: int, hi: int, nbytes: int, covering: Sequence[RegionRecord],
+           per_page: bool = False) -> RegionRecord:
     """``nbytes`` of ``owner``'s shared memory in ``[lo, hi)``, used as the most recently
-    used of ``covering`` (a distribution: as the most used of them, per idle time)."""
+    used of ``covering`` (a distribution: as the most used of them, per idle time), or, where
+    the check is per physical page, as the least recently used of them."""
     if owner.idle_distribution:
         points = sorted({s for r in covering for s, _ in r.idle_distribution})
         dist = tuple((s, int(round(nbytes * min(_untouched_fraction(r, s) for r in covering)))) for s in points)
         accessed = max(min(1.0, r.accessed_bytes / r.resident_bytes) if r.resident_bytes else 0.0 for r in covering)
         return replace(owner, start=lo, end=hi, resident_bytes=nbytes, shared_bytes=nbytes,
                        idle_distribution=dist, accessed_bytes=int(round(nbytes * accessed)))
-    fresh = min(covering, key=_freshness)
+    fresh = min(covering, key=_staleness if per_page else _freshness)
     return replace(owner, start=lo, end=hi, resident_bytes=nbytes, shared_bytes=nbytes,
                    nr_accesses=fresh.nr_accesses, nr_checks=fresh.nr_checks, age=fresh.age,
                    idle_seconds=fresh.idle_seconds, seen_accessed=fresh.seen_accessed)
@@ -83,10 +98,10 @@ Share = Callable[[RegionRecord], float]
 
 
 def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: Share,
-                 ) -> tuple[tuple[RegionRecord, ...], int, int]:
+                 per_page: bool = False) -> tuple[tuple[RegionRecord, ...], int, int]:
     """The target's regions with the shared part of each, where processes of the target
     overlap with shared memory at the same addresses, split off into pieces used as the
-    most recently used of them; and the bytes of those pieces on which the regions
+    most recently used of them (``per_page``: as the least recently used); and the bytes of those pieces on which the regions
     disagreed, for the working set and for the cold bytes (``in_working_set`` and ``cold``
     give the share of a region's bytes in each figure). Resident bytes in total are
     unchanged; the pieces come after the regions they were cut from (they are nobody's
@@ -114,7 +129,7 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
             size = r.end - r.start  # cut by offset, so a region's pieces add up exactly
             nbytes = round(r.shared_bytes * (hi - r.start) / size) - round(r.shared_bytes * (lo - r.start) / size)
             moved[id(r)] = moved.get(id(r), 0) + nbytes
-            pieces.append(_piece(r, lo, hi, nbytes, covering))
+            pieces.append(_piece(r, lo, hi, nbytes, covering, per_page))
             ws_error += nbytes * (max(ws) - min(ws))
             cold_error += nbytes * (max(cd) - min(cd))
     out = []

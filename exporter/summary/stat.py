@@ -236,13 +236,11 @@ def summarize_target(t: TargetRecords, policy: Policy, sample_interval: float = 
     (each page by its share; shared pages as recently used as their most recent user in the
     target, see :mod:`exporter.summary.sharing`)."""
     window, cold_age = policy.working_set_window, policy.cold_age
-    if access_per_page:  # every process already sees a page's access: each share is right
-        regions, shared_ws_error, shared_cold_error = t.regions, 0, 0
-    else:
-        regions, shared_ws_error, shared_cold_error = share_access(
-            t.regions,
-            lambda r: in_working_set(r, window) / r.resident_bytes if r.resident_bytes else 0.0,
-            lambda r: idle_at_least(r, cold_age) / r.resident_bytes if r.resident_bytes else 0.0)
+    regions, shared_ws_error, shared_cold_error = share_access(
+        t.regions,
+        lambda r: in_working_set(r, window) / r.resident_bytes if r.resident_bytes else 0.0,
+        lambda r: idle_at_least(r, cold_age) / r.resident_bytes if r.resident_bytes else 0.0,
+        per_page=access_per_page)
     resident = sum(r.resident_bytes for r in regions)
     working = sum(in_working_set(r, window) for r in regions)
     cold = sum(idle_at_least(r, cold_age) for r in regions)

@@ -85,12 +85,27 @@ def test_where_processes_disagree_the_error_says_so():
     assert t.cold_bytes - t.cold_error_bytes - slack <= (128 - 16) * MiB <= t.cold_bytes + t.cold_error_bytes + slack
 
 
-def test_with_per_page_access_each_share_keeps_its_own_view():
-    """page_idle sees every access from every process: the shares average the five views
-    (here 16 + the mean overshoot of 2 MiB), with no OR to add the overshoots up."""
+def test_with_per_page_access_the_tightest_view_wins():
+    """page_idle sees every access from every process, so each region's verdict is evidence
+    about the same pages: the hot part is the intersection of the five hot regions (the
+    true 16 MiB here), not the mean of their overshoots, and the bytes they disagree on are
+    still in the error."""
     t = summary(straddlers(), access_per_page=True)
-    assert close(t.working_set_bytes, 16 + (2 + 1 + 3 + 0 + 4) / 5)
+    assert close(t.working_set_bytes, 16)
+    assert close(t.cold_bytes, 112)
     assert close(t.resident_bytes, 128)
+    assert t.working_set_bytes + t.working_set_error_bytes >= 16 * MiB
+
+
+def test_per_page_access_of_a_parent_that_reads_nothing_is_its_workers_access():
+    """The parent's own regions are evidence too: with page_idle it sees the workers'
+    accesses to the pages it shares with them, so its regions agree with theirs."""
+    regions = []
+    for pid in range(100, 105):
+        regions += [point(pid, 0, 32, 32 / 5, 32 / 5, acc=20), point(pid, 32, 224, 224 / 5, 224 / 5, idle=600.0)]
+    t = summary(regions, access_per_page=True)
+    assert close(t.working_set_bytes, 32) and close(t.cold_bytes, 224)
+    assert t.working_set_error_bytes == 0 and t.cold_error_bytes == 0
 
 
 def test_without_the_rule_the_parent_would_call_its_share_of_hot_pages_cold():
