@@ -167,3 +167,55 @@ def test_the_readme_lists_exactly_the_error_kinds():
     (row,) = [line for line in readme.splitlines() if line.startswith("| `damon_sampler_errors_total{kind}`")]
     listed = re.findall(r"`([a-z_]+)`", row.split("|")[3])
     assert listed == list(ERROR_KINDS)
+
+
+# -- the metrics table ----------------------------------------------------------------------
+
+def metrics_table(readme: str) -> dict[str, tuple[str, str]]:
+    """The README's /metrics table: metric name -> (type, meaning)."""
+    start = readme.index("**/metrics**")
+    rows = {}
+    for line in readme[start:].splitlines()[1:]:
+        if line.startswith("| `damon_"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            for name in re.findall(r"`(damon_[a-z_]+)(?:\{[^}]*\})?`", cells[0]):
+                rows[name] = (cells[1], cells[2])
+        elif rows and not line.startswith("|"):
+            break
+    return rows
+
+
+def table_errors(rows: dict[str, tuple[str, str]]) -> list[str]:
+    from exporter.metrics.catalog import METRICS
+
+    out = [f"{n}: in the README, not declared" for n in rows if n not in METRICS]
+    for name, spec in METRICS.items():
+        if name not in rows:
+            out.append(f"{name}: declared, not in the README's table")
+            continue
+        kind, meaning = rows[name]
+        if kind != spec.kind:
+            out.append(f"{name}: README says {kind}, declared {spec.kind}")
+        only = re.search(r"only with ((?:`\w+`(?:, | and )?)+)", meaning)
+        said = frozenset(re.findall(r"`(\w+)`", only.group(1))) if only else None
+        if said != spec.backends:
+            out.append(f"{name}: README says only with {sorted(said) if said else 'every backend'}, "
+                       f"declared {sorted(spec.backends) if spec.backends else 'every backend'}")
+    return out
+
+
+def test_the_readme_metrics_table_matches_the_declarations():
+    rows = metrics_table((ROOT / "README.md").read_text())
+    assert table_errors(rows) == []
+
+
+def test_the_metrics_table_check_can_fail():
+    rows = metrics_table((ROOT / "README.md").read_text())
+    rows["damon_cold_bytes"] = ("counter", "cold")
+    rows["damon_regions_max"] = ("gauge", "the cap; only with `page_idle`")
+    del rows["damon_target_up"]
+    assert table_errors(rows) == [
+        "damon_target_up: declared, not in the README's table",
+        "damon_regions_max: README says only with ['page_idle'], declared ['damon_sysfs', 'page_idle']",
+        "damon_cold_bytes: README says counter, declared gauge",
+    ]

@@ -13,34 +13,14 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from prometheus_client.metrics_core import (
-    GaugeHistogramMetricFamily,
-    GaugeMetricFamily,
-    Metric,
-)
+from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
 
+from exporter.metrics.catalog import TARGET_METRICS, family, published
 from exporter.summary import Summary, TargetSummary
 
 #: every per-target family this module can emit, for tests and documentation
-TARGET_METRIC_NAMES: tuple[str, ...] = (
-    "damon_target_processes",
-    "damon_target_up",
-    "damon_target_unmonitored_processes",
-    "damon_target_last_aggregation_timestamp_seconds",
-    "damon_regions",
-    "damon_regions_max",
-    "damon_resident_bytes",
-    "damon_working_set_bytes",
-    "damon_working_set_measured_timestamp_seconds",
-    "damon_cold_bytes",
-    "damon_cold_measured_timestamp_seconds",
-    "damon_cold_ratio",
-    "damon_working_set_error_bytes",
-    "damon_cold_error_bytes",
-    "damon_idle_age_seconds",
-    "damon_access_frequency_ratio",
-)
+TARGET_METRIC_NAMES: tuple[str, ...] = tuple(m.name for m in TARGET_METRICS)
 
 
 def target_up(t: TargetSummary) -> int:
@@ -77,38 +57,15 @@ def target_families(
     """
     names = ["target", *label_names]
 
-    def gauge(name: str, doc: str, unit: str = "") -> GaugeMetricFamily:
-        return GaugeMetricFamily(name, doc, labels=names, unit=unit)
+    def fam(name: str) -> Metric:
+        return family(name, names)
 
-    processes = gauge("damon_target_processes", "Processes of the target monitored in the last aggregation (pending targets: processes found by discovery).")
-    up = gauge("damon_target_up", "1 if the target's processes were all monitored without error in the last aggregation; 0 before the first aggregation, on error, or with no processes.")
-    unmonitored = GaugeMetricFamily(
-        "damon_target_unmonitored_processes",
-        "Processes discovery found for the target that the engine does not monitor, by why (the kind of damon_sampler_errors_total: permission, io, limit, ...). A target whose processes the exporter may not read shows them here, not as a target without processes.",
-        labels=[*names, "kind"])
-    last = gauge("damon_target_last_aggregation_timestamp_seconds", "Unix time of the target's last aggregation.", "seconds")
-    regions = gauge("damon_regions", "DAMON regions of the target (all its processes) at the end of the last aggregation.")
-    regions_max = gauge("damon_regions_max", "Current region cap of the target; below the configured max_regions while the CPU budget holds it down.")
-    resident = gauge("damon_resident_bytes", "Resident bytes in the target's monitored regions.", "bytes")
-    working = gauge("damon_working_set_bytes", "Resident bytes seen accessed within the configured working_set_window.", "bytes")
-    working_at = gauge("damon_working_set_measured_timestamp_seconds", "Unix time the published working set was measured: the last aggregation for DAMON engines; for clear_refs, the last time working_set_window had passed since a clear.", "seconds")
-    cold = gauge("damon_cold_bytes", "Resident bytes not seen accessed for at least the configured cold_age.", "bytes")
-    cold_at = gauge("damon_cold_measured_timestamp_seconds", "Unix time the published cold bytes were measured (as for the working set, with cold_age).", "seconds")
-    ratio = gauge("damon_cold_ratio", "damon_cold_bytes / damon_resident_bytes (0..1; 0 when nothing is resident).", "ratio")
-    ws_error = gauge("damon_working_set_error_bytes", "Expected error of damon_working_set_bytes: resident bytes at region edges that the samples suggest are on the wrong side, plus bytes watched for less than working_set_window and never seen accessed.", "bytes")
-    cold_error = gauge("damon_cold_error_bytes", "Expected error of damon_cold_bytes: resident bytes at region edges that the samples suggest are on the wrong side of cold_age.", "bytes")
-    idle = GaugeHistogramMetricFamily(
-        "damon_idle_age_seconds",
-        "Resident bytes by time since last seen accessed (seconds); bucket values and _gcount are bytes, _gsum is byte-seconds.",
-        labels=names,
-        unit="seconds",
-    )
-    freq = GaugeHistogramMetricFamily(
-        "damon_access_frequency_ratio",
-        "Resident bytes by share of the last aggregation's samples that saw an access (0..1); bucket values and _gcount are bytes.",
-        labels=names,
-        unit="ratio",
-    )
+    processes, up, unmonitored = fam("damon_target_processes"), fam("damon_target_up"), fam("damon_target_unmonitored_processes")
+    last, regions, regions_max = fam("damon_target_last_aggregation_timestamp_seconds"), fam("damon_regions"), fam("damon_regions_max")
+    resident, working, working_at = fam("damon_resident_bytes"), fam("damon_working_set_bytes"), fam("damon_working_set_measured_timestamp_seconds")
+    cold, cold_at, ratio = fam("damon_cold_bytes"), fam("damon_cold_measured_timestamp_seconds"), fam("damon_cold_ratio")
+    ws_error, cold_error = fam("damon_working_set_error_bytes"), fam("damon_cold_error_bytes")
+    idle, freq = fam("damon_idle_age_seconds"), fam("damon_access_frequency_ratio")
     seen: set[str] = set()
     for t in summary.targets if summary is not None else ():
         seen.add(t.name)
@@ -137,4 +94,7 @@ def target_families(
         processes.add_metric(lv, nr)
         up.add_metric(lv, 0)
     out = [processes, up, unmonitored, last, regions, regions_max, resident, working, working_at, cold, cold_at, ratio, ws_error, cold_error]
-    return out + [idle, freq] if histograms else out
+    if histograms:
+        out += [idle, freq]
+    backend = summary.raw.backend if summary is not None else "none"
+    return published(out, backend)

@@ -88,8 +88,9 @@ def test_cpu_budget_holds_with_20_targets(exporter, children):
                    and all(s.get("damon_target_processes", target=f"t{i}") == 1 for i in range(20)),
                    timeout=180, what="budget ratio <= 1")
     stretched = s.get("damon_sampler_sample_interval_seconds")
-    # what it gave up to get there: time (a longer sample interval) or regions; the CPU the
-    # whole process uses under this load is measured by bench/exporter_bench.py, not here
-    assert stretched > 0.1 or any(x.value < 200 for x in s.all("damon_regions_max"))
+    # what it gave up to get there: time (a longer sample interval; clear_refs' regions are its
+    # mappings, so the budget has no region cap to lower); the CPU the whole process uses
+    # under this load is measured by bench/exporter_bench.py, not here
+    assert stretched > 0.1
     assert all(s.get("damon_target_up", target=f"t{i}") == 1 for i in range(20))
     assert "over CPU budget" in e.logs()

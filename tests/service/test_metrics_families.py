@@ -26,7 +26,7 @@ def region(pid: int, start: int, size: int, resident: int, acc: int, checks: int
     return RegionRecord(pid, start, start + size, resident, nr_accesses=acc, nr_checks=checks, age=age, idle_seconds=idle)
 
 
-def snapshot() -> Summary:
+def snapshot(backend: str = "page_idle") -> Summary:
     regions_a = [
         region(1, 0x1000_0000, 8 * MiB, 8 * MiB, 10, 10, 0),  # hot: idle 0, freq 1.0
         region(1, 0x2000_0000, 8 * MiB, 4 * MiB, 3, 10, 0),  # warm: freq 0.3
@@ -36,7 +36,7 @@ def snapshot() -> Summary:
     a = TargetRecords("web", (1, 2), tuple(regions_a), 1700000000.0, labels=(("team", "blue"),), max_regions=150)
     b = TargetRecords("gone", (), (), 1700000000.0)
     c = TargetRecords("denied", (5,), (region(5, 0x1000, MiB, MiB, 1, 1, 0),), 1700000000.0, errors=("pid 6: permission denied",))
-    agg = Aggregation("clear_refs", 1700000000.0, 0.1, 1.0, (a, b, c), EngineStats(checks_total=42))
+    agg = Aggregation(backend, 1700000000.0, 0.1, 1.0, (a, b, c), EngineStats(checks_total=42))
     return summarize(agg, Policy(cold_age=120, working_set_window=60))
 
 
@@ -151,6 +151,48 @@ def test_self_metrics():
     assert errors == {**{k: 0 for k in ERROR_KINDS}, "permission": 2, "weird": 1}
     assert value(fams, "damon_config_last_reload_successful", "damon_config_last_reload_successful") == 0
     assert value(fams, "damon_config_last_reload_success_timestamp_seconds", "damon_config_last_reload_success_timestamp_seconds") == 12.0
+    assert value(fams, "damon_config_embedded_default", "damon_config_embedded_default") == 0
+    # no kdamond works for clear_refs: its CPU is left out, not published as a 0 that means nothing
+    assert "damon_sampler_kernel_cpu_seconds" not in fams
+
+
+def self_names(**kw) -> set[str]:
+    from exporter.metrics import _Families
+    from prometheus_client.exposition import generate_latest
+
+    return set(parse(generate_latest(_Families(self_families(ServiceState(version="1", **kw)))).decode()))
+
+
+def test_the_embedded_default_config_is_a_metric():
+    from exporter.metrics import _Families
+    from prometheus_client.exposition import generate_latest
+
+    fams = parse(generate_latest(_Families(self_families(ServiceState(version="1", backend="page_idle", default_config=True)))).decode())
+    assert value(fams, "damon_config_embedded_default", "damon_config_embedded_default") == 1
+
+
+def test_metrics_that_mean_nothing_on_a_backend_are_left_out():
+    """The kernel's CPU only with damon_sysfs; the region cap and accesses per sample not
+    with clear_refs (its regions are the mappings, it takes no samples)."""
+    assert "damon_sampler_kernel_cpu_seconds" in self_names(backend="damon_sysfs")
+    for backend in ("page_idle", "clear_refs", "none"):
+        assert "damon_sampler_kernel_cpu_seconds" not in self_names(backend=backend), backend
+    for backend, shown in (("page_idle", True), ("damon_sysfs", True), ("clear_refs", False)):
+        names = {f.name for f in target_families(snapshot(backend), ("team",))}
+        assert ("damon_regions_max" in names) is shown and ("damon_access_frequency_ratio" in names) is shown, backend
+        assert {"damon_regions", "damon_idle_age_seconds", "damon_resident_bytes"} <= names
+
+
+def test_help_texts_come_from_the_one_declaration():
+    from exporter.metrics.catalog import METRICS
+
+    fams = {f.name: f for f in target_families(snapshot(), ("team",))}
+    st = ServiceState(version="1", backend="damon_sysfs")
+    fams.update({f.name: f for f in self_families(st)})
+    for name, spec in METRICS.items():
+        fam = fams.get(name) or fams[name.removesuffix("_total")]
+        assert fam.documentation == spec.help, name
+        assert fam.type == spec.kind.replace(" ", ""), name
 
 
 def test_one_registry_rebuilds_families_only_for_a_new_state():
@@ -160,7 +202,7 @@ def test_one_registry_rebuilds_families_only_for_a_new_state():
     from exporter.metrics.collector import Exposition
     from exporter.service.state import StateBox
 
-    box = StateBox(ServiceState(version="1", backend="clear_refs", summary=snapshot(), label_names=("team",)))
+    box = StateBox(ServiceState(version="1", backend="page_idle", summary=snapshot(), label_names=("team",)))
     exp = Exposition(box)
     enc, ctype = choose_encoder("")
     first = exp.render(enc, ctype).decode()

@@ -1,0 +1,138 @@
+"""Every ``damon_*`` metric, declared once: name, type, HELP, labels and the backends it
+means something on.
+
+The families in :mod:`.targets` and :mod:`.self_metrics` are built from these declarations,
+and the README's metrics table is tested against them (``tests/test_docs_truth.py``), so a
+name, a type or the backends a metric is published on cannot drift between the code, its
+HELP text and the documentation.
+
+``backends`` is None for a metric that means the same on every backend. Where it names
+backends, the metric is left out on the others rather than published as a 0 that means
+nothing: a region cap on clear_refs (whose regions are the mappings, whatever the cap), the
+kernel's CPU on a user-space engine, accesses per sample where clear_refs has no samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from exporter.model.errors import ERROR_KINDS
+from exporter.service.state import WEB_REJECT_REASONS
+
+#: the types as the README's table names them (``gauge histogram`` is OpenMetrics' gaugehistogram)
+KINDS = ("gauge", "counter", "gauge histogram", "histogram")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    kind: str
+    help: str
+    #: True: one series per target (labels ``target`` + the discoverer's); False: one per exporter
+    per_target: bool
+    #: labels beyond the target labels
+    labels: tuple[str, ...] = ()
+    unit: str = ""
+    #: the backends the metric is published on; None = every backend
+    backends: frozenset[str] | None = None
+
+    def published_with(self, backend: str) -> bool:
+        """True unless the metric means nothing on ``backend``. Before a backend is open
+        (``none``) only the metrics of every backend are published."""
+        return self.backends is None or backend in self.backends
+
+
+_REGION_CAPPED = frozenset({"damon_sysfs", "page_idle"})
+_SAMPLED = frozenset({"damon_sysfs", "page_idle"})
+
+
+def _t(name: str, kind: str, help: str, *, labels: tuple[str, ...] = (), unit: str = "",
+       backends: frozenset[str] | None = None) -> MetricSpec:
+    return MetricSpec(name, kind, help, True, labels, unit, backends)
+
+
+def _s(name: str, kind: str, help: str, *, labels: tuple[str, ...] = (), unit: str = "",
+       backends: frozenset[str] | None = None) -> MetricSpec:
+    return MetricSpec(name, kind, help, False, labels, unit, backends)
+
+
+ERRORS_HELP = ("Problems met by the sampler, by kind: " + "; ".join(f"{k}: {v}" for k, v in ERROR_KINDS.items())
+               + ". Exited processes are not errors.")
+
+TARGET_METRICS: tuple[MetricSpec, ...] = (
+    _t("damon_target_processes", "gauge", "Processes of the target monitored in the last aggregation (pending targets: processes found by discovery)."),
+    _t("damon_target_up", "gauge", "1 if the target's processes were all monitored without error in the last aggregation; 0 before the first aggregation, on error, or with no processes."),
+    _t("damon_target_unmonitored_processes", "gauge", "Processes discovery found for the target that the engine does not monitor, by why (the kind of damon_sampler_errors_total: permission, io, limit, ...). A target whose processes the exporter may not read shows them here, not as a target without processes.", labels=("kind",)),
+    _t("damon_target_last_aggregation_timestamp_seconds", "gauge", "Unix time of the target's last aggregation.", unit="seconds"),
+    _t("damon_regions", "gauge", "DAMON regions of the target (all its processes) at the end of the last aggregation; with clear_refs, its groups of mappings."),
+    _t("damon_regions_max", "gauge", "Current region cap of the target; below the configured max_regions while the CPU budget holds it down. Not published with clear_refs, whose regions are the mappings.", backends=_REGION_CAPPED),
+    _t("damon_resident_bytes", "gauge", "Resident bytes in the target's monitored regions, each page once (shared pages by the target's share).", unit="bytes"),
+    _t("damon_working_set_bytes", "gauge", "Resident bytes seen accessed within the configured working_set_window.", unit="bytes"),
+    _t("damon_working_set_measured_timestamp_seconds", "gauge", "Unix time the published working set was measured: the last aggregation for DAMON engines; for clear_refs, the last time working_set_window had passed since a clear.", unit="seconds"),
+    _t("damon_cold_bytes", "gauge", "Resident bytes not seen accessed for at least the configured cold_age.", unit="bytes"),
+    _t("damon_cold_measured_timestamp_seconds", "gauge", "Unix time the published cold bytes were measured (as for the working set, with cold_age).", unit="seconds"),
+    _t("damon_cold_ratio", "gauge", "damon_cold_bytes / damon_resident_bytes (0..1; 0 when nothing is resident).", unit="ratio"),
+    _t("damon_working_set_error_bytes", "gauge", "Expected error of damon_working_set_bytes: resident bytes at region edges that the samples suggest are on the wrong side, plus bytes watched for less than working_set_window and never seen accessed.", unit="bytes"),
+    _t("damon_cold_error_bytes", "gauge", "Expected error of damon_cold_bytes: resident bytes at region edges that the samples suggest are on the wrong side of cold_age.", unit="bytes"),
+    _t("damon_idle_age_seconds", "gauge histogram", "Resident bytes by time since last seen accessed (seconds); bucket values and _gcount are bytes, _gsum is byte-seconds.", unit="seconds"),
+    _t("damon_access_frequency_ratio", "gauge histogram", "Resident bytes by share of the last aggregation's samples that saw an access (0..1); bucket values and _gcount are bytes. Not published with clear_refs, which takes no samples.", unit="ratio", backends=_SAMPLED),
+)
+
+SELF_METRICS: tuple[MetricSpec, ...] = (
+    _s("damon_exporter_build_info", "gauge", "A metric with a constant '1' value labeled by version, revision, branch, and pythonversion from which damon-exporter was built.", labels=("version", "revision", "branch", "pythonversion")),
+    _s("damon_sampler_backend_info", "gauge", "Constant 1, labelled by the access-check backend the sampler uses now ('none' until it has opened one).", labels=("backend",)),
+    _s("damon_sampler_backend_passed_over", "gauge", "Constant 1 for each backend `auto` passed over before the one in use, labelled by why: unavailable (its check failed: a missing kernel feature or privilege, kernel DAMON in use by someone else), refused (building it raised), failed (it failed before its first aggregation). The landing page and log say the details.", labels=("backend", "reason")),
+    _s("damon_sampler_checks_total", "counter", "Access checks by the engine: page_idle, one sampled page of one region; damon_sysfs, the kernel's samples of the regions read back (regions x samples per aggregation); clear_refs, one smaps read of one process."),
+    _s("damon_sampler_cpu_seconds_total", "counter", "CPU time used by the sampler thread, in seconds.", unit="seconds"),
+    _s("damon_sampler_kernel_cpu_seconds_total", "counter", "CPU time of the kernel's DAMON thread (kdamond) working for the sampler's engine, in seconds. The CPU budget counts it with the sampler thread's. Published with damon_sysfs only.", unit="seconds", backends=frozenset({"damon_sysfs"})),
+    _s("damon_sampler_budget_ratio", "gauge", "CPU share of one core over the budget window, the sampler thread's and the kernel's for it (kdamond) together, divided by the configured cpu_budget (above 1 = over budget)."),
+    _s("damon_sampler_cpu_budget_ratio", "gauge", "Configured CPU budget of the sampler, as a share of one core (0 = no budget)."),
+    _s("damon_sampler_sample_interval_seconds", "gauge", "Sample interval in effect, in seconds (longer than configured while the CPU budget stretches it).", unit="seconds"),
+    _s("damon_sampler_aggregation_interval_seconds", "gauge", "Aggregation interval in effect, in seconds.", unit="seconds"),
+    _s("damon_sampler_errors_total", "counter", ERRORS_HELP, labels=("kind",)),
+    _s("damon_config_cold_age_seconds", "gauge", "The cold_age in force: memory idle at least this long is cold (damon_cold_bytes).", unit="seconds"),
+    _s("damon_config_working_set_window_seconds", "gauge", "The working_set_window in force: memory used within it is the working set (damon_working_set_bytes).", unit="seconds"),
+    _s("damon_config_embedded_default", "gauge", "1 while the embedded default config is in use (no --config.file given: the largest programs by resident memory), 0 with a config file."),
+    _s("damon_config_last_reload_successful", "gauge", "1 if the last configuration (re)load succeeded, 0 if it failed and the previous config is still in use."),
+    _s("damon_config_last_reload_success_timestamp_seconds", "gauge", "Unix time of the last successful configuration load.", unit="seconds"),
+    _s("damon_web_config_last_reload_successful", "gauge", "1 if the web config (TLS, users; re-checked per connection) last loaded fine, 0 if it failed and the previous one is still in use."),
+    _s("damon_web_config_last_reload_success_timestamp_seconds", "gauge", "Unix time of the last successful web config load.", unit="seconds"),
+    _s("damon_web_rejected_total", "counter", "Connections and requests the HTTP server refused or cut, by reason: "
+       + "; ".join(f"{k}: {v}" for k, v in WEB_REJECT_REASONS.items()) + ".", labels=("reason",)),
+)
+
+METRICS: dict[str, MetricSpec] = {m.name: m for m in (*TARGET_METRICS, *SELF_METRICS)}
+assert len(METRICS) == len(TARGET_METRICS) + len(SELF_METRICS), "a metric declared twice"
+assert all(m.kind in KINDS for m in METRICS.values())
+
+
+def family(name: str, target_labels: Sequence[str] = ()) -> Metric:
+    """A fresh, empty family of the declared metric ``name``; per-target metrics get the
+    target labels first, then their own."""
+    m = METRICS[name]
+    labels = [*target_labels, *m.labels] if m.per_target else list(m.labels)
+    if m.kind == "gauge":
+        return GaugeMetricFamily(m.name, m.help, labels=labels, unit=m.unit)
+    if m.kind == "counter":
+        return CounterMetricFamily(m.name, m.help, labels=labels, unit=m.unit)
+    if m.kind == "gauge histogram":
+        return GaugeHistogramMetricFamily(m.name, m.help, labels=labels, unit=m.unit)
+    return HistogramMetricFamily(m.name, m.help, labels=labels, unit=m.unit)
+
+
+def published(families: Sequence[Metric], backend: str) -> list[Metric]:
+    """``families`` without those that mean nothing on ``backend`` (a counter family is
+    named without its ``_total``)."""
+    def spec(f: Metric) -> MetricSpec:
+        return METRICS.get(f.name) or METRICS[f.name + "_total"]
+
+    return [f for f in families if spec(f).published_with(backend)]
