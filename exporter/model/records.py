@@ -51,6 +51,11 @@ class RegionRecord:
     #: frequency histogram counts them at 1, the rest of the resident bytes at 0)
     accessed_bytes: int = 0
     seen_accessed: bool = True
+    #: distribution records (clear_refs): wall time of the clear that began the current
+    #: referenced-bytes period, and the bytes referenced since (the promotion tracker reads
+    #: first touches from its growth: bytes untouched since the clear are proven idle)
+    period_start: float = 0.0
+    period_referenced: int = 0
     #: the part of ``resident_bytes`` in pages other page tables map too. Every engine
     #: counts a page by its share (``PAGE_SIZE / mappers``, as PSS does), so the target's
     #: processes together count a page they all map once; the summary also lets the page be

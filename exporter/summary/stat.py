@@ -20,6 +20,8 @@ from typing import Callable, Iterable, Sequence
 
 from exporter.model.policy import Policy
 from exporter.model.records import Aggregation, EngineStats, RegionRecord, TargetRecords
+from exporter.summary.bands import idle_bands
+from exporter.summary.promotion import PromotionTracker, Promotions
 from exporter.summary.sharing import share_access
 
 #: Upper bounds (seconds) of ``damon_idle_age_seconds`` buckets; part of the metrics contract.
@@ -119,25 +121,6 @@ def edge_error(regions: Sequence[RegionRecord], member: Callable[[RegionRecord],
     return total
 
 
-def idle_bands(r: RegionRecord) -> Iterable[tuple[float, int]]:
-    """(idle seconds, bytes) bands covering the region's resident bytes exactly once.
-
-    From a distribution: bytes touched before its first point are idle 0; bytes untouched
-    at point ``s_i`` but not at ``s_{i+1}`` are idle ``s_i`` (a lower bound); bytes
-    untouched at the last point are idle for that long."""
-    if not r.idle_distribution:
-        yield r.idle_seconds, r.resident_bytes
-        return
-    prev_s, prev_b = 0.0, r.resident_bytes
-    for s, nbytes in r.idle_distribution:
-        nbytes = min(nbytes, prev_b)
-        if prev_b > nbytes:
-            yield prev_s, prev_b - nbytes
-        prev_s, prev_b = s, nbytes
-    if prev_b:
-        yield prev_s, prev_b
-
-
 def frequency_bands(r: RegionRecord) -> Iterable[tuple[float, int]]:
     """(accesses per sample, bytes): one value per region, or for a distribution record
     its accessed bytes at 1 and the rest at 0 (one sample: the first aggregation)."""
@@ -193,6 +176,8 @@ class TargetSummary:
     cold_error_bytes: int = 0
     nr_merged: int = 0  # regions after merging, before the split (see TargetRecords)
     not_monitored: tuple[tuple[str, int], ...] = ()  # processes found but not monitored, by kind
+    #: returns from idleness since the target was first watched (None: no tracker ran)
+    promotions: Promotions | None = None
 
     @property
     def cold_ratio(self) -> float:
@@ -231,7 +216,8 @@ def _bound(b: float) -> float | str:
 
 
 def summarize_target(t: TargetRecords, policy: Policy, sample_interval: float = 0.0,
-                     access_per_page: bool = False) -> TargetSummary:
+                     access_per_page: bool = False, tracker: PromotionTracker | None = None,
+                     aggregation_interval: float = 0.0) -> TargetSummary:
     """Working set, cold bytes and the two distributions of one target, from resident bytes
     (each page by its share; shared pages as recently used as their most recent user in the
     target, see :mod:`exporter.summary.sharing`)."""
@@ -247,6 +233,8 @@ def summarize_target(t: TargetRecords, policy: Policy, sample_interval: float = 
     ws_error = edge_error(regions, lambda r: seen_within(r, window), sample_interval,
                           lambda r: unknown_bytes(r, window))
     cold_error = edge_error(regions, lambda r: r.idle_seconds < cold_age, sample_interval)
+    promotions = (tracker.observe((t.name, t.labels), regions, t.aggregated_at, cold_age, aggregation_interval)
+                  if tracker is not None else None)
     bands = [band for r in regions for band in idle_bands(r)]
     freq = [band for r in regions for band in frequency_bands(r)]
     measured = dict(t.measured_at)
@@ -271,6 +259,7 @@ def summarize_target(t: TargetRecords, policy: Policy, sample_interval: float = 
         cold_error_bytes=min(resident, round(cold_error) + shared_cold_error),
         nr_merged=t.nr_merged,
         not_monitored=t.not_monitored,
+        promotions=promotions,
     )
 
 
@@ -324,7 +313,11 @@ class Summary:
         }
 
 
-def summarize(agg: Aggregation, policy: Policy) -> Summary:
-    """The summary of every target of one aggregation."""
-    return Summary(raw=agg, targets=tuple(summarize_target(t, policy, agg.sample_interval, agg.access_per_page)
-                                          for t in agg.targets), policy=policy)
+def summarize(agg: Aggregation, policy: Policy, tracker: PromotionTracker | None = None) -> Summary:
+    """The summary of every target of one aggregation; with ``tracker`` (the caller's, fed
+    every aggregation in order), each target's returns from idleness too."""
+    targets = tuple(summarize_target(t, policy, agg.sample_interval, agg.access_per_page, tracker, agg.aggregation_interval)
+                    for t in agg.targets)
+    if tracker is not None:
+        tracker.retain((t.name, t.labels) for t in agg.targets)
+    return Summary(raw=agg, targets=targets, policy=policy)

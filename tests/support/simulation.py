@@ -12,6 +12,7 @@ from exporter.model.engine import TargetSpec
 from exporter.engines.page_idle.monitor import Monitor
 from exporter.model.process import ProcessRef
 from exporter.summary import Policy, Summary, summarize
+from exporter.summary.promotion import PromotionTracker
 from exporter.engines.page_idle.ops_simulated import HotRange, SimulatedOps, SimulatedProcess, VirtualClock
 
 MiB = 1 << 20
@@ -32,10 +33,11 @@ class SummarizingMonitor(Monitor):
     def __init__(self, *args, cold_age: float = 120.0, working_set_window: float = 60.0, **kw) -> None:
         super().__init__(*args, **kw)
         self.policy = Policy(cold_age=cold_age, working_set_window=working_set_window)
+        self.tracker = PromotionTracker()  # as the sampler keeps one
 
     def step(self) -> Summary | None:  # type: ignore[override]
         agg = super().step()
-        return None if agg is None else summarize(agg, self.policy)
+        return None if agg is None else summarize(agg, self.policy, self.tracker)
 
 
 def make_monitor(

@@ -116,6 +116,7 @@ def by_share(r: RegionRecord, m: SmapsEntry) -> RegionRecord:
         shared_bytes=m.shared_share,
         idle_distribution=tuple((s, int(round(b * f))) for s, b in r.idle_distribution),
         accessed_bytes=int(round(r.accessed_bytes * f)),
+        period_referenced=int(round(r.period_referenced * f)),
     )
 
 

@@ -329,6 +329,8 @@ class ReferencedBytesEngine(Engine):
                     idle_distribution=proven_idle(idle_distribution(pts, m.rss), cur, p.history, m.start, m.rss, now)
                     or ((0.0, m.rss),),
                     accessed_bytes=first.referenced if first else 0,
+                    period_start=self.wall_clock() - elapsed,
+                    period_referenced=cur.points[-1].referenced if cur is not None and cur.points else 0,
                 ), m)
             )
             for h in self.horizons:

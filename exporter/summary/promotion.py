@@ -1,0 +1,379 @@
+"""Cold memory that comes back: bytes that had been idle, seen accessed again, by how long
+they had been idle (the *promotion rate* of far-memory systems at any threshold T).
+
+The engines' records say, at each aggregation, which memory is accessed *now*; whether it
+was idle *before*, and for how long, is history the records do not carry. This tracker
+keeps that history per target, per process, per address range: an inventory of bytes, each
+band with the time it was last known accessed (``since``). At every aggregation it matches
+the new records against the previous inventory and moves bytes between "accessed" and
+"idle", so that
+
+- bytes accessed now are taken first from the youngest bands (memory that was hot stays
+  hot: a region accessed at the last aggregation and again now returns from nothing);
+- bytes taken from bands that were idle at the last aggregation *return from idleness*,
+  once, with the idle time they had then (``since`` to the last aggregation: a lower bound,
+  as every idle time here is).
+
+How much is accessed now depends on what the engine sees:
+
+- **DAMON's regions** (page_idle, damon_sysfs): a region with an access in its samples is
+  accessed as a whole, which for a coarse region just revived is mostly not true. So bytes
+  a region brings back are *pending* for ``settle`` aggregations while DAMON splits the
+  region: pieces that read idle again give their bytes back to the idle age they had
+  (they were not the part that was used), and only what is still in accessed regions at the
+  end counts. A revived region that never splits finer is counted whole; the share of its
+  samples that saw no access (``1 - nr_accesses / nr_checks``) is counted as the error.
+- **Referenced bytes** (clear_refs): first touches since the last clear are exact byte
+  counts per mapping, and bytes untouched since a clear are proven idle since it. Bytes
+  touched in one clear period are known idle only since the next clear (their last touch
+  in the period is not visible), which makes every idle age a lower bound and counts
+  nothing twice; a return is seen once per clear period at most.
+
+Memory that leaves (freed, reclaimed) leaves from the oldest bands first, as reclaim takes
+it; memory that appears is accessed now (a fault is an access) and returns from nothing.
+Everything is bounded by the records: at most ``MAX_BANDS`` bands per record kept, and state
+only for the targets and processes of the last aggregation.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from exporter.model.records import RegionRecord
+from exporter.summary.bands import idle_bands
+
+#: idle-age bounds of the re-access histogram: the same as damon_idle_age_seconds'
+REACCESS_BUCKETS: tuple[float, ...] = (0, 1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, math.inf)
+#: bands kept per address range (the closest in age merge, their ages averaged by bytes)
+MAX_BANDS = 6
+#: pieces of history smaller than a page are folded into their neighbours
+SLIVER_BYTES = 4096
+#: aggregations a revived region's bytes stay pending while DAMON splits it
+SETTLE_AGGREGATIONS = 5
+
+
+@dataclass(frozen=True)
+class Promotions:
+    """A target's returns from idleness since the exporter began watching it (counters)."""
+
+    #: bytes that had been idle at least ``cold_age`` when seen accessed again
+    promoted_bytes: float = 0.0
+    #: how many of those the evidence does not pin down (see the module docstring)
+    promoted_error_bytes: float = 0.0
+    #: cumulative (le, bytes) by the idle time they returned from; REACCESS_BUCKETS
+    histogram: tuple[tuple[float, float], ...] = tuple((b, 0.0) for b in REACCESS_BUCKETS)
+    #: byte-seconds (the histogram's _sum); the _count is the +Inf bucket
+    idle_sum: float = 0.0
+
+    @property
+    def count(self) -> float:
+        return self.histogram[-1][1]
+
+
+@dataclass(slots=True)
+class _Band:
+    nbytes: float
+    since: float  # wall time last known accessed
+    #: pending (DAMON regions): the idle age the bytes returned from, and when they did
+    pending_age: float | None = None
+    revived_at: float = 0.0
+    idle_since: float = 0.0  # pending: ``since`` before the return, restored if it was not one
+    #: pending: the region that came back (when, where) and the share of its samples that
+    #: saw the access then; its pieces are told apart from other returns by it
+    lineage: tuple[float, int, int] = (0.0, 0, 0)
+    revived_frequency: float = 1.0
+
+    def part(self, nbytes: float) -> "_Band":
+        return _Band(nbytes, self.since, self.pending_age, self.revived_at, self.idle_since, self.lineage,
+                     self.revived_frequency)
+
+
+@dataclass(slots=True)
+class _Segment:
+    start: int
+    end: int
+    bands: list[_Band]
+    frequency: float = 1.0  # share of the record's samples that saw an access
+    referenced: float = 0.0  # distribution records: bytes referenced in the period
+
+
+@dataclass
+class _Process:
+    segments: list[_Segment]
+    observed_at: float
+    period_start: float = 0.0
+
+
+@dataclass
+class _Counts:
+    promoted: float = 0.0
+    error: float = 0.0
+    buckets: list[float] = field(default_factory=lambda: [0.0] * len(REACCESS_BUCKETS))
+    idle_sum: float = 0.0
+
+    def add(self, age: float, nbytes: float, cold_age: float, error: float = 0.0) -> None:
+        age = max(0.0, age)
+        if age >= cold_age:
+            self.promoted += max(0.0, nbytes)
+            self.error += max(0.0, error)
+        if nbytes <= 0:
+            return
+        self.buckets[bisect.bisect_left(REACCESS_BUCKETS, age)] += nbytes
+        self.idle_sum += age * nbytes
+
+    def frozen(self) -> Promotions:
+        acc, out = 0.0, []
+        for b, c in zip(REACCESS_BUCKETS, self.buckets):
+            acc += c
+            out.append((b, acc))
+        return Promotions(self.promoted, self.error, tuple(out), self.idle_sum)
+
+
+@dataclass
+class _Target:
+    processes: dict[int, _Process] = field(default_factory=dict)
+    counts: _Counts = field(default_factory=_Counts)
+
+
+def _frequency(r: RegionRecord) -> float:
+    if r.nr_accesses <= 0:
+        return 0.0
+    return min(1.0, r.nr_accesses / r.nr_checks) if r.nr_checks else 1.0
+
+
+def _first_bands(r: RegionRecord, now: float) -> list[_Band]:
+    """What a record says of its bytes' idle times the first time its range is seen."""
+    if r.idle_distribution:
+        return [_Band(float(b), now - s) for s, b in idle_bands(r) if b > 0]
+    if r.nr_accesses > 0:
+        return [_Band(float(r.resident_bytes), now)]
+    return [_Band(float(r.resident_bytes), now - r.idle_seconds)]
+
+
+def _take(bands: list[_Band], nbytes: float) -> tuple[list[_Band], list[_Band]]:
+    """``nbytes`` from the front of ``bands`` (split where needed) and the rest."""
+    taken: list[_Band] = []
+    rest: list[_Band] = []
+    for b in bands:
+        if nbytes <= 0:
+            rest.append(b)
+        elif b.nbytes <= nbytes:
+            taken.append(b)
+            nbytes -= b.nbytes
+        else:
+            taken.append(b.part(nbytes))
+            rest.append(b.part(b.nbytes - nbytes))
+            nbytes = 0
+    return taken, rest
+
+
+def _share(bands: Sequence[_Band], weights: Sequence[float]) -> list[list[_Band]]:
+    """``bands`` split over records in proportion to ``weights``."""
+    total = sum(weights)
+    out: list[list[_Band]] = []
+    for w in weights:
+        f = w / total if total > 0 else 0.0
+        out.append([b.part(b.nbytes * f) for b in bands if b.nbytes * f > 0])
+    return out
+
+
+def _compact(bands: list[_Band]) -> list[_Band]:
+    """At most MAX_BANDS bands: equal ones joined, slivers under a page folded into the
+    largest, then the two closest in age averaged (by bytes) until few enough remain."""
+    merged: dict[tuple[float, float | None, float, float, tuple[float, int, int]], _Band] = {}
+    for b in bands:
+        if b.nbytes <= 0:
+            continue
+        k = (b.since, b.pending_age, b.revived_at, b.idle_since, b.lineage)
+        if k in merged:
+            merged[k].nbytes += b.nbytes
+        else:
+            merged[k] = b.part(b.nbytes)
+    out = sorted(merged.values(), key=lambda b: (b.pending_age is not None, b.since))
+    slivers = [b for b in out if b.nbytes < SLIVER_BYTES]
+    if slivers and len(slivers) < len(out):
+        out = [b for b in out if b.nbytes >= SLIVER_BYTES]
+        max(out, key=lambda b: b.nbytes).nbytes += sum(b.nbytes for b in slivers)
+    while len(out) > MAX_BANDS:
+        best, at = math.inf, -1
+        for i in range(len(out) - 1):
+            a, c = out[i], out[i + 1]
+            if (a.pending_age is None) != (c.pending_age is None):
+                continue
+            if c.since - a.since < best:
+                best, at = c.since - a.since, i
+        if at < 0:  # one pending band and the rest not: join the two oldest of the rest
+            at = 0
+        out[at:at + 2] = [_average(out[at], out[at + 1])]
+    return out
+
+
+def _average(a: _Band, c: _Band) -> _Band:
+    n = a.nbytes + c.nbytes
+    wa, wc = a.nbytes / n, c.nbytes / n
+    out = _Band(n, a.since * wa + c.since * wc)
+    if a.pending_age is not None and c.pending_age is not None:
+        out.pending_age = a.pending_age * wa + c.pending_age * wc
+        out.revived_at = max(a.revived_at, c.revived_at)
+        out.idle_since = a.idle_since * wa + c.idle_since * wc
+        big = a if a.nbytes >= c.nbytes else c
+        out.lineage, out.revived_frequency = big.lineage, big.revived_frequency
+    return out
+
+
+def _inherit(old: Sequence[_Segment], r: RegionRecord) -> tuple[list[_Band], float]:
+    """The bands (and referenced bytes) of the old segments ``r`` overlaps, each in
+    proportion to the share of its address range inside ``r``: history follows addresses
+    through DAMON's splits and merges, and never spreads beyond them."""
+    bands: list[_Band] = []
+    referenced = 0.0
+    i = bisect.bisect_right([s.start for s in old], r.start) - 1
+    for seg in old[max(0, i):]:
+        if seg.start >= r.end:
+            break
+        lo, hi = max(seg.start, r.start), min(seg.end, r.end)
+        if hi <= lo:
+            continue
+        f = (hi - lo) / (seg.end - seg.start)
+        bands += [b.part(b.nbytes * f) for b in seg.bands]
+        referenced += seg.referenced * f
+    return bands, referenced
+
+
+class PromotionTracker:
+    """Per target history of idle times, fed each aggregation's records (post-sharing, as
+    the summary counts them). Owned by the sampler (or a CLI run) and called from one
+    thread; what it returns is immutable."""
+
+    def __init__(self, settle_aggregations: int = SETTLE_AGGREGATIONS) -> None:
+        self.settle_aggregations = settle_aggregations
+        self._targets: dict[object, _Target] = {}
+
+    def retain(self, keys: Iterable[object]) -> None:
+        """Forget targets not in ``keys`` (a target that comes back starts from zero, which
+        Prometheus reads as a counter reset)."""
+        keep = set(keys)
+        for k in [k for k in self._targets if k not in keep]:
+            del self._targets[k]
+
+    def observe(self, key: object, regions: Sequence[RegionRecord], now: float, cold_age: float,
+                aggregation_interval: float) -> Promotions:
+        t = self._targets.setdefault(key, _Target())
+        by_pid: dict[int, list[RegionRecord]] = {}
+        for r in regions:
+            if r.resident_bytes > 0 and r.end > r.start:
+                by_pid.setdefault(r.pid, []).append(r)
+        settle = self.settle_aggregations * aggregation_interval
+        for pid in [p for p in t.processes if p not in by_pid]:
+            del t.processes[pid]  # exited: pending bytes go with it
+        for pid, recs in by_pid.items():
+            p = t.processes.get(pid)
+            if p is None:
+                t.processes[pid] = _Process([self._fresh(r, now) for r in sorted(recs, key=lambda r: r.start)], now,
+                                            max((r.period_start for r in recs), default=0.0))
+                continue
+            self._advance(p, recs, now, cold_age, t.counts)
+        self._settle([seg for p in t.processes.values() for seg in p.segments], now, settle, cold_age, t.counts)
+        for p in t.processes.values():
+            for seg in p.segments:
+                seg.bands = _compact(seg.bands)
+        return t.counts.frozen()
+
+    @staticmethod
+    def _fresh(r: RegionRecord, now: float) -> _Segment:
+        return _Segment(r.start, r.end, _first_bands(r, now), _frequency(r), float(r.period_referenced))
+
+    def _advance(self, p: _Process, recs: list[RegionRecord], now: float, cold_age: float, counts: _Counts) -> None:
+        prev = p.observed_at
+        period = max((r.period_start for r in recs), default=0.0)
+        new_period = period > p.period_start
+        if new_period and p.period_start > 0:
+            # a clear: what was touched in the last period is known idle since the clear only
+            for seg in p.segments:
+                for b in seg.bands:
+                    if b.since >= p.period_start:
+                        b.since = period
+        segments: list[_Segment] = []
+        for r in sorted(recs, key=lambda r: r.start):
+            inv, referenced = _inherit(p.segments, r)
+            if not inv:
+                segments.append(self._fresh(r, now))  # a range new to us: no history, no return
+                continue
+            have, total = sum(b.nbytes for b in inv), float(r.resident_bytes)
+            if total < have:  # memory left: reclaim and frees take the oldest first
+                inv.sort(key=lambda b: b.since)
+                _, inv = _take(inv, have - total)
+            elif total > have:  # memory came: faulted in now
+                inv.append(_Band(total - have, now))
+            if r.idle_distribution:
+                segments.append(self._referenced(r, inv, 0.0 if new_period else referenced, now, prev, period, cold_age, counts))
+            else:
+                segments.append(self._sampled(r, inv, now, prev))
+        p.segments, p.observed_at = segments, now
+        p.period_start = max(p.period_start, period)
+
+    @staticmethod
+    def _sampled(r: RegionRecord, inv: list[_Band], now: float, prev: float) -> _Segment:
+        """A DAMON region: accessed as a whole, or idle as a whole, as DAMON sees it; what
+        comes back is pending until the splits tell (see :meth:`_settle`)."""
+        f = _frequency(r)
+        if f > 0:
+            for b in inv:
+                if b.pending_age is None and b.since < prev:  # idle at the last aggregation: back
+                    b.pending_age, b.revived_at, b.idle_since = prev - b.since, now, b.since
+                    b.lineage, b.revived_frequency = (now, r.pid, r.start), f
+                elif b.pending_age is not None:  # the aggregation it was used throughout tells best
+                    b.revived_frequency = max(b.revived_frequency, f)
+                b.since = now
+        return _Segment(r.start, r.end, inv, f)
+
+    @staticmethod
+    def _settle(segments: list[_Segment], now: float, settle: float, cold_age: float, counts: _Counts) -> None:
+        """Decide the pending returns, one return (lineage: the region that came back) at a
+        time, from what DAMON's splits found since:
+
+        - pieces that read idle while another piece of the same return is accessed were not
+          the part that was used: back to the idle time they had;
+        - once every piece reads idle (the access ended), or after ``settle`` seconds of
+          access, each piece comes back by the largest share of its samples that saw the
+          access in one aggregation since; the rest is counted as error. A region that never split finer counts
+          only as much as its samples say, which is exact for memory used throughout the
+          aggregation and an undercount for memory used only part of it."""
+        lineages: dict[tuple[float, int, int], list[tuple[_Band, _Segment]]] = {}
+        for seg in segments:
+            for b in seg.bands:
+                if b.pending_age is not None:
+                    lineages.setdefault(b.lineage, []).append((b, seg))
+        for members in lineages.values():
+            live = any(seg.frequency > 0 for _, seg in members)
+            due = now - members[0][0].revived_at >= settle - 1e-9
+            for b, seg in members:
+                if seg.frequency > 0 and not due:
+                    continue
+                if seg.frequency <= 0 and live:  # not the part that was used: idle as it was
+                    b.since, b.pending_age = b.idle_since, None
+                    continue
+                f = b.revived_frequency
+                counts.add(b.pending_age or 0.0, b.nbytes * f, cold_age, error=b.nbytes * (1.0 - f))
+                if seg.frequency <= 0:
+                    b.since = b.idle_since
+                b.pending_age = None
+
+    @staticmethod
+    def _referenced(r: RegionRecord, inv: list[_Band], before: float, now: float, prev: float, period: float,
+                    cold_age: float, counts: _Counts) -> _Segment:
+        """A clear_refs mapping: bytes touched for the first time since the clear, taken
+        from those untouched since it, youngest first (what was used last period is touched
+        again first)."""
+        touched = max(0.0, r.period_referenced - before)
+        eligible = sorted((b for b in inv if b.since <= period), key=lambda b: b.since, reverse=True)
+        others = [b for b in inv if b.since > period]
+        taken, rest = _take(eligible, touched)
+        for b in taken:
+            if b.since < prev:
+                counts.add(prev - b.since, b.nbytes, cold_age)
+            b.since = now
+        return _Segment(r.start, r.end, taken + rest + others, 1.0, float(r.period_referenced))
