@@ -227,7 +227,7 @@ def test_engine_counts_revived_chunks(attrs, duration, gap, tolerance, seed):
     # the histogram puts them above cold_age: what is above 10 s is the counter, within a
     # quarter of the truth (returns from 10-20 s of idleness: regions flickering at the edges)
     above_10s = p.count - dict(p.histogram)[10]
-    assert p.promoted_bytes <= above_10s <= p.promoted_bytes + 0.25 * truth
+    assert p.promoted_bytes - 1 <= above_10s <= p.promoted_bytes + 0.25 * truth
 
 
 @pytest.mark.parametrize("attrs", [(0.005, 0.1), (0.005, 2.0), (0.5, 10.0)], ids=["100ms", "2s", "defaults"])
