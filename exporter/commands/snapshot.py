@@ -39,6 +39,7 @@ from exporter.procfs.io import PosixIO
 from exporter.procfs.parsers import read_stat
 from exporter.procfs.scan import PF_KTHREAD, scan
 from exporter.report import Frame, Recording, format_bytes, render_json, render_table
+from exporter.summary.promotion import PromotionTracker
 from exporter.summary import (
     DEFAULT_COLD_AGE,
     DEFAULT_WORKING_SET_WINDOW,
@@ -164,13 +165,14 @@ def record(engine: Engine, spec: TargetSpec, run: Recording, progress: Progress)
     start = time.monotonic()
     working_set = None
     code = 0
+    promotions = PromotionTracker()  # the run's frames carry the same counters /metrics does
     try:
         while run.aggregations < wanted:
             agg = engine.step()
             run.samples += 1
             elapsed = time.monotonic() - start
             if agg is not None:
-                summary = summarize(agg, run.policy)
+                summary = summarize(agg, run.policy, promotions)
                 run.aggregations += 1
                 run.frames.append(Frame(elapsed, summary))
                 if len(run.frames) > MAX_FRAMES:

@@ -73,7 +73,8 @@ class Config:
     cpu_budget: float = DEFAULT_CPU_BUDGET
     #: drop a target with no process instead of exporting it with damon_target_up 0
     remove_empty_groups: bool = False
-    #: export the per-target histograms (damon_idle_age_seconds, damon_access_frequency_ratio):
+    #: export the per-target histograms (damon_idle_age_seconds, damon_access_frequency_ratio,
+    #: damon_reaccess_idle_age_seconds):
     #: 25 of a target's 42 series; fleets that keep only gauges and counters turn them off
     histograms: bool = True
     targets: tuple[TargetConfig, ...] = ()

@@ -83,6 +83,9 @@ TARGET_METRICS: tuple[MetricSpec, ...] = (
     _t("damon_cold_ratio", "gauge", "damon_cold_bytes / damon_resident_bytes (0..1; 0 when nothing is resident).", unit="ratio"),
     _t("damon_working_set_error_bytes", "gauge", "Expected error of damon_working_set_bytes: resident bytes at region edges that the samples suggest are on the wrong side, plus bytes watched for less than working_set_window and never seen accessed.", unit="bytes"),
     _t("damon_cold_error_bytes", "gauge", "Expected error of damon_cold_bytes: resident bytes at region edges that the samples suggest are on the wrong side of cold_age.", unit="bytes"),
+    _t("damon_cold_promoted_bytes_total", "counter", "Resident bytes that had been idle for at least cold_age and were then seen accessed again (the promotion rate of far-memory systems is its rate()); a byte counts once per return from idleness, not while it stays in use.", unit="bytes"),
+    _t("damon_cold_promoted_error_bytes_total", "counter", "How much of damon_cold_promoted_bytes_total the evidence does not pin down: bytes of regions that came back whose samples did not all see the access (DAMON engines); 0 for clear_refs' exact byte counts.", unit="bytes"),
+    _t("damon_reaccess_idle_age_seconds", "histogram", "Resident bytes seen accessed again after being idle, by how long they had been idle (seconds, a lower bound); _count is bytes, _sum byte-seconds. Bytes that came back after at least T: rate(_count) - rate(_bucket{le=\"T\"}).", unit="seconds"),
     _t("damon_idle_age_seconds", "gauge histogram", "Resident bytes by time since last seen accessed (seconds); bucket values and _gcount are bytes, _gsum is byte-seconds.", unit="seconds"),
     _t("damon_access_frequency_ratio", "gauge histogram", "Resident bytes by share of the last aggregation's samples that saw an access (0..1); bucket values and _gcount are bytes. Not published with clear_refs, which takes no samples.", unit="ratio", backends=_SAMPLED),
 )

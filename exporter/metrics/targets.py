@@ -66,6 +66,8 @@ def target_families(
     cold, cold_at, ratio = fam("damon_cold_bytes"), fam("damon_cold_measured_timestamp_seconds"), fam("damon_cold_ratio")
     ws_error, cold_error = fam("damon_working_set_error_bytes"), fam("damon_cold_error_bytes")
     idle, freq = fam("damon_idle_age_seconds"), fam("damon_access_frequency_ratio")
+    promoted, promoted_error = fam("damon_cold_promoted_bytes_total"), fam("damon_cold_promoted_error_bytes_total")
+    reaccess = fam("damon_reaccess_idle_age_seconds")
     seen: set[str] = set()
     for t in summary.targets if summary is not None else ():
         seen.add(t.name)
@@ -85,6 +87,11 @@ def target_families(
         ratio.add_metric(lv, t.cold_ratio)
         ws_error.add_metric(lv, t.working_set_error_bytes)
         cold_error.add_metric(lv, t.cold_error_bytes)
+        if t.promotions is not None:
+            p = t.promotions
+            promoted.add_metric(lv, p.promoted_bytes)
+            promoted_error.add_metric(lv, p.promoted_error_bytes)
+            reaccess.add_metric(lv, _histogram(p.histogram), p.idle_sum)
         idle.add_metric(lv, _histogram(t.idle_age_histogram), t.idle_age_sum)
         freq.add_metric(lv, _histogram(t.frequency_histogram), t.frequency_sum)
     for name, nr, labels in pending:
@@ -93,8 +100,9 @@ def target_families(
         lv = label_values(name, labels, label_names)
         processes.add_metric(lv, nr)
         up.add_metric(lv, 0)
-    out = [processes, up, unmonitored, last, regions, regions_max, resident, working, working_at, cold, cold_at, ratio, ws_error, cold_error]
+    out = [processes, up, unmonitored, last, regions, regions_max, resident, working, working_at, cold, cold_at, ratio,
+           ws_error, cold_error, promoted, promoted_error]
     if histograms:
-        out += [idle, freq]
+        out += [idle, freq, reaccess]
     backend = summary.raw.backend if summary is not None else "none"
     return published(out, backend)

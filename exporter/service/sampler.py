@@ -27,6 +27,7 @@ from exporter.model.records import Aggregation
 from exporter.service.budget import CpuBudget, TargetLoad
 from exporter.service.state import PendingTarget, StateBox
 from exporter.summary import Policy, Summary, summarize
+from exporter.summary.promotion import PromotionTracker
 
 log = logging.getLogger("exporter.sampler")
 
@@ -72,6 +73,9 @@ class Sampler:
         self._pending_config: Any = None
         self._errors: Counter[str] = Counter()
         self._errors_base: Counter[str] = Counter()  # from engines that were restarted
+        #: returns from idleness per target: counters that outlive engine restarts and
+        #: fallbacks (history is by address and time, whatever engine saw it)
+        self._promotions = PromotionTracker()
         self._checks_base = 0
         self._kernel_cpu_base = 0.0  # from engines that were restarted
         self._seen_warnings: set[str] = set()
@@ -285,7 +289,7 @@ class Sampler:
     # -- each aggregation ----------------------------------------------------------------
 
     def _on_aggregation(self, engine: Engine, agg: Aggregation) -> None:
-        summary = summarize(agg, self.policy())
+        summary = summarize(agg, self.policy(), self._promotions)
         cpu = time.thread_time()
         kernel_cpu = self._kernel_cpu_base + engine.kernel_cpu_seconds()
         loads = [TargetLoad(t.key, len(t.regions), t.max_regions, t.nr_merged) for t in agg.targets]

@@ -85,10 +85,12 @@ class _Band:
     #: saw the access then; its pieces are told apart from other returns by it
     lineage: tuple[float, int, int] = (0.0, 0, 0)
     revived_frequency: float = 1.0
+    #: referenced bytes: touched in the current clear period (known idle only since the next)
+    touched: bool = False
 
     def part(self, nbytes: float) -> "_Band":
         return _Band(nbytes, self.since, self.pending_age, self.revived_at, self.idle_since, self.lineage,
-                     self.revived_frequency)
+                     self.revived_frequency, self.touched)
 
 
 @dataclass(slots=True)
@@ -146,8 +148,8 @@ def _frequency(r: RegionRecord) -> float:
 
 def _first_bands(r: RegionRecord, now: float) -> list[_Band]:
     """What a record says of its bytes' idle times the first time its range is seen."""
-    if r.idle_distribution:
-        return [_Band(float(b), now - s) for s, b in idle_bands(r) if b > 0]
+    if r.idle_distribution:  # bytes touched before its first point: touched this period
+        return [_Band(float(b), now - s, touched=(s == 0)) for s, b in idle_bands(r) if b > 0]
     if r.nr_accesses > 0:
         return [_Band(float(r.resident_bytes), now)]
     return [_Band(float(r.resident_bytes), now - r.idle_seconds)]
@@ -183,16 +185,16 @@ def _share(bands: Sequence[_Band], weights: Sequence[float]) -> list[list[_Band]
 def _compact(bands: list[_Band]) -> list[_Band]:
     """At most MAX_BANDS bands: equal ones joined, slivers under a page folded into the
     largest, then the two closest in age averaged (by bytes) until few enough remain."""
-    merged: dict[tuple[float, float | None, float, float, tuple[float, int, int]], _Band] = {}
+    merged: dict[tuple, _Band] = {}
     for b in bands:
         if b.nbytes <= 0:
             continue
-        k = (b.since, b.pending_age, b.revived_at, b.idle_since, b.lineage)
+        k = (b.since, b.pending_age, b.revived_at, b.idle_since, b.lineage, b.touched)
         if k in merged:
             merged[k].nbytes += b.nbytes
         else:
             merged[k] = b.part(b.nbytes)
-    out = sorted(merged.values(), key=lambda b: (b.pending_age is not None, b.since))
+    out = sorted(merged.values(), key=lambda b: (b.pending_age is not None, b.touched, b.since))
     slivers = [b for b in out if b.nbytes < SLIVER_BYTES]
     if slivers and len(slivers) < len(out):
         out = [b for b in out if b.nbytes >= SLIVER_BYTES]
@@ -201,7 +203,7 @@ def _compact(bands: list[_Band]) -> list[_Band]:
         best, at = math.inf, -1
         for i in range(len(out) - 1):
             a, c = out[i], out[i + 1]
-            if (a.pending_age is None) != (c.pending_age is None):
+            if (a.pending_age is None) != (c.pending_age is None) or a.touched != c.touched:
                 continue
             if c.since - a.since < best:
                 best, at = c.since - a.since, i
@@ -214,7 +216,7 @@ def _compact(bands: list[_Band]) -> list[_Band]:
 def _average(a: _Band, c: _Band) -> _Band:
     n = a.nbytes + c.nbytes
     wa, wc = a.nbytes / n, c.nbytes / n
-    out = _Band(n, a.since * wa + c.since * wc)
+    out = _Band(n, a.since * wa + c.since * wc, touched=a.touched and c.touched)
     if a.pending_age is not None and c.pending_age is not None:
         out.pending_age = a.pending_age * wa + c.pending_age * wc
         out.revived_at = max(a.revived_at, c.revived_at)
@@ -294,8 +296,8 @@ class PromotionTracker:
             # a clear: what was touched in the last period is known idle since the clear only
             for seg in p.segments:
                 for b in seg.bands:
-                    if b.since >= p.period_start:
-                        b.since = period
+                    if b.touched:
+                        b.since, b.touched = period, False
         segments: list[_Segment] = []
         for r in sorted(recs, key=lambda r: r.start):
             inv, referenced = _inherit(p.segments, r)
@@ -369,11 +371,20 @@ class PromotionTracker:
         from those untouched since it, youngest first (what was used last period is touched
         again first)."""
         touched = max(0.0, r.period_referenced - before)
-        eligible = sorted((b for b in inv if b.since <= period), key=lambda b: b.since, reverse=True)
-        others = [b for b in inv if b.since > period]
+        eligible = sorted((b for b in inv if not b.touched), key=lambda b: b.since, reverse=True)
+        others = [b for b in inv if b.touched]
+        # the promoted bytes are a lower bound: where bytes idle at least cold_age and
+        # bytes idle less could both have been the ones touched, the difference between
+        # taking the old ones first and the young ones first is counted as error (except in
+        # the first aggregation of a period, where the memory in use re-touches itself)
+        old = sum(b.nbytes for b in eligible if b.since < prev and prev - b.since >= cold_age)
         taken, rest = _take(eligible, touched)
+        promoted = 0.0
         for b in taken:
             if b.since < prev:
                 counts.add(prev - b.since, b.nbytes, cold_age)
-            b.since = now
+                promoted += b.nbytes if prev - b.since >= cold_age else 0.0
+            b.since, b.touched = now, True
+        if prev >= period:  # right after a clear, what was used before is used again first
+            counts.add(cold_age, 0.0, cold_age, error=max(0.0, min(touched, old) - promoted))
         return _Segment(r.start, r.end, taken + rest + others, 1.0, float(r.period_referenced))

@@ -41,6 +41,15 @@
  *                     backends, Redis' fork), so for the group of them
  *                         resident = buffer bytes, working set = hot bytes (once, not N times);
  *                     the parent prints READY with "readers":N and then touches nothing
+ *   --revive N        cold memory that comes back: after --revive-after seconds of the hot
+ *                     loop, every --revive-every seconds the next N MiB of the cold part
+ *                     (from the bottom of the buffer up, each chunk untouched since it was
+ *                     made resident) is written with the hot part for --revive-for seconds,
+ *                     then left alone again; each start prints
+ *                         REVIVED {"pid":P,"addr":A,"size":S,"t":T}
+ *                     (T: seconds into the hot loop), so the bytes that came back and how
+ *                     long they had been idle are known exactly
+ *   --revive-after SEC, --revive-every SEC, --revive-for SEC   (defaults 30, 10, 4)
  *   --exit-after SEC  exit (status 0) after SEC seconds of the hot loop
  *   --period-us N     sleep between two passes over the hot part (default 5000: ~20 passes per
  *                     100 ms sample, at a CPU cost an emulated guest can afford)
@@ -65,10 +74,10 @@
 #define HPAGE (2 * MiB)
 
 struct opts {
-	unsigned long size, hot, move_to, zero, map_kib, hot_step;
+	unsigned long size, hot, move_to, zero, map_kib, hot_step, revive;
 	long hot_offset; /* -1: size - hot */
 	int thp, move, maps, hot_maps, procs, no_tlb_flush, readers;
-	double move_after, exit_after;
+	double move_after, exit_after, revive_after, revive_every, revive_for;
 	long period_us;
 };
 
@@ -192,10 +201,29 @@ static void hot_loop(const struct opts *o, volatile char *buf, unsigned long hot
 	say(line);
 	double start = now();
 	int moved = 0;
+	unsigned long next_chunk = 0; /* revive: offset of the next chunk in the buffer */
+	long chunk = -1;              /* the chunk being revived now, or -1 */
+	double chunk_until = 0, next_revival = o->revive_after;
 	for (;;) {
 		touch(buf + hot_addr_off, hot_len);
-		flush_tlb();
 		double t = now() - start;
+		if (o->revive) {
+			if (chunk < 0 && t >= next_revival && next_chunk + o->revive * MiB <= hot_addr_off) {
+				chunk = (long)next_chunk;
+				next_chunk += o->revive * MiB;
+				chunk_until = t + o->revive_for;
+				next_revival += o->revive_every;
+				snprintf(line, sizeof line, "REVIVED {\"pid\":%d,\"addr\":%lu,\"size\":%lu,\"t\":%.3f}\n",
+					 getpid(), (unsigned long)buf + (unsigned long)chunk, o->revive * MiB, t);
+				say(line);
+			}
+			if (chunk >= 0) {
+				touch(buf + chunk, o->revive * MiB);
+				if (t >= chunk_until)
+					chunk = -1;
+			}
+		}
+		flush_tlb();
 		if (o->exit_after > 0 && t >= o->exit_after)
 			exit(0);
 		if (o->move && !moved && (move_requested || (o->move_after > 0 && t >= o->move_after))) {
@@ -316,7 +344,7 @@ static unsigned long mib_arg(const char *s)
 int main(int argc, char **argv)
 {
 	struct opts o = {.size = 128 * MiB, .hot = 32 * MiB, .hot_offset = -1, .map_kib = 256, .hot_maps = -1,
-			 .period_us = 5000};
+			 .period_us = 5000, .revive_after = 30, .revive_every = 10, .revive_for = 4};
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -334,6 +362,10 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "--procs")) { NEEDV(); o.procs = atoi(v); }
 		else if (!strcmp(a, "--hot-step")) { NEEDV(); o.hot_step = mib_arg(v); }
 		else if (!strcmp(a, "--exit-after")) { NEEDV(); o.exit_after = atof(v); }
+		else if (!strcmp(a, "--revive")) { NEEDV(); o.revive = strtoul(v, NULL, 10); }
+		else if (!strcmp(a, "--revive-after")) { NEEDV(); o.revive_after = atof(v); }
+		else if (!strcmp(a, "--revive-every")) { NEEDV(); o.revive_every = atof(v); }
+		else if (!strcmp(a, "--revive-for")) { NEEDV(); o.revive_for = atof(v); }
 		else if (!strcmp(a, "--period-us")) { NEEDV(); o.period_us = atol(v); }
 		else if (!strcmp(a, "--no-tlb-flush")) o.no_tlb_flush = 1;
 		else if (!strcmp(a, "--readers")) { NEEDV(); o.readers = atoi(v); }

@@ -49,6 +49,9 @@ class Period:
     """One process' curves since one clear."""
 
     cleared_at: float  # monotonic
+    #: wall time of the clear, read once: records name their period by it, so it must not
+    #: drift by the jitter of computing it again from the monotonic clock at every read
+    cleared_wall: float = 0.0
     curves: dict[int, Curve] = field(default_factory=dict)  # by mapping start
     last_read: float = 0.0  # seconds after the clear
     horizons_read: set[float] = field(default_factory=set)

@@ -212,7 +212,7 @@ class ReferencedBytesEngine(Engine):
 
     def _clear(self, p: _Proc, now: float) -> None:
         self.source.clear(p.ref)
-        p.period = Period(cleared_at=now)
+        p.period = Period(cleared_at=now, cleared_wall=self.wall_clock() - (self.clock() - now))
         p.regroup = True
 
     def _read(self, p: _Proc) -> list[SmapsEntry]:
@@ -329,7 +329,7 @@ class ReferencedBytesEngine(Engine):
                     idle_distribution=proven_idle(idle_distribution(pts, m.rss), cur, p.history, m.start, m.rss, now)
                     or ((0.0, m.rss),),
                     accessed_bytes=first.referenced if first else 0,
-                    period_start=self.wall_clock() - elapsed,
+                    period_start=period.cleared_wall,
                     period_referenced=cur.points[-1].referenced if cur is not None and cur.points else 0,
                 ), m)
             )
