@@ -33,6 +33,7 @@ from exporter.model.attrs import MonitoringAttrs
 from exporter.model.engine import TargetSpec
 from tests.support.simulation import SummarizingMonitor
 from exporter.summary import Policy, Summary, TargetSummary, summarize
+from exporter.summary.promotion import PromotionTracker
 from exporter.summary.stat import seen_within
 from exporter.model.errors import OpsError
 from exporter.model.process import ProcessRef
@@ -57,6 +58,8 @@ WORKING_SET_WINDOW = 4.0
 #: below the hot part also get accessed bits set now and then, seen by kernel DAMON too).
 #: The tests judge the last 5 aggregations of 20.
 ACCURACY_SECONDS = 20
+#: the promotion check: 20 s steady, then a chunk back every 8 s (five of them)
+PROMOTION_SECONDS = 62
 THP_ENABLED = "/sys/kernel/mm/transparent_hugepage/enabled"
 PAGE_IDLE_BITMAP = "/sys/kernel/mm/page_idle/bitmap"
 MONITOR_CPU = 0
@@ -175,6 +178,10 @@ def summary(t: TargetSummary, t0: float, snap: Summary) -> dict:
         "resident": t.resident_bytes,
         "nr_regions": t.nr_regions,
         "errors": list(t.errors),
+        # returns from idleness (cumulative): the promotion counter, its error, every return
+        "promoted": t.promotions.promoted_bytes if t.promotions else 0.0,
+        "promoted_error": t.promotions.promoted_error_bytes if t.promotions else 0.0,
+        "returned": t.promotions.count if t.promotions else 0.0,
         "checks_total": snap.stats.checks_total,
         "discarded_total": snap.stats.discarded_total,
         "errors_total": dict(snap.stats.errors_total),
@@ -431,6 +438,28 @@ def check_shared_readers(ctx: "Ctx") -> dict:
                         "buffer": shared["size"]}, pss=pss, rss=rss, pids=w.pids)
 
 
+def check_promotion(ctx: "Ctx") -> dict:
+    """Cold memory that comes back: 256 MiB, 32 MiB hot; after 20 s, 8 MiB chunks of the cold
+    part (idle since they were written) are used for 5 s every 8 s. The REVIVED lines say
+    when each began, as seen by the monitor (seconds into its run)."""
+    w = Workload(ctx.binary, "--size", "256", "--hot", "32", "--revive", "8", "--revive-after", "20",
+                 "--revive-every", "8", "--revive-for", "5")
+    revived: list[float] = []
+    t0 = time.monotonic()
+
+    def during(elapsed: float) -> None:
+        before = len(w.events)
+        w.drain()
+        revived.extend(elapsed for kind, _ in w.events[before:] if kind == "REVIVED")
+
+    try:
+        r = w.ready[0]
+        run = monitor(ctx.engine(), w.pids, PROMOTION_SECONDS, buffer_of(r), during=during)
+    finally:
+        w.stop()
+    return result(run, {"chunk": 8 * MiB, "cold_age": COLD_AGE}, revived=revived, started=t0)
+
+
 def check_many_mappings(ctx: "Ctx") -> dict:
     """128 mappings of 256 KiB separated by one-page holes; the last 48 are hot."""
     w = Workload(ctx.binary, "--maps", "128", "--map-kib", "256", "--hot-maps", "48")
@@ -669,6 +698,7 @@ CHECKS: dict[str, Callable[["Ctx"], dict]] = {
     "exit_mid_run": check_exit_mid_run,
     "multi_process": check_multi_process,
     "shared_readers": check_shared_readers,
+    "promotion": check_promotion,
     "many_mappings": check_many_mappings,
     "auto_selection": check_auto_selection,
     "without_cap_sys_admin": check_without_cap_sys_admin,
@@ -686,6 +716,7 @@ CHECKS.update({
     "damon_sysfs/moving_hot_set": _on("damon_sysfs", check_moving_hot_set),
     "damon_sysfs/multi_process": _on("damon_sysfs", check_multi_process),
     "damon_sysfs/shared_readers": _on("damon_sysfs", check_shared_readers),
+    "damon_sysfs/promotion": _on("damon_sysfs", check_promotion),
     "damon_sysfs/exit_mid_run": _on("damon_sysfs", check_exit_mid_run),
     "damon_sysfs/overlapping_ranges": _on("damon_sysfs", check_overlapping_ranges),
     "damon_sysfs/lifecycle": check_damon_sysfs_lifecycle,
@@ -702,6 +733,7 @@ class SummarizingDamonSysfs:
 
         self.engine = DamonSysfsEngine(attrs)
         self.policy = Policy(cold_age=COLD_AGE, working_set_window=WORKING_SET_WINDOW)
+        self.tracker = PromotionTracker()  # as the sampler keeps one
         self._pinned = -1
 
     def set_targets(self, specs: list[TargetSpec]) -> None:
@@ -716,7 +748,7 @@ class SummarizingDamonSysfs:
             except OSError:
                 pass
             self._pinned = kpid
-        return None if agg is None else summarize(agg, self.policy)
+        return None if agg is None else summarize(agg, self.policy, self.tracker)
 
     def close(self) -> None:
         self.engine.close()

@@ -11,7 +11,7 @@ import statistics
 
 import pytest
 
-from .test_vm_page_idle import MiB, assert_accurate, assert_close, assert_shared_accurate, check, trace
+from .test_vm_page_idle import MiB, assert_accurate, assert_close, assert_promotion, assert_shared_accurate, check, trace
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
@@ -94,3 +94,13 @@ def test_no_kdamond_left_behind(checks: dict) -> None:
     assert any("reclaiming a kdamond left behind" in line for line in res["log"]), res["log"]
     assert kill["rc"] == 0 and kill["after"] == FREE, kill
     assert any("kernel DAMON given back: kdamond off, nr_kdamonds 0" in line for line in res["log"]), res["log"]
+
+
+def test_cold_memory_that_comes_back(checks: dict) -> None:
+    assert_promotion(check(checks, "damon_sysfs/promotion"))
+
+
+def test_steady_memory_promotes_nothing(checks: dict) -> None:
+    for name in ("damon_sysfs/accuracy_4k", "damon_sysfs/shared_readers"):
+        end = check(checks, name)["series"][-1]
+        assert end["promoted"] <= end["promoted_error"] + 1 * MiB, (name, end["promoted"] / MiB, end["promoted_error"] / MiB)

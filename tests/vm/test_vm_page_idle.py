@@ -229,3 +229,32 @@ def test_without_cap_sys_admin_the_error_says_so(checks: dict) -> None:
     assert "CAP_SYS_ADMIN" in res["page_idle"]["message"]
     assert res["auto"]["name"] == "clear_refs"
     assert "CAP_SYS_ADMIN" in res["auto"]["reason"]
+
+
+def assert_promotion(res: dict) -> None:
+    """Cold memory that comes back (see guest_checks.check_promotion): nothing promoted while
+    the workload is steady; by the end, the counter within 25% of the chunks that came back,
+    or within the error it publishes; every return counted above cold_age."""
+    series, chunk, revived = res["series"], res["truth"]["chunk"], res["revived"]
+    assert len(revived) >= 4, revived
+    first = revived[0]
+    steady = [s for s in series if s["t"] < first]
+    assert steady and steady[-1]["promoted"] <= steady[-1]["promoted_error"] + 1 * MiB, trace(series, "promoted")
+    end = series[-1]
+    done = chunk * sum(1 for t in revived if t <= end["t"] - 6)  # settled: 5 aggregations after
+    begun = chunk * len(revived)
+    got, err = end["promoted"] - steady[-1]["promoted"], end["promoted_error"]
+    detail = (f"promoted {got / MiB:.1f} MiB (error {err / MiB:.1f}); {done / MiB:.0f} MiB settled, {begun / MiB:.0f} begun; "
+              f"per aggregation: {trace(series, 'promoted')}")
+    print(detail)  # for the README
+    assert 0.75 * done <= got + err and got <= 1.25 * begun, detail
+
+
+def test_cold_memory_that_comes_back(checks: dict) -> None:
+    assert_promotion(check(checks, "promotion"))
+
+
+def test_steady_memory_promotes_nothing(checks: dict) -> None:
+    for name in ("accuracy_4k", "accuracy_thp", "shared_readers"):
+        end = check(checks, name)["series"][-1]
+        assert end["promoted"] <= end["promoted_error"] + 1 * MiB, (name, end["promoted"] / MiB, end["promoted_error"] / MiB)
