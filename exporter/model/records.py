@@ -56,6 +56,10 @@ class RegionRecord:
     #: first touches from its growth: bytes untouched since the clear are proven idle)
     period_start: float = 0.0
     period_referenced: int = 0
+    #: bytes by which any figure of the record may be off because its counts were scaled
+    #: from the mapping's pages to its pages' shares (clear_refs: smaps says how many bytes
+    #: were touched, not whether private or shared ones); in the summary's error figures
+    share_error_bytes: int = 0
     #: the part of ``resident_bytes`` in pages other page tables map too. Every engine
     #: counts a page by its share (``PAGE_SIZE / mappers``, as PSS does), so the target's
     #: processes together count a page they all map once; the summary also lets the page be

@@ -294,3 +294,44 @@ def test_idle_time_is_carried_past_one_clear_period():
     assert total - buckets[60] == 0  # 70 s in: nothing is proven past 60 s
     (r,) = t.regions
     assert idle_at_least(r, 8.0) == 448 * PAGE  # within the current period: exact
+
+
+# -- Rss to Pss: the scaling's error --------------------------------------------------------
+
+MiB_ = 1 << 20
+
+
+def test_share_scaling_error_is_zero_where_every_page_weighs_alike():
+    from exporter.engines.clear_refs.curves import share_scaling_error
+
+    assert share_scaling_error(100 * MiB_, 100 * MiB_, 100 * MiB_) == 0  # all private
+    assert share_scaling_error(100 * MiB_, 0, 20 * MiB_) == 0  # all shared, five mappers
+    assert share_scaling_error(100 * MiB_, -1, 60 * MiB_) == 0  # no Private: nothing known
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 1000), st.integers(0, 1000), st.integers(1, 8), st.integers(0, 1000))
+def test_share_scaling_error_bounds_every_split_of_the_touched_pages(rss_pages, private_pages, mappers, touched_pages):
+    """However the touched pages divide between private and shared ones, their true share
+    lies within the error of ``touched * Pss / Rss``."""
+    from exporter.engines.clear_refs.curves import share_scaling_error
+
+    private = min(private_pages, rss_pages)
+    shared = rss_pages - private
+    touched = min(touched_pages, rss_pages)
+    page = 4096
+    pss = (private + shared / mappers) * page
+    err = share_scaling_error(rss_pages * page, private * page, int(pss))
+    est = touched * page * pss / (rss_pages * page)
+    for touched_private in range(max(0, touched - shared), min(touched, private) + 1):
+        truth = (touched_private + (touched - touched_private) / mappers) * page
+        assert abs(truth - est) <= err + 1
+
+
+def test_the_summary_publishes_the_scaling_error():
+    from exporter.model.records import RegionRecord, TargetRecords
+    from exporter.summary import summarize_target
+
+    r = RegionRecord(1, 0, 100 * MiB_, 60 * MiB_, idle_distribution=((10.0, 30 * MiB_),), share_error_bytes=20 * MiB_)
+    t = summarize_target(TargetRecords("t", (1,), (r,), 0.0), Policy(cold_age=10.0, working_set_window=10.0))
+    assert t.working_set_error_bytes >= 20 * MiB_ and t.cold_error_bytes >= 20 * MiB_

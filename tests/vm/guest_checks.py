@@ -58,6 +58,10 @@ WORKING_SET_WINDOW = 4.0
 #: below the hot part also get accessed bits set now and then, seen by kernel DAMON too).
 #: The tests judge the last 5 aggregations of 20.
 ACCURACY_SECONDS = 20
+#: checks at the backends' own default attributes (page_idle: 500 ms samples, 10 s
+#: aggregations), with a cold age and working-set window a check this long can see
+DEFAULTS_SECONDS = 95
+DEFAULTS_POLICY = Policy(cold_age=30.0, working_set_window=20.0)
 #: the promotion check: 20 s steady, then a chunk back every 8 s (five of them)
 PROMOTION_SECONDS = 62
 THP_ENABLED = "/sys/kernel/mm/transparent_hugepage/enabled"
@@ -421,15 +425,19 @@ def pss_of(pid: int) -> int:
     return 0
 
 
-def check_shared_readers(ctx: "Ctx") -> dict:
+def check_shared_readers(ctx: "Ctx", defaults: bool = False) -> dict:
     """A parent writes 128 MiB and forks 4 children that only *read* its top 16 MiB: the
     five share every page copy-on-write. One target of five: resident 128 MiB (each page
     once), working set 16, cold 112, not five times that. ``pss`` is what the kernel says
-    the five hold (their code, stack and libc included), read at the end."""
+    the five hold (their code, stack and libc included), read at the end. ``defaults``: at
+    the attributes a user gets with no ``monitoring:`` section (the backend's own), for
+    DEFAULTS_SECONDS."""
     w = Workload(ctx.binary, "--readers", "4", "--size", "128", "--hot", "16", nready=5)
     try:
         shared = next(r for r in w.ready if r["kind"] == "shared")
-        run = monitor(ctx.engine(), w.pids, ACCURACY_SECONDS, [], extra=lambda t: {"regions_shared": sum(r.shared_bytes for r in t.regions)})
+        engine = ctx.engine(default_attrs=True) if defaults else ctx.engine()
+        run = monitor(engine, w.pids, DEFAULTS_SECONDS if defaults else ACCURACY_SECONDS, [],
+                      extra=lambda t: {"regions_shared": sum(r.shared_bytes for r in t.regions)})
         pss = sum(pss_of(p) for p in w.pids)
         rss = sum(rss_of(p) for p in w.pids)
     finally:
@@ -699,6 +707,7 @@ CHECKS: dict[str, Callable[["Ctx"], dict]] = {
     "multi_process": check_multi_process,
     "shared_readers": check_shared_readers,
     "promotion": check_promotion,
+    "shared_readers_defaults": lambda ctx: check_shared_readers(ctx, defaults=True),
     "many_mappings": check_many_mappings,
     "auto_selection": check_auto_selection,
     "without_cap_sys_admin": check_without_cap_sys_admin,
@@ -717,6 +726,7 @@ CHECKS.update({
     "damon_sysfs/multi_process": _on("damon_sysfs", check_multi_process),
     "damon_sysfs/shared_readers": _on("damon_sysfs", check_shared_readers),
     "damon_sysfs/promotion": _on("damon_sysfs", check_promotion),
+    "damon_sysfs/shared_readers_defaults": _on("damon_sysfs", lambda ctx: check_shared_readers(ctx, defaults=True)),
     "damon_sysfs/exit_mid_run": _on("damon_sysfs", check_exit_mid_run),
     "damon_sysfs/overlapping_ranges": _on("damon_sysfs", check_overlapping_ranges),
     "damon_sysfs/lifecycle": check_damon_sysfs_lifecycle,
@@ -728,11 +738,11 @@ class SummarizingDamonSysfs:
     kdamond is pinned to the monitor's vCPU, away from the workload's (as the workload and
     the monitor are: on a shared emulated CPU the workload would stall)."""
 
-    def __init__(self, attrs: MonitoringAttrs) -> None:
+    def __init__(self, attrs: MonitoringAttrs, policy: Policy | None = None) -> None:
         from exporter.engines.damon_sysfs.engine import DamonSysfsEngine
 
         self.engine = DamonSysfsEngine(attrs)
-        self.policy = Policy(cold_age=COLD_AGE, working_set_window=WORKING_SET_WINDOW)
+        self.policy = policy or Policy(cold_age=COLD_AGE, working_set_window=WORKING_SET_WINDOW)
         self.tracker = PromotionTracker()  # as the sampler keeps one
         self._pinned = -1
 
@@ -766,10 +776,20 @@ class Ctx:
     def ops(self, **kwargs: bool) -> PageIdleOps:
         return PageIdleOps(**kwargs)
 
-    def engine(self, **kwargs: bool) -> Summarizing:
-        """The engine under test: page_idle (user-space DAMON) or kernel DAMON."""
+    def engine(self, default_attrs: bool = False, **kwargs: bool) -> Summarizing:
+        """The engine under test: page_idle (user-space DAMON) or kernel DAMON; at the
+        checks' fast attributes, or (``default_attrs``) at those a user gets with no
+        ``monitoring:`` section (cold_age and working_set_window shortened to what a check
+        of DEFAULTS_SECONDS can see: DEFAULTS_POLICY)."""
+        from exporter.engines.registry import monitoring_attrs
+
         if self.backend == "damon_sysfs":
+            if default_attrs:
+                return SummarizingDamonSysfs(monitoring_attrs("damon_sysfs", MonitoringAttrs(), ()), DEFAULTS_POLICY)
             return SummarizingDamonSysfs(DAMON_SYSFS_ATTRS)
+        if default_attrs:
+            return SummarizingMonitor(self.ops(**kwargs), MonitoringAttrs(), cold_age=DEFAULTS_POLICY.cold_age,
+                                      working_set_window=DEFAULTS_POLICY.working_set_window)
         return SummarizingMonitor(self.ops(**kwargs), ATTRS, cold_age=COLD_AGE, working_set_window=WORKING_SET_WINDOW)
 
 

@@ -41,6 +41,8 @@
  *                     backends, Redis' fork), so for the group of them
  *                         resident = buffer bytes, working set = hot bytes (once, not N times);
  *                     the parent prints READY with "readers":N and then touches nothing
+ *   --reader-name S, --renamed-readers K   the last K readers rename themselves S (their
+ *                     comm): the same shared pages, mapped by two programs (two targets)
  *   --revive N        cold memory that comes back: after --revive-after seconds of the hot
  *                     loop, every --revive-every seconds the next N MiB of the cold part
  *                     (from the bottom of the buffer up, each chunk untouched since it was
@@ -76,7 +78,8 @@
 struct opts {
 	unsigned long size, hot, move_to, zero, map_kib, hot_step, revive;
 	long hot_offset; /* -1: size - hot */
-	int thp, move, maps, hot_maps, procs, no_tlb_flush, readers;
+	int thp, move, maps, hot_maps, procs, no_tlb_flush, readers, renamed_readers;
+	const char *reader_name;
 	double move_after, exit_after, revive_after, revive_every, revive_for;
 	long period_us;
 };
@@ -257,6 +260,8 @@ static void run_readers(const struct opts *o)
 			die("fork");
 		if (pid == 0) {
 			prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the parent */
+			if (o->reader_name && i >= o->readers - o->renamed_readers)
+				prctl(PR_SET_NAME, o->reader_name); /* another program, for another target */
 			snprintf(line, sizeof line, "READY {\"pid\":%d,\"kind\":\"reader\",\"addr\":%lu,\"size\":%lu,"
 				 "\"hot_addr\":%lu,\"hot_size\":%lu}\n",
 				 getpid(), (unsigned long)buf, o->size, (unsigned long)buf + o->hot_offset, o->hot);
@@ -362,6 +367,8 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "--procs")) { NEEDV(); o.procs = atoi(v); }
 		else if (!strcmp(a, "--hot-step")) { NEEDV(); o.hot_step = mib_arg(v); }
 		else if (!strcmp(a, "--exit-after")) { NEEDV(); o.exit_after = atof(v); }
+		else if (!strcmp(a, "--reader-name")) { NEEDV(); o.reader_name = v; }
+		else if (!strcmp(a, "--renamed-readers")) { NEEDV(); o.renamed_readers = atoi(v); }
 		else if (!strcmp(a, "--revive")) { NEEDV(); o.revive = strtoul(v, NULL, 10); }
 		else if (!strcmp(a, "--revive-after")) { NEEDV(); o.revive_after = atof(v); }
 		else if (!strcmp(a, "--revive-every")) { NEEDV(); o.revive_every = atof(v); }

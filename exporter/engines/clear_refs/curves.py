@@ -120,7 +120,33 @@ def by_share(r: RegionRecord, m: SmapsEntry) -> RegionRecord:
         idle_distribution=tuple((s, int(round(b * f))) for s, b in r.idle_distribution),
         accessed_bytes=int(round(r.accessed_bytes * f)),
         period_referenced=int(round(r.period_referenced * f)),
+        share_error_bytes=share_scaling_error(m.rss, m.private, pss),
     )
+
+
+def share_scaling_error(rss: int, private: int, pss: int) -> int:
+    """How far ``touched * Pss / Rss`` can be from the touched bytes' true share, for any
+    number of touched bytes: all of them private pages (weight 1) or all shared ones (weight
+    ``(Pss - Private) / Shared``) at the extremes. The deviation is piecewise linear in the
+    touched bytes with its corners where the private or the shared pages run out, so its
+    largest value is at one of those two. 0 where the mapping is all private or all shared
+    (one weight for every page: the scaling is exact), or where smaps gives no Private."""
+    if private < 0 or rss <= 0:
+        return 0
+    private = min(private, rss)
+    shared = rss - private
+    if private == 0 or shared == 0:
+        return 0
+    w = max(0.0, (pss - private) / shared)  # the share of a shared page
+    f = pss / rss
+
+    def deviation(touched: float) -> float:
+        private_first = min(touched, private) + max(0.0, touched - private) * w
+        shared_first = min(touched, shared) * w + max(0.0, touched - shared)
+        est = touched * f
+        return max(abs(private_first - est), abs(est - shared_first))
+
+    return int(round(max(deviation(private), deviation(shared))))
 
 
 def group_starts(smaps: list[SmapsEntry], cap: int) -> list[int]:
