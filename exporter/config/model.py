@@ -32,6 +32,9 @@ RESERVED_LABELS: frozenset[str] = frozenset(
 DEFAULT_BACKEND = "auto"
 DEFAULT_CPU_BUDGET = 0.05
 DEFAULT_MAX_GROUPS = 100
+#: ``memory_limit`` bounds: under 32 MiB the interpreter and the HTTP server alone exceed it
+MEMORY_LIMIT_MIN = 32 << 20
+MEMORY_LIMIT_MAX = 64 << 30
 
 #: which groups ``max_groups`` keeps when there are more (``keep_groups``): ``stable``, the
 #: groups already monitored, then the first in label-value order; ``largest``, the groups with
@@ -71,6 +74,9 @@ class Config:
     cold_age: float = DEFAULT_COLD_AGE
     working_set_window: float = DEFAULT_WORKING_SET_WINDOW
     cpu_budget: float = DEFAULT_CPU_BUDGET
+    #: the exporter's resident memory above which no new process is monitored (0: none);
+    #: the processes left out show as damon_target_unmonitored_processes{kind="limit"}
+    memory_limit: int = 0
     #: drop a target with no process instead of exporting it with damon_target_up 0
     remove_empty_groups: bool = False
     #: export the per-target histograms (damon_idle_age_seconds, damon_access_frequency_ratio,

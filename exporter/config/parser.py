@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import re
 
-from yaml.nodes import MappingNode, Node, SequenceNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from exporter.config.model import (
     BACKENDS,
     GROUP_BY_KEYS,
     KEEP_GROUPS,
+    MEMORY_LIMIT_MAX,
+    MEMORY_LIMIT_MIN,
     RESERVED_LABELS,
     Config,
     ConfigError,
@@ -26,7 +28,8 @@ from exporter.config.yamlfile import YAMLFileError, compose, read_text
 from exporter.model.attrs import AttrsError, MonitoringAttrs
 from exporter.model.durations import DurationError, parse_duration
 
-TOP_KEYS = ("backend", "monitoring", "cold_age", "working_set_window", "cpu_budget", "remove_empty_groups", "histograms", "targets")
+TOP_KEYS = ("backend", "monitoring", "cold_age", "working_set_window", "cpu_budget", "memory_limit", "remove_empty_groups",
+            "histograms", "targets")
 MONITORING_KEYS = ("sample_interval", "aggregation_interval", "update_interval", "min_regions", "max_regions")
 TARGET_KEYS = ("name", "match", "cgroup", "include_children", "group_by", "max_groups", "keep_groups", "labels")
 MATCH_KEYS = ("comm", "exe", "cmdline")
@@ -113,6 +116,10 @@ def _config(r: Reader, root: MappingNode, path: str) -> Config:
                     values["cpu_budget"] = budget
                 else:
                     r.error(vnode, sub, f"must be greater than 0 and at most 1 (a share of one CPU core), got {_num(budget)}")
+        elif key == "memory_limit":
+            limit = _memory_limit(r, vnode, sub)
+            if limit is not INVALID:
+                values["memory_limit"] = limit
         elif key in ("remove_empty_groups", "histograms"):
             flag = r.get_bool(vnode, sub)
             if flag is not INVALID:
@@ -125,6 +132,41 @@ def _config(r: Reader, root: MappingNode, path: str) -> Config:
     if r.errors:
         raise ConfigError(r.error_lines())
     return Config(path=None if path == "<config>" else path, targets=targets, **values)
+
+
+#: byte units of ``memory_limit``: IEC (as in the README) and Kubernetes' spellings
+_SIZE_UNITS = {"": 1, "b": 1, "kib": 1 << 10, "ki": 1 << 10, "mib": 1 << 20, "mi": 1 << 20, "gib": 1 << 30, "gi": 1 << 30,
+               "kb": 1000, "k": 1000, "mb": 1000**2, "m": 1000**2, "gb": 1000**3, "g": 1000**3}
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(text: object) -> int:
+    """Bytes from ``96MiB``, ``96Mi``, ``100M``, ``1.5GiB`` or a plain integer; ValueError
+    with the reason otherwise."""
+    if isinstance(text, bool) or not isinstance(text, (int, str)):
+        raise ValueError(f"expected a size like 96MiB, got {type(text).__name__}")
+    if isinstance(text, int):
+        return text
+    m = _SIZE.match(text) if len(text) <= 32 else None
+    if m is None or m[2].lower() not in _SIZE_UNITS:
+        raise ValueError(f"not a size: {text[:32]!r} (expected a number and a unit: B, KiB, MiB, GiB, Ki, Mi, Gi, KB, MB, GB)")
+    return int(float(m[1]) * _SIZE_UNITS[m[2].lower()])
+
+
+def _memory_limit(r: Reader, node: Node, keypath: str) -> int:
+    if not isinstance(node, ScalarNode):
+        r.error(node, keypath, f"expected a size like 96MiB, got {type_name(node)}")
+        return INVALID
+    try:
+        limit = parse_size(r.scalar(node))
+    except ValueError as e:
+        r.error(node, keypath, str(e))
+        return INVALID
+    if limit != 0 and not MEMORY_LIMIT_MIN <= limit <= MEMORY_LIMIT_MAX:
+        r.error(node, keypath, f"must be 0 (no limit) or between {MEMORY_LIMIT_MIN >> 20} MiB (the exporter itself) "
+                               f"and {MEMORY_LIMIT_MAX >> 30} GiB, got {limit} bytes")
+        return INVALID
+    return limit
 
 
 def _num(x: float) -> str:

@@ -104,6 +104,8 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
     _s("damon_sampler_errors_total", "counter", ERRORS_HELP, labels=("kind",)),
     _s("damon_config_cold_age_seconds", "gauge", "The cold_age in force: memory idle at least this long is cold (damon_cold_bytes).", unit="seconds"),
     _s("damon_config_working_set_window_seconds", "gauge", "The working_set_window in force: memory used within it is the working set (damon_working_set_bytes).", unit="seconds"),
+    _s("damon_config_memory_limit_bytes", "gauge", "The memory_limit in force: the exporter's resident memory above which it takes on no new process (0 = no limit).", unit="bytes"),
+    _s("damon_sampler_memory_limited", "gauge", "1 while the exporter is over memory_limit and leaves new processes out (they show in damon_target_unmonitored_processes{kind=\"limit\"}); back to 0 under 90% of it."),
     _s("damon_config_embedded_default", "gauge", "1 while the embedded default config is in use (no --config.file given: the largest programs by resident memory), 0 with a config file."),
     _s("damon_config_last_reload_successful", "gauge", "1 if the last configuration (re)load succeeded, 0 if it failed and the previous config is still in use."),
     _s("damon_config_last_reload_success_timestamp_seconds", "gauge", "Unix time of the last successful configuration load.", unit="seconds"),

@@ -50,13 +50,18 @@ def self_families(state: ServiceState) -> list[Metric]:
     cold_age.add_metric([], state.cold_age)
     window = family("damon_config_working_set_window_seconds")
     window.add_metric([], state.working_set_window)
+    mem_limit = family("damon_config_memory_limit_bytes")
+    mem_limit.add_metric([], state.memory_limit)
+    mem_limited = family("damon_sampler_memory_limited")
+    mem_limited.add_metric([], 1 if state.memory_limited else 0)
     embedded = family("damon_config_embedded_default")
     embedded.add_metric([], 1 if state.default_config else 0)
     ok = family("damon_config_last_reload_successful")
     ok.add_metric([], 1 if state.reload_successful else 0)
     ts = family("damon_config_last_reload_success_timestamp_seconds")
     ts.add_metric([], state.reload_success_timestamp)
-    out = [build, backend, passed, checks, cpu, kernel_cpu, ratio, budget, si, ai, errors, cold_age, window, embedded, ok, ts]
+    out = [build, backend, passed, checks, cpu, kernel_cpu, ratio, budget, si, ai, errors, cold_age, window, mem_limit,
+           mem_limited, embedded, ok, ts]
     return published(out, state.backend) + web_families(state)
 
 

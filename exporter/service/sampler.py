@@ -31,6 +31,17 @@ from exporter.summary.promotion import PromotionTracker
 
 log = logging.getLogger("exporter.sampler")
 
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def own_rss() -> int:
+    """The exporter's resident memory (bytes), from /proc/self/statm."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
 #: seconds between attempts to open a backend that is unavailable (e.g. missing privilege)
 BACKEND_RETRY = 30.0
 #: pause before restarting the engine after an unexpected exception
@@ -76,6 +87,11 @@ class Sampler:
         #: returns from idleness per target: counters that outlive engine restarts and
         #: fallbacks (history is by address and time, whatever engine saw it)
         self._promotions = PromotionTracker()
+        #: memory_limit: over it (with 10% hysteresis), discovery's new processes are left out;
+        #: the processes each target was last handed, and how many were left out per target
+        self._memory_limited = False
+        self._handed: dict[Any, frozenset] = {}
+        self._left_out: dict[Any, int] = {}
         self._checks_base = 0
         self._kernel_cpu_base = 0.0  # from engines that were restarted
         self._seen_warnings: set[str] = set()
@@ -218,11 +234,59 @@ class Sampler:
 
     def _retarget(self, e: Engine) -> None:
         """Hand the discovered targets to the engine, with the budget's caps for them."""
-        e.set_targets(self._discover())
+        e.set_targets(self._bounded(self._discover()))
         self.budget.forget({s.key for s in self._specs})
         for key, cap in self.budget.caps.items():
             if e.region_cap(key) != cap:
                 e.set_region_cap(key, cap)
+
+    def _bounded(self, specs: list[TargetSpec]) -> list[TargetSpec]:
+        """The specs as the memory limit allows: while the exporter is over memory_limit,
+        each target keeps only processes it was already handed (what is monitored stays
+        monitored; nothing new is taken on)."""
+        if not self._memory_limited:
+            self._handed = {s.key: frozenset(s.processes) for s in specs}
+            self._left_out = {}
+            return specs
+        out, left = [], {}
+        for s in specs:
+            had = self._handed.get(s.key, frozenset())
+            kept = tuple(p for p in s.processes if p in had)
+            if len(kept) < len(s.processes):
+                left[s.key] = len(s.processes) - len(kept)
+            out.append(replace(s, processes=kept))
+        self._left_out = left
+        return out
+
+    def _check_memory(self) -> None:
+        """Compare the exporter's resident memory with memory_limit; one log line and one
+        ``limit`` error each time the limit starts holding new processes back."""
+        limit = self.config.memory_limit
+        rss = own_rss()
+        if limit and not self._memory_limited and rss > limit:
+            self._memory_limited = True
+            self._count("limit")
+            log.warning("memory_limit reached: no new process is monitored until the exporter is back under it "
+                        "(damon_target_unmonitored_processes{kind=\"limit\"} counts those left out)",
+                        extra={"kv": {"rss_bytes": rss, "memory_limit": limit}})
+        elif self._memory_limited and (not limit or rss < 0.9 * limit):
+            self._memory_limited = False
+            log.info("back under memory_limit: new processes are monitored again", extra={"kv": {"rss_bytes": rss, "memory_limit": limit}})
+        self.box.update(memory_limit=limit, memory_limited=self._memory_limited)
+
+    def _with_left_out(self, summary: Summary) -> Summary:
+        """The processes the memory limit left out, in each target's not-monitored counts."""
+        if not self._left_out:
+            return summary
+        targets = []
+        for t in summary.targets:
+            n = self._left_out.get((t.name, t.labels), 0)
+            if n:
+                kinds = Counter(dict(t.not_monitored))
+                kinds["limit"] += n
+                t = replace(t, not_monitored=tuple(sorted(kinds.items())))
+            targets.append(t)
+        return replace(summary, targets=tuple(targets))
 
     def _publish_pending(self) -> None:
         """The targets just discovered: those without an aggregation yet as pending, and the
@@ -289,7 +353,8 @@ class Sampler:
     # -- each aggregation ----------------------------------------------------------------
 
     def _on_aggregation(self, engine: Engine, agg: Aggregation) -> None:
-        summary = summarize(agg, self.policy(), self._promotions)
+        summary = self._with_left_out(summarize(agg, self.policy(), self._promotions))
+        self._check_memory()
         cpu = time.thread_time()
         kernel_cpu = self._kernel_cpu_base + engine.kernel_cpu_seconds()
         loads = [TargetLoad(t.key, len(t.regions), t.max_regions, t.nr_merged) for t in agg.targets]

@@ -67,6 +67,9 @@ class ServiceState:
     ready: bool = False
     #: no --config.file: the embedded default config (exporter.config.default) is in use
     default_config: bool = False
+    #: the configured memory_limit (bytes, 0: none), and whether it holds new processes back
+    memory_limit: int = 0
+    memory_limited: bool = False
 
     def with_changes(self, **changes: object) -> "ServiceState":
         return replace(self, **changes)
