@@ -34,9 +34,9 @@ from exporter.model.attrs import AttrsError, MonitoringAttrs
 from exporter.model.durations import DurationError, format_duration, parse_duration
 from exporter.model.engine import Engine, TargetSpec
 from exporter.model.errors import AccessDenied, OpsError, ProcessGone
-from exporter.model.process import COMM_LEN, EXITED_STATES, ProcessRef
+from exporter.model.process import COMM_LEN, ProcessRef
 from exporter.procfs.io import PosixIO
-from exporter.procfs.parsers import read_stat
+from exporter.procfs.parsers import alive, read_stat
 from exporter.procfs.scan import PF_KTHREAD, scan
 from exporter.report import Frame, Recording, format_bytes, render_json, render_table
 from exporter.summary.promotion import PromotionTracker
@@ -108,7 +108,7 @@ def process_ref(pid: int) -> ProcessRef:
         st = read_stat(PosixIO(), "/proc", pid, "")
     except ProcessGone:
         st = None
-    if st is None or st.state in EXITED_STATES:
+    if st is None or not alive(PosixIO(), "/proc", pid, st):
         raise RuntimeFailure(f"no process with pid {pid}")
     if st.flags & PF_KTHREAD:
         raise RuntimeFailure(f"pid {pid} is a kernel thread ({st.comm}): it has no user memory to monitor")

@@ -23,7 +23,7 @@ from exporter.model.attrs import PAGE_SIZE
 from exporter.model.errors import OpsError, ProcessGone
 from exporter.model.process import ProcessRef
 from exporter.procfs.io import PosixIO, ops_error, u64s
-from exporter.procfs.parsers import check_same_process
+from exporter.procfs.parsers import check_same_process, mm_dir
 
 PAGE_SHIFT = PAGE_SIZE.bit_length() - 1
 
@@ -76,7 +76,7 @@ class Pagemap:
     def __init__(self, io: PosixIO, proc_root: str, pid: int, denied_hint: str) -> None:
         self.io = io
         self.pid = pid
-        self.path = f"{proc_root}/{pid}/pagemap"
+        self.path = f"{mm_dir(io, proc_root, pid)}/pagemap"
         self.denied_hint = denied_hint
         try:
             self.fd = io.open(self.path, os.O_RDONLY)

@@ -88,11 +88,57 @@ def read_stat(io: PosixIO, proc_root: str, pid: int, denied_hint: str) -> StatIn
         raise OpsError(f"{path}: {e}") from None
 
 
-def check_same_process(io: PosixIO, proc_root: str, proc: ProcessRef, denied_hint: str) -> StatInfo:
-    """Raise ProcessGone if ``proc`` exited, is a zombie, or its pid now names another
-    process (start time differs; only checked when the ref carries one)."""
-    st = read_stat(io, proc_root, proc.pid, denied_hint)
+#: threads looked at for a live one when a thread-group leader has exited (bounds the work a
+#: process with thousands of threads can cause; the first live one is almost always next)
+MAX_THREADS_SCANNED = 64
+
+
+def live_thread(io: PosixIO, proc_root: str, pid: int) -> int | None:
+    """A live thread of process ``pid`` other than its leader, or None. A leader that calls
+    ``pthread_exit`` becomes a zombie while its other threads run on in the same address
+    space; its own ``/proc/PID`` files then show no memory, a live thread's show all of it."""
+    try:
+        names = os.listdir(f"{proc_root}/{pid}/task")
+    except OSError:
+        return None
+    for name in sorted(names)[:MAX_THREADS_SCANNED]:
+        if not name.isdigit() or int(name) == pid:
+            continue
+        try:
+            st = parse_stat(io.read_file(f"{proc_root}/{pid}/task/{name}/stat"))
+        except (OSError, ValueError):
+            continue
+        if st.state not in EXITED_STATES:
+            return int(name)
+    return None
+
+
+def alive(io: PosixIO, proc_root: str, pid: int, st: StatInfo) -> bool:
+    """Whether the process whose leader's stat is ``st`` still runs: not exited, or its
+    leader exited with other threads still running."""
+    return st.state not in EXITED_STATES or live_thread(io, proc_root, pid) is not None
+
+
+def mm_dir(io: PosixIO, proc_root: str, pid: int) -> str:
+    """The /proc directory whose files (maps, smaps, pagemap, clear_refs) show ``pid``'s
+    address space: ``/proc/PID``, or ``/proc/PID/task/TID`` of a live thread where the
+    leader has exited (see :func:`live_thread`)."""
+    try:
+        st = parse_stat(io.read_file(f"{proc_root}/{pid}/stat"))
+    except (OSError, ValueError):
+        return f"{proc_root}/{pid}"
     if st.state in EXITED_STATES:
+        tid = live_thread(io, proc_root, pid)
+        if tid is not None:
+            return f"{proc_root}/{pid}/task/{tid}"
+    return f"{proc_root}/{pid}"
+
+
+def check_same_process(io: PosixIO, proc_root: str, proc: ProcessRef, denied_hint: str) -> StatInfo:
+    """Raise ProcessGone if ``proc`` exited, is a zombie with no live thread, or its pid now
+    names another process (start time differs; only checked when the ref carries one)."""
+    st = read_stat(io, proc_root, proc.pid, denied_hint)
+    if not alive(io, proc_root, proc.pid, st):
         raise ProcessGone(f"process {proc.pid} exited")
     if proc.start_time and st.start_time != proc.start_time:
         raise ProcessGone(f"process {proc.pid} exited (pid reused)")
@@ -134,7 +180,7 @@ def parse_maps(data: bytes, *, skip_prot_none: bool = False) -> list[tuple[int, 
 
 
 def read_maps(io: PosixIO, proc_root: str, pid: int, denied_hint: str) -> bytes:
-    path = f"{proc_root}/{pid}/maps"
+    path = f"{mm_dir(io, proc_root, pid)}/maps"
     try:
         return io.read_file(path)
     except OSError as e:

@@ -11,9 +11,8 @@ import os
 from dataclasses import dataclass
 
 from exporter.model.errors import OpsError
-from exporter.model.process import EXITED_STATES
 from exporter.procfs.io import PosixIO, decode_name
-from exporter.procfs.parsers import read_stat
+from exporter.procfs.parsers import alive, read_stat
 
 # -- the process list (discovery) -------------------------------------------------------------
 #
@@ -74,7 +73,7 @@ def read_process(proc_root: str, pid: int, *, want_exe: bool, want_cmdline: bool
         st = read_stat(io, proc_root, pid, "")
     except OpsError:  # gone, or a stat line we cannot parse
         return None
-    if st.flags & PF_KTHREAD or st.state in EXITED_STATES:
+    if st.flags & PF_KTHREAD or not alive(io, proc_root, pid, st):
         return None
     exe = read_exe(proc_root, pid, io) if want_exe else None
     cmdline = read_cmdline(proc_root, pid, io) if want_cmdline else None

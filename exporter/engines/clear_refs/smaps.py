@@ -11,7 +11,7 @@ from exporter.model.errors import ProcessGone
 from exporter.model.process import ProcessRef
 from exporter.procfs.io import PosixIO, ops_error
 from exporter.procfs.pagemap import Pagemap, open_checked_pagemap
-from exporter.procfs.parsers import SmapsEntry, parse_smaps
+from exporter.procfs.parsers import SmapsEntry, mm_dir, parse_smaps
 
 DENIED_HINT = "clear_refs needs ptrace access to the process (same uid, or CAP_SYS_PTRACE)"
 
@@ -64,7 +64,7 @@ class ProcSmaps:
 
     def clear(self, proc: ProcessRef) -> None:
         f = self._get(proc)
-        path = f"{self.proc_root}/{proc.pid}/clear_refs"
+        path = f"{mm_dir(self.io, self.proc_root, proc.pid)}/clear_refs"
         try:
             if f.clear_fd < 0:
                 f.clear_fd = self.io.open(path, os.O_WRONLY)
@@ -75,7 +75,7 @@ class ProcSmaps:
 
     def read(self, proc: ProcessRef) -> list[SmapsEntry]:
         f = self._get(proc)
-        path = f"{self.proc_root}/{proc.pid}/smaps"
+        path = f"{mm_dir(self.io, self.proc_root, proc.pid)}/smaps"
         try:
             data = self.io.read_file(path)
         except OSError as e:
