@@ -53,6 +53,23 @@ from exporter.web.protocol import (
 log = logging.getLogger("exporter.web")
 
 
+#: closed connections after which the freed heap is handed back (see Server._give_back_memory)
+TRIM_AFTER_CLOSED = 256
+
+
+def _libc_malloc_trim():
+    """glibc's malloc_trim, or None where the C library has none (musl)."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_malloc_trim = _libc_malloc_trim()
+
+
 @dataclass(frozen=True)
 class Limits:
     """Every bound the server enforces; the README's security section lists them."""
@@ -164,6 +181,8 @@ class ExporterHTTPServer:
         self.server_address = self.socket.getsockname()
         self._sel = selectors.DefaultSelector()
         self._conns: dict[int, _Conn] = {}
+        #: connections closed since the heap was last trimmed (see _give_back_memory)
+        self._closed_since_trim = 0
         #: connections without a request in flight, oldest first (eviction order)
         self._waiting: dict[int, _Conn] = {}
         self._inflight = 0
@@ -283,8 +302,22 @@ class ExporterHTTPServer:
             return True
         return False
 
+    def _give_back_memory(self) -> None:
+        """After a burst of connections has closed, hand the heap they freed back to the
+        system. Each TLS connection holds tens of KB of OpenSSL buffers; glibc keeps freed
+        heap for reuse, so without this a burst of 3,000 handshakes left the process 45 MB
+        larger for good. Cheap (one walk of the heap), and only after at least
+        TRIM_AFTER_CLOSED closes with few connections left open."""
+        if self._closed_since_trim < TRIM_AFTER_CLOSED or len(self._conns) > self._closed_since_trim // 8:
+            return
+        self._closed_since_trim = 0
+        if _malloc_trim is not None:
+            _malloc_trim(0)
+
     def _sweep(self, now: float) -> None:
-        """Close what passed its deadline; publish the refusal counters when they moved."""
+        """Close what passed its deadline; publish the refusal counters when they moved;
+        give back the memory of closed connections."""
+        self._give_back_memory()
         for conn in [c for c in self._waiting.values() if c.deadline <= now]:
             if conn.state != IDLE:
                 self.stats.rejected["timeout"] += 1
@@ -299,6 +332,7 @@ class ExporterHTTPServer:
             self.app.box.update(web_rejected=counts)
 
     def _close(self, conn: _Conn) -> None:
+        self._closed_since_trim += 1
         fd = conn.sock.fileno()
         if fd >= 0:
             self._conns.pop(fd, None)
