@@ -87,10 +87,13 @@ class _Band:
     revived_frequency: float = 1.0
     #: referenced bytes: touched in the current clear period (known idle only since the next)
     touched: bool = False
+    #: pending: brought back by a region that held memory in use already (one that grew over
+    #: idle memory at the edge of what is used): as likely the edge moving as a return
+    edge: bool = False
 
     def part(self, nbytes: float) -> "_Band":
         return _Band(nbytes, self.since, self.pending_age, self.revived_at, self.idle_since, self.lineage,
-                     self.revived_frequency, self.touched)
+                     self.revived_frequency, self.touched, self.edge)
 
 
 @dataclass(slots=True)
@@ -189,7 +192,7 @@ def _compact(bands: list[_Band]) -> list[_Band]:
     for b in bands:
         if b.nbytes <= 0:
             continue
-        k = (b.since, b.pending_age, b.revived_at, b.idle_since, b.lineage, b.touched)
+        k = (b.since, b.pending_age, b.revived_at, b.idle_since, b.lineage, b.touched, b.edge)
         if k in merged:
             merged[k].nbytes += b.nbytes
         else:
@@ -323,10 +326,11 @@ class PromotionTracker:
         comes back is pending until the splits tell (see :meth:`_settle`)."""
         f = _frequency(r)
         if f > 0:
+            edge = any(b.since >= prev for b in inv)  # it held memory in use at the last aggregation
             for b in inv:
                 if b.pending_age is None and b.since < prev:  # idle at the last aggregation: back
                     b.pending_age, b.revived_at, b.idle_since = prev - b.since, now, b.since
-                    b.lineage, b.revived_frequency = (now, r.pid, r.start), f
+                    b.lineage, b.revived_frequency, b.edge = (now, r.pid, r.start), f, edge
                 elif b.pending_age is not None:  # the aggregation it was used throughout tells best
                     b.revived_frequency = max(b.revived_frequency, f)
                 b.since = now
@@ -341,9 +345,12 @@ class PromotionTracker:
           the part that was used: back to the idle time they had;
         - once every piece reads idle (the access ended), or after ``settle`` seconds of
           access, each piece comes back by the largest share of its samples that saw the
-          access in one aggregation since; the rest is counted as error. A region that never split finer counts
-          only as much as its samples say, which is exact for memory used throughout the
-          aggregation and an undercount for memory used only part of it."""
+          access in one aggregation since; the rest is counted as error. A region that
+          never split finer counts only as much as its samples say, which is exact for
+          memory used throughout the aggregation and an undercount for memory used only
+          part of it. What a region that already held memory in use brought back is
+          counted whole as error too: a region growing over idle memory at the edge of
+          what is used looks the same."""
         lineages: dict[tuple[float, int, int], list[tuple[_Band, _Segment]]] = {}
         for seg in segments:
             for b in seg.bands:
@@ -359,7 +366,7 @@ class PromotionTracker:
                     b.since, b.pending_age = b.idle_since, None
                     continue
                 f = b.revived_frequency
-                counts.add(b.pending_age or 0.0, b.nbytes * f, cold_age, error=b.nbytes * (1.0 - f))
+                counts.add(b.pending_age or 0.0, b.nbytes * f, cold_age, error=b.nbytes * (1.0 if b.edge else 1.0 - f))
                 if seg.frequency <= 0:
                     b.since = b.idle_since
                 b.pending_age = None

@@ -85,7 +85,9 @@ def edge_error(regions: Sequence[RegionRecord], member: Callable[[RegionRecord],
     - the side classified as recently used (``member``), if sampled this aggregation: a
       share ``1 - f / f_ref`` of it is likely idle, where ``f`` is its access frequency and
       ``f_ref`` the highest of its own and its other neighbour's (memory used alike reads
-      alike; a region straddling the edge reads proportionally less);
+      alike; a region straddling the edge reads proportionally less). A member that reads
+      no access now, beside one that does, is in the working set by an earlier hit only
+      (a region straddling the edge that a sample happened to catch): all of it may be idle;
     - the other side has gone ``n = idle_seconds / sample_interval`` samples without a
       hit; the expected share of it that is used after that is ``1 / (n + 1)``: small for
       regions watched long at fine resolution, large where the budget stretched the sample
@@ -109,11 +111,12 @@ def edge_error(regions: Sequence[RegionRecord], member: Callable[[RegionRecord],
         if not contiguous(a, b) or member(a) == member(b):
             continue
         (hot, hi, other), (cold, ci) = ((a, i - 1, i - 2), (b, i)) if member(a) else ((b, i, i + 1), (a, i - 1))
-        if hot.nr_checks and hot.nr_accesses:
+        if hot.nr_checks:
             ref = hot.frequency
             if 0 <= other < n and contiguous(*sorted((hot, regions[other]), key=lambda r: (r.pid, r.start))) and member(regions[other]):
                 ref = max(ref, regions[other].frequency)
-            blame(hi, 1.0 - hot.frequency / ref)
+            if ref > 0:  # a member that reads idle now beside one in use: in by an earlier hit only
+                blame(hi, 1.0 - hot.frequency / ref)
         blame(ci, sample_interval / (cold.idle_seconds + sample_interval) if sample_interval > 0 else 0.0)
     total = 0.0
     for i, r in enumerate(regions):

@@ -34,6 +34,19 @@ def test_edge_error_from_the_sampling_evidence():
     assert summary([hot, edge, cold], sample_interval=5.0).working_set_error_bytes == round(0.75 * 4 * MiB + 40 * MiB * 5 / 104.5)
 
 
+def test_a_member_by_an_earlier_hit_only_beside_one_in_use_may_be_all_idle():
+    """A region straddling the hot edge that a sample caught 2 s ago is in the working set for
+    the window, though it reads idle now while its neighbour reads in use at every sample:
+    all of it may be idle, and the error says so (it used to say nothing: 11 MiB of such a
+    region flipped the working set by 17% with 0.2 MiB of published error)."""
+    hot = rec(0, 64, acc=20)
+    straddler = rec(64, 11, idle=2.0)
+    cold = rec(75, 437, idle=500.0)
+    t = summary([hot, straddler, cold], window=4.0)
+    assert t.working_set_bytes == 75 * MiB
+    assert t.working_set_error_bytes >= 11 * MiB
+
+
 def test_alike_neighbours_and_gaps_are_no_error():
     # hot next to hot at the same frequency: the edge to cold is exactly at a boundary
     t = summary([rec(0, 8, acc=10), rec(8, 8, acc=10), rec(16, 8, idle=1e9)])
