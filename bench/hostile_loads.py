@@ -132,6 +132,8 @@ def scrape(port: int, auth: str | None) -> bool:
 def config_for(load: str, child: str, capture_name: str) -> str:
     text = ("backend: clear_refs\nmonitoring:\n  sample_interval: 500ms\n  aggregation_interval: 2s\n  update_interval: 2s\n"
             f"targets:\n  - name: bench\n    match:\n      comm: [{child}]\n")
+    if load == "cmdlines":  # a target that matches on command lines: every scan reads them
+        text += "  - name: by-cmdline\n    match:\n      cmdline: ['no-such-program --flag']\n"
     if load == "mappings":
         text += "  - name: maps\n    match:\n      cmdline: ['hostile_loads.py --load mappings']\n"
     if load == "capture":
