@@ -77,6 +77,23 @@ class PosixIO:
         finally:
             os.close(fd)
 
+    def read_chunks(self, path: str, size: int = 1 << 20):
+        """The file in ``size``-byte reads, one at a time (for /proc files too large to hold
+        whole: a process' smaps). The file is opened before the first chunk is asked for."""
+        fd = self.open(path, os.O_RDONLY)
+
+        def chunks():
+            try:
+                while True:
+                    b = os.read(fd, size)
+                    if not b:
+                        return
+                    yield b
+            finally:
+                os.close(fd)
+
+        return chunks()
+
     def readlink(self, path: str) -> bytes:
         return os.readlink(path.encode())
 

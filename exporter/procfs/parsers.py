@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Iterable
 from dataclasses import dataclass
 
 from exporter.model.errors import OpsError, ProcessGone
@@ -226,6 +227,18 @@ _SMAPS_FIELDS = {b"Rss": 0, b"Referenced": 1, b"Anonymous": 2, b"Pss": 3, b"Priv
 def parse_smaps(data: bytes) -> list[SmapsEntry]:
     """Start, end, Rss, Referenced, Anonymous, Pss and Private_* of each user mapping,
     sorted, in bytes; one regex pass touching only the header and those lines."""
+    return iter_smaps((data,))
+
+
+#: a mapping's header line, where one smaps entry ends and the next begins
+_SMAPS_HEADER = re.compile(rb"^[0-9a-f]+-[0-9a-f]+ ", re.M)
+
+
+def iter_smaps(chunks: Iterable[bytes]) -> list[SmapsEntry]:
+    """:func:`parse_smaps` over a file read in chunks: only whole entries are parsed and
+    only the unparsed tail is kept, so a process with 60,000 mappings (~70 MB of smaps)
+    costs its entries, not its text (the text and the regex's match list used to peak
+    above 100 MB)."""
     out: list[SmapsEntry] = []
     start = end = -1
     v = [-1] * 6
@@ -237,13 +250,31 @@ def parse_smaps(data: bytes) -> list[SmapsEntry]:
             out.append(SmapsEntry(start, end, max(v[0], 0) * 1024, max(v[1], 0) * 1024, max(v[2], 0) * 1024,
                                   v[3] * 1024 if v[3] >= 0 else -1, private * 1024 if private >= 0 else -1))
 
-    for s, e, key, value in _SMAPS_RE.findall(data):
-        if s:
-            emit()
-            start, end = int(s, 16), int(e, 16)
-            v = [-1] * 6
-        else:
-            v[_SMAPS_FIELDS[key]] = int(value)
+    def parse(data: bytes) -> None:
+        nonlocal start, end, v
+        for m in _SMAPS_RE.finditer(data):
+            s, e, key, value = m.groups()
+            if s:
+                emit()
+                start, end = int(s, 16), int(e, 16)
+                v = [-1] * 6
+            else:
+                v[_SMAPS_FIELDS[key]] = int(value)
+
+    tail = b""
+    for chunk in chunks:
+        data = tail + chunk
+        # parse up to the last header (the entry it begins may be incomplete); a header at
+        # the very start means no whole entry yet
+        last = None
+        for m in _SMAPS_HEADER.finditer(data, max(0, len(tail) - 64)):
+            last = m
+        if last is None or last.start() == 0:
+            tail = data
+            continue
+        parse(data[: last.start()])
+        tail = data[last.start():]
+    parse(tail)
     emit()
     if any(out[i].start < out[i - 1].start for i in range(1, len(out))):
         out.sort(key=lambda x: x.start)

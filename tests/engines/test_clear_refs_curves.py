@@ -335,3 +335,55 @@ def test_the_summary_publishes_the_scaling_error():
     r = RegionRecord(1, 0, 100 * MiB_, 60 * MiB_, idle_distribution=((10.0, 30 * MiB_),), share_error_bytes=20 * MiB_)
     t = summarize_target(TargetRecords("t", (1,), (r,), 0.0), Policy(cold_age=10.0, working_set_window=10.0))
     assert t.working_set_error_bytes >= 20 * MiB_ and t.cold_error_bytes >= 20 * MiB_
+
+
+# -- smaps read in chunks --------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 4000), min_size=1, max_size=40))
+def test_smaps_in_chunks_parse_as_the_whole_file(cuts):
+    """A real smaps (this process'), cut anywhere into chunks, parses to the same entries as
+    the whole text: a process' smaps is read 1 MiB at a time, not held whole."""
+    from exporter.procfs.parsers import iter_smaps, parse_smaps
+
+    data = open("/proc/self/smaps", "rb").read()
+    chunks, at = [], 0
+    for c in cuts:
+        chunks.append(data[at:at + c])
+        at += c
+    chunks.append(data[at:])
+    assert iter_smaps(chunks) == parse_smaps(data)
+    assert len(parse_smaps(data)) >= data.count(b"\nVmFlags:") - 1  # all but [vsyscall]
+
+
+def test_sixty_thousand_mappings_are_not_held_as_text(tmp_path):
+    """The smaps of 60,000 one-page mappings (~70 MB) parsed from 1 MiB chunks: the parser
+    keeps the entries and one chunk, never the text (tracemalloc's peak)."""
+    import tracemalloc
+
+    from exporter.procfs.parsers import iter_smaps
+
+    entry = (b"%x-%x rw-p 00000000 00:00 0 \nSize:                  4 kB\nRss:                   4 kB\n"
+             b"Pss:                   4 kB\nPrivate_Clean:         0 kB\nPrivate_Dirty:         4 kB\n"
+             b"Referenced:            4 kB\nAnonymous:             4 kB\nVmFlags: rd wr mr mw me ac\n")
+    base = 0x7F0000000000
+
+    def chunks():
+        buf = []
+        size = 0
+        for i in range(60_000):
+            e = entry % (base + 2 * i * 4096, base + (2 * i + 1) * 4096)
+            buf.append(e)
+            size += len(e)
+            if size >= 1 << 20:
+                yield b"".join(buf)
+                buf, size = [], 0
+        yield b"".join(buf)
+
+    tracemalloc.start()
+    entries = iter_smaps(chunks())
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(entries) == 60_000 and entries[-1].rss == 4096
+    assert peak < 40 << 20, f"peak {peak >> 20} MiB"

@@ -11,7 +11,7 @@ from exporter.model.errors import ProcessGone
 from exporter.model.process import ProcessRef
 from exporter.procfs.io import PosixIO, ops_error
 from exporter.procfs.pagemap import Pagemap, open_checked_pagemap
-from exporter.procfs.parsers import SmapsEntry, mm_dir, parse_smaps
+from exporter.procfs.parsers import SmapsEntry, iter_smaps, mm_dir
 
 DENIED_HINT = "clear_refs needs ptrace access to the process (same uid, or CAP_SYS_PTRACE)"
 
@@ -77,11 +77,11 @@ class ProcSmaps:
         f = self._get(proc)
         path = f"{mm_dir(self.io, self.proc_root, proc.pid)}/smaps"
         try:
-            data = self.io.read_file(path)
+            entries = iter_smaps(self.io.read_chunks(path))  # entries kept, not the text
         except OSError as e:
             raise ops_error(e, proc.pid, path, DENIED_HINT) from None
         self._alive(f, proc.pid)  # an empty or foreign smaps would read as "all idle"
-        return parse_smaps(data)
+        return entries
 
     def forget(self, proc: ProcessRef) -> None:
         f = self._files.pop(proc, None)
