@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import subprocess
 from pathlib import Path
 
@@ -391,3 +392,29 @@ def engine_mod_ticks() -> int:
     from exporter.procfs.parsers import CLOCK_TICKS
 
     return CLOCK_TICKS
+
+
+def test_a_zombie_leader_is_given_to_the_kernel_as_a_live_thread(tmp_path):
+    """A process whose main thread exited while another runs: kernel DAMON takes the mm of
+    the task it is given, and the zombie leader has none, so the engine writes the pid of a
+    live thread of the process."""
+    from tests.support.workloads import build_workload
+
+    proc = subprocess.Popen([build_workload("zombie_leader.c", tmp_path / "bin", "dxzlsysfs")], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(proc.stdout.readline().split()[1])
+        for _ in range(100):
+            if read_stat(PosixIO(), "/proc", pid, "").state == "Z":
+                break
+            time.sleep(0.02)
+        tids = {int(t) for t in os.listdir(f"/proc/{pid}/task")} - {pid}
+        fake = FakeDamon(tmp_path / "sys")
+        e = engine(fake, tmp_path)
+        e.set_targets([TargetSpec("zl", (ProcessRef(pid, read_stat(PosixIO(), "/proc", pid, "").start_time),))])
+        e.step()
+        (written,) = fake._pids(fake.kdamonds / "0")
+        assert written in tids
+        e.close()
+    finally:
+        proc.kill()
+        proc.wait()

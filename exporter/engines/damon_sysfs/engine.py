@@ -74,7 +74,7 @@ from exporter.model.errors import (
     OpsError,
     ProcessGone,
 )
-from exporter.model.process import ProcessRef
+from exporter.model.process import EXITED_STATES, ProcessRef
 from exporter.model.records import (
     Aggregation,
     EngineStats,
@@ -90,7 +90,7 @@ from exporter.procfs.pagemap import (
     resident_bytes_pagemap,
     zero_page_pfn,
 )
-from exporter.procfs.parsers import check_same_process, read_stat
+from exporter.procfs.parsers import check_same_process, live_thread, parse_stat, read_stat
 
 log = logging.getLogger(__name__)
 #: processes monitored at once: one DAMON target and one scheme each; every aggregation the
@@ -406,15 +406,27 @@ class DamonSysfsEngine(Engine):
             except OpsError:
                 pass  # keep; the read will report it
 
+    def _kernel_pid(self, pid: int) -> int:
+        """The pid to give kernel DAMON for process ``pid``: its own, or where its leader
+        exited while its threads run on, a live thread's (DAMON takes the task's mm, and a
+        zombie leader has none)."""
+        try:
+            st = parse_stat(self.pio.read_file(f"{self.proc_root}/{pid}/stat"))
+        except (OSError, ValueError):
+            return pid
+        if st.state in EXITED_STATES:
+            return live_thread(self.pio, self.proc_root, pid) or pid
+        return pid
+
     def _apply(self) -> None:
         self._live_check()
         self._compact()
         now = self.clock()
-        pids = [s[1].pid for s in self._slots if s is not None]
+        pids = [self._kernel_pid(s[1].pid) for s in self._slots if s is not None]
         old = self._kernel_pids if self._running else None
         for i, s in enumerate(self._slots):
             assert s is not None
-            if old is None or i >= len(old) or old[i] != s[1].pid:
+            if old is None or i >= len(old) or old[i] != pids[i]:
                 self._procs[s].assigned_at = now
         if not pids:
             if self._running:
