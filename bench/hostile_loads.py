@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from slow_clients import percentile  # noqa: E402
+from slow_clients import percentile, stop_process  # noqa: E402
 from tests.support.exporter import free_port, proc_rss, start_child  # noqa: E402
 
 #: the commit before the round-2 hardening (issue 22)
@@ -200,12 +200,7 @@ def run(name: str, cwd: Path, load: str, args: argparse.Namespace, work: Path, c
                 loader.wait(30)
             except subprocess.TimeoutExpired:
                 loader.kill()
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 

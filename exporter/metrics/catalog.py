@@ -15,6 +15,7 @@ kernel's CPU on a user-space engine, accesses per sample where clear_refs has no
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Sequence
 
 from prometheus_client.metrics_core import (
@@ -55,14 +56,9 @@ _REGION_CAPPED = frozenset({"damon_sysfs", "page_idle"})
 _SAMPLED = frozenset({"damon_sysfs", "page_idle"})
 
 
-def _t(name: str, kind: str, help: str, *, labels: tuple[str, ...] = (), unit: str = "",
-       backends: frozenset[str] | None = None) -> MetricSpec:
-    return MetricSpec(name, kind, help, True, labels, unit, backends)
-
-
-def _s(name: str, kind: str, help: str, *, labels: tuple[str, ...] = (), unit: str = "",
-       backends: frozenset[str] | None = None) -> MetricSpec:
-    return MetricSpec(name, kind, help, False, labels, unit, backends)
+#: a per-target metric and an exporter-wide one: the same declaration but for ``per_target``
+_t = partial(MetricSpec, per_target=True)
+_s = partial(MetricSpec, per_target=False)
 
 
 ERRORS_HELP = ("Problems met by the sampler, by kind: " + "; ".join(f"{k}: {v}" for k, v in ERROR_KINDS.items())
@@ -84,7 +80,7 @@ TARGET_METRICS: tuple[MetricSpec, ...] = (
     _t("damon_working_set_error_bytes", "gauge", "Expected error of damon_working_set_bytes: resident bytes at region edges that the samples suggest are on the wrong side, plus bytes watched for less than working_set_window and never seen accessed.", unit="bytes"),
     _t("damon_cold_error_bytes", "gauge", "Expected error of damon_cold_bytes: resident bytes at region edges that the samples suggest are on the wrong side of cold_age.", unit="bytes"),
     _t("damon_cold_promoted_bytes_total", "counter", "Resident bytes that had been idle for at least cold_age and were then seen accessed again (the promotion rate of far-memory systems is its rate()); a byte counts once per return from idleness, not while it stays in use.", unit="bytes"),
-    _t("damon_cold_promoted_error_bytes_total", "counter", "How much of damon_cold_promoted_bytes_total the evidence does not pin down: bytes of regions that came back whose samples did not all see the access (DAMON engines); 0 for clear_refs' exact byte counts.", unit="bytes"),
+    _t("damon_cold_promoted_error_bytes_total", "counter", "How much of damon_cold_promoted_bytes_total the evidence does not pin down: bytes of regions that came back whose samples did not all see the access (DAMON engines); first touches that older or younger bytes could equally have made (clear_refs).", unit="bytes"),
     _t("damon_reaccess_idle_age_seconds", "histogram", "Resident bytes seen accessed again after being idle, by how long they had been idle (seconds, a lower bound); _count is bytes, _sum byte-seconds. Bytes that came back after at least T: rate(_count) - rate(_bucket{le=\"T\"}).", unit="seconds"),
     _t("damon_idle_age_seconds", "gauge histogram", "Resident bytes by time since last seen accessed (seconds); bucket values and _gcount are bytes, _gsum is byte-seconds.", unit="seconds"),
     _t("damon_access_frequency_ratio", "gauge histogram", "Resident bytes by share of the last aggregation's samples that saw an access (0..1); bucket values and _gcount are bytes. Not published with clear_refs, which takes no samples.", unit="ratio", backends=_SAMPLED),
@@ -134,10 +130,21 @@ def family(name: str, target_labels: Sequence[str] = ()) -> Metric:
     return HistogramMetricFamily(m.name, m.help, labels=labels, unit=m.unit)
 
 
-def published(families: Sequence[Metric], backend: str) -> list[Metric]:
-    """``families`` without those that mean nothing on ``backend`` (a counter family is
-    named without its ``_total``)."""
-    def spec(f: Metric) -> MetricSpec:
-        return METRICS.get(f.name) or METRICS[f.name + "_total"]
+#: what a series or family name adds to its metric's declared name
+_SERIES_SUFFIXES = ("_bucket", "_gcount", "_gsum", "_count", "_sum")
 
-    return [f for f in families if spec(f).published_with(backend)]
+
+def spec_of(name: str) -> MetricSpec | None:
+    """The declaration behind a family or series name: a counter family is named without
+    its ``_total``, a histogram's series add ``_bucket``, ``_count``, ``_gsum``...; None
+    for a name the exporter does not publish."""
+    for base in (name, *(name[: -len(x)] for x in _SERIES_SUFFIXES if name.endswith(x))):
+        spec = METRICS.get(base) or METRICS.get(base + "_total")
+        if spec is not None:
+            return spec
+    return None
+
+
+def published(families: Sequence[Metric], backend: str) -> list[Metric]:
+    """``families`` without those that mean nothing on ``backend``."""
+    return [f for f in families if spec_of(f.name).published_with(backend)]  # type: ignore[union-attr]

@@ -272,7 +272,6 @@ class Sampler:
         elif self._memory_limited and (not limit or rss < 0.9 * limit):
             self._memory_limited = False
             log.info("back under memory_limit: new processes are monitored again", extra={"kv": {"rss_bytes": rss, "memory_limit": limit}})
-        self.box.update(memory_limit=limit, memory_limited=self._memory_limited)
 
     def _with_left_out(self, summary: Summary) -> Summary:
         """The processes the memory limit left out, in each target's not-monitored counts."""
@@ -380,6 +379,8 @@ class Sampler:
             aggregation_interval=agg.aggregation_interval,
             checks_total=self._checks_base + agg.stats.checks_total,
             errors_total=tuple(sorted(errors.items())),
+            memory_limit=self.config.memory_limit,
+            memory_limited=self._memory_limited,
             ready=True,
         )
         self._take_pending_config()

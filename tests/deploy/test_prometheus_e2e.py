@@ -176,8 +176,6 @@ def test_prometheus_scrapes_records_and_alerts(tmp_path):
 
 
 def _published_with_clear_refs(name: str) -> bool:
-    from exporter.metrics.catalog import METRICS
+    from exporter.metrics.catalog import spec_of
 
-    base = re.sub(r"_(bucket|gcount|gsum|count|sum)$", "", name)
-    spec = METRICS.get(base) or METRICS.get(base + "_total") or METRICS[name]
-    return spec.published_with("clear_refs")
+    return spec_of(name).published_with("clear_refs")
