@@ -229,13 +229,13 @@ def _average(a: _Band, c: _Band) -> _Band:
     return out
 
 
-def _inherit(old: Sequence[_Segment], r: RegionRecord) -> tuple[list[_Band], float]:
+def _inherit(old: Sequence[_Segment], starts: Sequence[int], r: RegionRecord) -> tuple[list[_Band], float]:
     """The bands (and referenced bytes) of the old segments ``r`` overlaps, each in
     proportion to the share of its address range inside ``r``: history follows addresses
     through DAMON's splits and merges, and never spreads beyond them."""
     bands: list[_Band] = []
     referenced = 0.0
-    i = bisect.bisect_right([s.start for s in old], r.start) - 1
+    i = bisect.bisect_right(starts, r.start) - 1  # starts: the old segments', sorted
     for seg in old[max(0, i):]:
         if seg.start >= r.end:
             break
@@ -302,8 +302,9 @@ class PromotionTracker:
                     if b.touched:
                         b.since, b.touched = period, False
         segments: list[_Segment] = []
+        starts = [seg.start for seg in p.segments]  # once per process, not once per record
         for r in sorted(recs, key=lambda r: r.start):
-            inv, referenced = _inherit(p.segments, r)
+            inv, referenced = _inherit(p.segments, starts, r)
             if not inv:
                 segments.append(self._fresh(r, now))  # a range new to us: no history, no return
                 continue
