@@ -159,7 +159,7 @@ def record(engine: Engine, spec: TargetSpec, run: Recording, progress: Progress)
     """Sample until ``requested_duration`` is covered by whole aggregations (at least one),
     all processes exited, or Ctrl-C. Returns the exit code the run itself calls for."""
     engine.set_attrs(run.attrs)
-    engine.set_horizons((run.policy.working_set_window, run.policy.cold_age))
+    engine.set_horizons((run.policy.working_set_window, run.policy.cold_age), returns_after=run.policy.cold_age)
     engine.set_targets([spec])
     wanted = max(1, int(run.requested_duration / run.attrs.aggregation_interval + 1e-9))
     start = time.monotonic()

@@ -81,12 +81,14 @@ class Engine(abc.ABC):
     def step(self) -> Aggregation | None:
         """Run about one sample interval; the raw records when an aggregation ended."""
 
-    def set_horizons(self, seconds: Iterable[float]) -> None:
-        """The idle times the summary will ask about (``working_set_window``, ``cold_age``).
+    def set_horizons(self, seconds: Iterable[float], *, returns_after: float | None = None) -> None:
+        """The idle times the summary will ask about (``working_set_window``, ``cold_age``),
+        and the idle time after which an access counts as a return (``cold_age``).
 
         Engines that measure each region's idle time ignore this. An engine that only knows
         how many bytes were touched since some moment (clear_refs) uses it to measure at
-        exactly those moments; it is not metric policy, only when to look.
+        exactly those moments, and to watch long enough after each moment for returns to
+        show; it is not metric policy, only when to look.
         """
 
     def set_region_cap(self, key: TargetKey, cap: int | None) -> None:

@@ -200,7 +200,7 @@ class Sampler:
             self.box.update(label_names=tuple(self._discoverer.label_names()))
         engine.sleep = self.stop.wait  # wake at once on stop
         engine.set_attrs(self.budget.effective_attrs())
-        engine.set_horizons(self.horizons())
+        engine.set_horizons(self.horizons(), returns_after=self.config.cold_age)
         self._next_discovery = 0.0
         self.box.update(sample_interval=engine.attrs.sample_interval, aggregation_interval=engine.attrs.aggregation_interval, cpu_budget=cfg.cpu_budget or 0.0,
                         cold_age=cfg.cold_age, working_set_window=cfg.working_set_window, histograms=cfg.histograms)
@@ -322,7 +322,7 @@ class Sampler:
             self.box.update(label_names=tuple(self._discoverer.label_names()), cpu_budget=cfg.cpu_budget or 0.0,
                             cold_age=cfg.cold_age, working_set_window=cfg.working_set_window, histograms=cfg.histograms)
             e.set_attrs(self.budget.effective_attrs())
-            e.set_horizons(self.horizons())
+            e.set_horizons(self.horizons(), returns_after=self.config.cold_age)
             self._retarget(e)
         return True
 

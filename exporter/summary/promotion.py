@@ -53,6 +53,11 @@ MAX_BANDS = 6
 SLIVER_BYTES = 4096
 #: aggregations a revived region's bytes stay pending while DAMON splits it
 SETTLE_AGGREGATIONS = 5
+#: referenced bytes: the returns expected before cold_age after a clear, as a multiple of
+#: what the proved rate gives. The estimate is capped by the first touches seen as well, so
+#: a rate read low (a few returns in a short window) would bias it low; what is counted
+#: past the rate is never more than was touched first, and all of it is in the error
+OWED_MARGIN = 1.5
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,16 @@ class _Segment:
     bands: list[_Band]
     frequency: float = 1.0  # share of the record's samples that saw an access
     referenced: float = 0.0  # distribution records: bytes referenced in the period
+    #: referenced bytes: returns proven this period (first touches at least ``cold_age``
+    #: after the clear), the same over past periods, and what the rate they were proven at
+    #: still owes the part of the current period before ``cold_age`` (see _referenced)
+    proven: float = 0.0
+    proven_sum: float = 0.0  # proven per period, halved at each clear (a smoothed sum)
+    owed: float = 0.0
+    #: bytes touched first in the first aggregation after the clear, this period and the
+    #: last: the memory in use touching itself again, the level returns then stand above
+    opening: float = -1.0  # -1: not seen (a range first seen mid-period)
+    last_opening: float = -1.0
 
 
 @dataclass
@@ -110,6 +125,10 @@ class _Process:
     segments: list[_Segment]
     observed_at: float
     period_start: float = 0.0
+    #: referenced bytes: seconds of the current period in which a first touch proves a
+    #: return (those at least ``cold_age`` after the clear)
+    proving: float = 0.0
+    proving_sum: float = 0.0  # the same over past periods, halved at each clear
 
 
 @dataclass
@@ -229,12 +248,14 @@ def _average(a: _Band, c: _Band) -> _Band:
     return out
 
 
-def _inherit(old: Sequence[_Segment], starts: Sequence[int], r: RegionRecord) -> tuple[list[_Band], float]:
-    """The bands (and referenced bytes) of the old segments ``r`` overlaps, each in
-    proportion to the share of its address range inside ``r``: history follows addresses
-    through DAMON's splits and merges, and never spreads beyond them."""
+def _inherit(old: Sequence[_Segment], starts: Sequence[int], r: RegionRecord) -> tuple[list[_Band], _Segment]:
+    """The bands of the old segments ``r`` overlaps, each in proportion to the share of its
+    address range inside ``r`` (and, likewise shared, their per-period sums in a segment
+    for ``r``): history follows addresses through DAMON's splits and merges, and never
+    spreads beyond them."""
     bands: list[_Band] = []
-    referenced = 0.0
+    acc = _Segment(r.start, r.end, [])
+    opening = last_opening = None
     i = bisect.bisect_right(starts, r.start) - 1  # starts: the old segments', sorted
     for seg in old[max(0, i):]:
         if seg.start >= r.end:
@@ -244,8 +265,22 @@ def _inherit(old: Sequence[_Segment], starts: Sequence[int], r: RegionRecord) ->
             continue
         f = (hi - lo) / (seg.end - seg.start)
         bands += [b.part(b.nbytes * f) for b in seg.bands]
-        referenced += seg.referenced * f
-    return bands, referenced
+        acc.referenced += seg.referenced * f
+        acc.proven += seg.proven * f
+        acc.proven_sum += seg.proven_sum * f
+        acc.owed += seg.owed * f
+        opening = _add_known(opening, seg.opening, f)
+        last_opening = _add_known(last_opening, seg.last_opening, f)
+    acc.opening = -1.0 if opening is None else opening
+    acc.last_opening = -1.0 if last_opening is None else last_opening
+    return bands, acc
+
+
+def _add_known(total: float | None, part: float, f: float) -> float:
+    """A sum of parts that is unknown (-1) as soon as one part is."""
+    if part < 0 or (total is not None and total < 0):
+        return -1.0
+    return (total or 0.0) + part * f
 
 
 class PromotionTracker:
@@ -280,7 +315,7 @@ class PromotionTracker:
                 t.processes[pid] = _Process([self._fresh(r, now) for r in sorted(recs, key=lambda r: r.start)], now,
                                             max((r.period_start for r in recs), default=0.0))
                 continue
-            self._advance(p, recs, now, cold_age, t.counts)
+            self._advance(p, recs, now, cold_age, t.counts, aggregation_interval)
         self._settle([seg for p in t.processes.values() for seg in p.segments], now, settle, cold_age, t.counts)
         for p in t.processes.values():
             for seg in p.segments:
@@ -291,20 +326,33 @@ class PromotionTracker:
     def _fresh(r: RegionRecord, now: float) -> _Segment:
         return _Segment(r.start, r.end, _first_bands(r, now), _frequency(r), float(r.period_referenced))
 
-    def _advance(self, p: _Process, recs: list[RegionRecord], now: float, cold_age: float, counts: _Counts) -> None:
+    def _advance(self, p: _Process, recs: list[RegionRecord], now: float, cold_age: float, counts: _Counts,
+                 aggregation_interval: float = 0.0) -> None:
         prev = p.observed_at
         period = max((r.period_start for r in recs), default=0.0)
         new_period = period > p.period_start
         if new_period and p.period_start > 0:
-            # a clear: what was touched in the last period is known idle since the clear only
+            # a clear: what was touched in the last period is known idle since the clear only;
+            # the returns proved in the last periods give those expected before cold_age
+            p.proving_sum = p.proving_sum / 2 + p.proving
             for seg in p.segments:
                 for b in seg.bands:
                     if b.touched:
                         b.since, b.touched = period, False
+                seg.last_opening, seg.opening = seg.opening, 0.0
+                seg.proven_sum = seg.proven_sum / 2 + seg.proven
+                if seg.proven_sum < SLIVER_BYTES:  # long past: expect nothing
+                    seg.proven_sum = 0.0
+                seg.proven = 0.0
+                seg.owed = OWED_MARGIN * seg.proven_sum / p.proving_sum * cold_age if p.proving_sum > 0 else 0.0
+            p.proving = 0.0
         segments: list[_Segment] = []
         starts = [seg.start for seg in p.segments]  # once per process, not once per record
+        proving = period > 0 and prev - period >= cold_age  # a first touch now proves a return
+        if proving:
+            p.proving += now - prev
         for r in sorted(recs, key=lambda r: r.start):
-            inv, referenced = _inherit(p.segments, starts, r)
+            inv, old = _inherit(p.segments, starts, r)
             if not inv:
                 segments.append(self._fresh(r, now))  # a range new to us: no history, no return
                 continue
@@ -315,7 +363,9 @@ class PromotionTracker:
             elif total > have:  # memory came: faulted in now
                 inv.append(_Band(total - have, now))
             if r.idle_distribution:
-                segments.append(self._referenced(r, inv, 0.0 if new_period else referenced, now, prev, period, cold_age, counts))
+                if new_period:
+                    old.referenced = 0.0
+                segments.append(self._referenced(r, inv, old, now, prev, period, cold_age, counts, aggregation_interval))
             else:
                 segments.append(self._sampled(r, inv, now, prev))
         p.segments, p.observed_at = segments, now
@@ -373,26 +423,63 @@ class PromotionTracker:
                 b.pending_age = None
 
     @staticmethod
-    def _referenced(r: RegionRecord, inv: list[_Band], before: float, now: float, prev: float, period: float,
-                    cold_age: float, counts: _Counts) -> _Segment:
+    def _referenced(r: RegionRecord, inv: list[_Band], seg: _Segment, now: float, prev: float, period: float,
+                    cold_age: float, counts: _Counts, aggregation_interval: float = 0.0) -> _Segment:
         """A clear_refs mapping: bytes touched for the first time since the clear, taken
-        from those untouched since it, youngest first (what was used last period is touched
-        again first)."""
-        touched = max(0.0, r.period_referenced - before)
+        from those untouched since it.
+
+        A first touch at least ``cold_age`` after the clear proves a return: the byte was
+        untouched since the clear. Before ``cold_age``, the bytes touched in the last
+        period (idle less than ``cold_age``, as far as the counts tell) and bytes idle
+        longer are alike to smaps; the lower bound takes the young ones first (what was
+        used stays in use), which counts nothing there. The estimate counted instead
+        assumes returns go on at the rate the last period proved them, as much as that
+        rate allows over the time elapsed, and no more than the first touches seen and the
+        old bytes there are: a mapping whose memory in use only re-touches itself proves
+        no returns and is estimated none. The error is the rest of the bracket: from the
+        young-first lower bound to old-first (every first touch a return)."""
+        touched = max(0.0, r.period_referenced - seg.referenced)
         eligible = sorted((b for b in inv if not b.touched), key=lambda b: b.since, reverse=True)
         others = [b for b in inv if b.touched]
-        # the promoted bytes are a lower bound: where bytes idle at least cold_age and
-        # bytes idle less could both have been the ones touched, the difference between
-        # taking the old ones first and the young ones first is counted as error (except in
-        # the first aggregation of a period, where the memory in use re-touches itself)
-        old = sum(b.nbytes for b in eligible if b.since < prev and prev - b.since >= cold_age)
-        taken, rest = _take(eligible, touched)
+        is_old = [b.since < prev and prev - b.since >= cold_age for b in eligible]
+        old = sum(b.nbytes for b, o in zip(eligible, is_old) if o)
+        lower, left = 0.0, touched  # young first, as taken below without an estimate
+        for b, o in zip(eligible, is_old):
+            n = min(left, b.nbytes)
+            lower, left = lower + (n if o else 0.0), left - n
+        blind = prev - period < cold_age
+        # the first aggregation interval after a clear (one or two aggregations: a clear may
+        # come just before one) is mostly the memory in use touching itself again: only
+        # what stands above the last period's opening may be returns
+        first = prev <= period or prev - period < aggregation_interval - 1e-9
+        if first:
+            room = 0.0
+        else:
+            room = touched
+        estimate = min(seg.owed, room, old) if blind else 0.0
+        estimate = max(0.0, estimate - lower)
+        # the estimated returns come from the old bytes, the least idle of them first
+        olds = [b for b, o in zip(eligible, is_old) if o]
+        young = [b for b, o in zip(eligible, is_old) if not o]
+        from_old, olds = _take(olds, estimate)
+        taken, rest = _take(young + olds, touched - sum(b.nbytes for b in from_old))
         promoted = 0.0
-        for b in taken:
-            if b.since < prev:
+        for b in from_old + taken:
+            # idle for less than an aggregation is the resolution, not idleness: bytes of the
+            # last period touched again right after the clear are not returns from anything
+            if b.since < prev and prev - b.since >= min(aggregation_interval, cold_age):
                 counts.add(prev - b.since, b.nbytes, cold_age)
                 promoted += b.nbytes if prev - b.since >= cold_age else 0.0
             b.since, b.touched = now, True
-        if prev >= period:  # right after a clear, what was used before is used again first
-            counts.add(cold_age, 0.0, cold_age, error=max(0.0, min(touched, old) - promoted))
-        return _Segment(r.start, r.end, taken + rest + others, 1.0, float(r.period_referenced))
+        if blind:
+            seg.owed = max(0.0, seg.owed - promoted)
+        elif not blind:
+            seg.proven, seg.owed = seg.proven + promoted, 0.0
+        upper = min(touched, old)
+        if not first:  # right after a clear, what was used before is used again first
+            counts.add(cold_age, 0.0, cold_age, error=max(upper - promoted, promoted - lower))
+        elif promoted > lower:
+            counts.add(cold_age, 0.0, cold_age, error=promoted - lower)
+        return _Segment(r.start, r.end, from_old + taken + rest + others, 1.0, float(r.period_referenced),
+                        proven=seg.proven, proven_sum=seg.proven_sum, owed=seg.owed, opening=seg.opening,
+                        last_opening=seg.last_opening)

@@ -180,6 +180,22 @@ def fold(smaps: list[SmapsEntry], starts: list[int]) -> list[SmapsEntry]:
     return [SmapsEntry(starts[i], g[0], g[1], g[2], g[3], g[4], g[5]) for i, g in sorted(acc.items())]
 
 
+#: how much longer than its base a clear period may be (a half: 2 to 3 cold_age) (see :func:`period_length`)
+PERIOD_JITTER = 0.5
+_GOLDEN = (5 ** 0.5 - 1) / 2
+
+
+def period_length(base: float, n: int) -> float:
+    """The length of a process' ``n``-th clear period: ``base`` stretched by a share of
+    ``PERIOD_JITTER`` that no two nearby periods share (the golden-ratio sequence).
+
+    Memory used on a rhythm that divides the clear period would otherwise meet every clear
+    at the same phase: returns that fall right at a clear look like memory in use touching
+    itself again, for ever. Aperiodic clears meet every phase alike, so what each part of a
+    period sees is, over a few periods, a fair sample (and deterministic: tests can follow)."""
+    return base * (1.0 + PERIOD_JITTER * ((n * _GOLDEN) % 1.0))
+
+
 #: completed clear periods remembered per process: enough to prove idle times past the
 #: largest finite bucket of damon_idle_age_seconds (3600 s) at the 2-minute default period
 MAX_PERIODS = 32

@@ -10,8 +10,10 @@ clear. That curve, bytes touched within τ of the clear for every τ up to the c
 is the working-set-size profile (Brendan Gregg's wss tools), and under a steady pattern it
 is also the distribution of idle time: bytes not touched within τ are idle for at least τ.
 
-So, per process, the engine clears once per **clear period** (the longest horizon the
-summary asks about: ``max(working_set_window, cold_age)``, 2 minutes by default), reads
+So, per process, the engine clears once per **clear period** (``max(working_set_window,
+2 * cold_age)``, 4 minutes by default, stretched by up to a half so that clears fall
+aperiodically: a first touch later than ``cold_age`` after a clear is a proven return from
+idleness, so at least half of each period proves returns), reads
 ``smaps`` at every aggregation and at exactly each horizon after the clear, and hands back
 one record per mapping whose idle distribution is that curve. A figure at horizon τ is
 exact once τ has passed since the clear; until then the previous period's exact figure is
@@ -41,6 +43,7 @@ from typing import Callable, Iterable
 from exporter.engines.bookkeeping import Failures
 from exporter.engines.clear_refs.curves import (
     MAX_PERIODS,
+    period_length,
     period_touched,
     proven_idle,
     fold,
@@ -89,6 +92,7 @@ class _Proc:
     #: completed periods, newest first: (when it was cleared, {mapping start: bytes
     #: referenced by its end}); what they prove carries idle time past one period
     history: deque = field(default_factory=lambda: deque(maxlen=MAX_PERIODS))
+    clears: int = 0  # how many periods began: each one's length (see period_length)
 
 
 @dataclass
@@ -119,6 +123,7 @@ class ReferencedBytesEngine(Engine):
         self.wall_clock = wall_clock
         self.sleep = sleep
         self.horizons: tuple[float, ...] = (DEFAULT_WORKING_SET_WINDOW, DEFAULT_COLD_AGE)
+        self.returns_after: float = DEFAULT_COLD_AGE
         self._targets: dict[TargetKey, _Target] = {}
         # one state per process, shared by every target that lists it: two clears of one
         # process would erase each other's curves
@@ -137,8 +142,12 @@ class ReferencedBytesEngine(Engine):
 
     @property
     def clear_period(self) -> float:
-        """Seconds between clears: the longest horizon (at least one aggregation)."""
-        return max(max(self.horizons, default=0.0), self._attrs.aggregation_interval)
+        """Seconds between clears: the longest horizon, and twice ``returns_after`` (a
+        first touch past ``returns_after`` since the clear proves a return, so half of
+        every period counts returns exactly; see summary/promotion.py), at least one
+        aggregation."""
+        longest = max(max(self.horizons, default=0.0), 2 * self.returns_after)
+        return max(longest, self._attrs.aggregation_interval)
 
     def set_attrs(self, attrs: MonitoringAttrs) -> None:
         if self._steps == 0:
@@ -147,10 +156,11 @@ class ReferencedBytesEngine(Engine):
         else:
             self._pending_attrs = attrs
 
-    def set_horizons(self, seconds: Iterable[float]) -> None:
+    def set_horizons(self, seconds: Iterable[float], *, returns_after: float | None = None) -> None:
         """A longer period applies from the next clear; a shorter one ends the current
         period at once if it is already that old (both at the next read)."""
         self.horizons = tuple(sorted({float(s) for s in seconds if s > 0}))
+        self.returns_after = float(returns_after) if returns_after and returns_after > 0 else 0.0
 
     def set_targets(self, specs: Iterable[TargetSpec]) -> None:
         specs = list(specs)
@@ -214,6 +224,13 @@ class ReferencedBytesEngine(Engine):
         self.source.clear(p.ref)
         p.period = Period(cleared_at=now, cleared_wall=self.wall_clock() - (self.clock() - now))
         p.regroup = True
+        p.clears += 1
+
+    def _period_length(self, p: _Proc) -> float:
+        """This process' current period: watching for returns, aperiodic (see
+        :func:`period_length`); otherwise exactly the clear period."""
+        base = self.clear_period
+        return period_length(base, p.clears) if self.returns_after > 0 else base
 
     def _read(self, p: _Proc) -> list[SmapsEntry]:
         """smaps of ``p``, its mappings folded into at most ``max_regions`` groups: a
@@ -233,7 +250,7 @@ class ReferencedBytesEngine(Engine):
             return
         elapsed = now - p.period.cleared_at
         due = [h for h in self.horizons if h <= elapsed and h not in p.period.horizons_read]
-        end = elapsed >= self.clear_period
+        end = elapsed >= self._period_length(p)
         if not (aggregate or due or end):
             return
         smaps = self._read(p)
