@@ -27,7 +27,9 @@ How much is accessed now depends on what the engine sees:
   counts per mapping, and bytes untouched since a clear are proven idle since it. Bytes
   touched in one clear period are known idle only since the next clear (their last touch
   in the period is not visible), which makes every idle age a lower bound and counts
-  nothing twice; a return is seen once per clear period at most.
+  nothing twice; a return is seen once per clear period at most. A first touch at least
+  ``cold_age`` after a clear is a proven return; before that, returns are estimated at the
+  rate the last periods proved them (see :meth:`PromotionTracker._referenced`).
 
 Memory that leaves (freed, reclaimed) leaves from the oldest bands first, as reclaim takes
 it; memory that appears is accessed now (a fault is an access) and returns from nothing.
