@@ -425,6 +425,24 @@ def pss_of(pid: int) -> int:
     return 0
 
 
+#: issue 19's workload at kernel DAMON's own defaults: what a damon_sysfs user gets
+KERNEL_DEFAULTS_POLICY = Policy(cold_age=8.0, working_set_window=3.0)
+KERNEL_DEFAULTS_SECONDS = 60
+
+
+def check_accuracy_defaults(ctx: "Ctx") -> dict:
+    """512 MiB resident, 64 MiB hot, at the backend's own default attributes (no
+    ``monitoring:`` section), cold_age 8 s and working_set_window 3 s."""
+    w = Workload(ctx.binary, "--size", "512", "--hot", "64")
+    try:
+        r = w.ready[0]
+        engine = ctx.engine(default_attrs=True, policy=KERNEL_DEFAULTS_POLICY)
+        run = monitor(engine, w.pids, KERNEL_DEFAULTS_SECONDS, buffer_of(r), extra=hot_cold_overlap(r))
+    finally:
+        w.stop()
+    return result(run, {"working_set": r["hot_size"], "cold": r["size"] - r["hot_size"], "buffer": r["size"]})
+
+
 def check_shared_readers(ctx: "Ctx", defaults: bool = False) -> dict:
     """A parent writes 128 MiB and forks 4 children that only *read* its top 16 MiB: the
     five share every page copy-on-write. One target of five: resident 128 MiB (each page
@@ -727,6 +745,7 @@ CHECKS.update({
     "damon_sysfs/shared_readers": _on("damon_sysfs", check_shared_readers),
     "damon_sysfs/promotion": _on("damon_sysfs", check_promotion),
     "damon_sysfs/shared_readers_defaults": _on("damon_sysfs", lambda ctx: check_shared_readers(ctx, defaults=True)),
+    "damon_sysfs/accuracy_defaults": _on("damon_sysfs", check_accuracy_defaults),
     "damon_sysfs/exit_mid_run": _on("damon_sysfs", check_exit_mid_run),
     "damon_sysfs/overlapping_ranges": _on("damon_sysfs", check_overlapping_ranges),
     "damon_sysfs/lifecycle": check_damon_sysfs_lifecycle,
@@ -776,7 +795,7 @@ class Ctx:
     def ops(self, **kwargs: bool) -> PageIdleOps:
         return PageIdleOps(**kwargs)
 
-    def engine(self, default_attrs: bool = False, **kwargs: bool) -> Summarizing:
+    def engine(self, default_attrs: bool = False, policy: Policy | None = None, **kwargs: bool) -> Summarizing:
         """The engine under test: page_idle (user-space DAMON) or kernel DAMON; at the
         checks' fast attributes, or (``default_attrs``) at those a user gets with no
         ``monitoring:`` section (cold_age and working_set_window shortened to what a check
@@ -785,7 +804,7 @@ class Ctx:
 
         if self.backend == "damon_sysfs":
             if default_attrs:
-                return SummarizingDamonSysfs(monitoring_attrs("damon_sysfs", MonitoringAttrs(), ()), DEFAULTS_POLICY)
+                return SummarizingDamonSysfs(monitoring_attrs("damon_sysfs", MonitoringAttrs(), ()), policy or DEFAULTS_POLICY)
             return SummarizingDamonSysfs(DAMON_SYSFS_ATTRS)
         if default_attrs:
             return SummarizingMonitor(self.ops(**kwargs), MonitoringAttrs(), cold_age=DEFAULTS_POLICY.cold_age,

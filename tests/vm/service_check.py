@@ -47,6 +47,19 @@ targets:
       comm: [{comm}]
 """
 
+#: issue 19: kernel DAMON at its own defaults (no ``monitoring:`` section: 5 ms samples,
+#: 2 s aggregations, 10..100 regions), scraped every 5 s after a 20 s warm-up
+DAMON_SYSFS_CONFIG = """\
+backend: damon_sysfs
+cold_age: 8s
+working_set_window: 3s
+targets:
+  - name: workload
+    match:
+      comm: [{comm}]
+"""
+TIMING = {"page_idle": (WARM_UP, JUDGED, SCRAPE_EVERY), "damon_sysfs": (20.0, 60.0, 5.0)}
+
 GAUGES = {
     "damon_working_set_bytes": "working_set",
     "damon_cold_bytes": "cold",
@@ -58,6 +71,7 @@ GAUGES = {
     "damon_target_last_aggregation_timestamp_seconds": "aggregated_at",
 }
 SELF = {
+    "damon_sampler_kernel_cpu_seconds_total": "kernel_cpu",
     "damon_sampler_sample_interval_seconds": "sample_interval",
     "damon_sampler_aggregation_interval_seconds": "aggregation_interval",
     "damon_sampler_budget_ratio": "budget_ratio",
@@ -77,19 +91,67 @@ def scrape() -> dict:
     return out
 
 
+VMSTAT = ("pgmigrate_success", "compact_migrate_scanned", "compact_isolated", "thp_collapse_alloc", "numa_pages_migrated")
+
+
+def vmstat() -> dict:
+    out = {}
+    for line in open("/proc/vmstat"):
+        k, _, v = line.partition(" ")
+        if k in VMSTAT:
+            out[k] = int(v)
+    return out
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a whole process (every thread), from /proc/PID/stat."""
+    data = open(f"/proc/{pid}/stat", "rb").read()
+    fields = data[data.rfind(b")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def kdamond_state() -> dict:
+    base = "/sys/kernel/mm/damon/admin/kdamonds"
+    n = int(open(f"{base}/nr_kdamonds").read())
+    return {"nr_kdamonds": n, "states": [open(f"{base}/{i}/state").read().strip() for i in range(n)]}
+
+
+def kdamond_alone(pid: int, seconds: float) -> float:
+    """CPU seconds of a kdamond configured as the engine configures it at its defaults,
+    never read (bench/kernel_damon_compare.py's floor)."""
+    from exporter.engines.damon_sysfs.engine import DamonSysfsEngine
+    from exporter.engines.registry import monitoring_attrs
+    from exporter.model.attrs import MonitoringAttrs
+    from exporter.model.engine import TargetSpec
+    from exporter.model.process import ProcessRef
+
+    engine = DamonSysfsEngine(monitoring_attrs("damon_sysfs", MonitoringAttrs(), ()))
+    try:
+        engine.set_targets([TargetSpec("w", (ProcessRef(pid),))])
+        engine.start()
+        kpid = engine.kdamond_pid  # left where the kernel puts it, as the service's was
+        k0 = process_cpu_seconds(kpid)
+        time.sleep(seconds)
+        return process_cpu_seconds(kpid) - k0
+    finally:
+        engine.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workload", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--backend", choices=sorted(TIMING), default="page_idle")
     args = ap.parse_args(argv)
     require_test_guest()
+    warm_up, judged, every = TIMING[args.backend]
     with open(THP_ENABLED, "w") as f:
         f.write("madvise")
     work = Workload(args.workload, "--size", str(SIZE_MIB), "--hot", str(HOT_MIB))
     tmp = tempfile.mkdtemp(prefix="svc-")
     cfg = os.path.join(tmp, "config.yaml")
     with open(cfg, "w") as f:
-        f.write(CONFIG.format(comm=os.path.basename(args.workload)[:15]))
+        f.write((DAMON_SYSFS_CONFIG if args.backend == "damon_sysfs" else CONFIG).format(comm=os.path.basename(args.workload)[:15]))
     log = open(os.path.join(tmp, "exporter.log"), "w+")
     exporter = subprocess.Popen(
         [sys.executable, "-m", "exporter", "--config", cfg, "--web.listen-address", ADDRESS],
@@ -114,12 +176,19 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError("the exporter published no aggregation within 120 s")
         res["first_aggregation_after"] = round(first - t0, 1)
         next_at = first
-        while time.monotonic() < first + WARM_UP + JUDGED:
+        cpu0 = None
+        while time.monotonic() < first + warm_up + judged:
             s = scrape()
             s["t"] = round(time.monotonic() - first, 2)
-            s["judged"] = s["t"] >= WARM_UP
+            s["judged"] = s["t"] >= warm_up
+            s["vmstat"] = vmstat()  # page migration sets accessed bits: a cause to tell apart
+            if s["judged"]:
+                # the whole service (sampler, HTTP, discovery) and its kdamond
+                cpu = (process_cpu_seconds(exporter.pid), s.get("kernel_cpu", 0.0), time.monotonic())
+                cpu0 = cpu0 or cpu
+                res["cpu"] = {"exporter": cpu[0] - cpu0[0], "kdamond": cpu[1] - cpu0[1], "seconds": cpu[2] - cpu0[2]}
             scrapes.append(s)
-            next_at += SCRAPE_EVERY
+            next_at += every
             time.sleep(max(0.0, next_at - time.monotonic()))
         res["other_rss"] = rss_of(work.pids[0]) - SIZE_MIB * MiB
         res["exporter_alive"] = exporter.poll() is None
@@ -129,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
             exporter.wait(10)
         except subprocess.TimeoutExpired:
             exporter.kill()
+        if args.backend == "damon_sysfs":
+            res["kdamonds_after_exit"] = kdamond_state()
+            if res.get("cpu"):  # kernel DAMON alone, same process and attributes, for as long
+                res["kdamond_alone"] = kdamond_alone(work.pids[0], res["cpu"]["seconds"])
         work.stop()
         log.seek(0)
         res["log"] = log.read()[-20000:]

@@ -70,3 +70,57 @@ def test_the_budget_acted_and_says_what_it_costs(service: dict) -> None:
     assert all(s["sample_interval"] <= 0.4 + 1e-9 and s["aggregation_interval"] <= 2.0 + 1e-9 for s in judged)
     assert all(s["regions_max"] >= 40 for s in judged), table(judged)
     assert all(s["working_set_error"] <= 0.10 * service["truth"]["working_set"] for s in judged), table(judged)
+
+
+# -- kernel DAMON at its own defaults (issue 19) ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def damon_sysfs_service(vm_kernel: Path, workload_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The service with ``backend: damon_sysfs`` and no ``monitoring:`` section (5 ms / 2 s,
+    10..100 regions, the default budget acting on the kdamond's sampling), cold_age 8 s,
+    working_set_window 3 s, scraped every 5 s for a minute after 20 s; then kernel DAMON
+    alone at those defaults on the same process, for as long. One boot, about three minutes."""
+    shared = tmp_path_factory.mktemp("vm-service-damon")
+    out = shared / "service.json"
+    cmd = f"{sys.executable} -m tests.vm.service_check --backend damon_sysfs --workload {workload_binary} --out {out}\n"
+    run = harness.run_in_guest(cmd, kernel=vm_kernel, timeout=GUEST_TIMEOUT, shared_dir=shared)
+    res = json.loads(out.read_text()) if out.exists() else {}
+    if not res.get("scrapes"):
+        pytest.fail(f"no scrapes; {run.describe()}\n{res.get('log', '')[-3000:]}", pytrace=False)
+    return res
+
+
+def test_kernel_damon_at_its_defaults_every_scrape_within_ten_percent(damon_sysfs_service: dict) -> None:
+    res = damon_sysfs_service
+    truth = res["truth"]
+    judged = [s for s in res["scrapes"] if s["judged"]]
+    assert len(judged) >= 10 and res["exporter_alive"], table(res["scrapes"]) + res["log"][-3000:]
+    # within 10% or the error published with the scrape, every one; within 10% outright, all
+    # but one in ten (seen: 1 of 12 at 81.6 MiB for 64 with 17.3 of error, 5 s after the
+    # warm-up; 0 of 12 in the next boot)
+    for s in judged:
+        assert abs(s["working_set"] - truth["working_set"]) <= 0.10 * truth["working_set"] + s["working_set_error"], table(judged)
+        assert abs(s["cold"] - truth["cold"]) <= 0.10 * truth["cold"] + s["cold_error"], table(judged)
+    bad = [s for s in judged if abs(s["working_set"] - truth["working_set"]) > 0.10 * truth["working_set"]
+           or abs(s["cold"] - truth["cold"]) > 0.10 * truth["cold"]]
+    assert len(bad) <= max(1, len(judged) // 10), table(judged)
+
+
+def test_kernel_damon_service_costs_at_most_twice_kernel_damon_alone(damon_sysfs_service: dict) -> None:
+    """The whole service (sampler, HTTP, discovery: the process' CPU) plus its kdamond,
+    against a kdamond alone at the defaults for as long. The budget counts the kdamond too,
+    so under emulation it slows the kdamond's sampling: the service cost 0.65-0.70 of the
+    kernel alone at the defaults in our boots (bench/kernel_damon_compare.py compares at
+    equal attributes: 1.4x)."""
+    cpu, alone = damon_sysfs_service["cpu"], damon_sysfs_service["kdamond_alone"]
+    assert cpu["kdamond"] > 0 and alone > 0, (cpu, alone)
+    total = cpu["exporter"] + cpu["kdamond"]
+    print(f"damon_sysfs service: exporter {cpu['exporter']:.2f} s + kdamond {cpu['kdamond']:.2f} s "
+          f"over {cpu['seconds']:.0f} s; kdamond alone {alone:.2f} s: {total / alone:.2f}x")
+    assert total <= 2 * alone, (cpu, alone)
+
+
+def test_no_kdamond_left_after_the_service_exits(damon_sysfs_service: dict) -> None:
+    assert damon_sysfs_service["kdamonds_after_exit"] == {"nr_kdamonds": 0, "states": []}
+    assert "kernel DAMON given back: kdamond off, nr_kdamonds 0" in damon_sysfs_service["log"]
