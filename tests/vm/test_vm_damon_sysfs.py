@@ -107,13 +107,29 @@ def test_steady_memory_promotes_nothing(checks: dict) -> None:
 
 
 def test_forked_readers_at_the_default_attributes_count_each_page_once(checks: dict) -> None:
-    """Kernel DAMON at its own defaults (5 ms samples): resident by share at every
-    aggregation. (How close its working set and cold bytes come at these attributes is
-    issue 19's: printed here, asserted at the checks' attributes above.)"""
+    """Kernel DAMON at its own defaults (5 ms samples, 2 s aggregations, 10..100 regions),
+    forked readers: resident by share, working set and cold bytes within 10% at every one of
+    the last aggregations (issue 19; measured 16.7-17.4 MiB for 16 plus code, cold 111.3-112
+    for 112, at every aggregation after the cold age)."""
     res = check(checks, "damon_sysfs/shared_readers_defaults")
-    series = res["series"]
-    assert len(series) >= 9, len(series)
-    for s in series[-5:]:
-        assert_close(s["resident"], res["pss"], 0.10, f"resident (MiB: {trace(series, 'resident')})")
-        assert s["regions_shared"] > 0
-    print(f"damon_sysfs defaults, forked readers: working set {trace(series, 'working_set')}, cold {trace(series, 'cold')} MiB")
+    print(f"damon_sysfs defaults, forked readers: working set {trace(res['series'], 'working_set')}, "
+          f"cold {trace(res['series'], 'cold')} MiB")
+    assert_shared_accurate(res, last=10)
+
+
+def test_one_process_at_the_default_attributes_within_ten_percent(checks: dict) -> None:
+    """Issue 19's workload (512 MiB, 64 hot) at kernel DAMON's own defaults, cold_age 8 s,
+    working_set_window 3 s: every aggregation of the last 30 s within 10% of the truth, or
+    within the error published with it (one in ten may miss: a region at the hot edge seen
+    accessed in one aggregation, 75.9 MiB for 64 with 11.4 of error, once in 25)."""
+    res = check(checks, "damon_sysfs/accuracy_defaults")
+    truth = res["truth"]
+    judged = [s for s in res["series"] if s["t"] >= res["series"][-1]["t"] - 30]
+    print(f"damon_sysfs defaults, one process: working set {trace(judged, 'working_set')}, cold {trace(judged, 'cold')} MiB")
+    assert len(judged) >= 10, len(judged)
+    off = [s for s in judged
+           if abs(s["working_set"] - truth["working_set"]) > 0.10 * truth["working_set"] + s["working_set_error"]
+           or abs(s["cold"] - truth["cold"]) > 0.10 * truth["cold"] + s["cold_error"]]
+    assert not off, f"beyond 10% and the published error: {trace(judged, 'working_set')} / {trace(judged, 'cold')}"
+    outright = [s for s in judged if abs(s["working_set"] - truth["working_set"]) > 0.10 * truth["working_set"]]
+    assert len(outright) <= len(judged) // 10, trace(judged, "working_set")
