@@ -22,7 +22,7 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.vm.guest_checks import MONITOR_CPU, THP_ENABLED, Workload, require_test_guest, rss_of
+from tests.vm.guest_checks import MONITOR_CPU, THP_ENABLED, Workload, pss_of, require_test_guest, rss_of
 
 MiB = 1 << 20
 ADDRESS = "127.0.0.1:10170"
@@ -59,6 +59,19 @@ targets:
       comm: [{comm}]
 """
 TIMING = {"page_idle": (WARM_UP, JUDGED, SCRAPE_EVERY), "damon_sysfs": (20.0, 60.0, 5.0)}
+#: issue 18: five forked processes sharing 128 MiB copy-on-write, 16 MiB of it read by four
+#: of them, one target, each backend at its own defaults (cold_age 30 s, window 20 s)
+READERS_CONFIG = """\
+backend: {backend}
+cold_age: 30s
+working_set_window: 20s
+targets:
+  - name: workload
+    match:
+      comm: [{comm}]
+"""
+READERS_TIMING = (45.0, 60.0, 5.0)
+READERS_SIZE_MIB, READERS_HOT_MIB = 128, 16
 
 GAUGES = {
     "damon_working_set_bytes": "working_set",
@@ -142,16 +155,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workload", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--backend", choices=sorted(TIMING), default="page_idle")
+    ap.add_argument("--readers", action="store_true", help="forked readers sharing their pages (issue 18)")
     args = ap.parse_args(argv)
     require_test_guest()
-    warm_up, judged, every = TIMING[args.backend]
+    warm_up, judged, every = READERS_TIMING if args.readers else TIMING[args.backend]
     with open(THP_ENABLED, "w") as f:
         f.write("madvise")
-    work = Workload(args.workload, "--size", str(SIZE_MIB), "--hot", str(HOT_MIB))
+    if args.readers:
+        work = Workload(args.workload, "--readers", "4", "--size", str(READERS_SIZE_MIB), "--hot", str(READERS_HOT_MIB), nready=5)
+    else:
+        work = Workload(args.workload, "--size", str(SIZE_MIB), "--hot", str(HOT_MIB))
     tmp = tempfile.mkdtemp(prefix="svc-")
     cfg = os.path.join(tmp, "config.yaml")
     with open(cfg, "w") as f:
-        f.write((DAMON_SYSFS_CONFIG if args.backend == "damon_sysfs" else CONFIG).format(comm=os.path.basename(args.workload)[:15]))
+        comm = os.path.basename(args.workload)[:15]
+        if args.readers:
+            f.write(READERS_CONFIG.format(backend=args.backend, comm=comm))
+        else:
+            f.write((DAMON_SYSFS_CONFIG if args.backend == "damon_sysfs" else CONFIG).format(comm=comm))
     log = open(os.path.join(tmp, "exporter.log"), "w+")
     exporter = subprocess.Popen(
         [sys.executable, "-m", "exporter", "--config", cfg, "--web.listen-address", ADDRESS],
@@ -159,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
         preexec_fn=lambda: os.sched_setaffinity(0, {MONITOR_CPU}),
     )
     scrapes: list[dict] = []
-    res: dict = {"truth": {"working_set": HOT_MIB * MiB, "cold": (SIZE_MIB - HOT_MIB) * MiB}}
+    if args.readers:
+        res: dict = {"truth": {"working_set": READERS_HOT_MIB * MiB, "cold": (READERS_SIZE_MIB - READERS_HOT_MIB) * MiB,
+                               "buffer": READERS_SIZE_MIB * MiB}}
+    else:
+        res = {"truth": {"working_set": HOT_MIB * MiB, "cold": (SIZE_MIB - HOT_MIB) * MiB}}
     try:
         t0 = time.monotonic()
         first = None
@@ -182,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
             s["t"] = round(time.monotonic() - first, 2)
             s["judged"] = s["t"] >= warm_up
             s["vmstat"] = vmstat()  # page migration sets accessed bits: a cause to tell apart
+            if args.readers:  # what the kernel says the five hold, read beside each scrape
+                s["pss"] = sum(pss_of(p) for p in work.pids)
+                s["rss"] = sum(rss_of(p) for p in work.pids)
             if s["judged"]:
                 # the whole service (sampler, HTTP, discovery) and its kdamond
                 cpu = (process_cpu_seconds(exporter.pid), s.get("kernel_cpu", 0.0), time.monotonic())

@@ -124,3 +124,50 @@ def test_kernel_damon_service_costs_at_most_twice_kernel_damon_alone(damon_sysfs
 def test_no_kdamond_left_after_the_service_exits(damon_sysfs_service: dict) -> None:
     assert damon_sysfs_service["kdamonds_after_exit"] == {"nr_kdamonds": 0, "states": []}
     assert "kernel DAMON given back: kdamond off, nr_kdamonds 0" in damon_sysfs_service["log"]
+
+
+# -- forked readers through the service (issue 18) -------------------------------------------
+
+
+# damon_sysfs is not here yet (issue 18 open): through the service at the default budget,
+# reading five processes' shared pages per page costs the sampler ~8% of an emulated core,
+# the budget answers by capping regions (25 for the five) and 48 MiB of cold memory then
+# reads as working set (64 MiB for 16, inside a published error of 64).
+@pytest.fixture(scope="module", params=["page_idle"])
+def readers_service(request: pytest.FixtureRequest, vm_kernel: Path, workload_binary: Path,
+                    tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The service at the backend's own defaults on five forked processes sharing 128 MiB
+    copy-on-write (16 MiB read by four of them), one target, cold_age 30 s, window 20 s,
+    scraped every 5 s for a minute after 45 s. One boot per backend, about three minutes."""
+    backend = request.param
+    shared = tmp_path_factory.mktemp(f"vm-readers-{backend}")
+    out = shared / "service.json"
+    cmd = f"{sys.executable} -m tests.vm.service_check --readers --backend {backend} --workload {workload_binary} --out {out}\n"
+    run = harness.run_in_guest(cmd, kernel=vm_kernel, timeout=GUEST_TIMEOUT, shared_dir=shared)
+    res = json.loads(out.read_text()) if out.exists() else {}
+    if not res.get("scrapes"):
+        pytest.fail(f"no scrapes; {run.describe()}\n{res.get('log', '')[-3000:]}", pytrace=False)
+    res["backend"] = backend
+    return res
+
+
+def test_forked_readers_through_the_service_count_each_page_once(readers_service: dict) -> None:
+    """At every scrape after warm-up: resident within 10% of the five processes' summed Pss
+    read beside it; working set within 10% of the 16 MiB read (plus half of what else the
+    five hold: code, stack, libc) and cold within 10% of the rest, or within the error
+    published with the scrape; one scrape in ten may miss that."""
+    res = readers_service
+    truth = res["truth"]
+    judged = [s for s in res["scrapes"] if s["judged"]]
+    assert len(judged) >= 10 and res["exporter_alive"], table(res["scrapes"]) + res["log"][-3000:]
+    print(f"{res['backend']} service, forked readers:\n{table(judged)}")
+    off = []
+    for s in judged:
+        assert s["rss"] > 4 * truth["buffer"], "the pages were not shared"
+        assert abs(s["resident"] - s["pss"]) <= 0.10 * s["pss"], (s["resident"] / MiB, s["pss"] / MiB, table(judged))
+        other = s["pss"] - truth["buffer"]
+        ws_slack = 0.10 * truth["working_set"] + s["working_set_error"]
+        if not (truth["working_set"] - ws_slack <= s["working_set"] <= truth["working_set"] + other + ws_slack
+                and abs(s["cold"] - truth["cold"]) <= 0.10 * truth["cold"] + s["cold_error"]):
+            off.append(s)
+    assert len(off) <= len(judged) // 10, f"{len(off)} of {len(judged)} scrapes off:\n{table(judged)}"
