@@ -20,16 +20,22 @@ MiB = 1 << 20
 GUEST_TIMEOUT = 600
 
 
-@pytest.fixture(scope="module")
-def service(vm_kernel: Path, workload_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    shared = tmp_path_factory.mktemp("vm-service")
+def boot_service(vm_kernel: Path, workload_binary: Path, tmp_path_factory: pytest.TempPathFactory, name: str,
+                 *args: str) -> dict:
+    """One guest boot running tests/vm/service_check.py with ``args``; its results."""
+    shared = tmp_path_factory.mktemp(name)
     out = shared / "service.json"
-    cmd = f"{sys.executable} -m tests.vm.service_check --workload {workload_binary} --out {out}\n"
+    cmd = f"{sys.executable} -m tests.vm.service_check {' '.join(args)} --workload {workload_binary} --out {out}\n"
     run = harness.run_in_guest(cmd, kernel=vm_kernel, timeout=GUEST_TIMEOUT, shared_dir=shared)
     res = json.loads(out.read_text()) if out.exists() else {}
     if not res.get("scrapes"):
         pytest.fail(f"no scrapes; {run.describe()}\n{res.get('log', '')[-3000:]}", pytrace=False)
     return res
+
+
+@pytest.fixture(scope="module")
+def service(vm_kernel: Path, workload_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return boot_service(vm_kernel, workload_binary, tmp_path_factory, "vm-service")
 
 
 def table(scrapes: list[dict]) -> str:
@@ -81,14 +87,7 @@ def damon_sysfs_service(vm_kernel: Path, workload_binary: Path, tmp_path_factory
     10..100 regions, the default budget acting on the kdamond's sampling), cold_age 8 s,
     working_set_window 3 s, scraped every 5 s for a minute after 20 s; then kernel DAMON
     alone at those defaults on the same process, for as long. One boot, about three minutes."""
-    shared = tmp_path_factory.mktemp("vm-service-damon")
-    out = shared / "service.json"
-    cmd = f"{sys.executable} -m tests.vm.service_check --backend damon_sysfs --workload {workload_binary} --out {out}\n"
-    run = harness.run_in_guest(cmd, kernel=vm_kernel, timeout=GUEST_TIMEOUT, shared_dir=shared)
-    res = json.loads(out.read_text()) if out.exists() else {}
-    if not res.get("scrapes"):
-        pytest.fail(f"no scrapes; {run.describe()}\n{res.get('log', '')[-3000:]}", pytrace=False)
-    return res
+    return boot_service(vm_kernel, workload_binary, tmp_path_factory, "vm-service-damon", "--backend", "damon_sysfs")
 
 
 def test_kernel_damon_at_its_defaults_every_scrape_within_ten_percent(damon_sysfs_service: dict) -> None:
@@ -140,13 +139,7 @@ def readers_service(request: pytest.FixtureRequest, vm_kernel: Path, workload_bi
     copy-on-write (16 MiB read by four of them), one target, cold_age 30 s, window 20 s,
     scraped every 5 s for a minute after 45 s. One boot per backend, about three minutes."""
     backend = request.param
-    shared = tmp_path_factory.mktemp(f"vm-readers-{backend}")
-    out = shared / "service.json"
-    cmd = f"{sys.executable} -m tests.vm.service_check --readers --backend {backend} --workload {workload_binary} --out {out}\n"
-    run = harness.run_in_guest(cmd, kernel=vm_kernel, timeout=GUEST_TIMEOUT, shared_dir=shared)
-    res = json.loads(out.read_text()) if out.exists() else {}
-    if not res.get("scrapes"):
-        pytest.fail(f"no scrapes; {run.describe()}\n{res.get('log', '')[-3000:]}", pytrace=False)
+    res = boot_service(vm_kernel, workload_binary, tmp_path_factory, f"vm-readers-{backend}", "--readers", "--backend", backend)
     res["backend"] = backend
     return res
 
