@@ -116,10 +116,6 @@ class _Segment:
     proven: float = 0.0
     proven_sum: float = 0.0  # proven per period, halved at each clear (a smoothed sum)
     owed: float = 0.0
-    #: bytes touched first in the first aggregation after the clear, this period and the
-    #: last: the memory in use touching itself again, the level returns then stand above
-    opening: float = -1.0  # -1: not seen (a range first seen mid-period)
-    last_opening: float = -1.0
 
 
 @dataclass
@@ -257,7 +253,6 @@ def _inherit(old: Sequence[_Segment], starts: Sequence[int], r: RegionRecord) ->
     spreads beyond them."""
     bands: list[_Band] = []
     acc = _Segment(r.start, r.end, [])
-    opening = last_opening = None
     i = bisect.bisect_right(starts, r.start) - 1  # starts: the old segments', sorted
     for seg in old[max(0, i):]:
         if seg.start >= r.end:
@@ -271,18 +266,7 @@ def _inherit(old: Sequence[_Segment], starts: Sequence[int], r: RegionRecord) ->
         acc.proven += seg.proven * f
         acc.proven_sum += seg.proven_sum * f
         acc.owed += seg.owed * f
-        opening = _add_known(opening, seg.opening, f)
-        last_opening = _add_known(last_opening, seg.last_opening, f)
-    acc.opening = -1.0 if opening is None else opening
-    acc.last_opening = -1.0 if last_opening is None else last_opening
     return bands, acc
-
-
-def _add_known(total: float | None, part: float, f: float) -> float:
-    """A sum of parts that is unknown (-1) as soon as one part is."""
-    if part < 0 or (total is not None and total < 0):
-        return -1.0
-    return (total or 0.0) + part * f
 
 
 class PromotionTracker:
@@ -341,7 +325,6 @@ class PromotionTracker:
                 for b in seg.bands:
                     if b.touched:
                         b.since, b.touched = period, False
-                seg.last_opening, seg.opening = seg.opening, 0.0
                 seg.proven_sum = seg.proven_sum / 2 + seg.proven
                 if seg.proven_sum < SLIVER_BYTES:  # long past: expect nothing
                     seg.proven_sum = 0.0
@@ -435,10 +418,11 @@ class PromotionTracker:
         period (idle less than ``cold_age``, as far as the counts tell) and bytes idle
         longer are alike to smaps; the lower bound takes the young ones first (what was
         used stays in use), which counts nothing there. The estimate counted instead
-        assumes returns go on at the rate the last period proved them, as much as that
-        rate allows over the time elapsed, and no more than the first touches seen and the
-        old bytes there are: a mapping whose memory in use only re-touches itself proves
-        no returns and is estimated none. The error is the rest of the bracket: from the
+        assumes returns go on at the rate the last periods proved them: at the clear, that
+        rate over ``cold_age`` (times OWED_MARGIN) is owed, and first touches pay it off,
+        no more than were seen and than old bytes there are, none in the first
+        aggregation interval after the clear: a mapping whose memory in use only re-touches
+        itself proves no returns and is estimated none. The error is the rest of the bracket: from the
         young-first lower bound to old-first (every first touch a return)."""
         touched = max(0.0, r.period_referenced - seg.referenced)
         eligible = sorted((b for b in inv if not b.touched), key=lambda b: b.since, reverse=True)
@@ -451,14 +435,9 @@ class PromotionTracker:
             lower, left = lower + (n if o else 0.0), left - n
         blind = prev - period < cold_age
         # the first aggregation interval after a clear (one or two aggregations: a clear may
-        # come just before one) is mostly the memory in use touching itself again: only
-        # what stands above the last period's opening may be returns
+        # come just before one) is the memory in use touching itself again: no estimate
         first = prev <= period or prev - period < aggregation_interval - 1e-9
-        if first:
-            room = 0.0
-        else:
-            room = touched
-        estimate = min(seg.owed, room, old) if blind else 0.0
+        estimate = min(seg.owed, touched, old) if blind and not first else 0.0
         estimate = max(0.0, estimate - lower)
         # the estimated returns come from the old bytes, the least idle of them first
         olds = [b for b, o in zip(eligible, is_old) if o]
@@ -475,7 +454,7 @@ class PromotionTracker:
             b.since, b.touched = now, True
         if blind:
             seg.owed = max(0.0, seg.owed - promoted)
-        elif not blind:
+        else:
             seg.proven, seg.owed = seg.proven + promoted, 0.0
         upper = min(touched, old)
         if not first:  # right after a clear, what was used before is used again first
@@ -483,5 +462,4 @@ class PromotionTracker:
         elif promoted > lower:
             counts.add(cold_age, 0.0, cold_age, error=promoted - lower)
         return _Segment(r.start, r.end, from_old + taken + rest + others, 1.0, float(r.period_referenced),
-                        proven=seg.proven, proven_sum=seg.proven_sum, owed=seg.owed, opening=seg.opening,
-                        last_opening=seg.last_opening)
+                        proven=seg.proven, proven_sum=seg.proven_sum, owed=seg.owed)

@@ -22,7 +22,8 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.vm.guest_checks import MONITOR_CPU, THP_ENABLED, Workload, pss_of, require_test_guest, rss_of
+from tests.support.exporter import proc_cpu_seconds
+from tests.vm.guest_checks import MONITOR_CPU, THP_ENABLED, Workload, _damon_state, pss_of, require_test_guest, rss_of
 
 MiB = 1 << 20
 ADDRESS = "127.0.0.1:10170"
@@ -116,19 +117,6 @@ def vmstat() -> dict:
     return out
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of a whole process (every thread), from /proc/PID/stat."""
-    data = open(f"/proc/{pid}/stat", "rb").read()
-    fields = data[data.rfind(b")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def kdamond_state() -> dict:
-    base = "/sys/kernel/mm/damon/admin/kdamonds"
-    n = int(open(f"{base}/nr_kdamonds").read())
-    return {"nr_kdamonds": n, "states": [open(f"{base}/{i}/state").read().strip() for i in range(n)]}
-
-
 def kdamond_alone(pid: int, seconds: float) -> float:
     """CPU seconds of a kdamond configured as the engine configures it at its defaults,
     never read (bench/kernel_damon_compare.py's floor)."""
@@ -143,9 +131,9 @@ def kdamond_alone(pid: int, seconds: float) -> float:
         engine.set_targets([TargetSpec("w", (ProcessRef(pid),))])
         engine.start()
         kpid = engine.kdamond_pid  # left where the kernel puts it, as the service's was
-        k0 = process_cpu_seconds(kpid)
+        k0 = proc_cpu_seconds(kpid)
         time.sleep(seconds)
-        return process_cpu_seconds(kpid) - k0
+        return proc_cpu_seconds(kpid) - k0
     finally:
         engine.close()
 
@@ -212,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                 s["rss"] = sum(rss_of(p) for p in work.pids)
             if s["judged"]:
                 # the whole service (sampler, HTTP, discovery) and its kdamond
-                cpu = (process_cpu_seconds(exporter.pid), s.get("kernel_cpu", 0.0), time.monotonic())
+                cpu = (proc_cpu_seconds(exporter.pid), s.get("kernel_cpu", 0.0), time.monotonic())
                 cpu0 = cpu0 or cpu
                 res["cpu"] = {"exporter": cpu[0] - cpu0[0], "kdamond": cpu[1] - cpu0[1], "seconds": cpu[2] - cpu0[2]}
             scrapes.append(s)
@@ -227,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.TimeoutExpired:
             exporter.kill()
         if args.backend == "damon_sysfs":
-            res["kdamonds_after_exit"] = kdamond_state()
+            res["kdamonds_after_exit"] = _damon_state()
             if res.get("cpu"):  # kernel DAMON alone, same process and attributes, for as long
                 res["kdamond_alone"] = kdamond_alone(work.pids[0], res["cpu"]["seconds"])
         work.stop()

@@ -121,7 +121,7 @@ def test_kernel_damon_service_costs_at_most_twice_kernel_damon_alone(damon_sysfs
 
 
 def test_no_kdamond_left_after_the_service_exits(damon_sysfs_service: dict) -> None:
-    assert damon_sysfs_service["kdamonds_after_exit"] == {"nr_kdamonds": 0, "states": []}
+    assert damon_sysfs_service["kdamonds_after_exit"]["nr_kdamonds"] == "0", damon_sysfs_service["kdamonds_after_exit"]
     assert "kernel DAMON given back: kdamond off, nr_kdamonds 0" in damon_sysfs_service["log"]
 
 
