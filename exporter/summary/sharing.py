@@ -18,9 +18,16 @@ what the views mean depends on the engine's check:
   of them is the tightest evidence: the hot part is the intersection of the processes' hot
   regions, and a region straddling the hot edge in one process is cut back by the others.
 
-Where the covering regions disagree (one calls the memory used, another idle), the bytes
-they disagree on are counted in the working set's and the cold bytes' error: the truth lies
-between the views. That finds the same physical page where the processes inherited the
+What is doubtful differs too. Per physical page, and for per-mapping counts of referenced
+bytes (clear_refs), where the covering regions disagree (one calls the memory used, another
+idle), the bytes they disagree on are counted in the working set's and the cold bytes'
+error: the truth lies between the views. Per mapping with DAMON's regions, a view that says
+idle is no evidence against another process' use (the parent that forked readers never
+reads their pages), so only the views of processes that use some shared memory doubt each
+other where they disagree; and a piece takes the doubt of the region whose view it took, as
+that region's own process sees it (its edge share: a region across the edge of the used
+part reads fewer accesses than the used regions beside it), up to the bytes taken from it.
+That finds the same physical page where the processes inherited the
 mapping from a common parent (fork keeps addresses: gunicorn ``--preload`` workers,
 PostgreSQL backends and their ``shared_buffers``, Redis' fork, multiprocessing), which is how
 pages come to be shared within one target in practice. Shared memory mapped at different
@@ -98,12 +105,15 @@ Share = Callable[[RegionRecord], float]
 
 
 def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: Share,
-                 per_page: bool = False) -> tuple[tuple[RegionRecord, ...], int, int]:
+                 per_page: bool = False, doubt: tuple[Share, Share] | None = None,
+                 ) -> tuple[tuple[RegionRecord, ...], int, int]:
     """The target's regions with the shared part of each, where processes of the target
     overlap with shared memory at the same addresses, split off into pieces used as the
     most recently used of them (``per_page``: as the least recently used); and the bytes of those pieces on which the regions
     disagreed, for the working set and for the cold bytes (``in_working_set`` and ``cold``
-    give the share of a region's bytes in each figure). Resident bytes in total are
+    give the share of a region's bytes in each figure; ``doubt`` the share of a region's
+    bytes its own process' edge evidence puts on the wrong side, for the working set and for
+    the cold bytes, used for point records of per-mapping checks). Resident bytes in total are
     unchanged; the pieces come after the regions they were cut from (they are nobody's
     neighbours in edge_error)."""
     shared = sorted((r for r in regions if r.shared_bytes > 0 and r.end > r.start), key=lambda r: r.start)
@@ -111,6 +121,9 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
         return tuple(regions), 0, 0
     bounds = sorted({x for r in shared for x in (r.start, r.end)})
     moved: dict[int, int] = {}  # id(region) -> shared bytes moved into pieces
+    #: id(view) -> (view, bytes that took it, their working-set and cold disagreement)
+    taken: dict[int, tuple[RegionRecord, int, float, float]] = {}
+    users = {r.pid for r in shared if in_working_set(r) > 0}
     ws_error = cold_error = 0.0
     pieces: list[RegionRecord] = []
     active: list[RegionRecord] = []
@@ -130,8 +143,26 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
             nbytes = round(r.shared_bytes * (hi - r.start) / size) - round(r.shared_bytes * (lo - r.start) / size)
             moved[id(r)] = moved.get(id(r), 0) + nbytes
             pieces.append(_piece(r, lo, hi, nbytes, covering, per_page))
+            if doubt is not None and not per_page and not r.idle_distribution:
+                # only the views of processes that use shared memory can doubt each other
+                ws_u = [w for w, c in zip(ws, covering) if c.pid in users] or [0.0]
+                cd_u = [x for x, c in zip(cd, covering) if c.pid in users] or [0.0]
+                view = min(covering, key=_freshness)
+                v, b, dw, dc = taken.get(id(view), (view, 0, 0.0, 0.0))
+                taken[id(view)] = (view, b + nbytes, dw + nbytes * (max(ws_u) - min(ws_u)),
+                                   dc + nbytes * (max(cd_u) - min(cd_u)))
+                continue
             ws_error += nbytes * (max(ws) - min(ws))
             cold_error += nbytes * (max(cd) - min(cd))
+    if doubt is not None:
+        ws_doubt, cold_doubt = doubt
+        for view, nbytes, ws_disagree, cold_disagree in taken.values():
+            # the view's doubt is a share of its own span; the bytes that took it are every
+            # sharer's part of the pages in it, so at most that span. The larger of the two
+            # doubts counts: they are doubts about the same bytes
+            span = view.end - view.start
+            ws_error += max(ws_disagree, min(nbytes, ws_doubt(view) * span))
+            cold_error += max(cold_disagree, min(nbytes, cold_doubt(view) * span))
     out = []
     for r in regions:
         m = moved.get(id(r))

@@ -76,7 +76,17 @@ def unknown_bytes(r: RegionRecord, window: float) -> int:
 def edge_error(regions: Sequence[RegionRecord], member: Callable[[RegionRecord], bool], sample_interval: float,
                unknown: Callable[[RegionRecord], int] = lambda r: 0) -> float:
     """Expected resident bytes on the wrong side of a threshold because a region holds
-    memory of both sides (DAMON's spatial error), estimated from the sampling evidence.
+    memory of both sides (DAMON's spatial error), estimated from the sampling evidence
+    (:func:`edge_shares`); bytes that ``unknown`` says cannot be classified at all count
+    whole."""
+    shares = edge_shares(regions, member, sample_interval)
+    return sum(max(unknown(r), r.resident_bytes * x) for r, x in zip(regions, shares))
+
+
+def edge_shares(regions: Sequence[RegionRecord], member: Callable[[RegionRecord], bool],
+                sample_interval: float) -> list[float]:
+    """For each region, the expected share of its bytes on the wrong side of a threshold
+    because it holds memory of both sides (DAMON's spatial error).
 
     All bytes of a region are classified alike (in or out of the working set; cold or not).
     Where two contiguous regions of one process are classified differently, the true edge
@@ -93,9 +103,8 @@ def edge_error(regions: Sequence[RegionRecord], member: Callable[[RegionRecord],
       regions watched long at fine resolution, large where the budget stretched the sample
       interval or the region is young.
 
-    Each region counts at most once, with the larger of its shares; bytes that ``unknown``
-    says cannot be classified at all count whole. Records with an idle-time distribution are
-    classified per byte and never counted at an edge.
+    Each region counts at most once, with the larger of its shares. Records with an
+    idle-time distribution are classified per byte and never counted at an edge.
     """
     share: dict[int, float] = {}
 
@@ -118,10 +127,7 @@ def edge_error(regions: Sequence[RegionRecord], member: Callable[[RegionRecord],
             if ref > 0:  # a member that reads idle now beside one in use: in by an earlier hit only
                 blame(hi, 1.0 - hot.frequency / ref)
         blame(ci, sample_interval / (cold.idle_seconds + sample_interval) if sample_interval > 0 else 0.0)
-    total = 0.0
-    for i, r in enumerate(regions):
-        total += max(unknown(r), r.resident_bytes * share.get(i, 0.0))
-    return total
+    return [share.get(i, 0.0) for i in range(n)]
 
 
 def frequency_bands(r: RegionRecord) -> Iterable[tuple[float, int]]:
@@ -225,18 +231,23 @@ def summarize_target(t: TargetRecords, policy: Policy, sample_interval: float = 
     (each page by its share; shared pages as recently used as their most recent user in the
     target, see :mod:`exporter.summary.sharing`)."""
     window, cold_age = policy.working_set_window, policy.cold_age
+    in_ws = lambda r: seen_within(r, window)  # noqa: E731
+    is_warm = lambda r: r.idle_seconds < cold_age  # noqa: E731
+    # each process' own edge evidence: a shared piece taking one process' view takes its doubt
+    ws_doubt = dict(zip(map(id, t.regions), edge_shares(t.regions, in_ws, sample_interval)))
+    cold_doubt = dict(zip(map(id, t.regions), edge_shares(t.regions, is_warm, sample_interval)))
     regions, shared_ws_error, shared_cold_error = share_access(
         t.regions,
         lambda r: in_working_set(r, window) / r.resident_bytes if r.resident_bytes else 0.0,
         lambda r: idle_at_least(r, cold_age) / r.resident_bytes if r.resident_bytes else 0.0,
-        per_page=access_per_page)
+        per_page=access_per_page,
+        doubt=(lambda r: ws_doubt.get(id(r), 0.0), lambda r: cold_doubt.get(id(r), 0.0)))
     resident = sum(r.resident_bytes for r in regions)
     share_error = sum(r.share_error_bytes for r in t.regions)  # counts scaled from Rss to Pss
     working = sum(in_working_set(r, window) for r in regions)
     cold = sum(idle_at_least(r, cold_age) for r in regions)
-    ws_error = edge_error(regions, lambda r: seen_within(r, window), sample_interval,
-                          lambda r: unknown_bytes(r, window))
-    cold_error = edge_error(regions, lambda r: r.idle_seconds < cold_age, sample_interval)
+    ws_error = edge_error(regions, in_ws, sample_interval, lambda r: unknown_bytes(r, window))
+    cold_error = edge_error(regions, is_warm, sample_interval)
     promotions = (tracker.observe((t.name, t.labels), regions, t.aggregated_at, cold_age, aggregation_interval)
                   if tracker is not None else None)
     bands = [band for r in regions for band in idle_bands(r)]

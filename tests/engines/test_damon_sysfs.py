@@ -104,7 +104,8 @@ def test_lifecycle_and_attribution_of_overlapping_ranges(tmp_path, procs):
     ctx = "admin/kdamonds/0/contexts/0"
     assert fake.read_value(f"{ctx}/monitoring_attrs/intervals/sample_us") == "5000"
     assert fake.read_value(f"{ctx}/monitoring_attrs/intervals/aggr_us") == "1000000"
-    assert fake.read_value(f"{ctx}/monitoring_attrs/nr_regions/min") == "20"  # 2 targets x 10
+    # 2 targets x 10, divided between their 2 processes: the kernel starts each with that many
+    assert fake.read_value(f"{ctx}/monitoring_attrs/nr_regions/min") == "10"
     assert fake.read_value(f"{ctx}/monitoring_attrs/nr_regions/max") == "200"
     assert [fake.read_value(f"{ctx}/schemes/{i}/filters/0/damon_target_idx") for i in (0, 1)] == ["0", "1"]
     assert fake.read_value(f"{ctx}/schemes/1/filters/0/matching") == "N"
@@ -339,6 +340,28 @@ def test_attrs_and_region_caps_are_committed(tmp_path, procs):
     assert fake.read_value(f"{ctx}/nr_regions/max") == "40"
     assert e.region_cap(("T", ())) == 40
     assert fake.commands.count("commit") == 1
+    e.close()
+
+
+def test_the_kernel_keeps_room_to_split_every_process_of_a_target(tmp_path, procs):
+    """The kernel starts each process with ``min_nr_regions`` regions and stops splitting
+    the whole context past ``max_nr_regions / 2``: a target's minimum is divided among its
+    processes (never below the kernel's 3), and its cap, the budget's included, leaves 20 per
+    process."""
+    fake = FakeDamon(tmp_path)
+    e = engine(fake, tmp_path)
+    key = ("T", ())
+    e.set_targets([TargetSpec("T", tuple(ref(p) for p in procs))])
+    e.step()
+    ctx = "admin/kdamonds/0/contexts/0/monitoring_attrs/nr_regions"
+    assert (fake.read_value(f"{ctx}/min"), fake.read_value(f"{ctx}/max")) == ("4", "100")  # ceil(10 / 3)
+    e.set_region_cap(key, 25)
+    e.step()
+    assert (fake.read_value(f"{ctx}/min"), fake.read_value(f"{ctx}/max")) == ("4", "60")
+    assert e.region_cap(key) == 60
+    e.set_attrs(ATTRS.with_changes(min_regions=3))
+    e.step()
+    assert fake.read_value(f"{ctx}/min") == "3"  # not 1: damon_set_attrs() refuses fewer than 3
     e.close()
 
 

@@ -65,6 +65,38 @@ def test_forked_workers_count_each_page_once_and_as_hot_as_its_users():
     assert t.working_set_bytes + t.cold_bytes == t.resident_bytes
 
 
+def test_a_parent_that_reads_nothing_is_no_doubt_about_its_workers_pages():
+    """Per-mapping access: the parent's view of the workers' hot pages is idle because it
+    never reads them, not because they might be idle; the figures are exact, and so is the
+    error (before: 32 MiB of working-set error for 32 MiB of working set, every scrape)."""
+    t = summary(forked())
+    assert close(t.working_set_bytes, 32) and close(t.cold_bytes, 224)
+    assert t.working_set_error_bytes <= 4096 and t.cold_error_bytes <= 4096
+
+
+def test_a_straddling_view_brings_its_doubt_with_it():
+    """Kernel DAMON in a guest boot: one of four readers held a 49 MiB region with 0.6 MiB
+    of the hot part in it, 5 accesses in 400 samples beside hot regions with 360, for a whole
+    run. Its view makes the 48 MiB of cold memory used for every process; the error, from
+    that reader's own evidence, must say so."""
+    regions = []
+    for i in range(4):
+        pid = 101 + i
+        if i == 0:
+            regions += [point(pid, 0, 63, 63 / 5, 63 / 5, idle=600.0, checks=400),
+                        point(pid, 63, 49, 49 / 5, 49 / 5, acc=5, checks=400),
+                        point(pid, 112, 16, 16 / 5, 16 / 5, acc=360, checks=400)]
+        else:
+            regions += [point(pid, 0, 112, 112 / 5, 112 / 5, idle=600.0, checks=400),
+                        point(pid, 112, 16, 16 / 5, 16 / 5, acc=360, checks=400)]
+    regions.append(point(100, 0, 128, 128 / 5, 128 / 5, idle=600.0, checks=400))  # the parent
+    t = summary(regions)
+    assert close(t.working_set_bytes, 16 + 49)
+    assert t.working_set_bytes - t.working_set_error_bytes <= 16 * MiB + 4096
+    assert t.working_set_error_bytes <= 49.5 * MiB  # that region, and a sliver of doubt at the cold edges
+    assert t.cold_bytes + t.cold_error_bytes >= 112 * MiB - 4096
+
+
 def straddlers():
     """Five processes that all use the top 16 MiB of a shared 128 MiB: each one's regions
     straddle the edge at 112 MiB a little differently (from 108 to 112)."""

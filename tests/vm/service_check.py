@@ -49,7 +49,10 @@ targets:
 """
 
 #: issue 19: kernel DAMON at its own defaults (no ``monitoring:`` section: 5 ms samples,
-#: 2 s aggregations, 10..100 regions), scraped every 5 s after a 20 s warm-up
+#: 2 s aggregations, 10..100 regions), scraped every 5 s after a 30 s warm-up: from its
+#: first 10 regions the kernel takes 10-20 aggregations to split its way to the edge of the
+#: hot part (seen: a region of 11-17 MiB across it, counted whole inside its published error,
+#: at 1 or 2 of the scrapes between 20 and 35 s in two boots of three; none after)
 DAMON_SYSFS_CONFIG = """\
 backend: damon_sysfs
 cold_age: 8s
@@ -59,7 +62,7 @@ targets:
     match:
       comm: [{comm}]
 """
-TIMING = {"page_idle": (WARM_UP, JUDGED, SCRAPE_EVERY), "damon_sysfs": (20.0, 60.0, 5.0)}
+TIMING = {"page_idle": (WARM_UP, JUDGED, SCRAPE_EVERY), "damon_sysfs": (30.0, 60.0, 5.0)}
 #: issue 18: five forked processes sharing 128 MiB copy-on-write, 16 MiB of it read by four
 #: of them, one target, each backend at its own defaults (cold_age 30 s, window 20 s)
 READERS_CONFIG = """\

@@ -85,7 +85,7 @@ def test_the_budget_acted_and_says_what_it_costs(service: dict) -> None:
 def damon_sysfs_service(vm_kernel: Path, workload_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The service with ``backend: damon_sysfs`` and no ``monitoring:`` section (5 ms / 2 s,
     10..100 regions, the default budget acting on the kdamond's sampling), cold_age 8 s,
-    working_set_window 3 s, scraped every 5 s for a minute after 20 s; then kernel DAMON
+    working_set_window 3 s, scraped every 5 s for a minute after 30 s; then kernel DAMON
     alone at those defaults on the same process, for as long. One boot, about three minutes."""
     return boot_service(vm_kernel, workload_binary, tmp_path_factory, "vm-service-damon", "--backend", "damon_sysfs")
 
@@ -96,8 +96,10 @@ def test_kernel_damon_at_its_defaults_every_scrape_within_ten_percent(damon_sysf
     judged = [s for s in res["scrapes"] if s["judged"]]
     assert len(judged) >= 10 and res["exporter_alive"], table(res["scrapes"]) + res["log"][-3000:]
     # within 10% or the error published with the scrape, every one; within 10% outright, all
-    # but one in ten (seen: 1 of 12 at 81.6 MiB for 64 with 17.3 of error, 5 s after the
-    # warm-up; 0 of 12 in the next boot)
+    # but one in ten. Judged from 30 s: before, the kernel may still be splitting its way to
+    # the hot edge (seen with a 20 s warm-up: 1 of 12 at 81.6 MiB for 64 with 17.3 of error
+    # at 25 s; 0 of 12; 2 of 12 at 78.6 and 75.4, with 14.0 and 11.5 of error, at 20 and
+    # 30 s; every scrape from 35 s within 1%)
     for s in judged:
         assert abs(s["working_set"] - truth["working_set"]) <= 0.10 * truth["working_set"] + s["working_set_error"], table(judged)
         assert abs(s["cold"] - truth["cold"]) <= 0.10 * truth["cold"] + s["cold_error"], table(judged)

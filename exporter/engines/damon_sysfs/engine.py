@@ -38,6 +38,7 @@ per aggregation. How (:mod:`exporter.engines.damon_sysfs.tree` has the interface
 from __future__ import annotations
 
 import bisect
+import math
 import errno
 import logging
 import os
@@ -99,6 +100,20 @@ DEFAULT_MAX_PROCESSES = 256
 #: regions up to 64 MiB get their residency from one pagemap read (at most 128 KiB) rather
 #: than 16 sampled ones: per syscall, the read-back is what this engine costs
 RESIDENCY_EXACT_PAGES = 16384
+
+
+#: Kernel DAMON's region limits belong to the context, and every monitored process is a
+#: kernel target of the one context: the kernel starts each process with ``min_nr_regions``
+#: regions (at least 3, one per big mapped area) and stops splitting, for all of them, once
+#: the context holds more than ``max_nr_regions / 2``. With a target's 10..100 given as is, five
+#: forked workers started with ~50 regions and the kernel never split again: a 49 MiB region
+#: holding 0.6 MiB of the hot part read as used for a whole run in the test guest (65 MiB of
+#: working set for 16, in every run of one boot). So the kernel gets the targets' minimum
+#: divided among the processes, and room for every process to split: at least this many
+#: regions of the cap per process (half of it before the kernel stops splitting).
+REGIONS_PER_PROCESS = 20
+#: damon_set_attrs() refuses a ``min_nr_regions`` below 3
+KERNEL_MIN_REGIONS = 3
 
 
 class OwnershipLost(OpsError):
@@ -305,11 +320,12 @@ class DamonSysfsEngine(Engine):
             self._dirty = True
 
     def region_cap(self, key: TargetKey) -> int:
+        """The target's share of the kernel's ``max_nr_regions``: its ``max_regions`` (or the
+        budget's lower cap), but at least REGIONS_PER_PROCESS for each of its processes."""
         t = self._targets.get(key)
         a = self.attrs
-        if t is None or t.cap is None:
-            return a.max_regions
-        return max(a.min_regions, min(a.max_regions, t.cap))
+        cap = a.max_regions if t is None or t.cap is None else max(a.min_regions, min(a.max_regions, t.cap))
+        return max(cap, REGIONS_PER_PROCESS * self.live_processes(key))
 
     def probe(self, proc: ProcessRef) -> None:
         open_checked_pagemap(self.pio, self.proc_root, proc, DENIED_HINT).close()
@@ -368,10 +384,13 @@ class DamonSysfsEngine(Engine):
     # -- applying to the kernel ----------------------------------------------------------
 
     def _context_attrs(self) -> ContextAttrs:
+        """The kernel's limits for the one context all processes share (see
+        REGIONS_PER_PROCESS): the targets' caps summed; their ``min_regions`` summed, then
+        divided among the processes, since the kernel starts *each* process with that many."""
         a = self.attrs
         groups = {p.key for p in self._procs.values()} or {None}
         max_r = sum(self.region_cap(k) if k is not None else a.max_regions for k in groups)
-        min_r = a.min_regions * len(groups)
+        min_r = max(KERNEL_MIN_REGIONS, math.ceil(a.min_regions * len(groups) / max(1, len(self._procs))))
         return ContextAttrs(
             sample_us=max(1, round(a.sample_interval * 1e6)),
             aggr_us=max(1, round(a.aggregation_interval * 1e6)),
