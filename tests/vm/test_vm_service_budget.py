@@ -130,11 +130,7 @@ def test_no_kdamond_left_after_the_service_exits(damon_sysfs_service: dict) -> N
 # -- forked readers through the service (issue 18) -------------------------------------------
 
 
-# damon_sysfs is not here yet (issue 18 open): through the service at the default budget,
-# reading five processes' shared pages per page costs the sampler ~8% of an emulated core,
-# the budget answers by capping regions (25 for the five) and 48 MiB of cold memory then
-# reads as working set (64 MiB for 16, inside a published error of 64).
-@pytest.fixture(scope="module", params=["page_idle"])
+@pytest.fixture(scope="module", params=["page_idle", "damon_sysfs"])
 def readers_service(request: pytest.FixtureRequest, vm_kernel: Path, workload_binary: Path,
                     tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The service at the backend's own defaults on five forked processes sharing 128 MiB
@@ -166,3 +162,12 @@ def test_forked_readers_through_the_service_count_each_page_once(readers_service
                 and abs(s["cold"] - truth["cold"]) <= 0.10 * truth["cold"] + s["cold_error"]):
             off.append(s)
     assert len(off) <= len(judged) // 10, f"{len(off)} of {len(judged)} scrapes off:\n{table(judged)}"
+    if res["backend"] == "damon_sysfs":
+        # and within 10% outright, with a small error: kernel DAMON given room to split each
+        # process (seen: working set 15.8-17.7 MiB ± 0.6-2.3, cold 110.6-113.0; cold is
+        # known from ~46 s, cold_age after the first aggregation, so the first judged scrape
+        # may read 0 within its error)
+        outright = [s for s in judged if truth["working_set"] * 0.9 <= s["working_set"]
+                    <= truth["working_set"] * 1.1 + s["pss"] - truth["buffer"] and abs(s["cold"] - truth["cold"]) <= 0.10 * truth["cold"]]
+        assert len(outright) >= 0.8 * len(judged), table(judged)
+        assert all(s["working_set_error"] <= 0.25 * truth["working_set"] for s in judged), table(judged)
