@@ -68,7 +68,7 @@ def main() -> int:
         rows = [(label, statistics.median(times[label]), len(specs_of[label]), sum(len(s.processes) for s in specs_of[label]))
                 for label, _ in discoverers]
         base = rows[0][1]
-        print(f"| name | median discovery | vs static | targets | processes |")
+        print("| name | median discovery | vs static | targets | processes |")
         print("|---|---:|---:|---:|---:|")
         for label, t, n, p in rows:
             print(f"| `{label}` | {t * 1000:.2f} ms | {t / base:.2f}x | {n} | {p} |")

@@ -128,7 +128,7 @@ def test_prometheus_scrapes_records_and_alerts(tmp_path):
         assert target["labels"]["node"] == NODE and target["scrapeUrl"].endswith("/metrics")
 
         # the workload's cold 48 MiB shows through Prometheus
-        (ratio,) = prom.wait("cold ratio above 0.2", lambda: prom.query(f'damon_cold_ratio{{target="e2e"}} > 0.2'))
+        (ratio,) = prom.wait("cold ratio above 0.2", lambda: prom.query('damon_cold_ratio{target="e2e"} > 0.2'))
         assert ratio["metric"]["job"] == "damon-exporter" and ratio["metric"]["node"] == NODE
         assert 0.2 < float(ratio["value"][1]) <= 1.0
         (procs,) = prom.query('damon_target_processes{target="e2e"}')
