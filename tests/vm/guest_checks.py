@@ -725,7 +725,6 @@ CHECKS: dict[str, Callable[["Ctx"], dict]] = {
     "multi_process": check_multi_process,
     "shared_readers": check_shared_readers,
     "promotion": check_promotion,
-    "shared_readers_defaults": lambda ctx: check_shared_readers(ctx, defaults=True),
     "many_mappings": check_many_mappings,
     "auto_selection": check_auto_selection,
     "without_cap_sys_admin": check_without_cap_sys_admin,

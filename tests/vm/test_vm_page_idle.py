@@ -260,7 +260,5 @@ def test_steady_memory_promotes_nothing(checks: dict) -> None:
         assert end["promoted"] <= end["promoted_error"] + 1 * MiB, (name, end["promoted"] / MiB, end["promoted_error"] / MiB)
 
 
-def test_forked_readers_at_the_default_attributes(checks: dict) -> None:
-    """The same forked readers at the attributes a user gets with no ``monitoring:`` section
-    (500 ms samples, 10 s aggregations): each page once, and as hot as its readers."""
-    assert_shared_accurate(check(checks, "shared_readers_defaults"), last=3)
+# The same forked readers at page_idle's defaults (500 ms samples, 10 s aggregations) run
+# through the exporter service, scraped: tests/vm/test_vm_service_budget.py.
