@@ -103,6 +103,47 @@ def _piece(owner: RegionRecord, lo: int, hi: int, nbytes: int, covering: Sequenc
 
 Share = Callable[[RegionRecord], float]
 
+#: a region's hits are explained by memory other processes use inside it when they are at
+#: most this many times what that memory would give it at the others' own access rate
+EXPLAINED_MARGIN = 1.2
+#: plus this many samples (a few hits either way are noise)
+EXPLAINED_SLACK = 2
+
+
+def _unexplained_hits(shared: Sequence[RegionRecord]) -> dict[int, float]:
+    """Per-mapping access, point records: the regions whose hits memory that *other*
+    processes use inside them accounts for, with the share of their hits it does not.
+
+    A region reads the accesses of a sample page picked anywhere in it, so a region of
+    128 MiB of which others use 16 would see ~16/128 of their hit rate even if its own
+    process used nothing else there. Kernel DAMON merges such regions whenever a worker's
+    use of the hot part dips for an aggregation (it was descheduled; on a merge the
+    weighted mean of its accesses stays above 0): in the test guest one of four readers
+    then read the whole shared 128 MiB as used at every other aggregation, and the union of
+    views took it. A region whose hits the others' use explains is no evidence of use
+    elsewhere in it; one that sees more than that (a worker with memory of its own) is.
+    """
+    used = [r for r in shared if r.nr_accesses > 0 and not r.idle_distribution and r.nr_checks]
+    out: dict[int, float] = {}
+    for r in used:
+        spans, rate = [], 0.0
+        for o in used:
+            if o.pid != r.pid and o.start < r.end and o.end > r.start:
+                spans.append((max(o.start, r.start), min(o.end, r.end)))
+                rate = max(rate, o.frequency)
+        if not spans:
+            continue
+        covered, reach = 0, r.start
+        for a, b in sorted(spans):
+            a = max(a, reach)
+            if b > a:
+                covered += b - a
+                reach = b
+        expected = rate * covered / (r.end - r.start) * r.nr_checks
+        if r.nr_accesses <= EXPLAINED_MARGIN * expected + EXPLAINED_SLACK:
+            out[id(r)] = max(0.0, r.nr_accesses - expected) / r.nr_accesses
+    return out
+
 
 def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: Share,
                  per_page: bool = False, doubt: tuple[Share, Share] | None = None,
@@ -124,6 +165,8 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
     #: id(view) -> (view, bytes that took it, their working-set and cold disagreement)
     taken: dict[int, tuple[RegionRecord, int, float, float]] = {}
     users = {r.pid for r in shared if in_working_set(r) > 0}
+    per_mapping = doubt is not None and not per_page
+    unexplained = _unexplained_hits(shared) if per_mapping else {}
     ws_error = cold_error = 0.0
     pieces: list[RegionRecord] = []
     active: list[RegionRecord] = []
@@ -136,18 +179,28 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
         covering = [r for r in active if r.start <= lo]
         if len({r.pid for r in covering}) < 2:
             continue
-        ws = [in_working_set(r) for r in covering]
-        cd = [cold(r) for r in covering]
+        views, residue = covering, 0.0
+        if per_mapping:
+            used = [c for c in covering if c.nr_accesses > 0 and not c.idle_distribution]
+            if len({c.pid for c in used}) == 1 and len(used) < len(covering) and id(used[0]) in unexplained:
+                # the one view that calls these bytes used owes its hits to memory other
+                # processes use elsewhere in it: the views that saw none here decide
+                views = [c for c in covering if c not in used]
+                residue = max(unexplained[id(c)] for c in used)
+        ws = [in_working_set(r) for r in views]
+        cd = [cold(r) for r in views]
         for r in covering:
             size = r.end - r.start  # cut by offset, so a region's pieces add up exactly
             nbytes = round(r.shared_bytes * (hi - r.start) / size) - round(r.shared_bytes * (lo - r.start) / size)
             moved[id(r)] = moved.get(id(r), 0) + nbytes
-            pieces.append(_piece(r, lo, hi, nbytes, covering, per_page))
-            if doubt is not None and not per_page and not r.idle_distribution:
+            pieces.append(_piece(r, lo, hi, nbytes, views, per_page))
+            if per_mapping and not r.idle_distribution:
                 # only the views of processes that use shared memory can doubt each other
-                ws_u = [w for w, c in zip(ws, covering) if c.pid in users] or [0.0]
-                cd_u = [x for x, c in zip(cd, covering) if c.pid in users] or [0.0]
-                view = min(covering, key=_freshness)
+                ws_u = [w for w, c in zip(ws, views) if c.pid in users] or [0.0]
+                cd_u = [x for x, c in zip(cd, views) if c.pid in users] or [0.0]
+                ws_error += nbytes * residue
+                cold_error += nbytes * residue
+                view = min(views, key=_freshness)
                 v, b, dw, dc = taken.get(id(view), (view, 0, 0.0, 0.0))
                 taken[id(view)] = (view, b + nbytes, dw + nbytes * (max(ws_u) - min(ws_u)),
                                    dc + nbytes * (max(cd_u) - min(cd_u)))
