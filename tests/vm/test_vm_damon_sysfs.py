@@ -134,7 +134,7 @@ def test_forked_readers_at_the_default_attributes_count_each_page_once(checks: d
 
 def test_one_process_at_the_default_attributes_within_ten_percent(checks: dict) -> None:
     """Issue 19's workload (512 MiB, 64 hot) at kernel DAMON's own defaults, cold_age 8 s,
-    working_set_window 3 s: every aggregation of the last 30 s within 10% of the truth, or
+    working_set_window 3 s, for 90 s: every aggregation of the last 30 s within 10% of the truth, or
     within the error published with it (one in ten may miss: a region at the hot edge seen
     accessed in one aggregation, 75.9 MiB for 64 with 11.4 of error, once in 25)."""
     res = check(checks, "damon_sysfs/accuracy_defaults")
