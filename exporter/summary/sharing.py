@@ -186,21 +186,22 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
                 # the one view that calls these bytes used owes its hits to memory other
                 # processes use elsewhere in it: the views that saw none here decide
                 views = [c for c in covering if c not in used]
-                residue = max(unexplained[id(c)] for c in used)
+                residue = unexplained[id(used[0])]
         ws = [in_working_set(r) for r in views]
         cd = [cold(r) for r in views]
+        if per_mapping:
+            # only the views of processes that use shared memory can doubt each other
+            ws_u = [w for w, c in zip(ws, views) if c.pid in users] or [0.0]
+            cd_u = [x for x, c in zip(cd, views) if c.pid in users] or [0.0]
+            view = min(views, key=_freshness)
         for r in covering:
             size = r.end - r.start  # cut by offset, so a region's pieces add up exactly
             nbytes = round(r.shared_bytes * (hi - r.start) / size) - round(r.shared_bytes * (lo - r.start) / size)
             moved[id(r)] = moved.get(id(r), 0) + nbytes
             pieces.append(_piece(r, lo, hi, nbytes, views, per_page))
             if per_mapping and not r.idle_distribution:
-                # only the views of processes that use shared memory can doubt each other
-                ws_u = [w for w, c in zip(ws, views) if c.pid in users] or [0.0]
-                cd_u = [x for x, c in zip(cd, views) if c.pid in users] or [0.0]
                 ws_error += nbytes * residue
                 cold_error += nbytes * residue
-                view = min(views, key=_freshness)
                 v, b, dw, dc = taken.get(id(view), (view, 0, 0.0, 0.0))
                 taken[id(view)] = (view, b + nbytes, dw + nbytes * (max(ws_u) - min(ws_u)),
                                    dc + nbytes * (max(cd_u) - min(cd_u)))

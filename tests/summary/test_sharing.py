@@ -97,17 +97,24 @@ def test_a_straddling_view_brings_its_doubt_with_it():
     assert t.cold_bytes + t.cold_error_bytes >= 112 * MiB - 4096
 
 
+def parent_and_readers() -> list[RegionRecord]:
+    """Kernel DAMON's view of forked readers, 400 samples an aggregation: a parent (100) that
+    reads nothing of the shared 128 MiB, and three readers (102-104) hot over its top 16 MiB
+    at 300 hits; the fourth reader (101) is each test's own."""
+    regions = [point(100, 0, 128, 128 / 5, 128 / 5, idle=600.0, checks=400)]
+    for pid in (102, 103, 104):
+        regions += [point(pid, 0, 112, 112 / 5, 112 / 5, idle=600.0, checks=400),
+                    point(pid, 112, 16, 16 / 5, 16 / 5, acc=300, checks=400)]
+    return regions
+
+
 def test_a_worker_that_paused_does_not_make_the_shared_memory_used():
     """Kernel DAMON in a guest boot: a reader whose use of the hot 16 MiB dipped for an
     aggregation had its regions merged into one of the whole 128 MiB with 5 hits in 400
     samples, at every other aggregation; through the union of views the target read 128 MiB
     of working set for 16 and no cold memory. Its hits are what the others' hot 16 MiB gives
     a region of 128 at their rate (300 in 400 x 16/128 = 37): no evidence of use elsewhere."""
-    regions = [point(100, 0, 128, 128 / 5, 128 / 5, idle=600.0, checks=400),  # the parent
-               point(101, 0, 128, 128 / 5, 128 / 5, acc=5, checks=400)]  # the reader that paused
-    for pid in (102, 103, 104):
-        regions += [point(pid, 0, 112, 112 / 5, 112 / 5, idle=600.0, checks=400),
-                    point(pid, 112, 16, 16 / 5, 16 / 5, acc=300, checks=400)]
+    regions = [point(101, 0, 128, 128 / 5, 128 / 5, acc=5, checks=400)] + parent_and_readers()  # 101 paused
     t = summary(regions)
     assert close(t.working_set_bytes, 16) and close(t.cold_bytes, 112)
     assert t.working_set_error_bytes <= 1 * MiB and t.cold_error_bytes <= 1 * MiB
@@ -116,12 +123,8 @@ def test_a_worker_that_paused_does_not_make_the_shared_memory_used():
 def test_a_worker_using_more_than_the_others_keeps_its_own_memory_used():
     """The same rule must not take away memory one worker alone uses: a reader hot over
     28 MiB sees its full rate there, far above what the others' 16 MiB would give it."""
-    regions = [point(100, 0, 128, 128 / 5, 128 / 5, idle=600.0, checks=400),
-               point(101, 0, 100, 100 / 5, 100 / 5, idle=600.0, checks=400),
-               point(101, 100, 28, 28 / 5, 28 / 5, acc=300, checks=400)]
-    for pid in (102, 103, 104):
-        regions += [point(pid, 0, 112, 112 / 5, 112 / 5, idle=600.0, checks=400),
-                    point(pid, 112, 16, 16 / 5, 16 / 5, acc=300, checks=400)]
+    regions = [point(101, 0, 100, 100 / 5, 100 / 5, idle=600.0, checks=400),
+               point(101, 100, 28, 28 / 5, 28 / 5, acc=300, checks=400)] + parent_and_readers()
     t = summary(regions)
     assert close(t.working_set_bytes, 28) and close(t.cold_bytes, 100)
 
@@ -129,12 +132,8 @@ def test_a_worker_using_more_than_the_others_keeps_its_own_memory_used():
 def test_an_overshooting_straddler_is_cut_back_to_what_the_others_use():
     """A reader's region across the hot edge, 20 MiB with 16 of them hot, reads 16/20 of the
     others' rate: the 4 MiB beyond the edge are not its own use."""
-    regions = [point(100, 0, 128, 128 / 5, 128 / 5, idle=600.0, checks=400),
-               point(101, 0, 108, 108 / 5, 108 / 5, idle=600.0, checks=400),
-               point(101, 108, 20, 20 / 5, 20 / 5, acc=240, checks=400)]
-    for pid in (102, 103, 104):
-        regions += [point(pid, 0, 112, 112 / 5, 112 / 5, idle=600.0, checks=400),
-                    point(pid, 112, 16, 16 / 5, 16 / 5, acc=300, checks=400)]
+    regions = [point(101, 0, 108, 108 / 5, 108 / 5, idle=600.0, checks=400),
+               point(101, 108, 20, 20 / 5, 20 / 5, acc=240, checks=400)] + parent_and_readers()
     t = summary(regions)
     assert close(t.working_set_bytes, 16) and close(t.cold_bytes, 112)
 

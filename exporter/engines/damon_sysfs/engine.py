@@ -38,9 +38,9 @@ per aggregation. How (:mod:`exporter.engines.damon_sysfs.tree` has the interface
 from __future__ import annotations
 
 import bisect
-import math
 import errno
 import logging
+import math
 import os
 import random
 import time
