@@ -37,6 +37,7 @@ counted by share.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Callable, Sequence
 
@@ -103,16 +104,20 @@ def _piece(owner: RegionRecord, lo: int, hi: int, nbytes: int, covering: Sequenc
 
 Share = Callable[[RegionRecord], float]
 
-#: a region's hits are explained by memory other processes use inside it when they are at
-#: most this many times what that memory would give it at the others' own access rate
+#: a region's hits are explained by memory other processes use inside it when they are no
+#: more than that memory would give it at this many times the others' own access rate (a
+#: process' own rate varies around theirs) ...
 EXPLAINED_MARGIN = 1.2
-#: plus this many samples (a few hits either way are noise)
-EXPLAINED_SLACK = 2
+#: ... give or take this many standard deviations of the count (each sample is a draw) ...
+EXPLAINED_SIGMAS = 2.0
+#: ... and a sample (a hit either way is noise)
+EXPLAINED_SLACK = 1
 
 
 def _unexplained_hits(shared: Sequence[RegionRecord]) -> dict[int, float]:
     """Per-mapping access, point records: the regions whose hits memory that *other*
-    processes use inside them accounts for, with the share of their hits it does not.
+    processes use inside them accounts for, with the share of their bytes that would give
+    the hits it does not account for.
 
     A region reads the accesses of a sample page picked anywhere in it, so a region of
     128 MiB of which others use 16 would see ~16/128 of their hit rate even if its own
@@ -122,26 +127,42 @@ def _unexplained_hits(shared: Sequence[RegionRecord]) -> dict[int, float]:
     then read the whole shared 128 MiB as used at every other aggregation, and the union of
     views took it. A region whose hits the others' use explains is no evidence of use
     elsewhere in it; one that sees more than that (a worker with memory of its own) is.
+
+    Only a clearly hotter region explains a cooler one, and only if it is evidence of its own:
+    regions are judged from the most frequently hit down, each against the regions of other
+    processes already found to be evidence (so two readers merged over the whole buffer at
+    the same aggregation, as in one CI boot, are both explained by a third reader's hot
+    region, and neither by the other).
     """
-    used = [r for r in shared if r.nr_accesses > 0 and not r.idle_distribution and r.nr_checks]
+    used = sorted((r for r in shared if r.nr_accesses > 0 and not r.idle_distribution and r.nr_checks),
+                  key=lambda r: (-r.frequency, r.start, r.pid))
+    evidence: list[RegionRecord] = []
     out: dict[int, float] = {}
     for r in used:
         spans, rate = [], 0.0
-        for o in used:
+        for o in evidence:
             if o.pid != r.pid and o.start < r.end and o.end > r.start:
                 spans.append((max(o.start, r.start), min(o.end, r.end)))
                 rate = max(rate, o.frequency)
-        if not spans:
-            continue
         covered, reach = 0, r.start
         for a, b in sorted(spans):
             a = max(a, reach)
             if b > a:
                 covered += b - a
                 reach = b
-        expected = rate * covered / (r.end - r.start) * r.nr_checks
-        if r.nr_accesses <= EXPLAINED_MARGIN * expected + EXPLAINED_SLACK:
-            out[id(r)] = max(0.0, r.nr_accesses - expected) / r.nr_accesses
+        share = covered / (r.end - r.start)
+        expected = rate * share * r.nr_checks
+        # a rate cannot exceed one hit per sample
+        q = min(1.0, EXPLAINED_MARGIN * rate) * share
+        bound = r.nr_checks * q + EXPLAINED_SIGMAS * math.sqrt(r.nr_checks * q * (1.0 - q)) + EXPLAINED_SLACK
+        # and a region read about as often as the others' hottest memory (within the
+        # margin) is not diluted by idle memory: it is evidence of its own
+        if spans and r.frequency * EXPLAINED_MARGIN < rate and r.nr_accesses <= bound:
+            # the doubt left: the share of the region that would give the hits beyond the
+            # expected ones at the others' rate
+            out[id(r)] = min(1.0, max(0.0, r.nr_accesses - expected) / (rate * r.nr_checks))
+        else:
+            evidence.append(r)
     return out
 
 
@@ -182,11 +203,12 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
         views, residue = covering, 0.0
         if per_mapping:
             used = [c for c in covering if c.nr_accesses > 0 and not c.idle_distribution]
-            if len({c.pid for c in used}) == 1 and len(used) < len(covering) and id(used[0]) in unexplained:
-                # the one view that calls these bytes used owes its hits to memory other
+            if used and len(used) < len(covering) and all(id(c) in unexplained for c in used):
+                # every view that calls these bytes used owes its hits to memory other
                 # processes use elsewhere in it: the views that saw none here decide
-                views = [c for c in covering if c not in used]
-                residue = unexplained[id(used[0])]
+                ids = {id(c) for c in used}
+                views = [c for c in covering if id(c) not in ids]
+                residue = max(unexplained[i] for i in ids)
         ws = [in_working_set(r) for r in views]
         cd = [cold(r) for r in views]
         if per_mapping:

@@ -129,6 +129,48 @@ def test_a_worker_using_more_than_the_others_keeps_its_own_memory_used():
     assert close(t.working_set_bytes, 28) and close(t.cold_bytes, 100)
 
 
+def test_two_readers_reaching_over_the_hot_edge_at_once_do_not_make_the_cold_memory_used():
+    """Kernel DAMON in a guest boot (and a CI run, at 4 of the last 10 aggregations): two
+    readers' cold regions of 112 MiB each reached 0.3-0.5 MiB over the hot edge and caught
+    one hit in 400 samples at the same aggregation. With one such view the rule dropped it;
+    with two, the union of views made all 128 MiB used (129 MiB of working set, no cold
+    memory, 112 MiB of error). Each is explained by the hot regions of the other readers."""
+    regions = [point(100, 0, 128, 128 / 5, 128 / 5, idle=600.0, checks=400),
+               point(101, 0, 112, 112 / 5, 112 / 5, idle=600.0, checks=400),
+               point(101, 112, 16, 16 / 5, 16 / 5, acc=324, checks=400),
+               point(102, 0, 112.5, 112.5 / 5, 112.5 / 5, acc=1, checks=400),
+               point(102, 112.5, 15.5, 15.5 / 5, 15.5 / 5, acc=325, checks=400),
+               point(103, 0, 112, 112 / 5, 112 / 5, idle=600.0, checks=400),
+               point(103, 112, 16, 16 / 5, 16 / 5, acc=323, checks=400),
+               point(104, 0, 112.3, 112.3 / 5, 112.3 / 5, acc=1, checks=400),
+               point(104, 112.3, 15.7, 15.7 / 5, 15.7 / 5, acc=331, checks=400)]
+    t = summary(regions)
+    assert close(t.working_set_bytes, 16) and close(t.cold_bytes, 112)
+    assert t.working_set_error_bytes <= 1 * MiB and t.cold_error_bytes <= 1 * MiB
+
+
+def test_two_readers_merged_over_the_whole_buffer_at_once_are_explained_by_a_third():
+    """Two readers' regions merged over the whole 128 MiB at the same aggregation: neither
+    explains the other (equally cool), the other readers' hot regions explain both."""
+    regions = [point(101, 0, 128, 128 / 5, 128 / 5, acc=5, checks=400),
+               point(102, 0, 128, 128 / 5, 128 / 5, acc=4, checks=400)]
+    regions += [r for r in parent_and_readers() if r.pid != 102]
+    t = summary(regions)
+    assert close(t.working_set_bytes, 16) and close(t.cold_bytes, 112)
+
+
+def test_readers_hot_at_every_sample_are_never_explained_away():
+    """Regions hit at every sample are evidence of their own, however much of them the
+    others' regions cover: four readers hot over the same 32 MiB, cut at different places."""
+    cuts = {101: (0, 6.4, 32), 102: (0, 15.7, 22.4, 32), 103: (0, 1.9, 6.4, 32), 104: (0, 9, 12.9, 32)}
+    regions = [point(100, 0, 256, 256 / 5, 256 / 5, idle=600.0, checks=20)]
+    for pid, cut in cuts.items():
+        regions += [point(pid, a, b - a, (b - a) / 5, (b - a) / 5, acc=20, checks=20) for a, b in zip(cut, cut[1:])]
+        regions.append(point(pid, 32, 224, 224 / 5, 224 / 5, idle=600.0, checks=20))
+    t = summary(regions)
+    assert close(t.working_set_bytes, 32) and close(t.cold_bytes, 224)
+
+
 def test_an_overshooting_straddler_is_cut_back_to_what_the_others_use():
     """A reader's region across the hot edge, 20 MiB with 16 of them hot, reads 16/20 of the
     others' rate: the 4 MiB beyond the edge are not its own use."""
