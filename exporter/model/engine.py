@@ -52,6 +52,10 @@ class Engine(abc.ABC):
     #: True where the region cap bounds the cost (the CPU budget may lower it); False where
     #: regions are given by the memory layout (whole mappings) and the cap means nothing
     uses_region_cap: ClassVar[bool] = True
+    #: True where the kernel takes the samples and the exporter's own work comes once per
+    #: aggregation (reading the regions back): the CPU budget then stretches the aggregation
+    #: interval with the sample interval, as that is what lowers the exporter's part
+    samples_in_kernel: ClassVar[bool] = False
     #: why this engine was chosen (set by the registry; shown in logs, landing page, CLI)
     selection_reason: str = ""
     #: the same as bounded labels: backends ``auto`` passed over before this one, each with

@@ -158,7 +158,8 @@ class Sampler:
             log.warning("results may be disturbed", extra={"kv": {"reason": w}})
         self.box.update(backend=engine.name, backend_reason=engine.selection_reason,
                         backend_passed_over=tuple(getattr(engine, "passed_over", ())))
-        self.budget.reset(self.config.cpu_budget or 0.0, self._monitoring(self.config, engine), self._resolution(self.config))
+        self.budget.reset(self.config.cpu_budget or 0.0, self._monitoring(self.config, engine), self._resolution(self.config),
+                          per_aggregation=engine.samples_in_kernel)
         return engine
 
     def _fall_back(self, e: Exception) -> bool:

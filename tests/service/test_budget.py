@@ -113,6 +113,35 @@ def test_stretch_never_costs_the_window():
     assert 60.0 / a.sample_interval >= 10 and 60.0 / a.aggregation_interval >= 2
 
 
+def test_where_the_kernel_samples_the_aggregation_interval_stretches_from_the_first_step():
+    """Kernel DAMON at its defaults (5 ms samples, 2 s aggregations), window 20 s: the
+    exporter's work is reading the regions back once per aggregation, so the aggregations
+    grow with the samples (up to 10 s, two per window) and the samples go on to 50x; a
+    user-space sampler keeps its 2 s aggregations until samples are 5 per aggregation."""
+    kernel = MonitoringAttrs(0.005, 2.0, 60.0, 10, 100)
+    b = CpuBudget(0.05, kernel, resolution=20.0, per_aggregation=True)
+    u = CpuBudget(0.05, kernel, resolution=20.0)
+    assert b.max_stretch() == u.max_stretch() == pytest.approx(MAX_STRETCH)
+    for stretch, aggr in ((1.0, 2.0), (2.0, 4.0), (5.0, 10.0), (50.0, 10.0)):
+        b.stretch = u.stretch = stretch
+        a = b.effective_attrs()
+        assert (a.sample_interval, a.aggregation_interval) == (pytest.approx(0.005 * stretch), pytest.approx(aggr))
+        assert u.effective_attrs().aggregation_interval == pytest.approx(2.0)
+    ds, _, _ = feed(CpuBudget(0.05, kernel, resolution=20.0, per_aggregation=True), 0.10, 8.0,
+                    [TargetLoad("a", 40, 100)], step=2.0)
+    first = next(d for d in ds if d.attrs is not None)  # 2x over: the first cut
+    assert first.attrs.aggregation_interval == pytest.approx(2.0 * 2.2)
+    assert "aggregation 4.4s" in first.message
+    # a window the configured aggregations already use up: only the samples stretch
+    b = CpuBudget(0.05, kernel, resolution=3.0, per_aggregation=True)
+    b.stretch = b.max_stretch()
+    assert b.effective_attrs().aggregation_interval == pytest.approx(2.0)
+    # another engine after a fallback: the sampler says which kind it is
+    b.reset(0.05, kernel, 20.0, per_aggregation=False)
+    b.stretch = 5.0
+    assert b.effective_attrs().aggregation_interval == pytest.approx(2.0)
+
+
 def test_non_adaptive_backend_only_stretches():
     b = CpuBudget(0.05, BASE, resolution=4.0)
     t = cpu = 0.0

@@ -178,6 +178,7 @@ class DamonSysfsEngine(Engine):
 
     name = NAME  # type: ignore[assignment]
     uses_region_cap = True
+    samples_in_kernel = True
 
     def __init__(
         self,
