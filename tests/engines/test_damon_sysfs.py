@@ -187,6 +187,32 @@ def test_idle_time_survives_the_kernels_age_truncation(tmp_path, procs):
     e.close()
 
 
+def test_idle_time_survives_the_budget_changing_the_intervals(tmp_path, procs):
+    """The first aggregation after the intervals change ends the old one's remainder plus a
+    new one (18 s after a change from 6.7 s to 10 s in the guest): the idle time carried per
+    address must bridge it, not fall back to the kernel's truncated age. A gap longer than a
+    few aggregations is not bridged."""
+    clock = [100.0]
+    fake = FakeDamon(tmp_path)
+    e = engine(fake, tmp_path, clock=lambda: clock[0])
+    p = procs[0]
+    lo, hi = stack_of(p.pid)
+    fake.regions[p.pid] = [(lo, hi, 0, 0)]  # the kernel's age stays 0
+    e.set_targets([TargetSpec("A", (ref(p),))])
+    e.step()
+    for _ in range(10):
+        clock[0] += 1.0
+        e.step()
+    e.set_attrs(ATTRS.with_changes(aggregation_interval=2.0))
+    clock[0] += 3.5  # 1.5 s of the old interval and 2 s of the new one
+    r = e.step().targets[0].regions[0]
+    assert r.idle_seconds == pytest.approx(13.5)
+    clock[0] += 2.0 * 5  # four updates missed
+    r = e.step().targets[0].regions[0]
+    assert r.idle_seconds == 0.0  # only the kernel's age (0) knows
+    e.close()
+
+
 def test_process_churn_never_commits_a_dead_pid(tmp_path, procs):
     fake = FakeDamon(tmp_path)
     e = engine(fake, tmp_path)

@@ -114,6 +114,9 @@ RESIDENCY_EXACT_PAGES = 16384
 REGIONS_PER_PROCESS = 20
 #: damon_set_attrs() refuses a ``min_nr_regions`` below 3
 KERNEL_MIN_REGIONS = 3
+#: idle time carried per address bridges gaps between reads of up to this many aggregation
+#: intervals (the longer of the current and the last one read)
+HISTORY_BRIDGE = 4.0
 
 
 class OwnershipLost(OpsError):
@@ -220,6 +223,7 @@ class DamonSysfsEngine(Engine):
         self._kdamond_cpu_seen = (-1, 0.0)  # (thread pid, its CPU when last read)
         self._checks = 0
         self._aggregations = 0
+        self._last_aggregation_interval = 0.0  # of the last aggregation read
         self._zero_pfn = zero_page_pfn(self.pio, proc_root)
         # mapping counts of shared pages: a page several processes map counts by share
         self._counts = PageCounts.open(self.pio, proc_root)
@@ -553,9 +557,13 @@ class DamonSysfsEngine(Engine):
                 self._failures.note([p.key], p.ref, e)
                 continue
             max_age = int((now - p.assigned_at) / aggr) if aggr > 0 else 0
-            # history only bridges consecutive aggregations: across a skipped update an access
-            # may have come and gone unseen, and only the kernel's age knows
-            if now - p.history_at > 1.5 * aggr:
+            # history bridges a skipped update or two, and the first aggregation after the CPU
+            # budget changed the intervals (it ends the old one's remainder plus a new one: 18 s
+            # after a change from 6.7 to 10 s in the guest). Dropped there, the kernel's
+            # truncated ages took over and five readers' 112 MiB of cold memory went unknown
+            # or into the working set for 30 s. Beyond that we have not been looking, and only
+            # the kernel's age knows
+            if now - p.history_at > HISTORY_BRIDGE * max(aggr, self._last_aggregation_interval):
                 p.history = []
             history = []
             for r, res in sorted(zip(rs, resident), key=lambda x: x[0].start):
@@ -579,6 +587,7 @@ class DamonSysfsEngine(Engine):
             pids[p.key].add(p.ref.pid)
         if regions:
             self._aggregations += 1
+            self._last_aggregation_interval = aggr
         taken = self.wall_clock()
         targets = tuple(
             TargetRecords(
