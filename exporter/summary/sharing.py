@@ -85,18 +85,60 @@ def _staleness(r: RegionRecord) -> tuple[int, float]:
     return (0, -r.idle_seconds)
 
 
-def _piece(owner: RegionRecord, lo: int, hi: int, nbytes: int, covering: Sequence[RegionRecord],
-           per_page: bool = False) -> RegionRecord:
-    """``nbytes`` of ``owner``'s shared memory in ``[lo, hi)``, used as the most recently
-    used of ``covering`` (a distribution: as the most used of them, per idle time), or, where
-    the check is per physical page, as the least recently used of them."""
+class _View:
+    """What every process' piece of one stretch of shared memory takes from the regions
+    covering it, worked out once per stretch (not once per covering region: with P
+    processes that is P times less work, which matters at hundreds of workers)."""
+
+    __slots__ = ("covering", "per_page", "_fresh", "_dist", "_ids")
+
+    def __init__(self, covering: Sequence[RegionRecord], per_page: bool) -> None:
+        self.covering = covering
+        self.per_page = per_page
+        self._fresh: RegionRecord | None = None
+        self._dist: tuple[tuple[tuple[float, float], ...], float] | None = None
+        self._ids: frozenset[int] | None = None
+
+    def same_as(self, other: "_View", distribution: bool) -> bool:
+        """Whether a piece taking this view may extend one taking ``other``: the same
+        region decides (point records), or the same regions (distributions)."""
+        if not distribution:
+            return self.fresh() is other.fresh()
+        if self._ids is None:
+            self._ids = frozenset(map(id, self.covering))
+        if other._ids is None:
+            other._ids = frozenset(map(id, other.covering))
+        return self._ids == other._ids
+
+    def fresh(self) -> RegionRecord:
+        """Point records: the most recently used of the covering regions, or, where the
+        check is per physical page, the least recently used."""
+        if self._fresh is None:
+            self._fresh = min(self.covering, key=_staleness if self.per_page else _freshness)
+        return self._fresh
+
+    def dist(self) -> tuple[tuple[tuple[float, float], ...], float]:
+        """Distribution records: the untouched share at each idle time, as the most used of
+        the covering regions says, and the largest accessed share."""
+        if self._dist is None:
+            cov = self.covering
+            points = sorted({s for r in cov for s, _ in r.idle_distribution})
+            fracs = tuple((s, min(_untouched_fraction(r, s) for r in cov)) for s in points)
+            accessed = max(min(1.0, r.accessed_bytes / r.resident_bytes) if r.resident_bytes else 0.0 for r in cov)
+            self._dist = (fracs, accessed)
+        return self._dist
+
+
+def _piece(owner: RegionRecord, lo: int, hi: int, nbytes: int, view: _View) -> RegionRecord:
+    """``nbytes`` of ``owner``'s shared memory in ``[lo, hi)``, used as ``view`` says: as
+    the most recently used of the regions covering it (a distribution: as the most used of
+    them, per idle time), or, where the check is per physical page, the least recently used."""
     if owner.idle_distribution:
-        points = sorted({s for r in covering for s, _ in r.idle_distribution})
-        dist = tuple((s, int(round(nbytes * min(_untouched_fraction(r, s) for r in covering)))) for s in points)
-        accessed = max(min(1.0, r.accessed_bytes / r.resident_bytes) if r.resident_bytes else 0.0 for r in covering)
+        fracs, accessed = view.dist()
         return replace(owner, start=lo, end=hi, resident_bytes=nbytes, shared_bytes=nbytes,
-                       idle_distribution=dist, accessed_bytes=int(round(nbytes * accessed)))
-    fresh = min(covering, key=_staleness if per_page else _freshness)
+                       idle_distribution=tuple((s, int(round(nbytes * f))) for s, f in fracs),
+                       accessed_bytes=int(round(nbytes * accessed)))
+    fresh = view.fresh()
     return replace(owner, start=lo, end=hi, resident_bytes=nbytes, shared_bytes=nbytes,
                    nr_accesses=fresh.nr_accesses, nr_checks=fresh.nr_checks, age=fresh.age,
                    idle_seconds=fresh.idle_seconds, seen_accessed=fresh.seen_accessed)
@@ -189,7 +231,10 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
     per_mapping = doubt is not None and not per_page
     unexplained = _unexplained_hits(shared) if per_mapping else {}
     ws_error = cold_error = 0.0
-    pieces: list[RegionRecord] = []
+    #: pieces as [owner, lo, hi, bytes, view]: consecutive stretches of one region that
+    #: take the same view are one piece (fewer records, the same bytes)
+    pieces: list[list] = []
+    last_piece: dict[int, list] = {}  # id(region) -> its latest piece
     active: list[RegionRecord] = []
     nxt = 0
     for lo, hi in zip(bounds, bounds[1:]):
@@ -215,21 +260,29 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
             # only the views of processes that use shared memory can doubt each other
             ws_u = [w for w, c in zip(ws, views) if c.pid in users] or [0.0]
             cd_u = [x for x, c in zip(cd, views) if c.pid in users] or [0.0]
-            view = min(views, key=_freshness)
+        stretch = _View(views, per_page)
+        ws_split, cold_split = max(ws) - min(ws), max(cd) - min(cd)
+        if per_mapping:
+            view = stretch.fresh()
+            ws_users, cold_users = max(ws_u) - min(ws_u), max(cd_u) - min(cd_u)
         for r in covering:
             size = r.end - r.start  # cut by offset, so a region's pieces add up exactly
             nbytes = round(r.shared_bytes * (hi - r.start) / size) - round(r.shared_bytes * (lo - r.start) / size)
             moved[id(r)] = moved.get(id(r), 0) + nbytes
-            pieces.append(_piece(r, lo, hi, nbytes, views, per_page))
+            same = last_piece.get(id(r))
+            if same is not None and same[2] == lo and stretch.same_as(same[4], bool(r.idle_distribution)):
+                same[2], same[3] = hi, same[3] + nbytes
+            else:
+                last_piece[id(r)] = piece = [r, lo, hi, nbytes, stretch]
+                pieces.append(piece)
             if per_mapping and not r.idle_distribution:
                 ws_error += nbytes * residue
                 cold_error += nbytes * residue
                 v, b, dw, dc = taken.get(id(view), (view, 0, 0.0, 0.0))
-                taken[id(view)] = (view, b + nbytes, dw + nbytes * (max(ws_u) - min(ws_u)),
-                                   dc + nbytes * (max(cd_u) - min(cd_u)))
+                taken[id(view)] = (view, b + nbytes, dw + nbytes * ws_users, dc + nbytes * cold_users)
                 continue
-            ws_error += nbytes * (max(ws) - min(ws))
-            cold_error += nbytes * (max(cd) - min(cd))
+            ws_error += nbytes * ws_split
+            cold_error += nbytes * cold_split
     if doubt is not None:
         ws_doubt, cold_doubt = doubt
         for view, nbytes, ws_disagree, cold_disagree in taken.values():
@@ -246,4 +299,5 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
             out.append(r)
             continue
         out.append(_scaled(r, r.resident_bytes - m, r.shared_bytes - m))
-    return tuple(out) + tuple(p for p in pieces if p.resident_bytes > 0), round(ws_error), round(cold_error)
+    made = (_piece(r, lo, hi, nbytes, v) for r, lo, hi, nbytes, v in pieces if nbytes > 0)
+    return tuple(out) + tuple(made), round(ws_error), round(cold_error)
