@@ -38,7 +38,7 @@ counted by share.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 from exporter.model.records import RegionRecord
@@ -127,6 +127,18 @@ class _View:
             accessed = max(min(1.0, r.accessed_bytes / r.resident_bytes) if r.resident_bytes else 0.0 for r in cov)
             self._dist = (fracs, accessed)
         return self._dist
+
+
+@dataclass(slots=True)
+class _Piece:
+    """``nbytes`` of ``owner``'s shared memory in ``[lo, hi)``, to take ``view``; grown
+    while the next stretch of the same region takes the same view."""
+
+    owner: RegionRecord
+    lo: int
+    hi: int
+    nbytes: int
+    view: _View
 
 
 def _piece(owner: RegionRecord, lo: int, hi: int, nbytes: int, view: _View) -> RegionRecord:
@@ -231,10 +243,10 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
     per_mapping = doubt is not None and not per_page
     unexplained = _unexplained_hits(shared) if per_mapping else {}
     ws_error = cold_error = 0.0
-    #: pieces as [owner, lo, hi, bytes, view]: consecutive stretches of one region that
-    #: take the same view are one piece (fewer records, the same bytes)
-    pieces: list[list] = []
-    last_piece: dict[int, list] = {}  # id(region) -> its latest piece
+    #: consecutive stretches of one region that take the same view are one piece (fewer
+    #: records, the same bytes)
+    pieces: list[_Piece] = []
+    last_piece: dict[int, _Piece] = {}  # id(region) -> its latest piece
     active: list[RegionRecord] = []
     nxt = 0
     for lo, hi in zip(bounds, bounds[1:]):
@@ -256,24 +268,23 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
                 residue = max(unexplained[i] for i in ids)
         ws = [in_working_set(r) for r in views]
         cd = [cold(r) for r in views]
-        if per_mapping:
-            # only the views of processes that use shared memory can doubt each other
-            ws_u = [w for w, c in zip(ws, views) if c.pid in users] or [0.0]
-            cd_u = [x for x, c in zip(cd, views) if c.pid in users] or [0.0]
         stretch = _View(views, per_page)
         ws_split, cold_split = max(ws) - min(ws), max(cd) - min(cd)
         if per_mapping:
             view = stretch.fresh()
+            # only the views of processes that use shared memory can doubt each other
+            ws_u = [w for w, c in zip(ws, views) if c.pid in users] or [0.0]
+            cd_u = [x for x, c in zip(cd, views) if c.pid in users] or [0.0]
             ws_users, cold_users = max(ws_u) - min(ws_u), max(cd_u) - min(cd_u)
         for r in covering:
             size = r.end - r.start  # cut by offset, so a region's pieces add up exactly
             nbytes = round(r.shared_bytes * (hi - r.start) / size) - round(r.shared_bytes * (lo - r.start) / size)
             moved[id(r)] = moved.get(id(r), 0) + nbytes
             same = last_piece.get(id(r))
-            if same is not None and same[2] == lo and stretch.same_as(same[4], bool(r.idle_distribution)):
-                same[2], same[3] = hi, same[3] + nbytes
+            if same is not None and same.hi == lo and stretch.same_as(same.view, bool(r.idle_distribution)):
+                same.hi, same.nbytes = hi, same.nbytes + nbytes
             else:
-                last_piece[id(r)] = piece = [r, lo, hi, nbytes, stretch]
+                last_piece[id(r)] = piece = _Piece(r, lo, hi, nbytes, stretch)
                 pieces.append(piece)
             if per_mapping and not r.idle_distribution:
                 ws_error += nbytes * residue
@@ -299,5 +310,5 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
             out.append(r)
             continue
         out.append(_scaled(r, r.resident_bytes - m, r.shared_bytes - m))
-    made = (_piece(r, lo, hi, nbytes, v) for r, lo, hi, nbytes, v in pieces if nbytes > 0)
+    made = (_piece(p.owner, p.lo, p.hi, p.nbytes, p.view) for p in pieces if p.nbytes > 0)
     return tuple(out) + tuple(made), round(ws_error), round(cold_error)
