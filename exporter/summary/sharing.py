@@ -17,11 +17,17 @@ what the views mean depends on the engine's check:
   were. So where regions of several processes cover the same pages, the least recently used
   of them is the tightest evidence: the hot part is the intersection of the processes' hot
   regions, and a region straddling the hot edge in one process is cut back by the others.
+  A region's silence is a sample, though: one sample per interval over the whole region,
+  so it says little about a sliver of it. Where it would likely have missed the use that
+  other processes' regions report there, and they are unlikely to be wrong together, they
+  decide (:func:`_silent_regions`).
 
-What is doubtful differs too. Per physical page, and for per-mapping counts of referenced
-bytes (clear_refs), where the covering regions disagree (one calls the memory used, another
-idle), the bytes they disagree on are counted in the working set's and the cold bytes'
-error: the truth lies between the views. Per mapping with DAMON's regions, a view that says
+What is doubtful differs too. Per physical page, where the covering regions disagree, the
+chance that the view taken is wrong is counted in the working set's and the cold bytes'
+error: for a silent region taken over fresher ones, the chance its samples missed their
+use; for fresher ones taken over a silent region, the chance it was right. For per-mapping
+counts of referenced bytes (clear_refs), the bytes the views disagree on are counted whole:
+the truth lies between the views. Per mapping with DAMON's regions, a view that says
 idle is no evidence against another process' use (the parent that forked readers never
 reads their pages), so only the views of processes that use some shared memory doubt each
 other where they disagree; and a piece takes the doubt of the region whose view it took, as
@@ -38,6 +44,7 @@ counted by share.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
@@ -220,18 +227,87 @@ def _unexplained_hits(shared: Sequence[RegionRecord]) -> dict[int, float]:
     return out
 
 
+#: per physical page, a region that saw no access gives way to the fresher views of other
+#: processes only where neither is sure: its samples would have missed the use they report
+#: inside it with more than this chance, had they been right, and their hits would come
+#: from the rest of their regions with less than this chance, had it been right
+MISS_ALPHA = 0.05
+
+
+def _at_least(n: int, p: float, k: int) -> float:
+    """P(Binomial(n, p) >= k)."""
+    if k <= 0:
+        return 1.0
+    if p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0 if k <= n else 0.0
+    return min(1.0, sum(math.comb(n, i) * p ** i * (1.0 - p) ** (n - i) for i in range(k, n + 1)))
+
+
+def _silent_regions(shared: Sequence[RegionRecord], explained: dict[int, float], member: Sequence[Share],
+                    sample_interval: float, horizon: float) -> dict[int, tuple[float, bool]]:
+    """Per physical page, point records: for each region that saw no access this
+    aggregation, the chance that its samples would have missed the use that fresher regions
+    of other processes report inside it, had they been right; and whether it gives way to
+    them there (it is likely to have missed, and they are unlikely to be wrong).
+
+    Every region gets one sample per interval however large it is, so its silence is strong
+    evidence about a large part of it and weak about a sliver: a reader's idle region of
+    14.5 MiB reaching 2.5 MiB over the hot edge misses the hot part at 12 samples one time
+    in ten (one CI boot under the CPU budget's 1.7 s samples: 2-3 MiB of the hot 16 MiB
+    in cold, where the least recently used view always won). The others' evidence is
+    weighed too: a region across the hot edge that reads its hot share of hits says nothing
+    about the sliver a silent region of another process covers, while four processes'
+    regions hit at every sample, each covering the sliver, are unlikely to be wrong
+    together (their samplers are independent). A region's silence counts for ``horizon``
+    seconds at most (use that began within the working-set window cannot have been sampled
+    before it). Regions whose hits others' use explains report nothing of their own."""
+    point = sorted((r for r in shared if not r.idle_distribution), key=lambda r: r.start)
+    starts = [r.start for r in point]
+    longest = max((r.end - r.start for r in point), default=0)
+    rate = min(1.0, max((r.frequency for r in point if r.nr_accesses > 0 and r.nr_checks), default=1.0))
+    out: dict[int, tuple[float, bool]] = {}
+    for r in point:
+        if r.nr_accesses > 0 or r.end <= r.start:
+            continue
+        spans = []
+        unlikely: dict[int, float] = {}  # pid -> chance its hits come from outside r
+        for o in point[bisect_left(starts, r.start - longest):bisect_left(starts, r.end)]:
+            if (o.end > r.start and o.pid != r.pid and id(o) not in explained
+                    and any(m(o) != m(r) for m in member) and _staleness(o) > _staleness(r)):
+                a, b = max(o.start, r.start), min(o.end, r.end)
+                spans.append((a, b))
+                if o.nr_accesses > 0 and o.nr_checks:
+                    outside = rate * (1.0 - (b - a) / (o.end - o.start))
+                    chance = _at_least(o.nr_checks, outside, o.nr_accesses)
+                    unlikely[o.pid] = min(unlikely.get(o.pid, 1.0), chance)
+        covered, reach = 0, r.start
+        for a, b in sorted(spans):
+            a = max(a, reach)
+            if b > a:
+                covered += b - a
+                reach = b
+        n = min(r.idle_seconds, horizon) / sample_interval
+        miss = (1.0 - covered / (r.end - r.start)) ** n if covered else 0.0
+        out[id(r)] = (miss, miss > MISS_ALPHA and math.prod(unlikely.values()) < MISS_ALPHA)
+    return out
+
+
 def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: Share,
                  per_page: bool = False, doubt: tuple[Share, Share] | None = None,
+                 sample_interval: float = 0.0, horizon: float = math.inf,
                  ) -> tuple[tuple[RegionRecord, ...], int, int]:
     """The target's regions with the shared part of each, where processes of the target
     overlap with shared memory at the same addresses, split off into pieces used as the
-    most recently used of them (``per_page``: as the least recently used); and the bytes of those pieces on which the regions
-    disagreed, for the working set and for the cold bytes (``in_working_set`` and ``cold``
-    give the share of a region's bytes in each figure; ``doubt`` the share of a region's
-    bytes its own process' edge evidence puts on the wrong side, for the working set and for
-    the cold bytes, used for point records of per-mapping checks). Resident bytes in total are
-    unchanged; the pieces come after the regions they were cut from (they are nobody's
-    neighbours in edge_error)."""
+    most recently used of them (``per_page``: as the least recently used, unless its silence
+    is weak against the others' hits, see :func:`_silent_regions`); and the bytes of those pieces on
+    which the regions disagreed, for the working set and for the cold bytes
+    (``in_working_set`` and ``cold`` give the share of a region's bytes in each figure;
+    ``doubt`` the share of a region's bytes its own process' edge evidence puts on the
+    wrong side, for the working set and for the cold bytes, used for point records).
+    Resident bytes in total are unchanged; the pieces come after the regions they were cut
+    from (they are nobody's neighbours in edge_error)."""
     shared = sorted((r for r in regions if r.shared_bytes > 0 and r.end > r.start), key=lambda r: r.start)
     if len({r.pid for r in shared}) < 2:
         return tuple(regions), 0, 0
@@ -241,7 +317,9 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
     taken: dict[int, tuple[RegionRecord, int, float, float]] = {}
     users = {r.pid for r in shared if in_working_set(r) > 0}
     per_mapping = doubt is not None and not per_page
-    unexplained = _unexplained_hits(shared) if per_mapping else {}
+    unexplained = _unexplained_hits(shared) if doubt is not None else {}
+    silent = (_silent_regions(shared, unexplained, (in_working_set, cold), sample_interval, horizon)
+              if per_page and sample_interval > 0 else {})
     ws_error = cold_error = 0.0
     #: consecutive stretches of one region that take the same view are one piece (fewer
     #: records, the same bytes)
@@ -258,6 +336,7 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
         if len({r.pid for r in covering}) < 2:
             continue
         views, residue = covering, 0.0
+        ws_doubt_share = cold_doubt_share = 0.0
         if per_mapping:
             used = [c for c in covering if c.nr_accesses > 0 and not c.idle_distribution]
             if used and len(used) < len(covering) and all(id(c) in unexplained for c in used):
@@ -266,16 +345,40 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
                 ids = {id(c) for c in used}
                 views = [c for c in covering if id(c) not in ids]
                 residue = max(unexplained[i] for i in ids)
+        elif per_page and doubt is not None:
+            # views whose hits others' use explains say nothing of their own here; a silent
+            # view that would likely have missed the others' use does not overrule them
+            live = [c for c in covering if id(c) not in unexplained] or covering
+            fresher = lambda c, d: _staleness(d) > _staleness(c) and (  # noqa: E731
+                in_working_set(d) != in_working_set(c) or cold(d) != cold(c))
+            deaf = {id(c) for c in live if silent.get(id(c), (0.0, False))[1]
+                    and any(fresher(c, d) for d in live)}
+            views = [c for c in live if id(c) not in deaf] or live
+            chosen = min(views, key=_staleness)
+            for c in live:
+                # the share of these bytes on which the chosen view may be wrong, as the
+                # evidence of each view it overruled says
+                if id(c) in deaf:
+                    w = 1.0 - silent[id(c)][0]
+                elif c is chosen:
+                    continue
+                else:
+                    w = silent.get(id(chosen), (1.0, False))[0]
+                if in_working_set(c) != in_working_set(chosen):
+                    ws_doubt_share = max(ws_doubt_share, w * abs(in_working_set(c) - in_working_set(chosen)))
+                if cold(c) != cold(chosen):
+                    cold_doubt_share = max(cold_doubt_share, w * abs(cold(c) - cold(chosen)))
         ws = [in_working_set(r) for r in views]
         cd = [cold(r) for r in views]
         stretch = _View(views, per_page)
         ws_split, cold_split = max(ws) - min(ws), max(cd) - min(cd)
         if per_mapping:
-            view = stretch.fresh()
             # only the views of processes that use shared memory can doubt each other
             ws_u = [w for w, c in zip(ws, views) if c.pid in users] or [0.0]
             cd_u = [x for x, c in zip(cd, views) if c.pid in users] or [0.0]
-            ws_users, cold_users = max(ws_u) - min(ws_u), max(cd_u) - min(cd_u)
+            ws_doubt_share, cold_doubt_share = max(ws_u) - min(ws_u), max(cd_u) - min(cd_u)
+        weighed = doubt is not None
+        view = stretch.fresh() if weighed else None
         for r in covering:
             size = r.end - r.start  # cut by offset, so a region's pieces add up exactly
             nbytes = round(r.shared_bytes * (hi - r.start) / size) - round(r.shared_bytes * (lo - r.start) / size)
@@ -286,11 +389,11 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
             else:
                 last_piece[id(r)] = piece = _Piece(r, lo, hi, nbytes, stretch)
                 pieces.append(piece)
-            if per_mapping and not r.idle_distribution:
+            if weighed and view is not None and not r.idle_distribution:
                 ws_error += nbytes * residue
                 cold_error += nbytes * residue
                 v, b, dw, dc = taken.get(id(view), (view, 0, 0.0, 0.0))
-                taken[id(view)] = (view, b + nbytes, dw + nbytes * ws_users, dc + nbytes * cold_users)
+                taken[id(view)] = (view, b + nbytes, dw + nbytes * ws_doubt_share, dc + nbytes * cold_doubt_share)
                 continue
             ws_error += nbytes * ws_split
             cold_error += nbytes * cold_split

@@ -169,6 +169,18 @@ def test_forked_readers_through_the_service_count_each_page_once(readers_service
                 and abs(s["cold"] - truth["cold"]) <= 0.10 * truth["cold"] + s["cold_error"]):
             off.append(s)
     assert len(off) <= len(judged) // 10, f"{len(off)} of {len(judged)} scrapes off:\n{table(judged)}"
+    if res["backend"] == "page_idle":
+        # and within 10% outright with a small error, all but one scrape in ten (one boot
+        # before the silent-region rule in exporter/summary/sharing.py: 13.3 MiB at 2 of 12,
+        # 2-3 MiB of the hot part put in cold by one reader's idle region reaching over the
+        # edge, and errors of 5-48 MiB from counting every disagreement whole; with it:
+        # 15.8-16.7 MiB ± 0.9-2.5, cold 112.2-112.9 ± 0.9-3.2)
+        off = [s for s in judged if not (truth["working_set"] * 0.9 <= s["working_set"]
+                                         <= truth["working_set"] * 1.1 + s["pss"] - truth["buffer"])
+               or abs(s["cold"] - truth["cold"]) > 0.10 * truth["cold"]]
+        assert len(off) <= len(judged) // 10, table(judged)
+        wide = [s for s in judged if s["working_set_error"] > 0.5 * truth["working_set"]]
+        assert len(wide) <= len(judged) // 10, table(judged)
     if res["backend"] == "damon_sysfs":
         # and within 10% outright, with a small error: kernel DAMON given room to split each
         # process (seen: working set 15.8-17.7 MiB ± 0.6-2.3, cold 110.6-113.0). Cold bytes
