@@ -46,6 +46,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Callable, Sequence
 
 from exporter.model.records import RegionRecord
@@ -175,6 +176,19 @@ EXPLAINED_SIGMAS = 2.0
 EXPLAINED_SLACK = 1
 
 
+def _union_length(spans: list[tuple[int, int]]) -> int:
+    """Bytes covered by the union of ``[a, b)`` spans (which overlap where several
+    processes' regions cover the same memory)."""
+    covered, reach = 0, None
+    for a, b in sorted(spans):
+        if reach is not None:
+            a = max(a, reach)
+        if b > a:
+            covered += b - a
+            reach = b
+    return covered
+
+
 def _unexplained_hits(shared: Sequence[RegionRecord]) -> dict[int, float]:
     """Per-mapping access, point records: the regions whose hits memory that *other*
     processes use inside them accounts for, with the share of their bytes that would give
@@ -205,12 +219,7 @@ def _unexplained_hits(shared: Sequence[RegionRecord]) -> dict[int, float]:
             if o.pid != r.pid and o.start < r.end and o.end > r.start:
                 spans.append((max(o.start, r.start), min(o.end, r.end)))
                 rate = max(rate, o.frequency)
-        covered, reach = 0, r.start
-        for a, b in sorted(spans):
-            a = max(a, reach)
-            if b > a:
-                covered += b - a
-                reach = b
+        covered = _union_length(spans)
         share = covered / (r.end - r.start)
         expected = rate * share * r.nr_checks
         # a rate cannot exceed one hit per sample
@@ -234,8 +243,9 @@ def _unexplained_hits(shared: Sequence[RegionRecord]) -> dict[int, float]:
 MISS_ALPHA = 0.05
 
 
+@lru_cache(maxsize=4096)
 def _at_least(n: int, p: float, k: int) -> float:
-    """P(Binomial(n, p) >= k)."""
+    """P(Binomial(n, p) >= k) (cached: many regions of many processes ask the same)."""
     if k <= 0:
         return 1.0
     if p <= 0.0:
@@ -264,30 +274,32 @@ def _silent_regions(shared: Sequence[RegionRecord], explained: dict[int, float],
     seconds at most (use that began within the working-set window cannot have been sampled
     before it). Regions whose hits others' use explains report nothing of their own."""
     point = sorted((r for r in shared if not r.idle_distribution), key=lambda r: r.start)
-    starts = [r.start for r in point]
-    longest = max((r.end - r.start for r in point), default=0)
     rate = min(1.0, max((r.frequency for r in point if r.nr_accesses > 0 and r.nr_checks), default=1.0))
+    # what each region says, worked out once: with P processes a region meets P others
+    said = {id(r): (tuple(m(r) for m in member), _staleness(r)) for r in point}
+    voices = [r for r in point if id(r) not in explained]
+    starts = [r.start for r in voices]
+    longest = max((r.end - r.start for r in voices), default=0)
     out: dict[int, tuple[float, bool]] = {}
     for r in point:
         if r.nr_accesses > 0 or r.end <= r.start:
             continue
+        mine, stale = said[id(r)]
         spans = []
         unlikely: dict[int, float] = {}  # pid -> chance its hits come from outside r
-        for o in point[bisect_left(starts, r.start - longest):bisect_left(starts, r.end)]:
-            if (o.end > r.start and o.pid != r.pid and id(o) not in explained
-                    and any(m(o) != m(r) for m in member) and _staleness(o) > _staleness(r)):
-                a, b = max(o.start, r.start), min(o.end, r.end)
-                spans.append((a, b))
-                if o.nr_accesses > 0 and o.nr_checks:
-                    outside = rate * (1.0 - (b - a) / (o.end - o.start))
-                    chance = _at_least(o.nr_checks, outside, o.nr_accesses)
-                    unlikely[o.pid] = min(unlikely.get(o.pid, 1.0), chance)
-        covered, reach = 0, r.start
-        for a, b in sorted(spans):
-            a = max(a, reach)
-            if b > a:
-                covered += b - a
-                reach = b
+        for o in voices[bisect_left(starts, r.start - longest):bisect_left(starts, r.end)]:
+            if o.end <= r.start or o.pid == r.pid:
+                continue
+            theirs, fresh = said[id(o)]
+            if theirs == mine or fresh <= stale:
+                continue
+            a, b = max(o.start, r.start), min(o.end, r.end)
+            spans.append((a, b))
+            if o.nr_accesses > 0 and o.nr_checks:
+                outside = round(rate * (1.0 - (b - a) / (o.end - o.start)), 4)
+                chance = _at_least(o.nr_checks, outside, o.nr_accesses)
+                unlikely[o.pid] = min(unlikely.get(o.pid, 1.0), chance)
+        covered = _union_length(spans)
         n = min(r.idle_seconds, horizon) / sample_interval
         miss = (1.0 - covered / (r.end - r.start)) ** n if covered else 0.0
         out[id(r)] = (miss, miss > MISS_ALPHA and math.prod(unlikely.values()) < MISS_ALPHA)
@@ -315,7 +327,11 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
     moved: dict[int, int] = {}  # id(region) -> shared bytes moved into pieces
     #: id(view) -> (view, bytes that took it, their working-set and cold disagreement)
     taken: dict[int, tuple[RegionRecord, int, float, float]] = {}
-    users = {r.pid for r in shared if in_working_set(r) > 0}
+    # each region's shares, worked out once: a region is in as many stretches as it meets
+    # other processes' edges
+    ws_of = {id(r): in_working_set(r) for r in shared}
+    cold_of = {id(r): cold(r) for r in shared}
+    users = {r.pid for r in shared if ws_of[id(r)] > 0}
     per_mapping = doubt is not None and not per_page
     unexplained = _unexplained_hits(shared) if doubt is not None else {}
     silent = (_silent_regions(shared, unexplained, (in_working_set, cold), sample_interval, horizon)
@@ -350,7 +366,7 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
             # view that would likely have missed the others' use does not overrule them
             live = [c for c in covering if id(c) not in unexplained] or covering
             fresher = lambda c, d: _staleness(d) > _staleness(c) and (  # noqa: E731
-                in_working_set(d) != in_working_set(c) or cold(d) != cold(c))
+                ws_of[id(d)] != ws_of[id(c)] or cold_of[id(d)] != cold_of[id(c)])
             deaf = {id(c) for c in live if silent.get(id(c), (0.0, False))[1]
                     and any(fresher(c, d) for d in live)}
             views = [c for c in live if id(c) not in deaf] or live
@@ -364,12 +380,10 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
                     continue
                 else:
                     w = silent.get(id(chosen), (1.0, False))[0]
-                if in_working_set(c) != in_working_set(chosen):
-                    ws_doubt_share = max(ws_doubt_share, w * abs(in_working_set(c) - in_working_set(chosen)))
-                if cold(c) != cold(chosen):
-                    cold_doubt_share = max(cold_doubt_share, w * abs(cold(c) - cold(chosen)))
-        ws = [in_working_set(r) for r in views]
-        cd = [cold(r) for r in views]
+                ws_doubt_share = max(ws_doubt_share, w * abs(ws_of[id(c)] - ws_of[id(chosen)]))
+                cold_doubt_share = max(cold_doubt_share, w * abs(cold_of[id(c)] - cold_of[id(chosen)]))
+        ws = [ws_of[id(r)] for r in views]
+        cd = [cold_of[id(r)] for r in views]
         stretch = _View(views, per_page)
         ws_split, cold_split = max(ws) - min(ws), max(cd) - min(cd)
         if per_mapping:

@@ -149,6 +149,13 @@ def readers_service(request: pytest.FixtureRequest, vm_kernel: Path, workload_bi
     return res
 
 
+def outright(s: dict, truth: dict) -> bool:
+    """A scrape of the forked readers within 10% outright: working set within 10% of the
+    16 MiB read (plus, above, what else the five hold by Pss), cold within 10% of the rest."""
+    return (truth["working_set"] * 0.9 <= s["working_set"] <= truth["working_set"] * 1.1 + s["pss"] - truth["buffer"]
+            and abs(s["cold"] - truth["cold"]) <= 0.10 * truth["cold"])
+
+
 def test_forked_readers_through_the_service_count_each_page_once(readers_service: dict) -> None:
     """At every scrape after warm-up: resident within 10% of the five processes' summed Pss
     read beside it; working set within 10% of the 16 MiB read (plus half of what else the
@@ -175,9 +182,7 @@ def test_forked_readers_through_the_service_count_each_page_once(readers_service
         # 2-3 MiB of the hot part put in cold by one reader's idle region reaching over the
         # edge, and errors of 5-48 MiB from counting every disagreement whole; with it:
         # 15.8-16.7 MiB ± 0.9-2.5, cold 112.2-112.9 ± 0.9-3.2)
-        off = [s for s in judged if not (truth["working_set"] * 0.9 <= s["working_set"]
-                                         <= truth["working_set"] * 1.1 + s["pss"] - truth["buffer"])
-               or abs(s["cold"] - truth["cold"]) > 0.10 * truth["cold"]]
+        off = [s for s in judged if not outright(s, truth)]
         assert len(off) <= len(judged) // 10, table(judged)
         wide = [s for s in judged if s["working_set_error"] > 0.5 * truth["working_set"]]
         assert len(wide) <= len(judged) // 10, table(judged)
@@ -189,9 +194,7 @@ def test_forked_readers_through_the_service_count_each_page_once(readers_service
         # the first aggregation, under the budget's stretched samples); from 60 s every one
         known = [s for s in judged if s["cold_error"] < 0.5 * truth["cold"]]
         assert len(known) >= 0.6 * len(judged) and all(s in known for s in judged if s["t"] >= 60), table(judged)
-        off = [s for s in known if not (truth["working_set"] * 0.9 <= s["working_set"]
-                                        <= truth["working_set"] * 1.1 + s["pss"] - truth["buffer"])
-               or abs(s["cold"] - truth["cold"]) > 0.10 * truth["cold"]]
+        off = [s for s in known if not outright(s, truth)]
         assert len(off) <= len(known) // 10, table(judged)
         # and the error small, all but one scrape in ten (seen: 7.6 MiB once in 12, beside a
         # transient 23.1 MiB of working set that it covered)
