@@ -255,8 +255,12 @@ def _at_least(n: int, p: float, k: int) -> float:
     return min(1.0, sum(math.comb(n, i) * p ** i * (1.0 - p) ** (n - i) for i in range(k, n + 1)))
 
 
-def _silent_regions(shared: Sequence[RegionRecord], explained: dict[int, float], member: Sequence[Share],
-                    sample_interval: float, horizon: float) -> dict[int, tuple[float, bool]]:
+#: what a region says of its bytes, by id: (its working-set and cold shares, its staleness)
+Said = dict[int, tuple[tuple[float, float], tuple[int, float]]]
+
+
+def _silent_regions(shared: Sequence[RegionRecord], said: Said, sample_interval: float,
+                    horizon: float) -> dict[int, tuple[float, bool]]:
     """Per physical page, point records: for each region that saw no access this
     aggregation, the chance that its samples would have missed the use that fresher regions
     of other processes report inside it, had they been right; and whether it gives way to
@@ -272,14 +276,11 @@ def _silent_regions(shared: Sequence[RegionRecord], explained: dict[int, float],
     regions hit at every sample, each covering the sliver, are unlikely to be wrong
     together (their samplers are independent). A region's silence counts for ``horizon``
     seconds at most (use that began within the working-set window cannot have been sampled
-    before it). Regions whose hits others' use explains report nothing of their own."""
+    before it). Every region is a voice, a straddler too: the binomial test weighs its hits."""
     point = sorted((r for r in shared if not r.idle_distribution), key=lambda r: r.start)
     rate = min(1.0, max((r.frequency for r in point if r.nr_accesses > 0 and r.nr_checks), default=1.0))
-    # what each region says, worked out once: with P processes a region meets P others
-    said = {id(r): (tuple(m(r) for m in member), _staleness(r)) for r in point}
-    voices = [r for r in point if id(r) not in explained]
-    starts = [r.start for r in voices]
-    longest = max((r.end - r.start for r in voices), default=0)
+    starts = [r.start for r in point]
+    longest = max((r.end - r.start for r in point), default=0)
     out: dict[int, tuple[float, bool]] = {}
     for r in point:
         if r.nr_accesses > 0 or r.end <= r.start:
@@ -287,7 +288,7 @@ def _silent_regions(shared: Sequence[RegionRecord], explained: dict[int, float],
         mine, stale = said[id(r)]
         spans = []
         unlikely: dict[int, float] = {}  # pid -> chance its hits come from outside r
-        for o in voices[bisect_left(starts, r.start - longest):bisect_left(starts, r.end)]:
+        for o in point[bisect_left(starts, r.start - longest):bisect_left(starts, r.end)]:
             if o.end <= r.start or o.pid == r.pid:
                 continue
             theirs, fresh = said[id(o)]
@@ -327,17 +328,13 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
     moved: dict[int, int] = {}  # id(region) -> shared bytes moved into pieces
     #: id(view) -> (view, bytes that took it, their working-set and cold disagreement)
     taken: dict[int, tuple[RegionRecord, int, float, float]] = {}
-    # each region's shares, worked out once: a region is in as many stretches as it meets
+    # what each region says, worked out once: a region is in as many stretches as it meets
     # other processes' edges
-    ws_of = {id(r): in_working_set(r) for r in shared}
-    cold_of = {id(r): cold(r) for r in shared}
-    users = {r.pid for r in shared if ws_of[id(r)] > 0}
+    said: Said = {id(r): ((in_working_set(r), cold(r)), _staleness(r)) for r in shared}
+    users = {r.pid for r in shared if said[id(r)][0][0] > 0}
     per_mapping = doubt is not None and not per_page
     unexplained = _unexplained_hits(shared) if doubt is not None else {}
-    # per physical page every region is a voice: the binomial test in _silent_regions weighs
-    # a straddler's hits itself
-    silent = (_silent_regions(shared, {}, (in_working_set, cold), sample_interval, horizon)
-              if per_page and sample_interval > 0 else {})
+    silent = _silent_regions(shared, said, sample_interval, horizon) if per_page and sample_interval > 0 else {}
     ws_error = cold_error = 0.0
     #: consecutive stretches of one region that take the same view are one piece (fewer
     #: records, the same bytes)
@@ -367,8 +364,7 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
             # views whose hits others' use explains say nothing of their own here; a silent
             # view that would likely have missed the others' use does not overrule them
             live = [c for c in covering if id(c) not in unexplained] or covering
-            fresher = lambda c, d: _staleness(d) > _staleness(c) and (  # noqa: E731
-                ws_of[id(d)] != ws_of[id(c)] or cold_of[id(d)] != cold_of[id(c)])
+            fresher = lambda c, d: said[id(d)][1] > said[id(c)][1] and said[id(d)][0] != said[id(c)][0]  # noqa: E731
             deaf = {id(c) for c in covering if silent.get(id(c), (0.0, False))[1]
                     and any(fresher(c, d) for d in covering)}
             # a view explained by others' use elsewhere decides only where every other view
@@ -386,10 +382,11 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
                     continue
                 else:
                     w = silent.get(id(chosen), (1.0, False))[0]
-                ws_doubt_share = max(ws_doubt_share, w * abs(ws_of[id(c)] - ws_of[id(chosen)]))
-                cold_doubt_share = max(cold_doubt_share, w * abs(cold_of[id(c)] - cold_of[id(chosen)]))
-        ws = [ws_of[id(r)] for r in views]
-        cd = [cold_of[id(r)] for r in views]
+                (ws_c, cold_c), (ws_x, cold_x) = said[id(c)][0], said[id(chosen)][0]
+                ws_doubt_share = max(ws_doubt_share, w * abs(ws_c - ws_x))
+                cold_doubt_share = max(cold_doubt_share, w * abs(cold_c - cold_x))
+        ws = [said[id(r)][0][0] for r in views]
+        cd = [said[id(r)][0][1] for r in views]
         stretch = _View(views, per_page)
         ws_split, cold_split = max(ws) - min(ws), max(cd) - min(cd)
         if per_mapping:
@@ -397,8 +394,7 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
             ws_u = [w for w, c in zip(ws, views) if c.pid in users] or [0.0]
             cd_u = [x for x, c in zip(cd, views) if c.pid in users] or [0.0]
             ws_doubt_share, cold_doubt_share = max(ws_u) - min(ws_u), max(cd_u) - min(cd_u)
-        weighed = doubt is not None
-        view = stretch.fresh() if weighed else None
+        view = stretch.fresh() if doubt is not None else None
         for r in covering:
             size = r.end - r.start  # cut by offset, so a region's pieces add up exactly
             nbytes = round(r.shared_bytes * (hi - r.start) / size) - round(r.shared_bytes * (lo - r.start) / size)
@@ -409,7 +405,7 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
             else:
                 last_piece[id(r)] = piece = _Piece(r, lo, hi, nbytes, stretch)
                 pieces.append(piece)
-            if weighed and view is not None and not r.idle_distribution:
+            if view is not None and not r.idle_distribution:
                 ws_error += nbytes * residue
                 cold_error += nbytes * residue
                 v, b, dw, dc = taken.get(id(view), (view, 0, 0.0, 0.0))
