@@ -41,7 +41,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for reason in _SKIPPED:
         tr.line(f"  reason: {reason}", red=True)
     tr.line(f"  to run them from any clone: {harness.KERNEL_ENV}=/path/to/bzImage python3 -m pytest tests/vm", bold=True)
-    tr.line("  (scripts/build-test-kernel builds a kernel with page_idle and DAMON; docs/vm-testing.md)")
+    tr.line("  (scripts/build-test-kernel builds a kernel with page_idle and DAMON; docs/testing.md)")
 
 
 @pytest.fixture(scope="session")
