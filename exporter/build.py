@@ -2,9 +2,11 @@
 for Go exporters (version, revision, branch and the language runtime's version).
 
 A Go binary has them linked in; a Python package does not, so they come from, in order:
-``exporter/_build.json`` (written by the Dockerfile from its REVISION and BRANCH build
-arguments, with the user and date of the build), else the git checkout the package is
-imported from (read from ``.git`` directly, no ``git`` binary needed), else ``unknown``.
+``exporter/_build.json``, else the git checkout the package is imported from (read from
+``.git`` directly, no ``git`` binary needed), else ``unknown``. ``_build.json`` is written
+when the package is built: by the Dockerfile from its REVISION and BRANCH build arguments
+(an image has no ``.git``), or by ``setup.py`` from the checkout being built
+(:func:`stamp_build`), since ``pip install .`` copies the package away from its ``.git``.
 
 :func:`version_text` is what ``--version`` prints, in the shape of Prometheus'
 ``version.Print`` (node_exporter's ``--version``), the Python version where Go's stands.
@@ -13,9 +15,12 @@ imported from (read from ``.git`` directly, no ``git`` binary needed), else ``un
 from __future__ import annotations
 
 import functools
+import getpass
 import json
 import platform
+import socket
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,7 +93,7 @@ def git_facts(repo: Path) -> tuple[str, str] | None:
 @functools.cache
 def build_info() -> BuildInfo:
     revision = branch = build_user = build_date = UNKNOWN
-    stamped = _PACKAGE / "_build.json"
+    stamped = _PACKAGE / STAMP
     if stamped.is_file():
         try:
             data = json.loads(stamped.read_text())
@@ -106,6 +111,33 @@ def build_info() -> BuildInfo:
         if facts is not None:
             revision, branch = facts
     return BuildInfo(__version__, revision, branch, platform.python_version(), build_user, build_date)
+
+
+STAMP = "_build.json"
+
+
+def stamp_build(repo: Path, package_dir: Path) -> Path | None:
+    """Write ``package_dir/_build.json`` with the revision and branch of the checkout at
+    ``repo``, the build user and the build date (as promu stamps a Go binary). Nothing when
+    the source is already stamped (the Dockerfile's build arguments win) or ``repo`` is no
+    checkout. Returns the file written."""
+    if (repo / "exporter" / STAMP).is_file():
+        return None
+    try:
+        facts = git_facts(repo)
+    except OSError:
+        facts = None
+    if facts is None:
+        return None
+    revision, branch = facts
+    try:
+        user = f"{getpass.getuser()}@{socket.gethostname()}"
+    except (KeyError, OSError):  # getuser: no passwd entry and no LOGNAME/USER
+        user = UNKNOWN
+    out = package_dir / STAMP
+    out.write_text(json.dumps({"revision": revision, "branch": branch, "build_user": user,
+                               "build_date": time.strftime("%Y%m%d-%H:%M:%S", time.gmtime())}) + "\n")
+    return out
 
 
 #: ``uname -m`` -> Go's GOARCH, so ``platform:`` reads as node_exporter's does
