@@ -219,3 +219,163 @@ def test_the_metrics_table_check_can_fail():
         "damon_regions_max: README says only with ['page_idle'], declared ['damon_sysfs', 'page_idle']",
         "damon_cold_bytes: README says counter, declared gauge",
     ]
+
+
+# -- counts and claims that went stale --------------------------------------------------------
+#
+# Each check finds a kind of statement in the docs and holds it to the file that decides it:
+# the alert rules, the dashboard, the test suite. A count nothing generates (boots, minutes a
+# run takes) is not written at all.
+
+_NUMBERS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve".split())}
+
+
+def _count(word: str) -> int | None:
+    return int(word) if word.isdigit() else _NUMBERS.get(word.lower())
+
+
+def alert_names() -> list[str]:
+    import yaml
+
+    rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "rules.yaml").read_text())
+    return [r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r]
+
+
+_ALERT_COUNT = re.compile(r"\b(\w+) (?:`?Damon\*`? )?alerts\b")
+
+
+def wrong_alert_counts(lines, alerts: list[str]) -> list[str]:
+    return [f"{p.relative_to(ROOT)}:{i}: {m.group(0)!r}, the rules have {len(alerts)}"
+            for p, i, line in lines for m in _ALERT_COUNT.finditer(line)
+            if _count(m.group(1)) is not None and _count(m.group(1)) != len(alerts)]
+
+
+def test_alert_counts_match_the_rules():
+    assert wrong_alert_counts(text(DOCS), alert_names()) == []
+
+
+def test_the_alert_count_check_can_fail():
+    assert wrong_alert_counts([(ROOT / "README.md", 4, "rules.yaml: 8 `Damon*` alerts (high cold ratio, ...)")],
+                              ["A"] * 9) == ["README.md:4: '8 `Damon*` alerts', the rules have 9"]
+
+
+def dashboard_variables() -> list[str]:
+    import json
+
+    board = json.loads((ROOT / "deploy" / "grafana" / "damon-exporter.json").read_text())
+    return [v["name"] for v in board["templating"]["list"]]
+
+
+_VARIABLES = re.compile(r"\bvariables(?: for)? ([^.;)]*)")
+
+
+def wrong_dashboard_variables(lines, variables: list[str]) -> list[str]:
+    out = []
+    for p, i, line in lines:
+        for m in _VARIABLES.finditer(line):
+            named = [w for w in re.findall(r"[A-Za-z_]\w*", m.group(1)) if w not in {"and", "or", "the"}]
+            if named and named != variables:
+                out.append(f"{p.relative_to(ROOT)}:{i}: variables {named}, the dashboard has {variables}")
+    return out
+
+
+def test_dashboard_variables_named_in_the_docs_are_the_dashboards():
+    lines = [(p, i, line) for p, i, line in text(DOCS) if "dashboard" in line.lower() or "grafana" in line.lower()
+             or "variables `" in line]
+    assert wrong_dashboard_variables(lines, dashboard_variables()) == []
+
+
+def test_the_dashboard_variable_check_can_fail():
+    line = "the exporter's CPU against its budget; variables for datasource, job, node and target."
+    assert wrong_dashboard_variables([(ROOT / "README.md", 9, line)], ["datasource", "job", "instance", "target"]) == [
+        "README.md:9: variables ['datasource', 'job', 'node', 'target'], the dashboard has "
+        "['datasource', 'job', 'instance', 'target']"]
+
+
+_BOOTS = re.compile(r"\b(\w+) boots?\b", re.I)
+_RUN_MINUTES = re.compile(r"(?:pytest|suite|VM tests|CI run|in all)[^.]*?\b\d+(?:\.\d+)? minutes|"
+                          r"\b\d+(?:\.\d+)? minutes[^.]*?(?:pytest|suite|VM tests|CI run)", re.I)
+
+
+def unchecked_counts(lines) -> list[str]:
+    """How many boots the VM tests take and how long a test run takes: nothing generates or
+    checks these, and the suite changes under them, so the docs do not say them."""
+    out = []
+    for p, i, line in lines:
+        out += [f"{p.relative_to(ROOT)}:{i}: {m.group(0)!r}" for m in _BOOTS.finditer(line) if _count(m.group(1)) is not None]
+        out += [f"{p.relative_to(ROOT)}:{i}: {m.group(0)!r}" for m in _RUN_MINUTES.finditer(line)]
+    return out
+
+
+def test_no_boot_counts_or_run_times_in_the_docs():
+    assert unchecked_counts(text(DOCS)) == []
+
+
+def test_the_boot_and_minute_check_can_fail():
+    lines = [(ROOT / "docs/testing.md", 1, "python -m pytest -m vm    # only the VM tests (~11 minutes: four boots)"),
+             (ROOT / "README.md", 2, "- `python3 -m pytest` runs everything (about 14 minutes on 2 cores)")]
+    assert unchecked_counts(lines) == ["docs/testing.md:1: 'four boots'", "docs/testing.md:1: 'pytest -m vm    # only the VM tests (~11 minutes'",
+                                       "README.md:2: 'pytest` runs everything (about 14 minutes'"]
+
+
+def _test_sources() -> list[tuple[Path, list[str]]]:
+    return [(p, p.read_text().splitlines()) for p in sorted((ROOT / "tests").rglob("test_*.py"))]
+
+
+_TIMED = re.compile(r"\b(?:cpu|elapsed|wall|alone|duration|took)\w*\b", re.I)
+
+
+def timed_asserts(sources) -> list[str]:
+    """Asserts that compare a CPU time or a duration."""
+    return [f"{p.relative_to(ROOT)}:{i}" for p, lines in sources for i, line in enumerate(lines, 1)
+            if line.lstrip().startswith("assert") and _TIMED.search(line) and re.search(r"[<>]=?", line)]
+
+
+_SLEEP = re.compile(r"^(\s*)time\.sleep\(")
+
+
+def sleeps_before_asserts(sources) -> list[str]:
+    """A fixed sleep followed, at the same depth, by an assert: the assertion waited on time,
+    not on the condition it checks."""
+    out = []
+    for p, lines in sources:
+        for i, line in enumerate(lines):
+            m = _SLEEP.match(line)
+            if not m:
+                continue
+            following = [x for x in lines[i + 1:i + 4] if x.strip() and not x.strip().startswith("#")]
+            if following and following[0].startswith(m.group(1) + "assert"):
+                out.append(f"{p.relative_to(ROOT)}:{i + 1}")
+    return out
+
+
+#: claims about the suite, each with the scan that would prove it false
+_SUITE_CLAIMS = {
+    re.compile(r"never (?:assert|time)\w* (?:on )?(?:wall-clock|anything)|no wall-clock or CPU-share assertions", re.I): timed_asserts,
+    re.compile(r"never a fixed sleep", re.I): sleeps_before_asserts,
+}
+
+
+def false_suite_claims(lines, sources) -> list[str]:
+    out = []
+    for p, i, line in lines:
+        for claim, scan in _SUITE_CLAIMS.items():
+            m = claim.search(line)
+            if m and scan(sources):
+                out.append(f"{p.relative_to(ROOT)}:{i}: {m.group(0)!r}, but {', '.join(scan(sources))}")
+    return out
+
+
+def test_what_the_docs_claim_of_the_suite_holds():
+    assert false_suite_claims(text(DOCS), _test_sources()) == []
+
+
+def test_the_suite_claim_check_can_fail():
+    sources = [(ROOT / "tests/vm/test_x.py", ["    assert total <= 2 * alone, (cpu, alone)"]),
+               (ROOT / "tests/test_y.py", ["    time.sleep(1.0)", "    # let it run", "    assert e.proc.poll() is None"])]
+    lines = [(ROOT / "README.md", 1, "tests never time anything (no wall-clock or CPU-share assertions)"),
+             (ROOT / "README.md", 2, "`wait.py` (wait for a condition, never a fixed sleep before an assertion)")]
+    assert false_suite_claims(lines, sources) == [
+        "README.md:1: 'never time anything', but tests/vm/test_x.py:1",
+        "README.md:2: 'never a fixed sleep', but tests/test_y.py:1"]
+    assert sleeps_before_asserts(_test_sources()) == [], "a test sleeps a fixed time, then asserts: wait on the condition"

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import re
+import select
 import subprocess
 import sys
-import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.exporter import run_snapshot
+from tests.support.wait import wait_for
 
 from .conftest import CHILD_COMM, MIB, REPO, start_child
 
@@ -89,11 +92,32 @@ def test_child_exit_prints_what_was_gathered_and_exits_1(mapper_bin):
     c = start_child(mapper_bin)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     cmd = [sys.executable, "-m", "exporter", "snapshot", "--pid", str(c.pid), "--duration", "20s", "--format", "json", *FAST]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
-    time.sleep(2.0)  # the run: about four 500 ms aggregations gathered before the child exits
+    # stderr on a terminal, so that the progress line shows when the first aggregation is in
+    master, slave = pty.openpty()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=slave, text=True, cwd=REPO, env=env)
+    os.close(slave)
+    err = bytearray()
+
+    def read_stderr(timeout: float) -> bool:
+        """Read what stderr has within ``timeout``; False once it is closed."""
+        if not select.select([master], [], [], timeout)[0]:
+            return True
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            return False
+        err.extend(chunk)
+        return bool(chunk)
+
+    wait_for(lambda: read_stderr(0.1) and re.search(rb"working set \d", err), timeout=60,
+             what="a progress line with the first aggregation's working set", describe=lambda: repr(bytes(err)))
     c.proc.kill()
     c.proc.wait()
-    out, err = p.communicate(timeout=30)
+    out, _ = p.communicate(timeout=30)
+    while read_stderr(1.0):
+        pass
+    os.close(master)
+    err = err.decode(errors="replace")
     assert p.returncode == 1, err
     d = json.loads(out)
     assert 1 <= d["aggregations"] < 40

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 import signal
-import time
 from html import unescape
 
 import pytest
@@ -33,7 +32,9 @@ def test_no_config_file_watches_the_largest_programs_and_says_so(exporter, child
         (fake / str(c.pid)).symlink_to(f"/proc/{c.pid}")
     sysfs = tmp_path / "sys"
     sysfs.mkdir()
-    e = exporter(None, extra=["--path.procfs", str(fake), "--path.sysfs", str(sysfs)])
+    web = tmp_path / "web.yml"  # no TLS, no users: there only so that SIGHUP's handling shows
+    web.write_text("# no TLS, no users\n")
+    e = exporter(None, extra=["--path.procfs", str(fake), "--path.sysfs", str(sysfs), "--web.config.file", str(web)])
     e.wait_ready(timeout=30)
     s = e.wait_for(lambda s: s.get("damon_target_up", target=big.name) == 1, timeout=30, what="the largest program up")
     assert s.get("damon_resident_bytes", target=big.name) > 48 << 20
@@ -53,8 +54,10 @@ def test_no_config_file_watches_the_largest_programs_and_says_so(exporter, child
                      r'with the most resident memory.*config.example.yaml.* config="embedded default"', logs), logs
     assert "config reload" not in logs
     # SIGHUP has no file to reload: the web config is re-checked, the default stays, nothing fails
+    checked = e.scrape().get("damon_web_config_last_reload_success_timestamp_seconds")
     e.proc.send_signal(signal.SIGHUP)
-    time.sleep(1.0)
+    e.wait_for(lambda s: s.get("damon_web_config_last_reload_success_timestamp_seconds") > checked, timeout=20,
+               what="the web config re-checked on SIGHUP")
     assert e.proc.poll() is None and e.request("/-/healthy").status == 200
     assert e.scrape().get("damon_config_last_reload_successful") == 1
     assert "reload failed" not in e.logs() and "Traceback" not in e.logs()
