@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -242,6 +243,7 @@ def test_shapes_changing_keep_the_records_consistent_and_settle_exactly(seed, ac
     assert t.cold_bytes == t.resident_bytes - hot_pages * PAGE
 
 
+@pytest.mark.slow  # builds and folds 60,000 mappings
 def test_sixty_thousand_mappings_fold_into_the_region_budget():
     """A process with 60,000 one-page mappings: at most max_regions curves and records, the
     totals exact (smaps counts add up), the hot quarter found."""
@@ -340,6 +342,7 @@ def test_the_summary_publishes_the_scaling_error():
 # -- smaps read in chunks --------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 200 hypothesis examples
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(1, 4000), min_size=1, max_size=40))
 def test_smaps_in_chunks_parse_as_the_whole_file(cuts):

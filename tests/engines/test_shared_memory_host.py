@@ -34,6 +34,22 @@ def pss(pid: int) -> int:
     raise AssertionError(f"no Pss for {pid}")
 
 
+def pss_of_mappings_with_shared_pages(pid: int) -> int:
+    """Pss of the mappings of ``pid`` that hold any page shared with another mapping: the only
+    bytes the Rss-to-Pss scaling and the processes' disagreement over shared memory can
+    misplace (an all-private mapping is counted exactly)."""
+    total, fields = 0, {}
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines() + ["end-of-file"]:
+        head = line.split(None, 1)[0]
+        if "-" in head or head == "end-of-file":  # a mapping's first line: the last one is complete
+            if fields.get("Shared_Clean", 0) + fields.get("Shared_Dirty", 0) > 0:
+                total += fields.get("Pss", 0)
+            fields = {}
+        elif head.endswith(":") and line.split()[1].isdigit():
+            fields[head[:-1]] = int(line.split()[1]) * 1024
+    return total
+
+
 @pytest.fixture
 def readers(tmp_path):
     name = f"dxrd{os.getpid() % 100000}"
@@ -185,6 +201,11 @@ def test_postgres_resident_is_the_sum_of_its_processes_pss(postgres, exporter):
         cold_age="6s", window="3s", sample="100ms", aggregation="1s", update="1s"))
     e.wait_ready()
     e.wait_for(lambda s: (s.get("damon_target_processes", target="pg") or 0) >= 6, what="postmaster, backends and clients' servers")
+    # memory watched for less than working_set_window (3 s) is unknown, and all of it in the
+    # working set's error: judge from two aggregations past the window
+    since = time.time()
+    e.wait_for(lambda s: (s.get("damon_target_last_aggregation_timestamp_seconds", target="pg") or 0) >= since + 3 + 2,
+               what="working_set_window past")
     for _ in range(5):
         before = sum(pss(p) for p in _tree(postmaster))
         s = e.wait_for(lambda s: s.get("damon_resident_bytes", target="pg") is not None, what="a figure")
@@ -201,5 +222,9 @@ def test_postgres_resident_is_the_sum_of_its_processes_pss(postgres, exporter):
         cold_err = s.get("damon_cold_error_bytes", target="pg")
         print(f"pg: resident {resident / MiB:.1f} MiB (Pss {truth / MiB:.1f}), working set {ws / MiB:.1f} ± {ws_err / MiB:.1f}, "
               f"cold ± {cold_err / MiB:.1f} MiB")
-        assert 0 < ws_err <= resident and 0 < cold_err <= resident
+        mixed = sum(pss_of_mappings_with_shared_pages(p) for p in _tree(postmaster))
+        print(f"pg: Pss of mappings with shared pages {mixed / MiB:.1f} MiB")
+        # the errors come from shared pages only, so they stay within the mappings that hold
+        # some (10%: the processes' memory moves between the reads, as for resident above)
+        assert 0 < ws_err <= mixed + 0.10 * truth and 0 < cold_err <= mixed + 0.10 * truth, (ws_err, cold_err, mixed)
         time.sleep(1.0)

@@ -177,6 +177,7 @@ def test_requests_past_max_requests_get_503(exporter, tmp_path):
     e.wait_for(lambda s: (s.get("damon_web_rejected_total", reason="max_requests") or 0) >= 1, timeout=5, what="the 503 counted")
 
 
+@pytest.mark.slow  # waits out the 10 s request deadline
 def test_slow_client_is_cut_at_the_total_read_deadline(exporter):
     """A header line every second: each read is quick, the request never ends. The old
     per-read timeout kept such a client forever; the total deadline is 10 s."""
@@ -313,6 +314,7 @@ def test_rotated_certificate_is_served_and_a_bad_one_is_refused_on_sighup(export
     assert s.get("damon_config_last_reload_successful") == 1  # the main config is fine
 
 
+@pytest.mark.slow  # waits out the 10 s handshake deadline
 def test_tls_clients_that_never_finish_the_handshake_cost_no_threads(exporter, certs, tmp_path):
     web = tmp_path / "web.yml"
     web.write_text(f"tls_server_config:\n  cert_file: {certs.server_crt}\n  key_file: {certs.server_key}\n")
@@ -365,6 +367,7 @@ def _fuzzed_heads(n: int, seed: int = 22) -> list[bytes]:
     return out
 
 
+@pytest.mark.slow  # a hostile request per case, each to its deadline
 def test_one_request_cannot_kill_the_server(exporter):
     """`Content-Length: \\xb2` (latin-1 '²': str.isdigit() says yes, int() raises) or a
     5,000-digit length used to raise out of the event loop: the port kept accepting and
@@ -383,6 +386,7 @@ def test_one_request_cannot_kill_the_server(exporter):
     assert e.proc.poll() is None
 
 
+@pytest.mark.slow  # bcrypt at cost 12 under a flood
 def test_wrong_passwords_cannot_deny_service_to_right_ones(exporter, tmp_path):
     """40 clients sending a wrong password for a known user, without pause: bcrypt runs at
     most two at a time and at most eight requests wait for it; the rest are refused at once

@@ -56,6 +56,7 @@ def above(s, le: str) -> float:
     return count - (s.get("damon_reaccess_idle_age_seconds_bucket", target="rev", le=le) or 0.0)
 
 
+@pytest.mark.slow  # minutes of wall time: returns every 10 s, judged over two minutes
 def test_revived_cold_memory_is_counted_once_by_its_idle_age(exporter, reviver):
     name, revived, started = reviver
     e = exporter(fast_config(comm_target("rev", name), cold_age="20s", window="5s", sample="200ms", aggregation="1s"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from exporter.model.records import RegionRecord, TargetRecords
@@ -78,9 +80,14 @@ def test_unknown_memory_at_an_edge_counts_once():
     assert t.working_set_error_bytes == 2 * MiB
 
 
-def test_error_never_exceeds_resident():
-    t = summary([rec(0, 1, acc=1), rec(1, 1, idle=0.0, seen=False)], sample_interval=1e9)
-    assert t.working_set_error_bytes <= t.resident_bytes == 2 * MiB
+def test_error_is_the_sum_of_its_parts_up_to_resident():
+    """Unknown memory, edge doubt and the Rss-to-Pss scaling add up; past the resident bytes
+    the error says only "anything", so it stops there."""
+    used, fresh = rec(0, 1, acc=20), rec(1, 1, idle=0.0, seen=False)
+    t = summary([replace(used, share_error_bytes=MiB // 4), fresh])
+    assert (t.working_set_error_bytes, t.cold_error_bytes) == (MiB + MiB // 4, MiB // 4)
+    t = summary([replace(used, share_error_bytes=5 * MiB), fresh])
+    assert t.working_set_error_bytes == t.cold_error_bytes == t.resident_bytes == 2 * MiB
     assert t.to_dict()["working_set_error_bytes"] == t.working_set_error_bytes
 
 
