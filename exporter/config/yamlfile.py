@@ -7,7 +7,7 @@ a careless script can fill with anything. Three things would otherwise hurt the 
   compose and compile. Files above :data:`MAX_CONFIG_BYTES` are refused before parsing,
   and only that many bytes (plus one) are ever read.
 * nesting: PyYAML's composer recurses once per level, so a 1 KB file nested 500 deep
-  raises ``RecursionError`` (not a ``YAMLError``), which used to kill the reload thread.
+  raises ``RecursionError`` (not a ``YAMLError``), which would kill the reload thread.
   The composer here stops at :data:`MAX_DEPTH` levels with a positioned error instead.
 * encoding: a file that is not UTF-8 is one clear line, never a traceback.
 

@@ -13,14 +13,13 @@ import re
 from typing import Iterable
 from dataclasses import dataclass
 
+from exporter.model.attrs import PAGE_SIZE  # the unit of the resident set in /proc/PID/stat
 from exporter.model.errors import OpsError, ProcessGone
 from exporter.model.process import EXITED_STATES, ProcessRef
 from exporter.procfs.io import PosixIO, decode_name, ops_error
 
 #: clock ticks per second of the times in /proc/PID/stat
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-#: bytes per page of the resident set in /proc/PID/stat
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 #: user space ends here on x86-64 (4-level paging; 5-level still starts mmap below it)
 USER_ADDR_LIMIT = 0x800000000000
@@ -89,15 +88,17 @@ def read_stat(io: PosixIO, proc_root: str, pid: int, denied_hint: str) -> StatIn
         raise OpsError(f"{path}: {e}") from None
 
 
-#: threads looked at for a live one when a thread-group leader has exited (bounds the work a
-#: process with thousands of threads can cause; the first live one is almost always next)
+#: threads looked at for one still running when a thread-group leader has exited (bounds the
+#: work a process with thousands of threads can cause; the first such thread is almost always
+#: next)
 MAX_THREADS_SCANNED = 64
 
 
 def live_thread(io: PosixIO, proc_root: str, pid: int) -> int | None:
-    """A live thread of process ``pid`` other than its leader, or None. A leader that calls
-    ``pthread_exit`` becomes a zombie while its other threads run on in the same address
-    space; its own ``/proc/PID`` files then show no memory, a live thread's show all of it."""
+    """A thread of process ``pid`` other than its leader that has not exited, or None. A
+    leader that calls ``pthread_exit`` becomes a zombie while its other threads run on in
+    the same address space; its own ``/proc/PID`` files then show no memory, a remaining
+    thread's show all of it."""
     try:
         names = os.listdir(f"{proc_root}/{pid}/task")
     except OSError:
@@ -122,7 +123,7 @@ def alive(io: PosixIO, proc_root: str, pid: int, st: StatInfo) -> bool:
 
 def mm_dir(io: PosixIO, proc_root: str, pid: int) -> str:
     """The /proc directory whose files (maps, smaps, pagemap, clear_refs) show ``pid``'s
-    address space: ``/proc/PID``, or ``/proc/PID/task/TID`` of a live thread where the
+    address space: ``/proc/PID``, or ``/proc/PID/task/TID`` of a remaining thread where the
     leader has exited (see :func:`live_thread`)."""
     try:
         st = parse_stat(io.read_file(f"{proc_root}/{pid}/stat"))
@@ -136,7 +137,7 @@ def mm_dir(io: PosixIO, proc_root: str, pid: int) -> str:
 
 
 def check_same_process(io: PosixIO, proc_root: str, proc: ProcessRef, denied_hint: str) -> StatInfo:
-    """Raise ProcessGone if ``proc`` exited, is a zombie with no live thread, or its pid now
+    """Raise ProcessGone if ``proc`` exited, is a zombie with no remaining thread, or its pid now
     names another process (start time differs; only checked when the ref carries one)."""
     st = read_stat(io, proc_root, proc.pid, denied_hint)
     if not alive(io, proc_root, proc.pid, st):
@@ -237,8 +238,8 @@ _SMAPS_HEADER = re.compile(rb"^[0-9a-f]+-[0-9a-f]+ ", re.M)
 def iter_smaps(chunks: Iterable[bytes]) -> list[SmapsEntry]:
     """:func:`parse_smaps` over a file read in chunks: only whole entries are parsed and
     only the unparsed tail is kept, so a process with 60,000 mappings (~70 MB of smaps)
-    costs its entries, not its text (the text and the regex's match list used to peak
-    above 100 MB)."""
+    costs its entries, not its text (the text and a regex's match list over it would take
+    over 100 MB)."""
     out: list[SmapsEntry] = []
     start = end = -1
     v = [-1] * 6

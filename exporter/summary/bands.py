@@ -1,11 +1,17 @@
-"""Idle-time bands of one record: shared by the summary's figures and the promotion
-tracker, which must read a record's idle times exactly alike."""
+"""Idle-time bands of one record, and the idle-age bucket bounds: shared by the summary's
+figures and the promotion tracker, which must read a record's idle times exactly alike and
+bucket them alike (a re-access at age T and the cold bytes at T are read side by side)."""
 
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 from exporter.model.records import RegionRecord
+
+#: Upper bounds (seconds) of the ``damon_idle_age_seconds`` and ``damon_reaccess_idle_age_seconds``
+#: buckets; part of the metrics contract.
+IDLE_AGE_BUCKETS: tuple[float, ...] = (0, 1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, math.inf)
 
 
 def idle_bands(r: RegionRecord) -> Iterable[tuple[float, int]]:

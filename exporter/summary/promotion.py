@@ -45,10 +45,8 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from exporter.model.records import RegionRecord
-from exporter.summary.bands import idle_bands
+from exporter.summary.bands import IDLE_AGE_BUCKETS, idle_bands
 
-#: idle-age bounds of the re-access histogram: the same as damon_idle_age_seconds'
-REACCESS_BUCKETS: tuple[float, ...] = (0, 1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, math.inf)
 #: bands kept per address range (the closest in age merge, their ages averaged by bytes)
 MAX_BANDS = 6
 #: pieces of history smaller than a page are folded into their neighbours
@@ -59,7 +57,7 @@ SETTLE_AGGREGATIONS = 5
 #: what the proved rate gives. The estimate is capped by the first touches seen as well, so
 #: a rate read low (a few returns in a short window) would bias it low; what is counted
 #: past the rate is never more than was touched first, and all of it is in the error
-OWED_MARGIN = 1.5
+ESTIMATE_MARGIN = 1.5
 
 
 @dataclass(frozen=True)
@@ -70,8 +68,8 @@ class Promotions:
     promoted_bytes: float = 0.0
     #: how many of those the evidence does not pin down (see the module docstring)
     promoted_error_bytes: float = 0.0
-    #: cumulative (le, bytes) by the idle time they returned from; REACCESS_BUCKETS
-    histogram: tuple[tuple[float, float], ...] = tuple((b, 0.0) for b in REACCESS_BUCKETS)
+    #: cumulative (le, bytes) by the idle time they returned from; IDLE_AGE_BUCKETS
+    histogram: tuple[tuple[float, float], ...] = tuple((b, 0.0) for b in IDLE_AGE_BUCKETS)
     #: byte-seconds (the histogram's _sum); the _count is the +Inf bucket
     idle_sum: float = 0.0
 
@@ -90,7 +88,7 @@ class _Band:
     idle_since: float = 0.0  # pending: ``since`` before the return, restored if it was not one
     #: pending: the region that came back (when, where) and the share of its samples that
     #: saw the access then; its pieces are told apart from other returns by it
-    lineage: tuple[float, int, int] = (0.0, 0, 0)
+    origin: tuple[float, int, int] = (0.0, 0, 0)
     revived_frequency: float = 1.0
     #: referenced bytes: touched in the current clear period (known idle only since the next)
     touched: bool = False
@@ -99,7 +97,7 @@ class _Band:
     edge: bool = False
 
     def part(self, nbytes: float) -> "_Band":
-        return _Band(nbytes, self.since, self.pending_age, self.revived_at, self.idle_since, self.lineage,
+        return _Band(nbytes, self.since, self.pending_age, self.revived_at, self.idle_since, self.origin,
                      self.revived_frequency, self.touched, self.edge)
 
 
@@ -111,11 +109,11 @@ class _Segment:
     frequency: float = 1.0  # share of the record's samples that saw an access
     referenced: float = 0.0  # distribution records: bytes referenced in the period
     #: referenced bytes: returns proven this period (first touches at least ``cold_age``
-    #: after the clear), the same over past periods, and what the rate they were proven at
-    #: still owes the part of the current period before ``cold_age`` (see _referenced)
+    #: after the clear), the same over past periods, and the returns that rate leads to
+    #: expect in the part of the current period before ``cold_age`` (see _referenced)
     proven: float = 0.0
     proven_sum: float = 0.0  # proven per period, halved at each clear (a smoothed sum)
-    owed: float = 0.0
+    expected: float = 0.0
 
 
 @dataclass
@@ -133,7 +131,7 @@ class _Process:
 class _Counts:
     promoted: float = 0.0
     error: float = 0.0
-    buckets: list[float] = field(default_factory=lambda: [0.0] * len(REACCESS_BUCKETS))
+    buckets: list[float] = field(default_factory=lambda: [0.0] * len(IDLE_AGE_BUCKETS))
     idle_sum: float = 0.0
 
     def add(self, age: float, nbytes: float, cold_age: float, error: float = 0.0) -> None:
@@ -143,12 +141,12 @@ class _Counts:
             self.error += max(0.0, error)
         if nbytes <= 0:
             return
-        self.buckets[bisect.bisect_left(REACCESS_BUCKETS, age)] += nbytes
+        self.buckets[bisect.bisect_left(IDLE_AGE_BUCKETS, age)] += nbytes
         self.idle_sum += age * nbytes
 
     def frozen(self) -> Promotions:
         acc, out = 0.0, []
-        for b, c in zip(REACCESS_BUCKETS, self.buckets):
+        for b, c in zip(IDLE_AGE_BUCKETS, self.buckets):
             acc += c
             out.append((b, acc))
         return Promotions(self.promoted, self.error, tuple(out), self.idle_sum)
@@ -209,7 +207,7 @@ def _compact(bands: list[_Band]) -> list[_Band]:
     for b in bands:
         if b.nbytes <= 0:
             continue
-        k = (b.since, b.pending_age, b.revived_at, b.idle_since, b.lineage, b.touched, b.edge)
+        k = (b.since, b.pending_age, b.revived_at, b.idle_since, b.origin, b.touched, b.edge)
         if k in merged:
             merged[k].nbytes += b.nbytes
         else:
@@ -242,7 +240,7 @@ def _average(a: _Band, c: _Band) -> _Band:
         out.revived_at = max(a.revived_at, c.revived_at)
         out.idle_since = a.idle_since * wa + c.idle_since * wc
         big = a if a.nbytes >= c.nbytes else c
-        out.lineage, out.revived_frequency = big.lineage, big.revived_frequency
+        out.origin, out.revived_frequency = big.origin, big.revived_frequency
     return out
 
 
@@ -265,7 +263,7 @@ def _inherit(old: Sequence[_Segment], starts: Sequence[int], r: RegionRecord) ->
         acc.referenced += seg.referenced * f
         acc.proven += seg.proven * f
         acc.proven_sum += seg.proven_sum * f
-        acc.owed += seg.owed * f
+        acc.expected += seg.expected * f
     return bands, acc
 
 
@@ -329,7 +327,7 @@ class PromotionTracker:
                 if seg.proven_sum < SLIVER_BYTES:  # long past: expect nothing
                     seg.proven_sum = 0.0
                 seg.proven = 0.0
-                seg.owed = OWED_MARGIN * seg.proven_sum / p.proving_sum * cold_age if p.proving_sum > 0 else 0.0
+                seg.expected = ESTIMATE_MARGIN * seg.proven_sum / p.proving_sum * cold_age if p.proving_sum > 0 else 0.0
             p.proving = 0.0
         segments: list[_Segment] = []
         starts = [seg.start for seg in p.segments]  # once per process, not once per record
@@ -366,7 +364,7 @@ class PromotionTracker:
             for b in inv:
                 if b.pending_age is None and b.since < prev:  # idle at the last aggregation: back
                     b.pending_age, b.revived_at, b.idle_since = prev - b.since, now, b.since
-                    b.lineage, b.revived_frequency, b.edge = (now, r.pid, r.start), f, edge
+                    b.origin, b.revived_frequency, b.edge = (now, r.pid, r.start), f, edge
                 elif b.pending_age is not None:  # the aggregation it was used throughout tells best
                     b.revived_frequency = max(b.revived_frequency, f)
                 b.since = now
@@ -374,7 +372,7 @@ class PromotionTracker:
 
     @staticmethod
     def _settle(segments: list[_Segment], now: float, settle: float, cold_age: float, counts: _Counts) -> None:
-        """Decide the pending returns, one return (lineage: the region that came back) at a
+        """Decide the pending returns, one return (its origin: the region that came back) at a
         time, from what DAMON's splits found since:
 
         - pieces that read idle while another piece of the same return is accessed were not
@@ -387,18 +385,18 @@ class PromotionTracker:
           part of it. What a region that already held memory in use brought back is
           counted whole as error too: a region growing over idle memory at the edge of
           what is used looks the same."""
-        lineages: dict[tuple[float, int, int], list[tuple[_Band, _Segment]]] = {}
+        returns: dict[tuple[float, int, int], list[tuple[_Band, _Segment]]] = {}
         for seg in segments:
             for b in seg.bands:
                 if b.pending_age is not None:
-                    lineages.setdefault(b.lineage, []).append((b, seg))
-        for members in lineages.values():
-            live = any(seg.frequency > 0 for _, seg in members)
+                    returns.setdefault(b.origin, []).append((b, seg))
+        for members in returns.values():
+            in_use = any(seg.frequency > 0 for _, seg in members)
             due = now - members[0][0].revived_at >= settle - 1e-9
             for b, seg in members:
                 if seg.frequency > 0 and not due:
                     continue
-                if seg.frequency <= 0 and live:  # not the part that was used: idle as it was
+                if seg.frequency <= 0 and in_use:  # not the part that was used: idle as it was
                     b.since, b.pending_age = b.idle_since, None
                     continue
                 f = b.revived_frequency
@@ -419,8 +417,8 @@ class PromotionTracker:
         longer are alike to smaps; the lower bound takes the young ones first (what was
         used stays in use), which counts nothing there. The estimate counted instead
         assumes returns go on at the rate the last periods proved them: at the clear, that
-        rate over ``cold_age`` (times OWED_MARGIN) is owed, and first touches pay it off,
-        no more than were seen and than old bytes there are, none in the first
+        rate over ``cold_age`` (times ESTIMATE_MARGIN) is expected, and first touches count
+        against it, no more than were seen and than old bytes there are, none in the first
         aggregation interval after the clear: a mapping whose memory in use only re-touches
         itself proves no returns and is estimated none. The error is the rest of the bracket: from the
         young-first lower bound to old-first (every first touch a return)."""
@@ -437,7 +435,7 @@ class PromotionTracker:
         # the first aggregation interval after a clear (one or two aggregations: a clear may
         # come just before one) is the memory in use touching itself again: no estimate
         first = prev <= period or prev - period < aggregation_interval - 1e-9
-        estimate = min(seg.owed, touched, old) if blind and not first else 0.0
+        estimate = min(seg.expected, touched, old) if blind and not first else 0.0
         estimate = max(0.0, estimate - lower)
         # the estimated returns come from the old bytes, the least idle of them first
         olds = [b for b, o in zip(eligible, is_old) if o]
@@ -453,13 +451,13 @@ class PromotionTracker:
                 promoted += b.nbytes if prev - b.since >= cold_age else 0.0
             b.since, b.touched = now, True
         if blind:
-            seg.owed = max(0.0, seg.owed - promoted)
+            seg.expected = max(0.0, seg.expected - promoted)
         else:
-            seg.proven, seg.owed = seg.proven + promoted, 0.0
+            seg.proven, seg.expected = seg.proven + promoted, 0.0
         upper = min(touched, old)
         if not first:  # right after a clear, what was used before is used again first
             counts.add(cold_age, 0.0, cold_age, error=max(upper - promoted, promoted - lower))
         elif promoted > lower:
             counts.add(cold_age, 0.0, cold_age, error=promoted - lower)
         return _Segment(r.start, r.end, from_old + taken + rest + others, 1.0, float(r.period_referenced),
-                        proven=seg.proven, proven_sum=seg.proven_sum, owed=seg.owed)
+                        proven=seg.proven, proven_sum=seg.proven_sum, expected=seg.expected)

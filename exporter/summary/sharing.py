@@ -198,16 +198,15 @@ def _unexplained_hits(shared: Sequence[RegionRecord]) -> dict[int, float]:
     128 MiB of which others use 16 would see ~16/128 of their hit rate even if its own
     process used nothing else there. Kernel DAMON merges such regions whenever a worker's
     use of the hot part dips for an aggregation (it was descheduled; on a merge the
-    weighted mean of its accesses stays above 0): in the test guest one of four readers
-    then read the whole shared 128 MiB as used at every other aggregation, and the union of
-    views took it. A region whose hits the others' use explains is no evidence of use
+    weighted mean of its accesses stays above 0), and taking the union of the views would
+    then call the whole shared buffer used. A region whose hits the others' use explains is no evidence of use
     elsewhere in it; one that sees more than that (a worker with memory of its own) is.
 
     Only a clearly hotter region explains a cooler one, and only if it is evidence of its own:
     regions are judged from the most frequently hit down, each against the regions of other
     processes already found to be evidence (so two readers merged over the whole buffer at
-    the same aggregation, as in one CI boot, are both explained by a third reader's hot
-    region, and neither by the other).
+    the same aggregation are both explained by a third reader's hot region, and neither by
+    the other).
     """
     used = sorted((r for r in shared if r.nr_accesses > 0 and not r.idle_distribution and r.nr_checks),
                   key=lambda r: (-r.frequency, r.start, r.pid))
@@ -255,11 +254,11 @@ def _at_least(n: int, p: float, k: int) -> float:
     return min(1.0, sum(math.comb(n, i) * p ** i * (1.0 - p) ** (n - i) for i in range(k, n + 1)))
 
 
-#: what a region says of its bytes, by id: (its working-set and cold shares, its staleness)
-Said = dict[int, tuple[tuple[float, float], tuple[int, float]]]
+#: what a region's samples read of its bytes, by id: (its working-set and cold shares, its staleness)
+Readings = dict[int, tuple[tuple[float, float], tuple[int, float]]]
 
 
-def _silent_regions(shared: Sequence[RegionRecord], said: Said, sample_interval: float,
+def _silent_regions(shared: Sequence[RegionRecord], readings: Readings, sample_interval: float,
                     horizon: float) -> dict[int, tuple[float, bool]]:
     """Per physical page, point records: for each region that saw no access this
     aggregation, the chance that its samples would have missed the use that fresher regions
@@ -267,16 +266,17 @@ def _silent_regions(shared: Sequence[RegionRecord], said: Said, sample_interval:
     them there (it is likely to have missed, and they are unlikely to be wrong).
 
     Every region gets one sample per interval however large it is, so its silence is strong
-    evidence about a large part of it and weak about a sliver: a reader's idle region of
-    14.5 MiB reaching 2.5 MiB over the hot edge misses the hot part at 12 samples one time
-    in ten (one CI boot under the CPU budget's 1.7 s samples: 2-3 MiB of the hot 16 MiB
-    in cold, where the least recently used view always won). The others' evidence is
+    evidence about a large part of it and weak about a sliver: an idle region of 14.5 MiB
+    reaching 2.5 MiB over the hot edge misses the hot part in 12 samples one time in ten
+    ((1 - 2.5/14.5)^12), so taking the least recently used view there would call hot bytes
+    cold. The others' evidence is
     weighed too: a region across the hot edge that reads its hot share of hits says nothing
     about the sliver a silent region of another process covers, while four processes'
     regions hit at every sample, each covering the sliver, are unlikely to be wrong
     together (their samplers are independent). A region's silence counts for ``horizon``
     seconds at most (use that began within the working-set window cannot have been sampled
-    before it). Every region is a voice, a straddler too: the binomial test weighs its hits."""
+    before it). Every region counts as evidence, one straddling the hot edge too: the
+    binomial test weighs its hits."""
     point = sorted((r for r in shared if not r.idle_distribution), key=lambda r: r.start)
     rate = min(1.0, max((r.frequency for r in point if r.nr_accesses > 0 and r.nr_checks), default=1.0))
     starts = [r.start for r in point]
@@ -285,13 +285,13 @@ def _silent_regions(shared: Sequence[RegionRecord], said: Said, sample_interval:
     for r in point:
         if r.nr_accesses > 0 or r.end <= r.start:
             continue
-        mine, stale = said[id(r)]
+        mine, stale = readings[id(r)]
         spans = []
         unlikely: dict[int, float] = {}  # pid -> chance its hits come from outside r
         for o in point[bisect_left(starts, r.start - longest):bisect_left(starts, r.end)]:
             if o.end <= r.start or o.pid == r.pid:
                 continue
-            theirs, fresh = said[id(o)]
+            theirs, fresh = readings[id(o)]
             if theirs == mine or fresh <= stale:
                 continue
             a, b = max(o.start, r.start), min(o.end, r.end)
@@ -330,11 +330,11 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
     taken: dict[int, tuple[RegionRecord, int, float, float]] = {}
     # what each region says, worked out once: a region is in as many stretches as it meets
     # other processes' edges
-    said: Said = {id(r): ((in_working_set(r), cold(r)), _staleness(r)) for r in shared}
-    users = {r.pid for r in shared if said[id(r)][0][0] > 0}
+    readings: Readings = {id(r): ((in_working_set(r), cold(r)), _staleness(r)) for r in shared}
+    users = {r.pid for r in shared if readings[id(r)][0][0] > 0}
     per_mapping = doubt is not None and not per_page
     unexplained = _unexplained_hits(shared) if doubt is not None else {}
-    silent = _silent_regions(shared, said, sample_interval, horizon) if per_page and sample_interval > 0 else {}
+    silent = _silent_regions(shared, readings, sample_interval, horizon) if per_page and sample_interval > 0 else {}
     ws_error = cold_error = 0.0
     #: consecutive stretches of one region that take the same view are one piece (fewer
     #: records, the same bytes)
@@ -355,7 +355,7 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
         if per_mapping:
             used = [c for c in covering if c.nr_accesses > 0 and not c.idle_distribution]
             if used and len(used) < len(covering) and all(id(c) in unexplained for c in used):
-                # every view that calls these bytes used owes its hits to memory other
+                # every view that calls these bytes used has its hits from memory other
                 # processes use elsewhere in it: the views that saw none here decide
                 ids = {id(c) for c in used}
                 views = [c for c in covering if id(c) not in ids]
@@ -363,30 +363,30 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
         elif per_page and doubt is not None:
             # views whose hits others' use explains say nothing of their own here; a silent
             # view that would likely have missed the others' use does not overrule them
-            live = [c for c in covering if id(c) not in unexplained] or covering
-            fresher = lambda c, d: said[id(d)][1] > said[id(c)][1] and said[id(d)][0] != said[id(c)][0]  # noqa: E731
-            deaf = {id(c) for c in covering if silent.get(id(c), (0.0, False))[1]
+            own_evidence = [c for c in covering if id(c) not in unexplained] or covering
+            fresher = lambda c, d: readings[id(d)][1] > readings[id(c)][1] and readings[id(d)][0] != readings[id(c)][0]  # noqa: E731
+            missed_use = {id(c) for c in covering if silent.get(id(c), (0.0, False))[1]
                     and any(fresher(c, d) for d in covering)}
             # a view explained by others' use elsewhere decides only where every other view
-            # is deaf (one CI boot: hot regions read 9 of 12 beside others' 11 of 12 were
-            # explained, and a deaf silent region was left to call 4 MiB of the hot part idle)
-            views = ([c for c in live if id(c) not in deaf] or [c for c in covering if id(c) not in deaf]
-                     or live)
+            # likely missed the use: otherwise a silent region that likely missed it would
+            # be left to call the hot part idle
+            views = ([c for c in own_evidence if id(c) not in missed_use]
+                     or [c for c in covering if id(c) not in missed_use] or own_evidence)
             chosen = min(views, key=_staleness)
-            for c in live:
+            for c in own_evidence:
                 # the share of these bytes on which the chosen view may be wrong, as the
                 # evidence of each view it overruled says
-                if id(c) in deaf:
+                if id(c) in missed_use:
                     w = 1.0 - silent[id(c)][0]
                 elif c is chosen:
                     continue
                 else:
                     w = silent.get(id(chosen), (1.0, False))[0]
-                (ws_c, cold_c), (ws_x, cold_x) = said[id(c)][0], said[id(chosen)][0]
+                (ws_c, cold_c), (ws_x, cold_x) = readings[id(c)][0], readings[id(chosen)][0]
                 ws_doubt_share = max(ws_doubt_share, w * abs(ws_c - ws_x))
                 cold_doubt_share = max(cold_doubt_share, w * abs(cold_c - cold_x))
-        ws = [said[id(r)][0][0] for r in views]
-        cd = [said[id(r)][0][1] for r in views]
+        ws = [readings[id(r)][0][0] for r in views]
+        cd = [readings[id(r)][0][1] for r in views]
         stretch = _View(views, per_page)
         ws_split, cold_split = max(ws) - min(ws), max(cd) - min(cd)
         if per_mapping:

@@ -20,12 +20,10 @@ from typing import Callable, Iterable, Sequence
 
 from exporter.model.policy import Policy
 from exporter.model.records import Aggregation, EngineStats, RegionRecord, TargetRecords
-from exporter.summary.bands import idle_bands
+from exporter.summary.bands import IDLE_AGE_BUCKETS, idle_bands
 from exporter.summary.promotion import PromotionTracker, Promotions
 from exporter.summary.sharing import share_access
 
-#: Upper bounds (seconds) of ``damon_idle_age_seconds`` buckets; part of the metrics contract.
-IDLE_AGE_BUCKETS: tuple[float, ...] = (0, 1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, math.inf)
 #: Upper bounds of ``damon_access_frequency_ratio`` buckets; part of the metrics contract.
 FREQUENCY_BUCKETS: tuple[float, ...] = (0, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1, math.inf)
 

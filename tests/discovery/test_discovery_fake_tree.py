@@ -266,7 +266,7 @@ def test_group_cap_keeps_existing_groups_and_warns(tmp_path):
 
 def test_stat_rss_is_field_24_in_pages(tmp_path):
     add_process(tmp_path / "proc", 5, comm="a", rss_pages=3)
-    from exporter.procfs.parsers import PAGE_SIZE
+    from exporter.model.attrs import PAGE_SIZE
     from exporter.procfs.scan import scan
 
     assert scan(str(tmp_path / "proc"))[5].rss_bytes == 3 * PAGE_SIZE

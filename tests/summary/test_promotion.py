@@ -8,7 +8,8 @@ import pytest
 from exporter.engines.clear_refs.curves import period_length
 from exporter.model.records import RegionRecord, TargetRecords
 from exporter.summary import Policy, summarize_target
-from exporter.summary.promotion import REACCESS_BUCKETS, PromotionTracker, Promotions
+from exporter.summary.bands import IDLE_AGE_BUCKETS
+from exporter.summary.promotion import PromotionTracker, Promotions
 
 MiB = 1 << 20
 A = 0x7F00_0000_0000
@@ -149,7 +150,7 @@ def test_buckets_are_cumulative_and_count_is_the_last():
     p = r.step(hot(0, 8), hot(8, 8), n=10)
     values = [v for _, v in p.histogram]
     assert values == sorted(values) and p.count == values[-1] == 24 * MiB
-    assert [b for b, _ in p.histogram] == list(REACCESS_BUCKETS)
+    assert [b for b, _ in p.histogram] == list(IDLE_AGE_BUCKETS)
     assert p.promoted_bytes == 16 * MiB  # the 3 s idleness is a return, not a promotion
 
 
@@ -263,6 +264,7 @@ def test_referenced_bytes_warm_memory_is_no_return(warm_every):
 # -- the user-space engine on simulated memory ------------------------------------------------
 
 
+@pytest.mark.slow  # minutes of simulated monitoring
 @pytest.mark.parametrize("attrs, duration, gap, tolerance", [
     ((0.005, 0.1), 4.0, 10.0, 0.25),  # page_idle's VM-test attributes: returns of a few seconds
     ((0.005, 2.0), 10.0, 20.0, 0.25),  # kernel DAMON's own defaults
@@ -297,6 +299,7 @@ def test_engine_counts_revived_chunks(attrs, duration, gap, tolerance, seed):
     assert p.promoted_bytes - 1 <= above_10s <= p.promoted_bytes + 0.25 * truth
 
 
+@pytest.mark.slow  # minutes of simulated monitoring
 @pytest.mark.parametrize("attrs", [(0.005, 0.1), (0.005, 2.0), (0.5, 10.0)], ids=["100ms", "2s", "defaults"])
 def test_engine_steady_memory_promotes_nothing(attrs):
     from exporter.engines.page_idle.ops_simulated import HotRange

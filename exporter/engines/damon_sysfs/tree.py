@@ -27,7 +27,7 @@ test guest, Linux 6.12):
   of the next aggregation (plus up to 100 ms: the writer polls). On a kdamond that is off
   they fail with EINVAL; ``off`` on one that is off fails with EPERM;
 - ``commit`` with an input the kernel refuses (a ``pid_target`` whose process is gone)
-  returns success and *terminates the kdamond*; the caller must only commit live pids;
+  returns success and *terminates the kdamond*; the caller must only commit pids that still exist;
 - a kdamond stops by itself once every target process has exited;
 - ``tried_regions`` appeared in 6.2, the ``target`` DAMOS filter (``damon_target_idx``)
   in 6.6. Linux 6.1 has neither: there the regions cannot be read back at all.
