@@ -379,3 +379,48 @@ def test_the_suite_claim_check_can_fail():
         "README.md:1: 'never time anything', but tests/vm/test_x.py:1",
         "README.md:2: 'never a fixed sleep', but tests/test_y.py:1"]
     assert sleeps_before_asserts(_test_sources()) == [], "a test sleeps a fixed time, then asserts: wait on the condition"
+
+
+# -- links between the docs -------------------------------------------------------------------
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation but ``-`` and ``_`` dropped,
+    spaces to ``-``."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+_LINK = re.compile(r"\]\(([^)\s#]*\.md)?(?:#([^)\s]+))?\)")
+
+
+def broken_links(paths: list[Path], base: Path = ROOT) -> list[str]:
+    out = []
+    for p in paths:
+        for i, line in enumerate(p.read_text().splitlines(), 1):
+            for m in _LINK.finditer(line):
+                target = (p.parent / m.group(1)).resolve() if m.group(1) else p
+                if not target.is_file():
+                    out.append(f"{p.relative_to(base)}:{i}: {m.group(1)} does not exist")
+                elif m.group(2):
+                    anchors = {slug(h.lstrip("#")) for h in target.read_text().splitlines() if h.startswith("#")}
+                    if m.group(2) not in anchors:
+                        out.append(f"{p.relative_to(base)}:{i}: #{m.group(2)} is no heading of {target.relative_to(base)}")
+    return out
+
+
+def test_links_between_the_docs_resolve():
+    assert broken_links([ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))]) == []
+
+
+def test_the_link_check_can_fail(tmp_path):
+    assert slug("Kernel DAMON (`damon_sysfs`)") == "kernel-damon-damon_sysfs"
+    assert slug("Kernel DAMON's cost") == "kernel-damons-cost"
+    (tmp_path / "design.md").write_text("# Design\n\n## Layers\n")
+    (tmp_path / "x.md").write_text("[a](design.md#layers), [b](design.md#no-such-heading), [c](nowhere.md)\n")
+    assert broken_links([tmp_path / "x.md"], tmp_path.resolve()) == [
+        "x.md:1: #no-such-heading is no heading of design.md", "x.md:1: nowhere.md does not exist"]
+
+
+def test_the_readme_stays_a_front_door():
+    """At most 350 lines (issue 33): design, figures and operations live in docs/."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 350, f"README.md has {len(lines)} lines; move detail to docs/"

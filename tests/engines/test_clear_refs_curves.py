@@ -360,6 +360,7 @@ def test_smaps_in_chunks_parse_as_the_whole_file(cuts):
     assert len(parse_smaps(data)) >= data.count(b"\nVmFlags:") - 1  # all but [vsyscall]
 
 
+@pytest.mark.slow  # builds 70 MB of smaps text
 def test_sixty_thousand_mappings_are_not_held_as_text(tmp_path):
     """The smaps of 60,000 one-page mappings (~70 MB) parsed from 1 MiB chunks: the parser
     keeps the entries and one chunk, never the text (tracemalloc's peak)."""

@@ -445,6 +445,7 @@ def _rss(pid: int) -> int:
     return 0
 
 
+@pytest.mark.slow  # 1,500 TLS handshakes
 def test_memory_of_closed_tls_connections_is_given_back(exporter, certs, tmp_path):
     """Each open TLS connection holds tens of KB of OpenSSL buffers; once a burst of them has
     closed, the server hands the freed heap back to the system (malloc_trim) instead of

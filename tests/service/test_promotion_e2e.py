@@ -84,7 +84,7 @@ def test_revived_cold_memory_is_counted_once_by_its_idle_age(exporter, reviver):
     error = (s1.get("damon_cold_promoted_error_bytes_total", target="rev") or 0) - (s0.get("damon_cold_promoted_error_bytes_total", target="rev") or 0)
     returned = (s1.get("damon_reaccess_idle_age_seconds_count", target="rev") or 0) - (s0.get("damon_reaccess_idle_age_seconds_count", target="rev") or 0)
     detail = f"promoted +{grew / MiB:.1f} MiB (error +{error / MiB:.1f}), returns +{returned / MiB:.1f}, truth {truth / MiB:.0f} MiB"
-    print(detail)  # for the README: python3 -m pytest -s tests/service/test_promotion_e2e.py
+    print(detail)  # for docs/accuracy.md: python3 -m pytest -s tests/service/test_promotion_e2e.py
     # every return is seen, once: clear_refs counts first touches exactly
     assert abs(returned - truth) <= 0.25 * truth, detail
     # returns past cold_age after a clear are proven; those before it are estimated at the

@@ -246,7 +246,7 @@ def assert_promotion(res: dict) -> None:
     got, err = end["promoted"] - steady[-1]["promoted"], end["promoted_error"]
     detail = (f"promoted {got / MiB:.1f} MiB (error {err / MiB:.1f}); {done / MiB:.0f} MiB settled, {begun / MiB:.0f} begun; "
               f"per aggregation: {trace(series, 'promoted')}")
-    print(detail)  # for the README
+    print(detail)  # for docs/accuracy.md
     assert 0.75 * done <= got + err and got <= 1.25 * begun, detail
 
 
