@@ -351,7 +351,8 @@ def sleeps_before_asserts(sources) -> list[str]:
 
 #: claims about the suite, each with the scan that would prove it false
 _SUITE_CLAIMS = {
-    re.compile(r"never (?:assert|time)\w* (?:on )?(?:wall-clock|anything)|no wall-clock or CPU-share assertions", re.I): timed_asserts,
+    re.compile(r"never (?:assert|time)\w* (?:on )?(?:wall-clock|anything)|no wall-clock or CPU-share assertions"
+               r"|asserts? no wall-clock", re.I): timed_asserts,
     re.compile(r"never a fixed sleep", re.I): sleeps_before_asserts,
 }
 
