@@ -340,9 +340,9 @@ def test_every_series_of_a_kube_split_target_carries_the_names(tmp_path, kubelet
     kube = from_config(cfg, {})
     d = Discoverer(cfg, proc_root=str(proc), cgroup_root=str(cg), self_pid=1, kube_metadata=kube)
     assert d.label_names() == ("container", "container_id", "label_team", "namespace", "pod", "pod_uid")
+    kube.close()  # its thread, started by discover(), then ends at once: the test refreshes
     specs = d.discover()
-    kube.close()
-    kube.refresh()  # what the thread d.discover() started does; here at a known moment
+    kube.refresh()  # what that thread does every update_interval; here at a known moment
     pending = [(s.name, len(s.processes), s.labels) for s in specs]
     families = target_families(None, d.label_names(), pending, extra_labels=d.kube_names().labels)
     got = {}
@@ -360,3 +360,46 @@ def test_every_series_of_a_kube_split_target_carries_the_names(tmp_path, kubelet
         "d" * 8: {("", "", "", "")},  # a pod the list does not have (yet): UID labels only
     }
     assert {len(f.samples) for f in families if f.name == "damon_target_up"} == {6}
+
+
+def test_cgroupfs_driver_names_from_the_apiserver(tmp_path, kubelet, apiserver, token, certs):
+    """node-b: the cgroupfs driver's paths (CRI-O, v1 memory hierarchy), the kubelet refusing
+    (403) and the API server's PodList naming the pods, the static etcd by its mirror's hash."""
+    from exporter.discovery import Discoverer
+    from exporter.metrics.targets import target_families
+
+    from .fakeproc import add_cgroup, add_process
+
+    kubelet.mode = "forbidden"
+    proc, cg = tmp_path / "proc", tmp_path / "cg"
+    add_cgroup(cg / "unified", "", [])
+    add_cgroup(cg / "memory", "", [])
+    prom = "kubepods/burstable/pod3b9d7f1e-5c2a-4e8b-9d6f-1a3c5e7b9d2f"
+    layout = {
+        70: f"{prom}/crio-{cid('prom/prometheus')}",
+        71: f"{prom}/crio-{cid('prom/reloader')}",
+        72: f"kubepods/burstable/pod{ETCD_HASH}/crio-{cid('etcd')}",
+    }
+    for pid, path in layout.items():
+        add_process(proc, pid, comm=f"p{pid}", cgroup=f"4:memory:/{path}\n0::/\n")
+        add_cgroup(cg / "memory", path, [pid])
+    cfg = parse_config(textwrap.dedent("""\
+        kubernetes: {pod_labels: [app.kubernetes.io/name]}
+        targets:
+          - name: pods
+            cgroup: kubepods/**
+            group_by: [pod_uid, container_id]
+        """))
+    kube = KubeMetadata(cfg.kubernetes, [at(kubelet, token, certs), at(apiserver, token, certs, "apiserver")], 10.0)
+    d = Discoverer(cfg, proc_root=str(proc), cgroup_root=str(cg), self_pid=1, kube_metadata=kube)
+    kube.close()
+    specs = d.discover()
+    kube.refresh()
+    assert (kube.names().up, kube.names().source, errors(kube)) == (True, "apiserver", {"forbidden": 1})
+    pending = [(s.name, len(s.processes), s.labels) for s in specs]
+    families = target_families(None, d.label_names(), pending, extra_labels=d.kube_names().labels)
+    got = {tuple(s.labels[k] for k in ("namespace", "pod", "container", "label_app_kubernetes_io_name"))
+           for f in families for s in f.samples}
+    assert got == {("monitoring", "prometheus-k8s-0", "prometheus", "prometheus"),
+                   ("monitoring", "prometheus-k8s-0", "config-reloader", "prometheus"),
+                   ("kube-system", "etcd-node-b", "etcd", "")}
