@@ -6,6 +6,7 @@ wrong with a file is caught (and reported with its line) before anything starts.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +27,47 @@ GROUP_BY_KEYS: tuple[str, ...] = ("pid", "comm", "cgroup", "pod_uid", "container
 #: group_by keys (every target carries every label name, so a static ``pid`` on one target
 #: would collide with a split-by-pid target) and names Prometheus or the scrape adds.
 RESERVED_LABELS: frozenset[str] = frozenset(
-    {"target", "backend", "kind", "le", "quantile", "instance", "job", *GROUP_BY_KEYS}
+    {"target", "backend", "kind", "le", "quantile", "instance", "job", *GROUP_BY_KEYS, "namespace", "pod", "container"}
 )
+
+#: ``kubernetes.metadata``: where pod names come from. ``auto``: the kubelet, then the API
+#: server, when the exporter runs in a pod; ``off``: UID labels only
+KUBE_METADATA_SOURCES: tuple[str, ...] = ("auto", "kubelet", "apiserver", "off")
+#: at most this many ``kubernetes.pod_labels``: each is one more label on every series
+MAX_POD_LABELS = 16
+#: ``kubernetes.max_response_size`` bounds and default: a node's 110 pods (the kubelet's
+#: default maximum) list in under 1 MiB (4-8 KiB a pod); parsing holds about 5 times the body
+#: in memory for a moment, so the default (about 1,000 pods) peaks near 24 MiB, within the
+#: DaemonSet's 128 MiB limit beside the samples
+KUBE_RESPONSE_MIN = 64 << 10
+KUBE_RESPONSE_MAX = 64 << 20
+KUBE_RESPONSE_DEFAULT = 4 << 20
+
+_INVALID_LABEL_CHAR = re.compile(r"[^A-Za-z0-9_]")
+
+
+def pod_label_name(key: str) -> str:
+    """The Prometheus label a pod label becomes: ``label_`` and the key with every character
+    outside ``[A-Za-z0-9_]`` made ``_``, as kube-state-metrics' ``kube_pod_labels`` names it."""
+    return "label_" + _INVALID_LABEL_CHAR.sub("_", key)
+
+
+@dataclass(frozen=True)
+class KubeConfig:
+    """The ``kubernetes:`` section: pod, namespace and container names for kube-split targets."""
+
+    metadata: str = "auto"
+    #: '' -> the ServiceAccount token the kubelet mounts (re-read at every fetch: it rotates)
+    token_file: str = ""
+    #: '' -> ``https://$NODE_IP:10250`` (the node's kubelet, NODE_IP from the downward API)
+    kubelet_url: str = ""
+    #: '' -> the ServiceAccount's ca.crt (kubelets whose serving certificate the cluster CA signs)
+    kubelet_ca_file: str = ""
+    #: no verification of the kubelet's serving certificate (self-signed by the kubelet)
+    kubelet_insecure_skip_verify: bool = False
+    timeout: float = 5.0
+    max_response_size: int = KUBE_RESPONSE_DEFAULT
+    pod_labels: tuple[str, ...] = ()
 
 DEFAULT_BACKEND = "auto"
 DEFAULT_CPU_BUDGET = 0.05
@@ -83,6 +123,7 @@ class Config:
     #: damon_reaccess_idle_age_seconds):
     #: 39 of a target's 54 series; fleets that keep only gauges and counters turn them off
     histograms: bool = True
+    kubernetes: KubeConfig = field(default_factory=KubeConfig)
     targets: tuple[TargetConfig, ...] = ()
 
 

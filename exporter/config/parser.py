@@ -14,12 +14,18 @@ from exporter.config.model import (
     BACKENDS,
     GROUP_BY_KEYS,
     KEEP_GROUPS,
+    KUBE_METADATA_SOURCES,
+    KUBE_RESPONSE_MAX,
+    KUBE_RESPONSE_MIN,
+    MAX_POD_LABELS,
     MEMORY_LIMIT_MAX,
     MEMORY_LIMIT_MIN,
     RESERVED_LABELS,
     Config,
     ConfigError,
+    KubeConfig,
     TargetConfig,
+    pod_label_name,
 )
 from exporter.config.nodes import INVALID, Reader, line_of, type_name
 from exporter.config.regex import RegexError, compile_regex
@@ -29,7 +35,9 @@ from exporter.model.attrs import AttrsError, MonitoringAttrs
 from exporter.model.durations import DurationError, parse_duration
 
 TOP_KEYS = ("backend", "monitoring", "cold_age", "working_set_window", "cpu_budget", "memory_limit", "remove_empty_groups",
-            "histograms", "targets")
+            "histograms", "kubernetes", "targets")
+KUBE_KEYS = ("metadata", "token_file", "kubelet_url", "kubelet_ca_file", "kubelet_insecure_skip_verify", "timeout", "max_response_size",
+             "pod_labels")
 MONITORING_KEYS = ("sample_interval", "aggregation_interval", "update_interval", "min_regions", "max_regions")
 TARGET_KEYS = ("name", "match", "cgroup", "include_children", "group_by", "max_groups", "keep_groups", "labels")
 MATCH_KEYS = ("comm", "exe", "cmdline")
@@ -44,6 +52,7 @@ DURATION_MAX: dict[str, str] = {
     "update_interval": "1h",
     "cold_age": "30d",
     "working_set_window": "30d",
+    "kubernetes.timeout": "30s",
 }
 #: the shortest value each interval accepts. Below these the exporter's own cost grows
 #: without bound and its CPU budget cannot help (1 ms samples of one idle process cost half a
@@ -53,6 +62,7 @@ DURATION_MIN: dict[str, str] = {
     "sample_interval": "5ms",
     "aggregation_interval": "100ms",
     "update_interval": "1s",
+    "kubernetes.timeout": "100ms",
 }
 # target names end up as label values and in log lines; keep them boring
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}")
@@ -124,14 +134,89 @@ def _config(r: Reader, root: MappingNode, path: str) -> Config:
             flag = r.get_bool(vnode, sub)
             if flag is not INVALID:
                 values[key] = flag
+        elif key == "kubernetes":
+            kube = _kubernetes(r, vnode, sub)
+            if kube is not INVALID:
+                values["kubernetes"] = kube
         elif key == "targets":
             seen_targets = True
             targets = _targets(r, vnode, sub)
     if not seen_targets:
         r.error(root, "targets", "missing: at least one target is required")
+    kube = values.get("kubernetes", KubeConfig())
+    if kube.metadata != "off":
+        exported = {pod_label_name(k) for k in kube.pod_labels}
+        for i, t in enumerate(targets):
+            for name in sorted(exported.intersection(k for k, _ in t.labels)):
+                r.error(t.line, f"targets[{i}].labels.{name}", "reserved: kubernetes.pod_labels exports a pod label under this name")
     if r.errors:
         raise ConfigError(r.error_lines())
     return Config(path=None if path == "<config>" else path, targets=targets, **values)
+
+
+#: a Kubernetes label key: an optional DNS-subdomain prefix and '/', then a name of at most 63
+#: characters, alphanumeric at both ends
+_KUBE_LABEL_KEY = re.compile(r"(?:[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+
+
+def _kubernetes(r: Reader, node: Node, keypath: str) -> KubeConfig:
+    mapping = r.get_mapping(node, keypath)
+    if mapping is INVALID:
+        return INVALID
+    values: dict = {}
+    ok = True
+    for key, _knode, vnode, sub in r.items(mapping, keypath, KUBE_KEYS):
+        if key == "metadata":
+            value = r.get_str(vnode, sub)
+            if value is not INVALID and value not in KUBE_METADATA_SOURCES:
+                r.error(vnode, sub, f"unknown metadata source '{value}' (expected one of: {', '.join(KUBE_METADATA_SOURCES)})")
+                value = INVALID
+        elif key in ("kubelet_url", "kubelet_ca_file", "token_file"):
+            value = r.get_str(vnode, sub)
+            if value is not INVALID and key == "kubelet_url" and not re.fullmatch(r"https://[^/?#\s]+", value):
+                r.error(vnode, sub, f"expected https://HOST:PORT (no path), got {_short(value)}")
+                value = INVALID
+            elif value is not INVALID and key != "kubelet_url" and not value.startswith("/"):
+                r.error(vnode, sub, f"must be an absolute path, got {_short(value)}")
+                value = INVALID
+        elif key == "kubelet_insecure_skip_verify":
+            value = r.get_bool(vnode, sub)
+        elif key == "timeout":
+            value = _duration(r, vnode, sub, "kubernetes.timeout")
+        elif key == "max_response_size":
+            value = _bounded_size(r, vnode, sub, KUBE_RESPONSE_MIN, KUBE_RESPONSE_MAX)
+        else:
+            value = _pod_labels(r, vnode, sub)
+        if value is INVALID:
+            ok = False
+        else:
+            values[key] = value
+    return KubeConfig(**values) if ok else INVALID
+
+
+def _pod_labels(r: Reader, node: Node, keypath: str) -> tuple[str, ...]:
+    items = r.get_str_list(node, keypath)
+    if items is INVALID:
+        return INVALID
+    ok = len(items) == len(node.value)
+    if len(node.value) > MAX_POD_LABELS:
+        r.error(node, keypath, f"{len(node.value)} pod labels, at most {MAX_POD_LABELS} (each is one more label on every series)")
+        return INVALID
+    keys: list[str] = []
+    exported: dict[str, tuple[str, int]] = {}
+    for value, inode, isub in items:
+        name = pod_label_name(value)
+        if not _KUBE_LABEL_KEY.fullmatch(value):
+            r.error(inode, isub, f"not a Kubernetes label key: {_short(value)}")
+            ok = False
+        elif name in exported:
+            first, line = exported[name]
+            r.error(inode, isub, f"pod labels '{first}' (line {line}) and '{value}' would both be exported as '{name}'")
+            ok = False
+        else:
+            exported[name] = (value, line_of(inode))
+            keys.append(value)
+    return tuple(keys) if ok else INVALID
 
 
 #: byte units of ``memory_limit``: IEC (as in the README) and Kubernetes' spellings
@@ -153,14 +238,28 @@ def parse_size(text: object) -> int:
     return int(float(m[1]) * _SIZE_UNITS[m[2].lower()])
 
 
-def _memory_limit(r: Reader, node: Node, keypath: str) -> int:
+def _size(r: Reader, node: Node, keypath: str) -> int:
     if not isinstance(node, ScalarNode):
         r.error(node, keypath, f"expected a size like 96MiB, got {type_name(node)}")
         return INVALID
     try:
-        limit = parse_size(r.scalar(node))
+        return parse_size(r.scalar(node))
     except ValueError as e:
         r.error(node, keypath, str(e))
+        return INVALID
+
+
+def _bounded_size(r: Reader, node: Node, keypath: str, low: int, high: int) -> int:
+    size = _size(r, node, keypath)
+    if size is not INVALID and not low <= size <= high:
+        r.error(node, keypath, f"must be between {low >> 10} KiB and {high >> 20} MiB, got {size} bytes")
+        return INVALID
+    return size
+
+
+def _memory_limit(r: Reader, node: Node, keypath: str) -> int:
+    limit = _size(r, node, keypath)
+    if limit is INVALID:
         return INVALID
     if limit != 0 and not MEMORY_LIMIT_MIN <= limit <= MEMORY_LIMIT_MAX:
         r.error(node, keypath, f"must be 0 (no limit) or between {MEMORY_LIMIT_MIN >> 20} MiB (the exporter itself) "

@@ -14,7 +14,7 @@ from typing import Callable
 
 from exporter.config import templates
 from exporter.config.model import Config, TargetConfig
-from exporter.discovery import cgroups, kube
+from exporter.discovery import cgroups, kube, kube_source
 from exporter.discovery.labels import cap_value
 from exporter.model.engine import TargetSpec
 from exporter.model.process import COMM_LEN, ProcessRef
@@ -50,6 +50,7 @@ class Discoverer:
         proc_root: str = "/proc",
         cgroup_root: str = "/sys/fs/cgroup",
         self_pid: int | None = None,
+        kube_metadata: kube_source.KubeMetadata | None | bool = True,
     ) -> None:
         self.config = config
         self.proc_root = proc_root
@@ -57,7 +58,9 @@ class Discoverer:
         self.self_pid = os.getpid() if self_pid is None else self_pid
         self.warnings: list[str] = []
         self.dropped_groups: dict[str, int] = {}
-        names: set[str] = set()
+        #: pod names for kube-split targets (``True``: as the config and environment ask)
+        self.kube = kube_source.from_config(config, os.environ) if kube_metadata is True else kube_metadata or None
+        names: set[str] = set(self.kube.label_names if self.kube else ())
         for t in config.targets:
             names.update(t.group_by)
             names.update(k for k, _ in t.labels)
@@ -74,7 +77,18 @@ class Discoverer:
         """Extra label names every spec carries (group_by keys and static label keys)."""
         return self._label_names
 
+    def kube_names(self) -> kube_source.KubeNames | None:
+        """The latest pod names for the metrics (None: no pod metadata asked for)."""
+        return self.kube.names() if self.kube else None
+
+    def close(self) -> None:
+        """Stop what this discoverer started (the pod metadata thread), e.g. on reload."""
+        if self.kube:
+            self.kube.close()
+
     def discover(self) -> list[TargetSpec]:
+        if self.kube:
+            self.kube.start()  # once; off the sampler's path from then on
         procs = procscan.scan(self.proc_root, want_exe=self._want_exe, want_cmdline=self._want_cmdline)
         procs.pop(self.self_pid, None)  # never sample ourselves: we would measure our own sampling
         children: dict[int, list[int]] = defaultdict(list)

@@ -26,6 +26,7 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
+from exporter.discovery.kube_client import FETCH_ERRORS
 from exporter.model.errors import ERROR_KINDS
 from exporter.service.state import WEB_REJECT_REASONS
 
@@ -109,6 +110,10 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
     _s("damon_web_config_last_reload_success_timestamp_seconds", "gauge", "Unix time of the last successful web config load.", unit="seconds"),
     _s("damon_web_rejected_total", "counter", "Connections and requests the HTTP server refused or cut, by reason: "
        + "; ".join(f"{k}: {v}" for k, v in WEB_REJECT_REASONS.items()) + ".", labels=("reason",)),
+    _s("damon_kube_metadata_up", "gauge", "1 if the last fetch of the node's pods (kubelet /pods, else the API server) succeeded, 0 if every source failed: kube-split series then keep their pod_uid/container_id labels and the names last known. Published only while pod metadata is fetched (kubernetes.metadata)."),
+    _s("damon_kube_metadata_errors_total", "counter", "Failed fetches of the node's pods, per source tried, by reason: "
+       + "; ".join(f"{k}: {v}" for k, v in FETCH_ERRORS.items()) + ".", labels=("reason",)),
+    _s("damon_kube_metadata_last_success_timestamp_seconds", "gauge", "Unix time of the last successful fetch of the node's pods (0: none yet).", unit="seconds"),
 )
 
 METRICS: dict[str, MetricSpec] = {m.name: m for m in (*TARGET_METRICS, *SELF_METRICS)}

@@ -25,7 +25,9 @@ from exporter.service.state import ServiceState, StateBox
 def state_families(state: ServiceState) -> list[Metric]:
     """Every ``damon_*`` family of one state (pure)."""
     pending = ((p.name, p.nr_processes, p.labels) for p in state.pending)
-    return [*target_families(state.summary, state.label_names, pending, histograms=state.histograms), *self_families(state)]
+    names = state.kube.labels if state.kube is not None else None
+    return [*target_families(state.summary, state.label_names, pending, histograms=state.histograms, extra_labels=names),
+            *self_families(state)]
 
 
 class StateCollector(Collector):

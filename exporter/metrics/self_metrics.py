@@ -10,6 +10,7 @@ from __future__ import annotations
 from prometheus_client.metrics_core import Metric
 
 from exporter.build import build_info
+from exporter.discovery.kube_client import FETCH_ERRORS
 from exporter.metrics.catalog import ERRORS_HELP, SELF_METRICS, family, published
 from exporter.model.errors import ERROR_KINDS
 from exporter.service.state import WEB_REJECT_REASONS, ServiceState
@@ -62,7 +63,22 @@ def self_families(state: ServiceState) -> list[Metric]:
     ts.add_metric([], state.reload_success_timestamp)
     out = [build, backend, passed, checks, cpu, kernel_cpu, ratio, budget, si, ai, errors, cold_age, window, mem_limit,
            mem_limited, embedded, ok, ts]
-    return published(out, state.backend) + web_families(state)
+    return published(out, state.backend) + web_families(state) + kube_families(state)
+
+
+def kube_families(state: ServiceState) -> list[Metric]:
+    """The pod metadata source's health; nothing while no pod metadata is fetched."""
+    kube = state.kube
+    if kube is None:
+        return []
+    up = family("damon_kube_metadata_up")
+    up.add_metric([], 1 if kube.up else 0)
+    errors = family("damon_kube_metadata_errors_total")
+    for reason, n in kube.errors or ((r, 0) for r in FETCH_ERRORS):  # every reason at 0 from the start
+        errors.add_metric([reason], n)
+    last = family("damon_kube_metadata_last_success_timestamp_seconds")
+    last.add_metric([], kube.last_success)
+    return [up, errors, last]
 
 
 def web_families(state: ServiceState) -> list[Metric]:

@@ -11,7 +11,7 @@ missing label.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
@@ -32,8 +32,14 @@ def target_up(t: TargetSummary) -> int:
     return 1 if t.pids and not t.errors else 0
 
 
-def label_values(name: str, labels: Iterable[tuple[str, str]], label_names: Sequence[str]) -> list[str]:
+#: a target's labels -> labels it gets on top (pod names of a kube-split target)
+Names = Callable[[Sequence[tuple[str, str]]], Mapping[str, str]]
+
+
+def label_values(name: str, labels: Sequence[tuple[str, str]], label_names: Sequence[str], names: Names | None = None) -> list[str]:
     d = dict(labels)
+    if names is not None:
+        d.update(names(labels))
     return [name] + [d.get(n, "") for n in label_names]
 
 
@@ -47,13 +53,16 @@ def target_families(
     pending: Iterable[tuple[str, int, tuple[tuple[str, str], ...]]] = (),
     *,
     histograms: bool = True,
+    extra_labels: Names | None = None,
 ) -> list[Metric]:
     """Metric families for every target of ``summary``.
 
     ``pending`` lists (name, nr_processes, labels) of targets that are configured but not
     yet in any aggregation: they get ``damon_target_processes`` and ``damon_target_up 0``
     only, so a dashboard shows them from the first scrape and no made-up zeros appear in
-    the memory gauges.
+    the memory gauges. ``extra_labels`` adds labels from outside the summary: the pod names of
+    kube-split targets, looked up at each new state, so a name that appears or changes
+    relabels the series without restarting the target's history.
     """
     names = ["target", *label_names]
 
@@ -71,7 +80,7 @@ def target_families(
     seen: set[str] = set()
     for t in summary.targets if summary is not None else ():
         seen.add(t.name)
-        lv = label_values(t.name, t.labels, label_names)
+        lv = label_values(t.name, t.labels, label_names, extra_labels)
         processes.add_metric(lv, len(t.pids))
         up.add_metric(lv, target_up(t))
         for kind, n in t.not_monitored:
@@ -97,7 +106,7 @@ def target_families(
     for name, nr, labels in pending:
         if name in seen:
             continue
-        lv = label_values(name, labels, label_names)
+        lv = label_values(name, labels, label_names, extra_labels)
         processes.add_metric(lv, nr)
         up.add_metric(lv, 0)
     out = [processes, up, unmonitored, last, regions, regions_max, resident, working, working_at, cold, cold_at, ratio,

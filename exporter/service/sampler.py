@@ -140,6 +140,13 @@ class Sampler:
                 self._publish_errors()  # before the first aggregation nothing else would
                 self.stop.wait(RESTART_PAUSE)
         self._retire_engine()
+        self._close_discoverer()
+
+    def _close_discoverer(self) -> None:
+        """Stop the threads of a discoverer that is replaced or done (pod metadata)."""
+        close = getattr(self._discoverer, "close", None)
+        if close is not None:
+            close()
 
     def _open_backend(self) -> Engine | None:
         name = self.config.backend
@@ -230,6 +237,7 @@ class Sampler:
                 self._count("discovery")
                 log.warning(w)
         self._specs = specs
+        self.box.update(kube=getattr(self._discoverer, "kube_names", lambda: None)())
         self._publish_pending()
         return specs
 
@@ -318,6 +326,7 @@ class Sampler:
         self.config = cfg
         self.budget.reset(cfg.cpu_budget or 0.0, self._monitoring(cfg, self._engine), self._resolution(cfg))
         e = self._engine
+        self._close_discoverer()
         self._discoverer = None if e is None else self.discoverer_factory(cfg)
         if e is not None:
             self.box.update(label_names=tuple(self._discoverer.label_names()), cpu_budget=cfg.cpu_budget or 0.0,

@@ -9,6 +9,7 @@ and a scrape never waits for a sample.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from exporter.summary import Summary
 
@@ -70,6 +71,9 @@ class ServiceState:
     #: the configured memory_limit (bytes, 0: none), and whether it holds new processes back
     memory_limit: int = 0
     memory_limited: bool = False
+    #: pod names and the metadata source's health (exporter.discovery.kube_source.KubeNames),
+    #: None when no pod metadata is fetched
+    kube: Any = None
 
     def with_changes(self, **changes: object) -> "ServiceState":
         return replace(self, **changes)

@@ -37,7 +37,7 @@ def test_invalid_file_exits_2_with_all_error_lines_on_stderr(tmp_path):
     assert p.stderr.splitlines() == [
         f"{f}:2: monitoring.min_regions: min_regions must be at least 3, got 2",
         f"{f}:5: targets[0].match.comm: expected a list of strings, got int",
-        f"{f}:6: extra: unknown key (expected one of: backend, monitoring, cold_age, working_set_window, cpu_budget, memory_limit, remove_empty_groups, histograms, targets)",
+        f"{f}:6: extra: unknown key (expected one of: backend, monitoring, cold_age, working_set_window, cpu_budget, memory_limit, remove_empty_groups, histograms, kubernetes, targets)",
     ]
     assert "Traceback" not in p.stderr
 

@@ -37,7 +37,7 @@ def test_minimal_config_gets_all_defaults():
 def test_unknown_top_level_key():
     assert errors("backends: auto\n" + OK_TARGETS) == ["c.yaml:1: backends: unknown key (did you mean 'backend'?)"]
     assert errors("foo: 1\n" + OK_TARGETS) == [
-        "c.yaml:1: foo: unknown key (expected one of: backend, monitoring, cold_age, working_set_window, cpu_budget, memory_limit, remove_empty_groups, histograms, targets)"
+        "c.yaml:1: foo: unknown key (expected one of: backend, monitoring, cold_age, working_set_window, cpu_budget, memory_limit, remove_empty_groups, histograms, kubernetes, targets)"
     ]
 
 
@@ -341,7 +341,7 @@ def test_several_errors_reported_together_in_file_order():
         "c.yaml:5: cpu_budget: must be greater than 0 and at most 1 (a share of one CPU core), got 1.5",
         "c.yaml:9: targets[0].match.comm: expected a list of strings, got int",
         "c.yaml:10: targets[1].name: duplicate target name 'web' (first at line 7)",
-        "c.yaml:12: bogus: unknown key (expected one of: backend, monitoring, cold_age, working_set_window, cpu_budget, memory_limit, remove_empty_groups, histograms, targets)",
+        "c.yaml:12: bogus: unknown key (expected one of: backend, monitoring, cold_age, working_set_window, cpu_budget, memory_limit, remove_empty_groups, histograms, kubernetes, targets)",
     ]
 
 

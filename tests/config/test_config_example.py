@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from exporter.config import load_config
+from exporter.config.model import KubeConfig
 from exporter.model.attrs import MonitoringAttrs
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yaml"
@@ -17,6 +18,7 @@ def test_example_parses_to_documented_values():
     assert c.monitoring == MonitoringAttrs(0.1, 2.0, 10.0, 10, 200)
     assert (c.cold_age, c.working_set_window, c.cpu_budget) == (120.0, 60.0, 0.05)
     assert c.remove_empty_groups is False
+    assert c.kubernetes == KubeConfig(metadata="auto", timeout=5.0, max_response_size=4 << 20, pod_labels=("app.kubernetes.io/name",))
     web, batch, programs, pods = c.targets
     assert programs.name == "{{.Comm}}" and programs.name_template is not None
     assert programs.comm == ("postgres", "redis-server")

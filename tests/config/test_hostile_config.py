@@ -36,7 +36,7 @@ def test_500_levels_of_nesting_is_one_positioned_line():
 
 def test_nesting_up_to_the_limit_is_an_ordinary_config_error():
     lines = errors(deep_yaml(MAX_DEPTH - 1))
-    assert lines[0] == "c.yaml:1: a: unknown key (expected one of: backend, monitoring, cold_age, working_set_window, cpu_budget, memory_limit, remove_empty_groups, histograms, targets)"
+    assert lines[0] == "c.yaml:1: a: unknown key (expected one of: backend, monitoring, cold_age, working_set_window, cpu_budget, memory_limit, remove_empty_groups, histograms, kubernetes, targets)"
 
 
 def test_deep_file_through_check_config_exits_2_with_one_line(tmp_path):

@@ -18,7 +18,8 @@ from .manifests import ROOT
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "damon-exporter.json"
 #: values a user would pick, to turn the panel queries into plain PromQL
-SUBSTITUTIONS = {"$__rate_interval": "5m", "$__interval": "1m", "$job": ".*", "$instance": ".*", "$target": ".*"}
+SUBSTITUTIONS = {"$__rate_interval": "5m", "$__interval": "1m", "$job": ".*", "$instance": ".*", "$target": ".*",
+                 "$namespace": ".*", "$pod": ".*", "$container": ".*"}
 
 
 def _dash() -> dict:
@@ -76,13 +77,25 @@ def test_required_panels():
 
 def test_template_variables():
     tl = {v["name"]: v for v in _dash()["templating"]["list"]}
-    assert list(tl) == ["datasource", "job", "instance", "target"]
+    assert list(tl) == ["datasource", "job", "instance", "target", "namespace", "pod", "container"]
     assert tl["datasource"]["type"] == "datasource" and tl["datasource"]["query"] == "prometheus"
-    for name in ("job", "instance", "target"):
+    for name in ("job", "instance", "target", "namespace", "pod", "container"):
         assert tl[name]["type"] == "query" and tl[name]["includeAll"] and tl[name]["allValue"] == ".*"
         assert tl[name]["query"]["query"].startswith("label_values(")
     used = set(re.findall(r"\$(\w+)", " ".join(_exprs())))
     assert used - {"__rate_interval", "1"} <= set(tl)
+
+
+def test_per_target_panels_follow_the_kubernetes_variables():
+    """Every selector that picks targets also picks namespace, pod and container (the
+    exporter's labels of kube-split targets; '' elsewhere, which the All value .* matches),
+    and each variable lists only values within the ones chosen before it."""
+    tl = {v["name"]: v for v in _dash()["templating"]["list"]}
+    for expr in _exprs():
+        for selector in re.findall(r"\{[^}]*target=~[^}]*\}", expr):
+            assert 'namespace=~"$namespace", pod=~"$pod", container=~"$container"' in selector, expr
+    assert tl["container"]["query"]["query"] == ('label_values(damon_target_up{job=~"$job", instance=~"$instance", '
+                                                 'target=~"$target", namespace=~"$namespace", pod=~"$pod"}, container)')
 
 
 def test_metrics_are_the_exporters():

@@ -87,12 +87,14 @@ def test_rendered_objects_validate(values):
     docs = helm_render(values)
     kinds = sorted(d["kind"] for d in docs)
     if values is None:
-        assert kinds == ["ConfigMap", "DaemonSet", "Service", "ServiceAccount"]
+        assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "Service", "ServiceAccount"]
     else:
-        assert kinds == ["ConfigMap", "DaemonSet", "PodMonitor", "PrometheusRule", "Secret", "Service", "ServiceAccount", "ServiceMonitor"]
+        assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "PodMonitor", "PrometheusRule", "Secret",
+                         "Service", "ServiceAccount", "ServiceMonitor"]
     for d in docs:
         validate(d, f"chart {d['kind']}")
-        assert d["metadata"]["namespace"] == "monitoring"
+        cluster_scoped = d["kind"] in ("ClusterRole", "ClusterRoleBinding")
+        assert d["metadata"].get("namespace") == (None if cluster_scoped else "monitoring")
 
 
 @pytest.mark.parametrize(
@@ -135,7 +137,7 @@ def test_schema_documents_every_value():
     walk(VALUES, SCHEMA, "")
 
 
-CONTAINER_KEYS = ("name", "image", "ports", "resources", "securityContext", "volumeMounts")
+CONTAINER_KEYS = ("name", "image", "ports", "resources", "securityContext", "volumeMounts", "env")
 PROBE_DEFAULTS = {"initialDelaySeconds": 0, "timeoutSeconds": 1, "successThreshold": 1}
 
 
@@ -169,6 +171,31 @@ def test_default_render_matches_plain_manifests():
     assert ds["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert by_kind(chart, "Service")["spec"]["selector"].items() <= labels.items()
     assert pod["serviceAccountName"] == by_kind(chart, "ServiceAccount")["metadata"]["name"] == "damon-exporter"
+    # the same RBAC: the kubelet's /pods and nothing else, for the pods' account
+    for kind in ("ClusterRole", "ClusterRoleBinding"):
+        mine, theirs = by_kind(chart, kind), by_kind(plain, kind)
+        assert {k: mine[k] for k in ("rules", "roleRef", "subjects") if k in mine} == \
+               {k: theirs[k] for k in ("rules", "roleRef", "subjects") if k in theirs}, kind
+
+
+def test_pod_metadata_values_choose_the_rbac_and_the_source():
+    fallback = helm_render({"kubernetesMetadata": {"apiServerFallback": True}})
+    assert by_kind(fallback, "ClusterRole")["rules"] == [
+        {"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    ]
+    assert _config(by_kind(fallback, "ConfigMap")["data"]["config.yaml"]).kubernetes.metadata == "auto"
+    off = helm_render({"kubernetesMetadata": {"enabled": False}})
+    assert {d["kind"] for d in off} == {"ConfigMap", "DaemonSet", "Service", "ServiceAccount"}
+    _, pod, c = _pod(off)
+    assert pod["automountServiceAccountToken"] is False and "env" not in c
+    assert _config(by_kind(off, "ConfigMap")["data"]["config.yaml"]).kubernetes.metadata == "off"
+    # RBAC of your own (rbac.create false): the pod still gets what it needs
+    own = helm_render({"rbac": {"create": False}})
+    assert "ClusterRole" not in {d["kind"] for d in own} and _pod(own)[1]["automountServiceAccountToken"] is True
+    for docs in (fallback, off, own):
+        for d in docs:
+            validate(d, f"chart {d['kind']}")
 
 
 def _config(text: str):
@@ -287,7 +314,8 @@ def test_values_flow_into_the_objects():
     })
     for d in docs:
         validate(d, f"chart {d['kind']}")
-        assert d["metadata"]["name"] == "memx" and d["metadata"]["namespace"] == "obs"
+        cluster_scoped = d["kind"] in ("ClusterRole", "ClusterRoleBinding")
+        assert d["metadata"]["name"] == "memx" and d["metadata"].get("namespace") == (None if cluster_scoped else "obs")
         assert d["metadata"]["labels"]["team"] == "mem"
     assert "ServiceAccount" not in {d["kind"] for d in docs}
     ds, pod, c = _pod(docs)
@@ -296,7 +324,9 @@ def test_values_flow_into_the_objects():
     assert pod["serviceAccountName"] == "existing"
     assert c["ports"][0]["containerPort"] == 9123 and "--web.listen-address=:9123" in c["args"]
     assert c["args"][-1] == "--web.disable-exporter-metrics" and "--log.format=json" in c["args"]
-    assert c["env"] == [{"name": "TZ", "value": "UTC"}, {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]
+    assert c["env"][2:] == [{"name": "TZ", "value": "UTC"}, {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]
+    assert [e["name"] for e in c["env"][:2]] == ["NODE_IP", "NODE_NAME"]
+    assert by_kind(docs, "ClusterRoleBinding")["subjects"] == [{"kind": "ServiceAccount", "name": "existing", "namespace": "obs"}]
     # merged over the backend's context: only the one key changed
     assert c["securityContext"]["readOnlyRootFilesystem"] is False
     assert c["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["SYS_PTRACE", "DAC_OVERRIDE"]}
@@ -324,7 +354,8 @@ def test_node_exporter_values_file_renders():
     docs = helm_render(values, release="node-exporter", namespace="kube-system")
     for d in docs:
         validate(d, f"node-exporter values: {d['kind']}")
-        assert d["metadata"]["namespace"] == "monitoring"
+        assert d["metadata"].get("namespace", "monitoring") == "monitoring"
+        assert "namespace" in d["metadata"] or d["kind"] in ("ClusterRole", "ClusterRoleBinding")
     ds, pod, c = _pod(docs)
     assert c["image"] == "mirror.example/prometheus/damon-exporter:0.1.0"
     assert c["args"][-2:] == ["--log.level=debug", "--web.disable-exporter-metrics"]

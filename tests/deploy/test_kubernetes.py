@@ -26,6 +26,7 @@ from .manifests import (
     validate,
 )
 
+CLUSTER_SCOPED = ("ClusterRole", "ClusterRoleBinding")
 PLAIN_FILES = [KUBE_DIR / "sidecar-example.yaml", *sorted(OPERATOR_DIR.glob("*.yaml"))]
 
 
@@ -60,8 +61,10 @@ def test_kustomization_builds_and_validates(directory):
     assert docs
     for doc in docs:
         validate(doc, f"kubectl kustomize {directory.relative_to(KUBE_DIR)}")
-        # namespace-agnostic: `kubectl apply -n NS` decides
-        assert "namespace" not in doc["metadata"], f"{directory}: hard-coded namespace"
+        # one namespace, set by the base's kustomization (an overlay's `namespace:` moves
+        # everything, the ClusterRoleBinding's subject too); cluster-scoped objects have none
+        expected = None if doc["kind"] in CLUSTER_SCOPED else "monitoring"
+        assert doc["metadata"].get("namespace") == expected, f"{directory}: {doc['kind']} in {doc['metadata'].get('namespace')}"
 
 
 @pytest.mark.parametrize("path", PLAIN_FILES, ids=lambda p: str(p.relative_to(KUBE_DIR)))
@@ -99,7 +102,34 @@ def test_validation_catches_mistakes():
 
 def test_kustomization_lists_the_core_objects():
     docs = kubectl_kustomize(BASE_DIR)
-    assert sorted(d["kind"] for d in docs) == ["ConfigMap", "DaemonSet", "Service", "ServiceAccount"]
+    assert sorted(d["kind"] for d in docs) == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "Service", "ServiceAccount"]
+
+
+def test_rbac_is_get_nodes_proxy_for_the_daemonsets_account_only(tmp_path):
+    """Least privilege: the kubelet's /pods (nodes/proxy get) and nothing else, bound to the
+    account the DaemonSet runs as, in its namespace, also after an overlay moves it."""
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: observability\n"
+        f"resources: [{os.path.relpath(BASE_DIR, tmp_path)}]\n")
+    for docs, namespace in ((kubectl_kustomize(BASE_DIR), "monitoring"), (kubectl_kustomize(tmp_path), "observability")):
+        role, binding = by_kind(docs, "ClusterRole"), by_kind(docs, "ClusterRoleBinding")
+        assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]}]
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role["metadata"]["name"]}
+        ds, pod, _ = _daemonset(docs)
+        sa = by_kind(docs, "ServiceAccount")
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": namespace}]
+        assert sa["metadata"]["name"] == pod["serviceAccountName"] and ds["metadata"]["namespace"] == namespace
+
+
+def test_daemonset_knows_its_node_for_pod_names():
+    _, pod, c = _daemonset()
+    # the token for the kubelet (the account itself does not mount it into other pods)
+    assert pod["automountServiceAccountToken"] is True
+    assert by_kind(load_all(BASE_DIR / "serviceaccount.yaml"), "ServiceAccount")["automountServiceAccountToken"] is False
+    assert c["env"] == [
+        {"name": "NODE_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}},
+        {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+    ]
 
 
 def _daemonset(docs=None):
@@ -114,7 +144,6 @@ def test_daemonset_runs_everywhere_and_rolls():
     assert {"operator": "Exists"} in pod["tolerations"]
     assert ds["spec"]["updateStrategy"]["type"] == "RollingUpdate"
     assert ds["spec"]["selector"]["matchLabels"].items() <= ds["spec"]["template"]["metadata"]["labels"].items()
-    assert pod["automountServiceAccountToken"] is False
 
 
 def test_daemonset_probes_and_port():
@@ -204,6 +233,7 @@ def test_config_in_configmap_is_valid_and_monitors_pods():
     (pods,) = config.targets
     assert pods.cgroup == "kubepods*" and pods.group_by == ("pod_uid", "container_id", "qos_class")
     assert pods.max_groups == 100
+    assert (config.kubernetes.metadata, config.kubernetes.pod_labels) == ("kubelet", ("app.kubernetes.io/name",))
 
 
 def test_service_selects_the_pods_by_port_name():

@@ -189,7 +189,9 @@ def test_help_texts_come_from_the_one_declaration():
     from exporter.metrics.catalog import METRICS
 
     fams = {f.name: f for f in target_families(snapshot(), ("team",))}
-    st = ServiceState(version="1", backend="damon_sysfs")
+    from exporter.discovery.kube_source import KubeNames
+
+    st = ServiceState(version="1", backend="damon_sysfs", kube=KubeNames(label_names=("namespace", "pod", "container")))
     fams.update({f.name: f for f in self_families(st)})
     for name, spec in METRICS.items():
         fam = fams.get(name) or fams[name.removesuffix("_total")]
