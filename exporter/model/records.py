@@ -119,6 +119,10 @@ class TargetRecords:
     #: damon_aggregated tracepoint shows); DAMON splits only while this is at most half the
     #: cap, so the CPU budget keeps caps above twice it. 0 where the engine does not say.
     nr_merged: int = 0
+    #: reads that found the accessed bits of one of the target's processes cleared by
+    #: someone else (reclaim, a kernel DAMON scheme, another monitor), since the engine began
+    #: watching the target; engines that cannot tell leave it 0 (see the metric's backends)
+    accessed_bits_resets: int = 0
 
     @property
     def key(self) -> TargetKey:

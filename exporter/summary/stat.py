@@ -187,10 +187,20 @@ class TargetSummary:
     not_monitored: tuple[tuple[str, int], ...] = ()  # processes found but not monitored, by kind
     #: returns from idleness since the target was first watched (None: no tracker ran)
     promotions: Promotions | None = None
+    accessed_bits_resets: int = 0  # see TargetRecords
+    #: resident bytes not known cold or warm yet: never seen accessed, watched for less
+    #: than cold_age (in cold_error_bytes); with cold_bytes 0, the cold figure is not known
+    cold_unknown_bytes: int = 0
 
     @property
     def cold_ratio(self) -> float:
         return self.cold_bytes / self.resident_bytes if self.resident_bytes else 0.0
+
+    @property
+    def cold_known(self) -> bool:
+        """False while nothing is proven cold and some bytes have not been watched for
+        cold_age: a cold figure of 0 then means "not known yet", not "all warm"."""
+        return self.cold_bytes > 0 or self.cold_unknown_bytes == 0
 
     @property
     def nr_regions(self) -> int:
@@ -248,7 +258,8 @@ def summarize_target(t: TargetRecords, policy: Policy, sample_interval: float = 
     working = sum(in_working_set(r, window) for r in regions)
     cold = sum(idle_at_least(r, cold_age) for r in regions)
     ws_error = edge_error(regions, in_ws, sample_interval, lambda r: unknown_bytes(r, window))
-    cold_error = edge_error(regions, is_warm, sample_interval)
+    cold_unknown = sum(unknown_bytes(r, cold_age) for r in regions)
+    cold_error = edge_error(regions, is_warm, sample_interval, lambda r: unknown_bytes(r, cold_age))
     promotions = (tracker.observe((t.name, t.labels), regions, t.aggregated_at, cold_age, aggregation_interval)
                   if tracker is not None else None)
     bands = [band for r in regions for band in idle_bands(r)]
@@ -276,6 +287,8 @@ def summarize_target(t: TargetRecords, policy: Policy, sample_interval: float = 
         nr_merged=t.nr_merged,
         not_monitored=t.not_monitored,
         promotions=promotions,
+        accessed_bits_resets=t.accessed_bits_resets,
+        cold_unknown_bytes=min(resident, cold_unknown),
     )
 
 

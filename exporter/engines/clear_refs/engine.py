@@ -25,11 +25,15 @@ Clearing once per period instead of twice a second also spares reclaim: the refe
 information the LRU uses to keep hot pages in memory is erased every two minutes, not
 continuously.
 
-What disturbs it (see README): reclaim and MGLRU aging clear accessed bits too, so under
-memory pressure Referenced undercounts; another writer of ``clear_refs`` for the same
-process (a second monitor, CRIU) resets our curve. Both show as Referenced going *down*
-between two reads without the resident bytes going down as much: the engine then restarts
-the period and counts it in ``damon_sampler_errors_total{kind="referenced_reset"}``.
+What disturbs it (see docs/freshness.md): reclaim, MGLRU aging and the kernel's own DAMON
+schemes clear accessed bits too, and so does another writer of ``clear_refs`` for the same
+process (a second monitor, CRIU). Each shows as Referenced going *down* between two reads
+without the resident bytes going down as much. That is a condition of the node, not an
+error of the exporter: the engine counts it per target
+(``damon_target_accessed_bits_reset_total``, at every read that sees one, for as long as it
+goes on), restarts the period, and until the restarted period is long enough publishes no
+figure from before it: what the erased bits said is unknown, so the bytes they concerned
+are in the figures' errors (see :meth:`ReferencedBytesEngine._records`).
 """
 
 from __future__ import annotations
@@ -73,7 +77,6 @@ from exporter.model.records import (
 from exporter.procfs.parsers import SmapsEntry
 
 log = logging.getLogger(__name__)
-RESET_KIND = "referenced_reset"
 
 
 # -- the engine -------------------------------------------------------------------------------
@@ -93,12 +96,15 @@ class _Proc:
     #: referenced by its end}); what they prove carries idle time past one period
     history: deque = field(default_factory=lambda: deque(maxlen=MAX_PERIODS))
     clears: int = 0  # how many periods began: each one's length (see period_length)
+    resets: int = 0  # resets seen on this process (logged loudly once, quietly after)
 
 
 @dataclass
 class _Target:
     spec: TargetSpec
     refs: set[ProcessRef] = field(default_factory=set)
+    #: reads of its processes that found the accessed bits cleared by someone else
+    resets: int = 0
 
 
 class ReferencedBytesEngine(Engine):
@@ -257,13 +263,7 @@ class ReferencedBytesEngine(Engine):
         self._reads += 1
         lost = reset_bytes(p.period.curves, smaps)
         if lost > max(RESET_MIN_BYTES, sum(c.points[-1].referenced for c in p.period.curves.values() if c.points) // 100):
-            self._failures.count(RESET_KIND)
-            log.warning(
-                "pid %d: Referenced went down by %d KiB since the last read (another clear_refs "
-                "writer, or reclaim under memory pressure); restarting its curve", p.ref.pid, lost >> 10
-            )
-            p.smaps = smaps
-            self._clear(p, now)
+            self._reset(p, smaps, now, lost)
             return
         # a read made for a horizon stands for the horizon itself: it comes within a tick of
         # it, and the bytes touched in that tick are too few to matter, where recording the
@@ -276,6 +276,28 @@ class ReferencedBytesEngine(Engine):
             p.previous = p.period
             p.history.appendleft(period_touched(p.period))
             self._clear(p, now)
+
+    def _reset(self, p: _Proc, smaps: list[SmapsEntry], now: float, lost: int) -> None:
+        """Someone else cleared ``p``'s accessed bits: count it for every target that lists
+        ``p`` and start again from a clear of our own. The previous periods end before a gap
+        nobody measured, so they are dropped: a page touched only in the gap would
+        otherwise be proven idle across it."""
+        for t in self._targets.values():
+            if p.ref in t.refs:
+                t.resets += 1
+        p.resets += 1
+        (log.warning if p.resets == 1 else log.debug)(
+            "pid %d: Referenced went down by %d KiB since the last read (reclaim, a kernel DAMON "
+            "scheme or another clear_refs writer cleared its accessed bits); its figures restart "
+            "(damon_target_accessed_bits_reset_total counts every such read)", p.ref.pid, lost >> 10)
+        p.previous = None
+        p.history.clear()
+        self._clear(p, now)
+        # read back at once: the next clear by someone else is then seen at the next read,
+        # however soon it comes (a baseline read later would miss one that fell before it)
+        p.smaps = self._read(p)
+        self._reads += 1
+        self._add_points(p.period, p.smaps, 0.0)
 
     def _add_points(self, period: Period, smaps: list[SmapsEntry], elapsed: float) -> None:
         wall = self.wall_clock()
@@ -311,6 +333,7 @@ class ReferencedBytesEngine(Engine):
                     not_monitored=self._failures.not_monitored(t.spec),
                     measured_at=tuple(sorted(oldest.items())),
                     max_regions=self._attrs.max_regions,
+                    accessed_bits_resets=t.resets,
                 )
             )
         self._aggregations += 1
@@ -335,7 +358,7 @@ class ReferencedBytesEngine(Engine):
                 continue
             cur = period.curves.get(m.start)
             pts = record_points(cur, prev.get(m.start), elapsed - (cur.origin if cur else period.last_read))
-            first = pts[0] if pts else None
+            first = next((q for q in pts if q.elapsed > 0), None)  # not a baseline read at the clear
             out.append(
                 by_share(RegionRecord(
                     pid=p.ref.pid,
