@@ -60,6 +60,10 @@ class RegionRecord:
     #: from the mapping's pages to its pages' shares (clear_refs: smaps says how many bytes
     #: were touched, not whether private or shared ones); in the summary's error figures
     share_error_bytes: int = 0
+    #: distribution records: (horizon seconds, bytes) by which the figure at that idle time
+    #: may be off now, the reads proving only bounds on it between an engine's exact points
+    #: (clear_refs between its clears); in the summary's working-set and cold errors
+    present_error_bytes: tuple[tuple[float, int], ...] = ()
     #: the part of ``resident_bytes`` in pages other page tables map too. Every engine
     #: counts a page by its share (``PAGE_SIZE / mappers``, as PSS does), so the target's
     #: processes together count a page they all map once; the summary also lets the page be

@@ -255,6 +255,9 @@ def summarize_target(t: TargetRecords, policy: Policy, sample_interval: float = 
         sample_interval=sample_interval, horizon=window)
     resident = sum(r.resident_bytes for r in regions)
     share_error = sum(r.share_error_bytes for r in t.regions)  # counts scaled from Rss to Pss
+    # figures an engine holds between its exact points (clear_refs), off by up to these
+    ws_present = sum(dict(r.present_error_bytes).get(window, 0) for r in t.regions)
+    cold_present = sum(dict(r.present_error_bytes).get(cold_age, 0) for r in t.regions)
     working = sum(in_working_set(r, window) for r in regions)
     cold = sum(idle_at_least(r, cold_age) for r in regions)
     ws_error = edge_error(regions, in_ws, sample_interval, lambda r: unknown_bytes(r, window))
@@ -282,8 +285,8 @@ def summarize_target(t: TargetRecords, policy: Policy, sample_interval: float = 
         max_regions=t.max_regions,
         working_set_measured_at=measured.get(policy.working_set_window, t.aggregated_at),
         cold_measured_at=measured.get(policy.cold_age, t.aggregated_at),
-        working_set_error_bytes=min(resident, round(ws_error) + shared_ws_error + share_error),
-        cold_error_bytes=min(resident, round(cold_error) + shared_cold_error + share_error),
+        working_set_error_bytes=min(resident, round(ws_error) + shared_ws_error + share_error + ws_present),
+        cold_error_bytes=min(resident, round(cold_error) + shared_cold_error + share_error + cold_present),
         nr_merged=t.nr_merged,
         not_monitored=t.not_monitored,
         promotions=promotions,

@@ -58,7 +58,9 @@ from exporter.engines.clear_refs.curves import (
     Point,
     by_share,
     idle_distribution,
+    present,
     record_points,
+    window_bounds,
     reset_bytes,
 )
 from exporter.engines.clear_refs.smaps import ProcSmaps, SmapsSource
@@ -357,7 +359,13 @@ class ReferencedBytesEngine(Engine):
             if not m.rss:
                 continue
             cur = period.curves.get(m.start)
-            pts = record_points(cur, prev.get(m.start), elapsed - (cur.origin if cur else period.last_read))
+            at_now = elapsed - (cur.origin if cur else period.last_read)  # in the curve's seconds
+            prev_curve = prev.get(m.start)
+            pts = record_points(cur, prev_curve, at_now)
+            dist, errors = present(
+                proven_idle(idle_distribution(pts, m.rss), cur, p.history, m.start, m.rss, now),
+                {h: window_bounds(cur, prev_curve, at_now, h, m.rss) for h in self.horizons}, m.rss)
+            dist = dist or ((0.0, m.rss),)
             first = next((q for q in pts if q.elapsed > 0), None)  # not a baseline read at the clear
             out.append(
                 by_share(RegionRecord(
@@ -366,8 +374,8 @@ class ReferencedBytesEngine(Engine):
                     end=m.end,
                     resident_bytes=m.rss,
                     # nothing measured yet since the clear: not known touched, not known idle
-                    idle_distribution=proven_idle(idle_distribution(pts, m.rss), cur, p.history, m.start, m.rss, now)
-                    or ((0.0, m.rss),),
+                    idle_distribution=dist,
+                    present_error_bytes=errors,
                     accessed_bytes=first.referenced if first else 0,
                     period_start=period.cleared_wall,
                     period_referenced=cur.points[-1].referenced if cur is not None and cur.points else 0,
