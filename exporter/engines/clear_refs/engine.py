@@ -16,13 +16,17 @@ aperiodically: a first touch later than ``cold_age`` after a clear is a proven r
 idleness, so at least half of each period proves returns), reads
 ``smaps`` at every aggregation and at exactly each horizon after the clear, and hands back
 one record per mapping whose idle distribution is that curve. A figure at horizon τ is
-exact once τ has passed since the clear; until then the previous period's exact figure is
-published, and :attr:`TargetRecords.measured_at` says how old it is. A process (or a
-mapping) seen for less than τ has no figure for τ: none of its bytes is called idle that
-long (the convention of DAMON's age: idleness is never invented).
+exact once τ has passed since the clear (:attr:`TargetRecords.measured_at` says when). At
+every other aggregation the figure is an estimate held within what the reads prove *now*
+(Referenced's growth within τ: touched within τ; Referenced since the clear: at most that),
+with the distance to the farther bound in the record's ``present_error_bytes``, so a load
+that starts shows at the next aggregation (see :func:`present`, docs/freshness.md). A load
+that ends is seen only after the next clear. A process (or a mapping) seen for less than τ
+has no figure for τ: none of its bytes is called idle that long (the convention of DAMON's
+age: idleness is never invented).
 
 Clearing once per period instead of twice a second also spares reclaim: the referenced
-information the LRU uses to keep hot pages in memory is erased every two minutes, not
+information the LRU uses to keep hot pages in memory is erased once per period per page, not
 continuously.
 
 What disturbs it (see docs/freshness.md): reclaim, MGLRU aging and the kernel's own DAMON
