@@ -77,6 +77,7 @@ def target_families(
     idle, freq = fam("damon_idle_age_seconds"), fam("damon_access_frequency_ratio")
     promoted, promoted_error = fam("damon_cold_promoted_bytes_total"), fam("damon_cold_promoted_error_bytes_total")
     reaccess = fam("damon_reaccess_idle_age_seconds")
+    resets = fam("damon_target_accessed_bits_reset_total")
     seen: set[str] = set()
     for t in summary.targets if summary is not None else ():
         seen.add(t.name)
@@ -96,6 +97,7 @@ def target_families(
         ratio.add_metric(lv, t.cold_ratio)
         ws_error.add_metric(lv, t.working_set_error_bytes)
         cold_error.add_metric(lv, t.cold_error_bytes)
+        resets.add_metric(lv, t.accessed_bits_resets)
         if t.promotions is not None:
             p = t.promotions
             promoted.add_metric(lv, p.promoted_bytes)
@@ -110,7 +112,7 @@ def target_families(
         processes.add_metric(lv, nr)
         up.add_metric(lv, 0)
     out = [processes, up, unmonitored, last, regions, regions_max, resident, working, working_at, cold, cold_at, ratio,
-           ws_error, cold_error, promoted, promoted_error]
+           ws_error, cold_error, resets, promoted, promoted_error]
     if histograms:
         out += [idle, freq, reaccess]
     backend = summary.raw.backend if summary is not None else "none"

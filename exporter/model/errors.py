@@ -4,7 +4,8 @@ Each kind of ``damon_sampler_errors_total{kind}`` is declared once, in :data:`ER
 with what it means; the metric's HELP text, the kinds exported at 0 from the start and the
 README's table all come from there (a test holds the README to it). An exception class
 names its kind in ``kind``; kinds that are counted without an exception (``discovery``,
-``internal``, ``referenced_reset``) are only in the table.
+``internal``) are only in the table. Accessed bits that someone else cleared are a condition
+of the node, not an error: ``damon_target_accessed_bits_reset_total`` counts them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ ERROR_KINDS: dict[str, str] = {
     "backend_unavailable": "the backend's kernel interface is missing or refused",
     "limit": "a process was left out because a configured bound was reached",
     "damon_sysfs": "the kernel's DAMON sysfs tree failed, or someone else changed the kdamond the exporter owns",
-    "referenced_reset": "clear_refs: someone else cleared a process' referenced bits (its period restarts)",
     "discovery": "target discovery failed (the previous targets are kept)",
     "internal": "an unexpected error in the sampler (a bug: please report it)",
 }

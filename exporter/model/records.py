@@ -60,6 +60,10 @@ class RegionRecord:
     #: from the mapping's pages to its pages' shares (clear_refs: smaps says how many bytes
     #: were touched, not whether private or shared ones); in the summary's error figures
     share_error_bytes: int = 0
+    #: distribution records: (horizon seconds, bytes) by which the figure at that idle time
+    #: may be off now, the reads proving only bounds on it between an engine's exact points
+    #: (clear_refs between its clears); in the summary's working-set and cold errors
+    present_error_bytes: tuple[tuple[float, int], ...] = ()
     #: the part of ``resident_bytes`` in pages other page tables map too. Every engine
     #: counts a page by its share (``PAGE_SIZE / mappers``, as PSS does), so the target's
     #: processes together count a page they all map once; the summary also lets the page be
@@ -119,6 +123,10 @@ class TargetRecords:
     #: damon_aggregated tracepoint shows); DAMON splits only while this is at most half the
     #: cap, so the CPU budget keeps caps above twice it. 0 where the engine does not say.
     nr_merged: int = 0
+    #: reads that found the accessed bits of one of the target's processes cleared by
+    #: someone else (reclaim, a kernel DAMON scheme, another monitor), since the engine began
+    #: watching the target; engines that cannot tell leave it 0 (see the metric's backends)
+    accessed_bits_resets: int = 0
 
     @property
     def key(self) -> TargetKey:

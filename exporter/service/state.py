@@ -56,6 +56,9 @@ class ServiceState:
     working_set_window: float = 0.0
     sample_interval: float = 0.0
     aggregation_interval: float = 0.0
+    #: the intervals the config asks for; the two above are what the CPU budget left of them
+    configured_sample_interval: float = 0.0
+    configured_aggregation_interval: float = 0.0
     checks_total: int = 0
     errors_total: tuple[tuple[str, int], ...] = ()
     reload_successful: bool = True

@@ -185,10 +185,20 @@ class TargetSummary:
     not_monitored: tuple[tuple[str, int], ...] = ()  # processes found but not monitored, by kind
     #: returns from idleness since the target was first watched (None: no tracker ran)
     promotions: Promotions | None = None
+    accessed_bits_resets: int = 0  # see TargetRecords
+    #: resident bytes not known cold or warm yet: never seen accessed, watched for less
+    #: than cold_age (in cold_error_bytes); with cold_bytes 0, the cold figure is not known
+    cold_unknown_bytes: int = 0
 
     @property
     def cold_ratio(self) -> float:
         return self.cold_bytes / self.resident_bytes if self.resident_bytes else 0.0
+
+    @property
+    def cold_known(self) -> bool:
+        """False while nothing is proven cold and some bytes have not been watched for
+        cold_age: a cold figure of 0 then means "not known yet", not "all warm"."""
+        return self.cold_bytes > 0 or self.cold_unknown_bytes == 0
 
     @property
     def nr_regions(self) -> int:
@@ -243,10 +253,14 @@ def summarize_target(t: TargetRecords, policy: Policy, sample_interval: float = 
         sample_interval=sample_interval, horizon=window)
     resident = sum(r.resident_bytes for r in regions)
     share_error = sum(r.share_error_bytes for r in t.regions)  # counts scaled from Rss to Pss
+    # figures an engine holds between its exact points (clear_refs), off by up to these
+    ws_present = sum(dict(r.present_error_bytes).get(window, 0) for r in t.regions)
+    cold_present = sum(dict(r.present_error_bytes).get(cold_age, 0) for r in t.regions)
     working = sum(in_working_set(r, window) for r in regions)
     cold = sum(idle_at_least(r, cold_age) for r in regions)
     ws_error = edge_error(regions, in_ws, sample_interval, lambda r: unknown_bytes(r, window))
-    cold_error = edge_error(regions, is_warm, sample_interval)
+    cold_unknown = sum(unknown_bytes(r, cold_age) for r in regions)
+    cold_error = edge_error(regions, is_warm, sample_interval, lambda r: unknown_bytes(r, cold_age))
     promotions = (tracker.observe((t.name, t.labels), regions, t.aggregated_at, cold_age, aggregation_interval)
                   if tracker is not None else None)
     bands = [band for r in regions for band in idle_bands(r)]
@@ -269,11 +283,13 @@ def summarize_target(t: TargetRecords, policy: Policy, sample_interval: float = 
         max_regions=t.max_regions,
         working_set_measured_at=measured.get(policy.working_set_window, t.aggregated_at),
         cold_measured_at=measured.get(policy.cold_age, t.aggregated_at),
-        working_set_error_bytes=min(resident, round(ws_error) + shared_ws_error + share_error),
-        cold_error_bytes=min(resident, round(cold_error) + shared_cold_error + share_error),
+        working_set_error_bytes=min(resident, round(ws_error) + shared_ws_error + share_error + ws_present),
+        cold_error_bytes=min(resident, round(cold_error) + shared_cold_error + share_error + cold_present),
         nr_merged=t.nr_merged,
         not_monitored=t.not_monitored,
         promotions=promotions,
+        accessed_bits_resets=t.accessed_bits_resets,
+        cold_unknown_bytes=min(resident, cold_unknown),
     )
 
 

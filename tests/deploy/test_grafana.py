@@ -71,6 +71,13 @@ def test_required_panels():
     assert "rate(damon_sampler_cpu_seconds_total" in exprs and "damon_sampler_cpu_budget_ratio" in exprs
     for m in ("damon_cold_bytes", "damon_working_set_bytes", "damon_resident_bytes", "damon_target_processes"):
         assert m in exprs
+    # how old each figure is, and the node condition that restarts them
+    ages = [p for p in panels if p["title"] == "Age of the published figures"]
+    assert ages and ages[0]["fieldConfig"]["defaults"]["unit"] == "s"
+    age_exprs = " ".join(t["expr"] for t in ages[0]["targets"])
+    for m in ("damon_working_set_measured_timestamp_seconds", "damon_cold_measured_timestamp_seconds"):
+        assert f"time() - {m}" in age_exprs
+    assert "rate(damon_target_accessed_bits_reset_total" in exprs
     stacked = [p for p in panels if p["fieldConfig"]["defaults"].get("custom", {}).get("stacking", {}).get("mode") == "normal"]
     assert stacked and {t["legendFormat"] for t in stacked[0]["targets"]} == {"working set", "warm (neither)", "cold"}
 

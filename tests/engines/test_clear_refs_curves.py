@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from exporter.model.attrs import MonitoringAttrs
 from exporter.model.engine import TargetSpec
-from exporter.engines.clear_refs.engine import RESET_KIND, ReferencedBytesEngine
+from exporter.engines.clear_refs.engine import ReferencedBytesEngine
 from exporter.model.errors import ProcessGone
 from exporter.model.process import ProcessRef
 from exporter.procfs.parsers import SmapsEntry
@@ -161,17 +161,61 @@ def test_a_growing_pattern_shows_at_once():
     assert summarize(agg, policy).target("t").working_set_bytes == 100 * PAGE
 
 
-def test_foreign_clear_restarts_the_period_and_is_counted():
+def moving(src, start, pages, step):
+    """A workload touching ``step`` new pages of ``pages`` at every tick, cyclically."""
+    pos = [0]
+
+    def touch() -> None:
+        src.touch(start, pos[0], pos[0] + step)
+        pos[0] = (pos[0] + step) % pages
+    return touch
+
+
+def test_a_foreign_clear_is_counted_per_target_every_time_and_is_no_error():
+    """Another writer clears the bits every 3 s for a minute: every clear is counted (each
+    read after one finds Referenced down by the ~600 pages touched since the read before),
+    none reaches damon_sampler_errors_total, and we restart from a clear of our own."""
     clk, src, eng = make()
     src.add(0x10000000, 1000)
     eng.set_targets([TargetSpec("t", (REF,))])
-    clears = []
-    aggs = list(run(eng, src, 2.6, lambda: src.touch(0x10000000, 0, 500)))
-    src.cleared_at = clk()  # someone else writes clear_refs: Referenced drops from 2 MiB to 0
-    clears.append(src.clears)
-    aggs += list(run(eng, src, 1.0))
-    assert dict(aggs[-1].stats.errors_total) == {RESET_KIND: 1}
-    assert src.clears == clears[0] + 1  # we cleared again: a fresh, known start
+    work = moving(src, 0x10000000, 1000, 50)
+    aggs = list(run(eng, src, 2.6, work))
+    ours = src.clears
+    foreign = 0
+    for _ in range(20):
+        src.cleared_at = clk()  # someone else writes clear_refs
+        foreign += 1
+        aggs += list(run(eng, src, 3.0, work))
+    assert aggs[-1].targets[0].accessed_bits_resets == foreign
+    assert aggs[-1].stats.errors_total == ()
+    assert src.clears - ours >= foreign  # a fresh, known start after each
+
+
+def test_after_a_foreign_clear_nothing_from_before_it_is_published_as_known():
+    """What the erased bits said is unknown: until the restarted period reaches a horizon,
+    the bytes it has not seen touched are in that figure's error, never called idle or
+    outside the working set on the strength of the periods before the gap."""
+    clk, src, eng = make(horizons=(4.0, 8.0))
+    src.add(0x10000000, 1000)
+    eng.set_targets([TargetSpec("t", (REF,))])
+    policy = Policy(cold_age=8.0, working_set_window=4.0)
+    list(run(eng, src, 20.0, lambda: src.touch(0x10000000, 0, 100)))  # 100 hot, 900 cold
+    list(run(eng, src, 0.5, lambda: src.touch(0x10000000, 0, 600)))  # 500 more touched once
+    src.cleared_at = clk()  # someone else clears: that the 500 were touched is erased
+    agg = list(run(eng, src, 1.0, lambda: src.touch(0x10000000, 0, 100)))[-1]
+    t = summarize(agg, policy).target("t")
+    assert agg.targets[0].accessed_bits_resets == 1
+    truth_ws, truth_cold = 600 * PAGE, 400 * PAGE  # touched within 4 s; idle for 8 s
+    assert t.working_set_bytes <= truth_ws <= t.working_set_bytes + t.working_set_error_bytes
+    assert t.cold_bytes <= truth_cold <= t.cold_bytes + t.cold_error_bytes
+    assert not t.cold_known
+    # once the restarted period has reached both horizons the figures are right again, and
+    # known: the errors are only what the reads cannot tell between clears (the 100 hot
+    # pages were first touched before the window: touched within it, or not, the reads
+    # cannot say; a steady pattern says they were)
+    t = summarize(list(run(eng, src, 8.5, lambda: src.touch(0x10000000, 0, 100)))[-1], policy).target("t")
+    assert (t.working_set_bytes, t.cold_bytes) == (100 * PAGE, 900 * PAGE)
+    assert t.working_set_error_bytes <= 100 * PAGE and t.cold_error_bytes <= 100 * PAGE and t.cold_known
 
 
 def test_exited_process_is_dropped_quietly():
@@ -391,3 +435,52 @@ def test_sixty_thousand_mappings_are_not_held_as_text(tmp_path):
     tracemalloc.stop()
     assert len(entries) == 60_000 and entries[-1].rss == 4096
     assert peak < 40 << 20, f"peak {peak >> 20} MiB"
+
+
+def load_run(idle: float, hot: float, after: float, hot_pages: int = 256, pages: int = 1024):
+    """The issue's load at the defaults (cold_age 2m, working_set_window 60s, 0.5 s / 10 s):
+    a process idle for ``idle`` s, then ``hot_pages`` of its ``pages`` touched every tick for
+    ``hot`` s, then idle; yields (seconds since the start, summary, true working set)."""
+    clk = VirtualClock()
+    src = SimSmaps(clk)
+    eng = ReferencedBytesEngine(src, MonitoringAttrs(), clock=clk, wall_clock=clk, sleep=clk.sleep)
+    policy = Policy()
+    eng.set_horizons((policy.working_set_window, policy.cold_age), returns_after=policy.cold_age)
+    src.add(0x10000000, pages)
+    eng.set_targets([TargetSpec("t", (REF,))])
+    t0 = clk()
+    last_touch = None
+    while clk() - t0 < idle + hot + after:
+        now = clk() - t0
+        if idle <= now < idle + hot:
+            src.touch(0x10000000, 0, hot_pages)
+            last_touch = now
+        agg = eng.step()
+        if agg is not None:
+            now = clk() - t0
+            touched = last_touch is not None and now - last_touch <= policy.working_set_window
+            yield now, summarize(agg, policy).target("t"), hot_pages * PAGE if touched else 0
+
+
+def test_at_the_defaults_a_load_that_starts_shows_within_one_aggregation_and_stays():
+    """Idle 200 s, 64 of 256 "MiB" hot for 150 s: the working set reaches half the hot
+    bytes within one window plus one aggregation of the start (here: at the first
+    aggregation that follows it, 10 s), stays there while the load runs, and at every
+    aggregation the published error brackets the truth."""
+    start, hot = 200.0, 150.0
+    seen = None
+    for now, t, truth in load_run(start, hot, 300.0):
+        assert t.working_set_bytes - t.working_set_error_bytes <= truth <= t.working_set_bytes + t.working_set_error_bytes, now
+        if start <= now < start + hot and t.working_set_bytes >= 128 * PAGE and seen is None:
+            seen = now
+        if seen is not None and now < start + hot:
+            assert t.working_set_bytes >= 128 * PAGE, now
+    assert seen is not None and seen - start <= 10.0
+
+
+@pytest.mark.xfail(strict=True, reason="clear_refs sees a load end only at its next clear (every 4-6 min at the "
+                   "defaults, for cold_age and returns); docs/freshness.md says what a shorter period would cost")
+def test_at_the_defaults_a_load_that_ends_falls_below_half_within_a_window_and_an_aggregation():
+    start, hot = 200.0, 150.0
+    late = [(now, t.working_set_bytes) for now, t, _ in load_run(start, hot, 300.0) if now >= start + hot + 70.0]
+    assert late and all(ws < 128 * PAGE for _, ws in late), late[:3]

@@ -87,6 +87,86 @@ def record_points(current: Curve | None, previous: Curve | None, elapsed: float)
     return pts
 
 
+def window_bounds(current: Curve | None, previous: Curve | None, now: float, window: float,
+                  rss: int) -> tuple[int, int, int | None]:
+    """What the reads prove of the bytes touched within the last ``window`` seconds, now
+    (at least, at most), and the estimate they support (None: the previous period's figure
+    at ``window``, the only one measured over a whole window). ``now`` is in the current
+    curve's seconds.
+
+    Referenced only grows between clears, and what it adds between two reads is pages
+    touched for the first time in between: its growth since the first read no older than
+    ``window`` was touched within the window (at least). Everything touched within the
+    window was touched since the clear, once the clear is older than the window (at most:
+    Referenced now). While the clear is younger, everything referenced since it is within the
+    window (at least), and the part of the window before it can have touched only what the
+    previous period saw referenced (at most: both together); with no previous period,
+    anything (all of Rss).
+
+    The estimate, once the clear is older than the window, is the most Referenced grew
+    within any ``window`` of the period (its first is the exact figure at the horizon): a
+    steady pattern touches as much in every window as in its first, a scan as much new
+    memory in every window as in any, and a load that began after the first window shows
+    the moment it has touched its memory, where the first window alone would hide it
+    until the next clear."""
+    pts = current.points if current is not None else []
+    if not pts:
+        return 0, rss, None
+    last = pts[-1].referenced
+    if now < window:
+        if current.origin > 0:  # the mapping is younger than the curve: nothing before it
+            return last, last, last
+        before = previous.points[-1].referenced if previous is not None and previous.points else rss
+        return last, min(rss, last + before), None
+    base = next((q.referenced for q in pts if q.elapsed >= now - window), last)
+    starts = ([(0.0, 0)] if current.origin == 0 else []) + [(q.elapsed, q.referenced) for q in pts]
+    best, j = 0, 0
+    for s, r in starts:
+        while j + 1 < len(pts) and pts[j + 1].elapsed <= s + window:
+            j += 1
+        if pts[j].elapsed > s:
+            best = max(best, pts[j].referenced - r)
+    return max(0, last - base), max(0, last), best
+
+
+def _untouched_within(dist: tuple[tuple[float, int], ...], seconds: float, rss: int) -> int:
+    """Bytes of ``dist`` not touched within ``seconds`` (its last point at or below it)."""
+    return next((b for s, b in reversed(dist) if s <= seconds), rss)
+
+
+def present(dist: tuple[tuple[float, int], ...], bounds: dict[float, tuple[int, int, int | None]],
+            rss: int) -> tuple[tuple[tuple[float, int], ...], tuple[tuple[float, int], ...]]:
+    """``dist`` with its figure at each horizon brought within what the reads prove now
+    (``bounds``: horizon -> bytes touched within it, at least and at most; see
+    :func:`window_bounds`), and how far each figure may be off.
+
+    The estimate is :func:`window_bounds`' (or, early in a period, the previous period's
+    point at the horizon), kept where the proofs allow it: a load that began since shows
+    in the growth of Referenced (the figure rises to it at the next read); a figure above
+    what has been referenced at all is lowered to it. The error is the distance to the farther proven
+    bound, so it brackets the truth. A horizon the distribution does not reach yet is left
+    alone: nothing is proven idle that long, and the summary counts those bytes unknown.
+    Longest horizon first, so a shorter one's figure is never moved by a longer one's (what
+    is touched within the shorter is touched within the longer: the bounds nest)."""
+    out = list(dist)
+    reached = [h for h in sorted(bounds, reverse=True) if dist and dist[-1][0] >= h]
+    for h in reached:
+        low, high, estimate = bounds[h]
+        low, high = min(low, rss), min(max(high, low), rss)
+        if estimate is None:
+            estimate = rss - _untouched_within(tuple(out), h, rss)
+        cap = rss - min(max(estimate, low), high)
+        out = ([(s, max(b, cap)) for s, b in out if s < h] + [(h, cap)]
+               + [(s, min(b, cap)) for s, b in out if s > h])
+    errors = []
+    for h in sorted(reached):
+        low, high, _ = bounds[h]
+        low, high = min(low, rss), min(max(high, low), rss)
+        estimate = rss - _untouched_within(tuple(out), h, rss)
+        errors.append((h, max(estimate - low, high - estimate)))
+    return tuple(out), tuple(errors)
+
+
 def idle_distribution(points: list[Point], rss_now: int) -> tuple[tuple[float, int], ...]:
     """(seconds, bytes untouched within seconds), non-increasing in bytes, at most Rss now."""
     out: list[tuple[float, int]] = []
@@ -120,6 +200,7 @@ def by_share(r: RegionRecord, m: SmapsEntry) -> RegionRecord:
         idle_distribution=tuple((s, int(round(b * f))) for s, b in r.idle_distribution),
         accessed_bytes=int(round(r.accessed_bytes * f)),
         period_referenced=int(round(r.period_referenced * f)),
+        present_error_bytes=tuple((s, int(round(b * f))) for s, b in r.present_error_bytes),
         share_error_bytes=share_scaling_error(m.rss, m.private, pss),
     )
 

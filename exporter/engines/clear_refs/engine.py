@@ -16,20 +16,28 @@ aperiodically: a first touch later than ``cold_age`` after a clear is a proven r
 idleness, so at least half of each period proves returns), reads
 ``smaps`` at every aggregation and at exactly each horizon after the clear, and hands back
 one record per mapping whose idle distribution is that curve. A figure at horizon τ is
-exact once τ has passed since the clear; until then the previous period's exact figure is
-published, and :attr:`TargetRecords.measured_at` says how old it is. A process (or a
-mapping) seen for less than τ has no figure for τ: none of its bytes is called idle that
-long (the convention of DAMON's age: idleness is never invented).
+exact once τ has passed since the clear (:attr:`TargetRecords.measured_at` says when). At
+every other aggregation the figure is an estimate held within what the reads prove *now*
+(Referenced's growth within τ: touched within τ; Referenced since the clear: at most that),
+with the distance to the farther bound in the record's ``present_error_bytes``, so a load
+that starts shows at the next aggregation (see :func:`present`, docs/freshness.md). A load
+that ends is seen only after the next clear. A process (or a mapping) seen for less than τ
+has no figure for τ: none of its bytes is called idle that long (the convention of DAMON's
+age: idleness is never invented).
 
 Clearing once per period instead of twice a second also spares reclaim: the referenced
-information the LRU uses to keep hot pages in memory is erased every two minutes, not
+information the LRU uses to keep hot pages in memory is erased once per period per page, not
 continuously.
 
-What disturbs it (see README): reclaim and MGLRU aging clear accessed bits too, so under
-memory pressure Referenced undercounts; another writer of ``clear_refs`` for the same
-process (a second monitor, CRIU) resets our curve. Both show as Referenced going *down*
-between two reads without the resident bytes going down as much: the engine then restarts
-the period and counts it in ``damon_sampler_errors_total{kind="referenced_reset"}``.
+What disturbs it (see docs/freshness.md): reclaim, MGLRU aging and the kernel's own DAMON
+schemes clear accessed bits too, and so does another writer of ``clear_refs`` for the same
+process (a second monitor, CRIU). Each shows as Referenced going *down* between two reads
+without the resident bytes going down as much. That is a condition of the node, not an
+error of the exporter: the engine counts it per target
+(``damon_target_accessed_bits_reset_total``, at every read that sees one, for as long as it
+goes on), restarts the period, and until the restarted period is long enough publishes no
+figure from before it: what the erased bits said is unknown, so the bytes they concerned
+are in the figures' errors (see :meth:`ReferencedBytesEngine._records`).
 """
 
 from __future__ import annotations
@@ -54,7 +62,9 @@ from exporter.engines.clear_refs.curves import (
     Point,
     by_share,
     idle_distribution,
+    present,
     record_points,
+    window_bounds,
     reset_bytes,
 )
 from exporter.engines.clear_refs.smaps import ProcSmaps, SmapsSource
@@ -73,7 +83,6 @@ from exporter.model.records import (
 from exporter.procfs.parsers import SmapsEntry
 
 log = logging.getLogger(__name__)
-RESET_KIND = "referenced_reset"
 
 
 # -- the engine -------------------------------------------------------------------------------
@@ -93,12 +102,15 @@ class _Proc:
     #: referenced by its end}); what they prove carries idle time past one period
     history: deque = field(default_factory=lambda: deque(maxlen=MAX_PERIODS))
     clears: int = 0  # how many periods began: each one's length (see period_length)
+    resets: int = 0  # resets seen on this process (logged loudly once, quietly after)
 
 
 @dataclass
 class _Target:
     spec: TargetSpec
     refs: set[ProcessRef] = field(default_factory=set)
+    #: reads of its processes that found the accessed bits cleared by someone else
+    resets: int = 0
 
 
 class ReferencedBytesEngine(Engine):
@@ -257,13 +269,7 @@ class ReferencedBytesEngine(Engine):
         self._reads += 1
         lost = reset_bytes(p.period.curves, smaps)
         if lost > max(RESET_MIN_BYTES, sum(c.points[-1].referenced for c in p.period.curves.values() if c.points) // 100):
-            self._failures.count(RESET_KIND)
-            log.warning(
-                "pid %d: Referenced went down by %d KiB since the last read (another clear_refs "
-                "writer, or reclaim under memory pressure); restarting its curve", p.ref.pid, lost >> 10
-            )
-            p.smaps = smaps
-            self._clear(p, now)
+            self._reset(p, smaps, now, lost)
             return
         # a read made for a horizon stands for the horizon itself: it comes within a tick of
         # it, and the bytes touched in that tick are too few to matter, where recording the
@@ -276,6 +282,28 @@ class ReferencedBytesEngine(Engine):
             p.previous = p.period
             p.history.appendleft(period_touched(p.period))
             self._clear(p, now)
+
+    def _reset(self, p: _Proc, smaps: list[SmapsEntry], now: float, lost: int) -> None:
+        """Someone else cleared ``p``'s accessed bits: count it for every target that lists
+        ``p`` and start again from a clear of our own. The previous periods end before a gap
+        nobody measured, so they are dropped: a page touched only in the gap would
+        otherwise be proven idle across it."""
+        for t in self._targets.values():
+            if p.ref in t.refs:
+                t.resets += 1
+        p.resets += 1
+        (log.warning if p.resets == 1 else log.debug)(
+            "pid %d: Referenced went down by %d KiB since the last read (reclaim, a kernel DAMON "
+            "scheme or another clear_refs writer cleared its accessed bits); its figures restart "
+            "(damon_target_accessed_bits_reset_total counts every such read)", p.ref.pid, lost >> 10)
+        p.previous = None
+        p.history.clear()
+        self._clear(p, now)
+        # read back at once: the next clear by someone else is then seen at the next read,
+        # however soon it comes (a baseline read later would miss one that fell before it)
+        p.smaps = self._read(p)
+        self._reads += 1
+        self._add_points(p.period, p.smaps, 0.0)
 
     def _add_points(self, period: Period, smaps: list[SmapsEntry], elapsed: float) -> None:
         wall = self.wall_clock()
@@ -311,6 +339,7 @@ class ReferencedBytesEngine(Engine):
                     not_monitored=self._failures.not_monitored(t.spec),
                     measured_at=tuple(sorted(oldest.items())),
                     max_regions=self._attrs.max_regions,
+                    accessed_bits_resets=t.resets,
                 )
             )
         self._aggregations += 1
@@ -334,8 +363,14 @@ class ReferencedBytesEngine(Engine):
             if not m.rss:
                 continue
             cur = period.curves.get(m.start)
-            pts = record_points(cur, prev.get(m.start), elapsed - (cur.origin if cur else period.last_read))
-            first = pts[0] if pts else None
+            at_now = elapsed - (cur.origin if cur else period.last_read)  # in the curve's seconds
+            prev_curve = prev.get(m.start)
+            pts = record_points(cur, prev_curve, at_now)
+            dist, errors = present(
+                proven_idle(idle_distribution(pts, m.rss), cur, p.history, m.start, m.rss, now),
+                {h: window_bounds(cur, prev_curve, at_now, h, m.rss) for h in self.horizons}, m.rss)
+            dist = dist or ((0.0, m.rss),)
+            first = next((q for q in pts if q.elapsed > 0), None)  # not a baseline read at the clear
             out.append(
                 by_share(RegionRecord(
                     pid=p.ref.pid,
@@ -343,8 +378,8 @@ class ReferencedBytesEngine(Engine):
                     end=m.end,
                     resident_bytes=m.rss,
                     # nothing measured yet since the clear: not known touched, not known idle
-                    idle_distribution=proven_idle(idle_distribution(pts, m.rss), cur, p.history, m.start, m.rss, now)
-                    or ((0.0, m.rss),),
+                    idle_distribution=dist,
+                    present_error_bytes=errors,
                     accessed_bytes=first.referenced if first else 0,
                     period_start=period.cleared_wall,
                     period_referenced=cur.points[-1].referenced if cur is not None and cur.points else 0,
