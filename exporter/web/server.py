@@ -136,6 +136,30 @@ def raise_fd_limit(wanted: int) -> int:
     return soft
 
 
+class _Slot:
+    """What one request holds while it is handled: a place under --web.max-requests and,
+    when its password is not known good, a place among the pending bcrypt checks.
+    :meth:`release` gives both back, once, however often it is called; every path a
+    request takes (answered, refused, failed with any exception) ends in it, so nothing
+    a request took can leak (40 requests that raised used to hold all 40 places for good)."""
+
+    __slots__ = ("server", "checking", "_held")
+
+    def __init__(self, server: "ExporterHTTPServer") -> None:
+        self.server = server
+        self.checking: BasicAuth | None = None
+        self._held = True
+
+    def release(self) -> None:
+        with self.server._inflight_lock:
+            if not self._held:
+                return
+            self._held = False
+            self.server._inflight -= 1
+        if self.checking is not None:
+            self.checking.done()
+
+
 class ExporterHTTPServer:
     """Bind at construction (OSError when the address is taken); ``serve_forever`` in a
     thread; ``shutdown`` from another; then ``server_close``."""
@@ -435,42 +459,42 @@ class ExporterHTTPServer:
         conn.continued = False
         req, size = parsed
         del conn.buf[:size]  # the body, if any, is dropped here: never read as a request
-        if self.limits.max_requests > 0:
-            with self._inflight_lock:
-                full = self._inflight >= self.limits.max_requests
-                if not full:
-                    self._inflight += 1
-        else:
-            full = False
-            with self._inflight_lock:
-                self._inflight += 1
-        if full:
+        slot = self._take_slot()
+        if slot is None:
             self.stats.rejected["max_requests"] += 1
             self._send_and_close(conn, 503, f"Too many requests in flight (--web.max-requests={self.limits.max_requests}); try again.")
             return
-        auth = self.app.auth()
-        checking = auth.enabled and auth.needs_check(req.headers.get("authorization"))
-        if checking and not auth.admit():
-            # a password not known good while MAX_PENDING_CHECKS wait for bcrypt: refused
-            # here, without a worker, so scrapers whose password is cached keep theirs
-            with self._inflight_lock:
-                self._inflight -= 1
-            self.stats.rejected["auth_busy"] += 1
-            self._send_and_close(conn, 503, "Too many password checks in flight; try again.")
-            return
-        fd = conn.sock.fileno()
-        self._waiting.pop(fd, None)
-        self._sel.unregister(conn.sock)
-        conn.state = BUSY
-        conn.want_write = False
         try:
-            self._pool.submit(self._serve, conn, req, auth, checking)
-        except RuntimeError:  # shutting down
-            with self._inflight_lock:
-                self._inflight -= 1
-            if checking:
-                auth.done()
+            auth = self.app.auth()
+            if auth.enabled and auth.needs_check(req.headers.get("authorization")):
+                if not auth.admit():
+                    # a password not known good while MAX_PENDING_CHECKS wait for bcrypt: refused
+                    # here, without a worker, so scrapers whose password is cached keep theirs
+                    slot.release()
+                    self.stats.rejected["auth_busy"] += 1
+                    self._send_and_close(conn, 503, "Too many password checks in flight; try again.")
+                    return
+                slot.checking = auth
+            fd = conn.sock.fileno()
+            self._waiting.pop(fd, None)
+            self._sel.unregister(conn.sock)
+            conn.state = BUSY
+            conn.want_write = False
+            self._pool.submit(self._serve, conn, req, auth, slot)
+        except RuntimeError:  # the pool is shut down: we are stopping
+            slot.release()
             self._close(conn)
+        except BaseException:
+            slot.release()  # whatever failed, the request gives back what it took
+            raise
+
+    def _take_slot(self) -> "_Slot | None":
+        """One of --web.max-requests for a request, or None when all are taken (0: no cap)."""
+        with self._inflight_lock:
+            if 0 < self.limits.max_requests <= self._inflight:
+                return None
+            self._inflight += 1
+        return _Slot(self)
 
     def _take_returned(self) -> None:
         try:
@@ -500,37 +524,27 @@ class ExporterHTTPServer:
 
     # -- workers ------------------------------------------------------------------------
 
-    def _serve(self, conn: _Conn, req: Request, auth: BasicAuth, checking: bool = False) -> None:
+    def _serve(self, conn: _Conn, req: Request, auth: BasicAuth, slot: "_Slot") -> None:
         keep = False
-        done = False
         try:
             try:
                 status, headers, body = self.app.handle(req, auth)
             except Exception as e:  # a bug answers 500 and is logged; the server goes on
                 log.error("request failed", extra={"kv": {"path": req.path, "err": f"{type(e).__name__}: {e}"}})
                 status, headers, body = 500, [("Content-Type", "text/plain; charset=utf-8")], b"Internal error.\n"
-            finally:
-                if checking:
-                    auth.done()
             keep = req.keep_alive and status != 500
             data = response_bytes(status, headers, body, head_only=req.method == "HEAD", close=not keep)
             # the work is done: the slot is free *before* the client can see the answer, so
             # a client that asks again at once is never told 503 by its own previous request
-            self._release()
-            done = True
+            slot.release()
             self._write(conn.sock, data)
         except (OSError, ssl.SSLError, TimeoutError) as e:
             keep = False
             log.debug("response not delivered", extra={"kv": {"client": conn.peer, "err": f"{type(e).__name__}: {e}"}})
         finally:
-            if not done:
-                self._release()
+            slot.release()
             self._returned.put((conn, keep))
             self._wake()
-
-    def _release(self) -> None:
-        with self._inflight_lock:
-            self._inflight -= 1
 
     def _write(self, sock: socket.socket, data: bytes) -> None:
         """Write all of ``data`` within write_timeout in total, however slowly the client reads."""
