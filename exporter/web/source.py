@@ -20,6 +20,8 @@ import os
 import ssl
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from exporter.config.yamlfile import MAX_CONFIG_BYTES, read_regular
@@ -33,6 +35,11 @@ from exporter.web.config import (
 )
 
 log = logging.getLogger("exporter.web")
+
+#: seconds a connection or request waits for a changed web config to load before it is
+#: served with the running one (loading takes milliseconds; files are never FIFOs, see
+#: exporter.web.config._regular, but a filesystem may stall)
+CHECK_WAIT = 1.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,9 @@ class WebConfigSource:
         self.box = box
         self._active = activate(initial)
         self._lock = threading.Lock()
+        self._pending_lock = threading.Lock()
+        self._pending: Future | None = None
+        self._checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="damon-web-config")
         self._seen = self._signature(initial)
         if box is not None:
             box.update(web_reload_successful=True, web_reload_success_timestamp=time.time())
@@ -90,8 +100,19 @@ class WebConfigSource:
         return (_content_key(self.path), *((f, _stat_key(f)) for f in files))
 
     def current(self) -> ActiveWebConfig:
+        """The active config; when a watched file changed, it is loaded again on the
+        ``damon-web-config`` thread first, waited for at most CHECK_WAIT seconds (a file
+        on a stalled filesystem must not stop the event loop that asks)."""
         if self.path and self._signature(self._active.config) != self._seen:
-            self.check("files changed")
+            with self._pending_lock:
+                pending = self._pending
+                if pending is None or pending.done():
+                    pending = self._pending = self._checker.submit(self.check, "files changed")
+            try:
+                pending.result(timeout=CHECK_WAIT)
+            except FutureTimeout:
+                log.warning("web config reload is taking long; serving with the running web config meanwhile",
+                            extra={"kv": {"file": self.path, "waited_seconds": CHECK_WAIT}})
         return self._active
 
     def ssl_context(self) -> ssl.SSLContext | None:

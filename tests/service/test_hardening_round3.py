@@ -5,14 +5,19 @@ talks to it over real sockets (the exec race, finding 1, is in test_exec_race.py
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
+import ssl
 import subprocess
 
 import bcrypt
+import pytest
 
 from tests.support.exporter import comm_target, fast_config
 from tests.support.workloads import build_workload
 
+from .certs import make_certs
 from .test_hardening import raw_exchange
 
 CONFIG = fast_config(comm_target("a", "no-such-comm"))
@@ -70,3 +75,32 @@ def test_a_sighup_storm_leaves_reloads_and_sigterm_working(exporter, tmp_path):
             raise AssertionError(f"run {run}: SIGTERM not honoured within 10 s:\n{e.logs()[-2000:]}") from None
         assert code == 0 and 'msg=stopped' in e.logs(), e.logs()[-2000:]
         e.stop()
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+def test_a_fifo_in_place_of_a_tls_file_never_freezes_https(exporter, certs, tmp_path):
+    files = {"tls.crt": certs.server_crt, "tls.key": certs.server_key, "ca.crt": certs.ca}
+    for name, src in files.items():
+        shutil.copy(src, tmp_path / name)
+    web = tmp_path / "web.yml"
+    web.write_text("tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n  client_ca_file: ca.crt\n"
+                   "  client_auth_type: VerifyClientCertIfGiven\n")
+    e = exporter(CONFIG, extra=["--web.config.file", str(web)], tls=ssl.create_default_context(cafile=str(certs.ca)))
+    e.wait_ready()
+    for name in files:
+        path = tmp_path / name
+        path.rename(tmp_path / "aside")
+        os.mkfifo(path)
+        # the event loop used to block in open() on the FIFO for good: answered at once now
+        r = e.request("/metrics", timeout=1.0)
+        assert r.status == 200 and "damon_web_config_last_reload_successful 0.0" in r.text, name
+        assert f"{path} is not a regular file" in e.logs()
+        path.unlink()
+        (tmp_path / "aside").rename(path)
+        r = e.request("/metrics", timeout=1.0)
+        assert r.status == 200 and "damon_web_config_last_reload_successful 1.0" in r.text, name
+    assert e.logs().count("web configuration reloaded") == 3
