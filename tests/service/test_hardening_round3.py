@@ -104,3 +104,17 @@ def test_a_fifo_in_place_of_a_tls_file_never_freezes_https(exporter, certs, tmp_
         r = e.request("/metrics", timeout=1.0)
         assert r.status == 200 and "damon_web_config_last_reload_successful 1.0" in r.text, name
     assert e.logs().count("web configuration reloaded") == 3
+
+
+def test_auto_reload_reports_a_config_replaced_by_a_directory(exporter):
+    e = exporter(CONFIG, extra=["--config.auto-reload-interval", "100ms"])
+    e.wait_ready()
+    good = e.config_path.read_text()
+    e.config_path.unlink()
+    e.config_path.mkdir()
+    s = e.wait_for(lambda s: s.get("damon_config_last_reload_successful") == 0, timeout=20, what="the directory reported")
+    assert s.get("damon_target_processes", target="a") is not None  # the running config stays
+    assert e.logs().count(f"config reload failed, keeping the running config: {e.config_path}: not a regular file") == 1
+    e.config_path.rmdir()
+    e.config_path.write_text(good)
+    e.wait_for(lambda s: s.get("damon_config_last_reload_successful") == 1, timeout=20, what="recovered")
