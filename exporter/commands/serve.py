@@ -248,6 +248,7 @@ def run(
     from exporter.web.app import WebApp
     from exporter.web.server import Limits, start_server
     from exporter.web.source import WebConfigSource
+    from exporter.web.status import WebStatus
 
     stop = threading.Event()
     box = StateBox(
@@ -263,11 +264,13 @@ def run(
         )
     )
     # the web config is re-checked per connection and request (as exporter-toolkit does)
-    source = WebConfigSource(args.web_config, web, box)
-    app = WebApp(box, Exposition(box, exporter_metrics=not args.disable_exporter_metrics), args.telemetry_path, source.auth)
+    status = WebStatus()  # the web layer's own figures, published beside the sampler's
+    source = WebConfigSource(args.web_config, web, status)
+    exposition = Exposition(box, exporter_metrics=not args.disable_exporter_metrics, others=[status])
+    app = WebApp(box, exposition, args.telemetry_path, source.auth)
     limits = Limits(max_requests=args.max_requests, max_connections=args.max_connections)
     try:
-        server, http_thread = start_server(address, app, source.ssl_context if web.tls else None, limits)
+        server, http_thread = start_server(address, app, source.ssl_context if web.tls else None, limits, status)
     except OSError as e:
         log.error("cannot listen", extra={"kv": {"address": args.listen, "err": e.strerror or str(e)}})
         return 1

@@ -34,11 +34,10 @@ import ssl
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 
-from exporter.service.state import WEB_REJECT_REASONS
 from exporter.web.app import WebApp
 from exporter.web.auth import BasicAuth
 from exporter.web.protocol import (
@@ -49,6 +48,7 @@ from exporter.web.protocol import (
     response_bytes,
     wants_continue,
 )
+from exporter.web.status import WebStatus
 
 log = logging.getLogger("exporter.web")
 
@@ -98,13 +98,6 @@ def parse_listen_address(addr: str) -> tuple[str, int]:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, int(port)
-
-
-@dataclass
-class WebStats:
-    """Counters of what the server refused or cut, published with the self metrics."""
-
-    rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(WEB_REJECT_REASONS, 0))
 
 
 HANDSHAKE, READING, IDLE, BUSY = "handshake", "reading", "idle", "busy"
@@ -170,6 +163,7 @@ class ExporterHTTPServer:
         app: WebApp,
         tls: Callable[[], ssl.SSLContext | None] | ssl.SSLContext | None,
         limits: Limits = Limits(),
+        status: WebStatus | None = None,
     ) -> None:
         self.app = app
         self.tls: Callable[[], ssl.SSLContext | None] = tls if callable(tls) else (lambda c=tls: c)
@@ -179,8 +173,7 @@ class ExporterHTTPServer:
             log.info("max connections lowered to fit the open-file limit", extra={"kv": {"wanted": limits.max_connections, "nofile": fd_limit, "max_connections": max(1, fd_limit - 64)}})
             limits = Limits(**{**limits.__dict__, "max_connections": max(1, fd_limit - 64)})
         self.limits = limits
-        self.stats = WebStats()
-        self._published: tuple[tuple[str, int], ...] = ()
+        self.status = status or WebStatus()
         host, port = address
         family = socket.AF_INET
         if not host:
@@ -258,7 +251,7 @@ class ExporterHTTPServer:
         try:
             self._on_ready(conn)
         except Exception as e:  # noqa: BLE001 - one client must never stop the loop
-            self.stats.rejected["bad_request"] += 1
+            self.status.reject("bad_request")
             log.debug("connection failed", extra={"kv": {"err": f"{type(e).__name__}: {e}"}})
             try:
                 self._close(conn)
@@ -292,7 +285,7 @@ class ExporterHTTPServer:
                 log.debug("accept failed", extra={"kv": {"err": f"{type(e).__name__}: {e}"}})
                 return
             if len(self._conns) >= self.limits.max_connections and not self._evict_one():
-                self.stats.rejected["max_connections"] += 1
+                self.status.reject("max_connections")
                 sock.close()
                 continue
             sock.setblocking(False)
@@ -320,7 +313,7 @@ class ExporterHTTPServer:
     def _evict_one(self) -> bool:
         """Close the connection that has waited longest without a request in flight."""
         for conn in self._waiting.values():
-            self.stats.rejected["max_connections"] += 1
+            self.status.reject("max_connections")
             log.debug("connection closed to make room", extra={"kv": {"client": conn.peer, "state": conn.state}})
             self._close(conn)
             return True
@@ -339,21 +332,16 @@ class ExporterHTTPServer:
             _malloc_trim(0)
 
     def _sweep(self, now: float) -> None:
-        """Close what passed its deadline; publish the refusal counters when they moved;
-        give back the memory of closed connections."""
+        """Close what passed its deadline; give back the memory of closed connections."""
         self._give_back_memory()
         for conn in [c for c in self._waiting.values() if c.deadline <= now]:
             if conn.state != IDLE:
-                self.stats.rejected["timeout"] += 1
+                self.status.reject("timeout")
                 log.debug("request deadline passed", extra={"kv": {"client": conn.peer, "state": conn.state}})
                 if conn.state == READING and conn.buf:
                     self._send_and_close(conn, 408, "Request not complete in time.")
                     continue
             self._close(conn)
-        counts = tuple(sorted(self.stats.rejected.items()))
-        if counts != self._published:
-            self._published = counts
-            self.app.box.update(web_rejected=counts)
 
     def _close(self, conn: _Conn) -> None:
         self._closed_since_trim += 1
@@ -445,7 +433,7 @@ class ExporterHTTPServer:
         try:
             parsed = parse_head(conn.buf, self.limits.max_head_bytes, self.limits.max_body_bytes)
         except ProtocolError as e:
-            self.stats.rejected["bad_request"] += 1
+            self.status.reject("bad_request")
             self._send_and_close(conn, e.status, str(e))
             return
         if parsed is None:
@@ -461,7 +449,7 @@ class ExporterHTTPServer:
         del conn.buf[:size]  # the body, if any, is dropped here: never read as a request
         slot = self._take_slot()
         if slot is None:
-            self.stats.rejected["max_requests"] += 1
+            self.status.reject("max_requests")
             self._send_and_close(conn, 503, f"Too many requests in flight (--web.max-requests={self.limits.max_requests}); try again.")
             return
         try:
@@ -471,7 +459,7 @@ class ExporterHTTPServer:
                     # a password not known good while MAX_PENDING_CHECKS wait for bcrypt: refused
                     # here, without a worker, so scrapers whose password is cached keep theirs
                     slot.release()
-                    self.stats.rejected["auth_busy"] += 1
+                    self.status.reject("auth_busy")
                     self._send_and_close(conn, 503, "Too many password checks in flight; try again.")
                     return
                 slot.checking = auth
@@ -564,9 +552,10 @@ def start_server(
     app: WebApp,
     tls: Callable[[], ssl.SSLContext | None] | ssl.SSLContext | None,
     limits: Limits = Limits(),
+    status: WebStatus | None = None,
 ) -> tuple[ExporterHTTPServer, threading.Thread]:
     """Bind and serve in a background thread; raises OSError when the address is taken."""
-    server = ExporterHTTPServer(address, app, tls, limits)
+    server = ExporterHTTPServer(address, app, tls, limits, status)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="damon-http", daemon=True)
     thread.start()
     return server, thread

@@ -19,13 +19,11 @@ import logging
 import os
 import ssl
 import threading
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from exporter.config.yamlfile import MAX_CONFIG_BYTES, read_regular
-from exporter.service.state import StateBox
 from exporter.web.auth import BasicAuth
 from exporter.web.config import (
     WebConfig,
@@ -33,6 +31,7 @@ from exporter.web.config import (
     load_web_config,
     make_ssl_context,
 )
+from exporter.web.status import WebStatus
 
 log = logging.getLogger("exporter.web")
 
@@ -77,17 +76,16 @@ def activate(cfg: WebConfig, previous: ActiveWebConfig | None = None) -> ActiveW
 class WebConfigSource:
     """``current()`` is the active config, reloaded first when its files changed."""
 
-    def __init__(self, path: str | None, initial: WebConfig, box: StateBox | None = None) -> None:
+    def __init__(self, path: str | None, initial: WebConfig, status: WebStatus | None = None) -> None:
         self.path = path
-        self.box = box
+        self.status = status or WebStatus()
         self._active = activate(initial)
         self._lock = threading.Lock()
         self._pending_lock = threading.Lock()
         self._pending: Future | None = None
         self._checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="damon-web-config")
         self._seen = self._signature(initial)
-        if box is not None:
-            box.update(web_reload_successful=True, web_reload_success_timestamp=time.time())
+        self.status.reloaded(True)
 
     def _signature(self, cfg: WebConfig) -> tuple:
         if not self.path:
@@ -141,16 +139,14 @@ class WebConfigSource:
             except WebConfigError as e:
                 for line in e.lines:
                     log.error("web config reload failed, keeping the running web config: %s", line)
-                if self.box is not None:
-                    self.box.update(web_reload_successful=False)
+                self.status.reloaded(False)
                 return False
             # keep the signature taken *before* reading when the same files are watched, so
             # a change made while we read is seen next time (at worst one extra reload)
             new_sig = self._signature(cfg)
             self._seen = sig if [f for f, _ in new_sig[1:]] == [f for f, _ in sig[1:]] else new_sig
             self._active = new
-            if self.box is not None:
-                self.box.update(web_reload_successful=True, web_reload_success_timestamp=time.time())
+            self.status.reloaded(True)
             if reason == "signal" and new.config == old.config:
                 return True
             log.info("web configuration reloaded", extra={"kv": {"file": self.path, "reason": reason, "tls": cfg.tls is not None, "users": len(cfg.users)}})
