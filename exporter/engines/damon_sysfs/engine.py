@@ -71,6 +71,7 @@ from exporter.model.attrs import MonitoringAttrs
 from exporter.model.engine import Engine, TargetSpec
 from exporter.model.errors import (
     BackendUnavailable,
+    ImageChanged,
     LimitReached,
     OpsError,
     ProcessGone,
@@ -557,6 +558,9 @@ class DamonSysfsEngine(Engine):
             except ProcessGone as e:
                 self._failures.fail([p.key], p.ref, e)  # counted and logged if it exec'ed
                 self._drop(slot)
+                # an exited process costs nothing until the next commit; an exec'ed one is
+                # still sampled by the kernel, so it is taken out at the next step
+                self._dirty |= isinstance(e, ImageChanged)
                 continue
             except OpsError as e:
                 self._failures.note([p.key], p.ref, e)
