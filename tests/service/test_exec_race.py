@@ -19,6 +19,7 @@ them counted as young), so a false failure needs that to happen in one of the tr
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -27,6 +28,7 @@ from exporter.discovery import Discoverer
 from exporter.engines.clear_refs.engine import ReferencedBytesEngine
 from exporter.engines.clear_refs.smaps import ProcSmaps
 from exporter.model.attrs import MonitoringAttrs
+from tests.support.workloads import build_workload
 
 TRIES = 20
 COMM = "decoy30x"
@@ -56,14 +58,20 @@ os.execv(sys.executable, [sys.executable, "-c", {VICTIM!r}])
 """
 
 
-def _engine() -> ReferencedBytesEngine:
-    """The engine on the real /proc, its clock stepped by the sleeps it asks for: every
-    step is an aggregation."""
-    now = [0.0]
+def _engine(now: list[float] | None = None) -> ReferencedBytesEngine:
+    """The engine on the real /proc, its clock (``now[0]``) stepped by the sleeps it asks
+    for: every step is an aggregation; a clear period is 1 s."""
+    now = now if now is not None else [0.0]
     engine = ReferencedBytesEngine(ProcSmaps(), MonitoringAttrs(sample_interval=0.01, aggregation_interval=0.01, update_interval=1.0),
                                    clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
     engine.set_horizons([1.0], returns_after=0.0)
     return engine
+
+
+def _referenced(victim: subprocess.Popen) -> int:
+    victim.stdin.write("\n")
+    victim.stdin.flush()
+    return int(victim.stdout.readline())
 
 
 def test_a_process_that_execs_after_discovery_is_never_cleared_nor_published():
@@ -81,9 +89,7 @@ def test_a_process_that_execs_after_discovery_is_never_cleared_nor_published():
             engine = _engine()
             engine.set_targets([spec])
             agg = engine.step()
-            decoy.stdin.write("\n")
-            decoy.stdin.flush()
-            after = int(decoy.stdout.readline())
+            after = _referenced(decoy)
             if after < before // 2:
                 cleared.append((before, after))
             published += bool(agg is None or agg.targets[0].regions)
@@ -95,3 +101,42 @@ def test_a_process_that_execs_after_discovery_is_never_cleared_nor_published():
     assert cleared == [], f"{len(cleared)} of {TRIES} victims had their Referenced cleared (kB before, after): {cleared}"
     assert published == 0  # no figure of a victim under the decoy's target
     assert counted == TRIES  # damon_sampler_errors_total{kind="exec"}, once per try
+
+
+def test_an_exec_after_the_pin_is_seen_where_the_address_space_lives_on(tmp_path):
+    """The decoy shares its address space with its parent (clone(CLONE_VM), see
+    tests/workloads/vmshare.c): after its exec the pagemap fd pinned on that address space
+    still reads, so only the image check at the write and the read can tell. The engine
+    clears the decoy once (its own memory), the decoy execs the victim, and the engine's
+    next step ends the clear period: it would read the victim's smaps and clear it."""
+    vmshare = build_workload("vmshare.c", tmp_path)
+    config = parse_config("targets: [{name: decoy, match: {comm: [decoy30v]}}]\n")
+    cleared, published, counted = [], 0, 0
+    for _ in range(TRIES // 2):
+        proc = subprocess.Popen([vmshare, sys.executable, "-c", VICTIM], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        child = int(proc.stdout.readline())
+        try:
+            (spec,) = Discoverer(config, self_pid=os.getpid()).discover()
+            assert [r.pid for r in spec.processes] == [child]
+            now = [0.0]
+            engine = _engine(now)
+            engine.set_targets([spec])
+            assert engine.step() is not None  # the first clear: the decoy's own memory
+            proc.stdin.write("exec\n")
+            proc.stdin.flush()
+            before = int(proc.stdout.readline())
+            now[0] += 2.0  # past the clear period: the next step reads and clears
+            agg = engine.step()
+            after = _referenced(proc)
+            if after < before // 2:
+                cleared.append((before, after))
+            published += bool(agg is None or agg.targets[0].regions)
+            counted += dict(engine.stats().errors_total).get("exec", 0)
+            engine.close()
+        finally:
+            os.kill(child, signal.SIGKILL)  # while its parent lives to reap it: never a reused pid
+            proc.kill()
+            proc.wait()
+    assert cleared == [], f"{len(cleared)} of {TRIES // 2} victims had their Referenced cleared (kB before, after): {cleared}"
+    assert published == 0
+    assert counted == TRIES // 2

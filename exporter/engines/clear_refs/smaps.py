@@ -99,7 +99,7 @@ class ProcSmaps:
             raise
 
     def read(self, proc: ProcessRef) -> list[SmapsEntry]:
-        """The folded smaps of ``proc``; checked after the read, so figures of an image that
+        """The smaps entries of ``proc``; checked after the read, so figures of an image that
         replaced the matched one are never handed on (an empty or foreign smaps would read
         as "all idle")."""
         f = self._get(proc)
@@ -109,58 +109,6 @@ class ProcSmaps:
         except OSError as e:
             raise ops_error(e, proc.pid, path, DENIED_HINT) from None
         self._same(f, proc)
-        return entries
-
-    def forget(self, proc: ProcessRef) -> None: ...
-    def close(self) -> None: ...
-
-
-@dataclass
-class _Files:
-    pagemap: Pagemap  # held open only as the exit/exec probe: it pins the mm
-    clear_fd: int = -1
-
-
-class ProcSmaps:
-    """The real interface: ``/proc/PID/clear_refs``, ``/proc/PID/smaps``."""
-
-    def __init__(self, proc_root: str = "/proc", io: PosixIO | None = None) -> None:
-        self.proc_root = proc_root
-        self.io = io or PosixIO()
-        self._files: dict[ProcessRef, _Files] = {}
-
-    def _get(self, proc: ProcessRef) -> _Files:
-        f = self._files.get(proc)
-        if f is None:
-            f = self._files[proc] = _Files(open_checked_pagemap(self.io, self.proc_root, proc, DENIED_HINT))
-        return f
-
-    def _alive(self, f: _Files, pid: int) -> None:
-        if not f.pagemap.alive():
-            raise ProcessGone(f"process {pid} exited or exec'ed")
-
-    def probe(self, proc: ProcessRef) -> None:
-        self._alive(self._get(proc), proc.pid)
-
-    def clear(self, proc: ProcessRef) -> None:
-        f = self._get(proc)
-        path = f"{mm_dir(self.io, self.proc_root, proc.pid)}/clear_refs"
-        try:
-            if f.clear_fd < 0:
-                f.clear_fd = self.io.open(path, os.O_WRONLY)
-            self.io.write(f.clear_fd, b"1")
-        except OSError as e:
-            raise ops_error(e, proc.pid, path, DENIED_HINT) from None
-        self._alive(f, proc.pid)  # an exited or exec'ed process accepts the write silently
-
-    def read(self, proc: ProcessRef) -> list[SmapsEntry]:
-        f = self._get(proc)
-        path = f"{mm_dir(self.io, self.proc_root, proc.pid)}/smaps"
-        try:
-            entries = iter_smaps(self.io.read_chunks(path))  # entries kept, not the text
-        except OSError as e:
-            raise ops_error(e, proc.pid, path, DENIED_HINT) from None
-        self._alive(f, proc.pid)  # an empty or foreign smaps would read as "all idle"
         return entries
 
     def forget(self, proc: ProcessRef) -> None:
