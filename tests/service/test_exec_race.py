@@ -3,7 +3,7 @@ discovery and the exporter's first write to it.
 
 Exec keeps the pid and the start time, so a check of (pid, start time) passes and the
 clear of ``/proc/PID/clear_refs`` used to land on the new program, a process no target
-names. Here the sequence is forced rather than raced: a decoy (comm ``decoy30x``) is
+names. Here the sequence is forced rather than raced: a decoy (a comm of its own) is
 discovered, then execs a victim that writes 32 MiB and watches its own ``Referenced``
 (``/proc/self/smaps_rollup``) from inside; then the engine takes its first step. Every try
 hits the window, so before the image check every try cleared the victim (32 MiB referenced
@@ -22,16 +22,18 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass, field
 
 from exporter.config import parse_config
 from exporter.discovery import Discoverer
 from exporter.engines.clear_refs.engine import ReferencedBytesEngine
 from exporter.engines.clear_refs.smaps import ProcSmaps
 from exporter.model.attrs import MonitoringAttrs
+from tests.support.exporter import unique_comm
 from tests.support.workloads import build_workload
 
 TRIES = 20
-COMM = "decoy30x"
+COMM = unique_comm("decoy")  # no other run's decoy is matched
 
 VICTIM = r"""
 import re, sys
@@ -74,9 +76,34 @@ def _referenced(victim: subprocess.Popen) -> int:
     return int(victim.stdout.readline())
 
 
+@dataclass
+class Tally:
+    """What the tries saw: victims cleared (Referenced before, after), aggregations that
+    published anything of a victim, exec errors counted."""
+
+    cleared: list[tuple[int, int]] = field(default_factory=list)
+    published: int = 0
+    counted: int = 0
+
+    def step(self, engine: ReferencedBytesEngine, victim: subprocess.Popen, before: int) -> None:
+        """The engine's step after the exec, then what the victim says of its Referenced."""
+        agg = engine.step()
+        after = _referenced(victim)
+        if after < before // 2:
+            self.cleared.append((before, after))
+        self.published += bool(agg is None or agg.targets[0].regions)
+        self.counted += dict(engine.stats().errors_total).get("exec", 0)
+        engine.close()
+
+    def check(self, tries: int) -> None:
+        assert self.cleared == [], f"{len(self.cleared)} of {tries} victims had their Referenced cleared (kB before, after): {self.cleared}"
+        assert self.published == 0  # no figure of a victim under the decoy's target
+        assert self.counted == tries  # damon_sampler_errors_total{kind="exec"}, once per try
+
+
 def test_a_process_that_execs_after_discovery_is_never_cleared_nor_published():
     config = parse_config(f"targets: [{{name: decoy, match: {{comm: [{COMM}]}}}}]\n")
-    cleared, published, counted = [], 0, 0
+    tally = Tally()
     for _ in range(TRIES):
         decoy = subprocess.Popen([sys.executable, "-c", DECOY], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
@@ -88,19 +115,11 @@ def test_a_process_that_execs_after_discovery_is_never_cleared_nor_published():
             before = int(decoy.stdout.readline())  # the victim runs: its 32 MiB just written
             engine = _engine()
             engine.set_targets([spec])
-            agg = engine.step()
-            after = _referenced(decoy)
-            if after < before // 2:
-                cleared.append((before, after))
-            published += bool(agg is None or agg.targets[0].regions)
-            counted += dict(engine.stats().errors_total).get("exec", 0)
-            engine.close()
+            tally.step(engine, decoy, before)
         finally:
             decoy.kill()
             decoy.wait()
-    assert cleared == [], f"{len(cleared)} of {TRIES} victims had their Referenced cleared (kB before, after): {cleared}"
-    assert published == 0  # no figure of a victim under the decoy's target
-    assert counted == TRIES  # damon_sampler_errors_total{kind="exec"}, once per try
+    tally.check(TRIES)
 
 
 def test_an_exec_after_the_pin_is_seen_where_the_address_space_lives_on(tmp_path):
@@ -110,10 +129,10 @@ def test_an_exec_after_the_pin_is_seen_where_the_address_space_lives_on(tmp_path
     clears the decoy once (its own memory), the decoy execs the victim, and the engine's
     next step ends the clear period: it would read the victim's smaps and clear it."""
     vmshare = build_workload("vmshare.c", tmp_path)
-    config = parse_config("targets: [{name: decoy, match: {comm: [decoy30v]}}]\n")
-    cleared, published, counted = [], 0, 0
+    config = parse_config(f"targets: [{{name: decoy, match: {{comm: [{COMM}]}}}}]\n")
+    tally = Tally()
     for _ in range(TRIES // 2):
-        proc = subprocess.Popen([vmshare, sys.executable, "-c", VICTIM], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([vmshare, COMM, sys.executable, "-c", VICTIM], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         child = int(proc.stdout.readline())
         try:
             (spec,) = Discoverer(config, self_pid=os.getpid()).discover()
@@ -126,17 +145,9 @@ def test_an_exec_after_the_pin_is_seen_where_the_address_space_lives_on(tmp_path
             proc.stdin.flush()
             before = int(proc.stdout.readline())
             now[0] += 2.0  # past the clear period: the next step reads and clears
-            agg = engine.step()
-            after = _referenced(proc)
-            if after < before // 2:
-                cleared.append((before, after))
-            published += bool(agg is None or agg.targets[0].regions)
-            counted += dict(engine.stats().errors_total).get("exec", 0)
-            engine.close()
+            tally.step(engine, proc, before)
         finally:
             os.kill(child, signal.SIGKILL)  # while its parent lives to reap it: never a reused pid
             proc.kill()
             proc.wait()
-    assert cleared == [], f"{len(cleared)} of {TRIES // 2} victims had their Referenced cleared (kB before, after): {cleared}"
-    assert published == 0
-    assert counted == TRIES // 2
+    tally.check(TRIES // 2)
