@@ -150,6 +150,68 @@ def main(argv: list[str]) -> int:
     return run(config, args, address, web, reload_interval)
 
 
+#: seconds the HTTP server gets to close its connections after SIGTERM (ExporterHTTPServer.shutdown)
+SERVER_SHUTDOWN_TIMEOUT = 5.0
+
+
+class Signals:
+    """SIGTERM, SIGINT and SIGHUP, received on the main thread without doing anything there.
+
+    A Python signal handler runs on the main thread between two bytecodes, possibly in the
+    middle of whatever that thread was doing, lock acquisitions included: a handler that
+    called ``Event.set()`` (which takes a non-reentrant lock) deadlocked the main thread
+    when a second signal arrived inside the first one's ``set()`` (1,000 SIGHUPs in 2 ms,
+    2 runs of 4). Here the handler only records the signal in a dict (one store, no lock),
+    and ``signal.set_wakeup_fd`` has the C-level handler write a byte to a socket, which
+    :meth:`wait` waits on; every action happens after the handler has returned.
+    """
+
+    NAMES = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        import socket
+
+        self._seen: dict[int, bool] = {}
+        self._r, self._w = socket.socketpair()
+        self._r.setblocking(False)
+        self._w.setblocking(False)
+        for signum in self.NAMES:
+            signal.signal(signum, self._record)
+        # a full socket drops the byte, harmlessly: the dict has the signal already
+        signal.set_wakeup_fd(self._w.fileno(), warn_on_full_buffer=False)
+
+    def _record(self, signum: int, _frame: object) -> None:
+        self._seen[signum] = True
+
+    def wait(self, timeout: float) -> set[int]:
+        """The signals received since the last call, waiting up to ``timeout`` for one."""
+        import select
+
+        if not self._seen:
+            select.select([self._r], [], [], timeout)
+        try:
+            while self._r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        return {signum for signum in self.NAMES if self._seen.pop(signum, False)}
+
+
+def _exit_at_the_latest(seconds: float) -> None:
+    """Past ``seconds`` from now the process ends, whatever is still running (a worker
+    blocked in a write, an engine stuck in the kernel): SIGTERM is a promise to stop."""
+    import os
+    import time
+
+    def guard() -> None:
+        time.sleep(seconds)
+        log.error("shutdown did not finish in time; exiting now", extra={"kv": {"after_seconds": seconds}})
+        logging.shutdown()
+        os._exit(1)
+
+    threading.Thread(target=guard, name="damon-exit-guard", daemon=True).start()
+
+
 def engine_factory(procfs: str, sysfs: str) -> Callable[[str, Any], Any]:
     """How the sampler opens a backend, reading below ``--path.procfs`` and ``--path.sysfs``."""
     from exporter.engines.registry import create_engine
@@ -186,6 +248,7 @@ def run(
     from exporter.web.app import WebApp
     from exporter.web.server import Limits, start_server
     from exporter.web.source import WebConfigSource
+    from exporter.web.status import WebStatus
 
     stop = threading.Event()
     box = StateBox(
@@ -201,11 +264,13 @@ def run(
         )
     )
     # the web config is re-checked per connection and request (as exporter-toolkit does)
-    source = WebConfigSource(args.web_config, web, box)
-    app = WebApp(box, Exposition(box, exporter_metrics=not args.disable_exporter_metrics), args.telemetry_path, source.auth)
+    status = WebStatus()  # the web layer's own figures, published beside the sampler's
+    source = WebConfigSource(args.web_config, web, status)
+    exposition = Exposition(box, exporter_metrics=not args.disable_exporter_metrics, others=[status])
+    app = WebApp(box, exposition, args.telemetry_path, source.auth)
     limits = Limits(max_requests=args.max_requests, max_connections=args.max_connections)
     try:
-        server, http_thread = start_server(address, app, source.ssl_context if web.tls else None, limits)
+        server, http_thread = start_server(address, app, source.ssl_context if web.tls else None, limits, status)
     except OSError as e:
         log.error("cannot listen", extra={"kv": {"address": args.listen, "err": e.strerror or str(e)}})
         return 1
@@ -216,13 +281,7 @@ def run(
                               reload_interval if args.config is not None else 0.0)
     reloader.on_signal.append(lambda: source.check("signal"))
 
-    def on_stop(signum: int, _frame: object) -> None:
-        log.info("stopping", extra={"kv": {"signal": signal.Signals(signum).name}})
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP, lambda *_: reloader.request())
+    signals = Signals()
     if args.config is None:
         from exporter.config.default import DEFAULT_TOP_PROGRAMS
 
@@ -240,12 +299,20 @@ def run(
         "listening",
         extra={"kv": {"address": f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}", "tls": web.tls is not None, "basic_auth": bool(web.users), "version": __version__}},
     )
-    while not stop.wait(1.0):
+    while True:
+        got = signals.wait(1.0)
+        if got & {signal.SIGTERM, signal.SIGINT}:
+            log.info("stopping", extra={"kv": {"signal": "SIGTERM" if signal.SIGTERM in got else "SIGINT"}})
+            break
+        if signal.SIGHUP in got:
+            reloader.request()
         if not http_thread.is_alive():  # a port that accepts and never answers is worse than none
             log.error("the HTTP server thread died; exiting so that the supervisor restarts the exporter")
             stop.set()
             sampler.join(timeout=SHUTDOWN_TIMEOUT)
             return 1
+    stop.set()
+    _exit_at_the_latest(SHUTDOWN_TIMEOUT + SERVER_SHUTDOWN_TIMEOUT + 1.0)
     server.shutdown()
     server.server_close()
     # long enough for an engine to finish its step and close: damon_sysfs waits in the kernel

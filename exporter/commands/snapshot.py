@@ -36,7 +36,7 @@ from exporter.model.engine import Engine, TargetSpec
 from exporter.model.errors import AccessDenied, OpsError, ProcessGone
 from exporter.model.process import COMM_LEN, ProcessRef
 from exporter.procfs.io import PosixIO
-from exporter.procfs.parsers import alive, read_stat
+from exporter.procfs.parsers import alive, process_image, read_stat
 from exporter.procfs.scan import PF_KTHREAD, scan
 from exporter.report import Frame, Recording, format_bytes, render_json, render_table
 from exporter.summary.promotion import PromotionTracker
@@ -112,7 +112,7 @@ def process_ref(pid: int) -> ProcessRef:
         raise RuntimeFailure(f"no process with pid {pid}")
     if st.flags & PF_KTHREAD:
         raise RuntimeFailure(f"pid {pid} is a kernel thread ({st.comm}): it has no user memory to monitor")
-    return ProcessRef(pid, st.start_time)
+    return ProcessRef(pid, st.start_time, process_image(PosixIO(), "/proc", pid, st))
 
 
 def find_comm(comm: str) -> tuple[list[ProcessRef], list[str]]:
@@ -122,7 +122,7 @@ def find_comm(comm: str) -> tuple[list[ProcessRef], list[str]]:
     want = comm[:COMM_LEN]
     me = os.getpid()
     refs = [
-        ProcessRef(p.pid, p.start_time)
+        ProcessRef(p.pid, p.start_time, p.image)
         for p in scan(want_exe=False, want_cmdline=False).values()
         if p.comm == want and p.pid != me
     ]

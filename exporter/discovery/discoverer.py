@@ -159,7 +159,7 @@ class Discoverer:
         static = dict(t.labels)
 
         def spec(name: str, group: dict[str, str], members: list[int]) -> TargetSpec:
-            refs = tuple(sorted(ProcessRef(pid, procs[pid].start_time) for pid in members))
+            refs = tuple(sorted(ProcessRef(pid, procs[pid].start_time, procs[pid].image) for pid in members))
             values = {**static, **group}
             return TargetSpec(cap_value(name), refs, tuple((k, cap_value(values.get(k, ""))) for k in self._label_names))
 

@@ -16,7 +16,7 @@ from collections import Counter
 from typing import Iterable
 
 from exporter.model.engine import TargetSpec
-from exporter.model.errors import OpsError, ProcessGone
+from exporter.model.errors import ImageChanged, OpsError, ProcessGone
 from exporter.model.process import ProcessRef
 from exporter.model.records import TargetKey
 
@@ -44,6 +44,10 @@ class Failures:
     def fail(self, keys: Iterable[TargetKey], ref: ProcessRef, e: OpsError) -> None:
         """``ref`` cannot be watched for the targets ``keys``: quietly if it is gone, else
         counted, remembered (not retried while listed) and logged once."""
+        if isinstance(e, ImageChanged):
+            self._counts[e.kind] += 1
+            log.info("target %s: %s; dropped, it is matched again at the next discovery", ",".join(k[0] for k in keys), e)
+            return
         if isinstance(e, ProcessGone):
             return
         msg = self.note(keys, ref, e)

@@ -28,7 +28,16 @@ from prometheus_client.metrics_core import (
 
 from exporter.discovery.kube_client import FETCH_ERRORS
 from exporter.model.errors import ERROR_KINDS
-from exporter.service.state import WEB_REJECT_REASONS
+
+#: why the HTTP server refused or cut a connection or request (``damon_web_rejected_total``);
+#: the server counts them, the metric exports each at 0 from the start
+WEB_REJECT_REASONS: dict[str, str] = {
+    "max_requests": "answered 503: --web.max-requests were being served",
+    "max_connections": "closed to make room under --web.max-connections",
+    "timeout": "the request deadline passed",
+    "bad_request": "the request could not be parsed",
+    "auth_busy": "answered 503: too many password checks (bcrypt) in flight for a password not known good",
+}
 
 #: the types as the README's table names them (``gauge histogram`` is OpenMetrics' gaugehistogram)
 KINDS = ("gauge", "counter", "gauge histogram", "histogram")

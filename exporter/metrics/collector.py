@@ -11,7 +11,7 @@ them twice, harmlessly.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from prometheus_client import ProcessCollector
 from prometheus_client.metrics_core import Metric
@@ -48,10 +48,14 @@ class StateCollector(Collector):
 class Exposition:
     """The exporter's one registry and how to render it."""
 
-    def __init__(self, box: StateBox, exporter_metrics: bool = True) -> None:
+    def __init__(self, box: StateBox, exporter_metrics: bool = True, others: Sequence[Collector] = ()) -> None:
+        """``others``: collectors of layers above this one that publish their own figures
+        (the web server's, see exporter.web.status), after the sampler's."""
         self.registry = CollectorRegistry(auto_describe=False)
         self.state = StateCollector(box)
         self.registry.register(self.state)
+        for c in others:
+            self.registry.register(c)
         if exporter_metrics:  # ``process_*`` of the exporter itself
             ProcessCollector(registry=self.registry)
 

@@ -13,7 +13,7 @@ from exporter.build import build_info
 from exporter.discovery.kube_client import FETCH_ERRORS
 from exporter.metrics.catalog import ERRORS_HELP, SELF_METRICS, family, published
 from exporter.model.errors import ERROR_KINDS
-from exporter.service.state import WEB_REJECT_REASONS, ServiceState
+from exporter.service.state import ServiceState
 
 __all__ = ["ERRORS_HELP", "SELF_METRIC_NAMES", "self_families"]
 
@@ -63,7 +63,7 @@ def self_families(state: ServiceState) -> list[Metric]:
     ts.add_metric([], state.reload_success_timestamp)
     out = [build, backend, passed, checks, cpu, kernel_cpu, ratio, budget, si, ai, errors, cold_age, window, mem_limit,
            mem_limited, embedded, ok, ts]
-    return published(out, state.backend) + web_families(state) + kube_families(state)
+    return published(out, state.backend) + kube_families(state)
 
 
 def kube_families(state: ServiceState) -> list[Metric]:
@@ -80,14 +80,3 @@ def kube_families(state: ServiceState) -> list[Metric]:
     last.add_metric([], kube.last_success)
     return [up, errors, last]
 
-
-def web_families(state: ServiceState) -> list[Metric]:
-    ok = family("damon_web_config_last_reload_successful")
-    ok.add_metric([], 1 if state.web_reload_successful else 0)
-    ts = family("damon_web_config_last_reload_success_timestamp_seconds")
-    ts.add_metric([], state.web_reload_success_timestamp)
-    rejected = family("damon_web_rejected_total")
-    counts = dict(state.web_rejected)
-    for reason in [*WEB_REJECT_REASONS, *sorted(set(counts) - set(WEB_REJECT_REASONS))]:
-        rejected.add_metric([reason], counts.get(reason, 0))
-    return [ok, ts, rejected]

@@ -19,6 +19,7 @@ ERROR_KINDS: dict[str, str] = {
     "backend_unavailable": "the backend's kernel interface is missing or refused",
     "limit": "a process was left out because a configured bound was reached",
     "damon_sysfs": "the kernel's DAMON sysfs tree failed, or someone else changed the kdamond the exporter owns",
+    "exec": "a monitored process exec'ed another program: dropped before anything was written to it or published from it, matched again at the next discovery",
     "discovery": "target discovery failed (the previous targets are kept)",
     "internal": "an unexpected error in the sampler (a bug: please report it)",
 }
@@ -37,6 +38,16 @@ class ProcessGone(OpsError):
     Never counted: processes exit all the time, and that is not a problem of the exporter."""
 
     kind = "process_gone"
+
+
+class ImageChanged(ProcessGone):
+    """The process exec'ed since it was matched: same pid and start time, another program.
+
+    Counted (kind ``exec``) and logged, unlike an exit: a process that exec'ed between its
+    discovery and a write is how a local user would try to make the exporter act on a
+    program no target names."""
+
+    kind = "exec"
 
 
 class AccessDenied(OpsError):

@@ -18,7 +18,13 @@ class ProcessRef:
 
     ``start_time`` is field 22 of ``/proc/PID/stat`` (clock ticks since boot); 0 means
     "unknown" and disables the reuse check (simulations, tests).
+
+    ``image`` names the program image the process ran when it was matched (see
+    :func:`exporter.procfs.parsers.image_of`): exec keeps the pid and the start time, so
+    without it a process that exec'ed another program after discovery would still pass for
+    the one matched. 0 means "unknown" and disables the exec check.
     """
 
     pid: int
     start_time: int = 0
+    image: int = 0

@@ -8,13 +8,14 @@ the *last* ``)``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from typing import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from exporter.model.attrs import PAGE_SIZE  # the unit of the resident set in /proc/PID/stat
-from exporter.model.errors import OpsError, ProcessGone
+from exporter.model.errors import ImageChanged, OpsError, ProcessGone
 from exporter.model.process import EXITED_STATES, ProcessRef
 from exporter.procfs.io import PosixIO, decode_name, ops_error
 
@@ -40,6 +41,10 @@ class StatInfo:
     #: field 24: resident pages (anonymous, file and shmem; the kernel's per-mm counters, so
     #: a page shared with another process counts in both)
     rss_pages: int = 0
+    #: fields 26-28 and 45-51: where exec laid out code, data, heap, stack, arguments and
+    #: environment of the address space the process has now (zeros when the reader may
+    #: not look at it; empty on kernels before 3.5); see :func:`image_of`
+    layout: tuple[int, ...] = ()
 
     @property
     def cpu_seconds(self) -> float:
@@ -71,7 +76,33 @@ def parse_stat(data: bytes) -> StatInfo:
         utime=int(rest[11]),
         stime=int(rest[12]),
         rss_pages=max(0, int(rest[21])) if len(rest) > 21 else 0,
+        layout=tuple(int(rest[i]) for i in _LAYOUT_INDEXES) if len(rest) > _LAYOUT_INDEXES[-1] else (),
     )
+
+
+#: indexes after the comm cut of start_code, end_code, start_stack (26-28) and start_data,
+#: end_data, start_brk, arg_start, arg_end, env_start, env_end (45-51)
+_LAYOUT_INDEXES = (23, 24, 25, 42, 43, 44, 45, 46, 47, 48)
+
+
+def image_of(st: StatInfo) -> int:
+    """A 64-bit name of the program image the process runs: its comm and the layout of its
+    address space, from one read of ``/proc/PID/stat``; 0 ("unknown": no check) only for a
+    stat line without the layout fields (kernels before 3.5, hand-written test trees).
+
+    Exec keeps the pid and the start time but builds a new address space: with address
+    space randomisation (the default) the stack, heap and argument addresses of the new one
+    differ from the old with near certainty, and the kernel keeps that randomisation for a
+    setuid, setgid or file-capability program even when the caller asked for none
+    (``PER_CLEAR_ON_SETID``); a different program also differs in its code and data bounds;
+    exec sets comm to the new program's name. A process changes none of these fields
+    without exec except comm (``prctl(PR_SET_NAME)``), which only makes it be matched again.
+    Because a task never returns to an address space it left, a check that finds the same
+    image *after* an operation proves the operation met the image that was matched."""
+    if not st.layout:
+        return 0
+    digest = hashlib.blake2b(st.comm.encode("utf-8", "surrogatepass") + b"\0" + repr(st.layout).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") or 1
 
 
 def read_stat(io: PosixIO, proc_root: str, pid: int, denied_hint: str) -> StatInfo:
@@ -115,6 +146,21 @@ def live_thread(io: PosixIO, proc_root: str, pid: int) -> int | None:
     return None
 
 
+def process_image(io: PosixIO, proc_root: str, pid: int, st: StatInfo) -> int:
+    """:func:`image_of` the process whose leader's stat is ``st``. A leader that exited while
+    its threads run on shows no address space, so the layout is then a live thread's (the
+    threads share one), under the leader's comm: the image stays the same across that exit."""
+    if st.state in EXITED_STATES:
+        tid = live_thread(io, proc_root, pid)
+        if tid is not None:
+            try:
+                thread = parse_stat(io.read_file(f"{proc_root}/{pid}/task/{tid}/stat"))
+            except (OSError, ValueError):
+                return image_of(st)
+            return image_of(replace(st, layout=thread.layout))
+    return image_of(st)
+
+
 def alive(io: PosixIO, proc_root: str, pid: int, st: StatInfo) -> bool:
     """Whether the process whose leader's stat is ``st`` still runs: not exited, or its
     leader exited with other threads still running."""
@@ -138,12 +184,15 @@ def mm_dir(io: PosixIO, proc_root: str, pid: int) -> str:
 
 def check_same_process(io: PosixIO, proc_root: str, proc: ProcessRef, denied_hint: str) -> StatInfo:
     """Raise ProcessGone if ``proc`` exited, is a zombie with no remaining thread, or its pid now
-    names another process (start time differs; only checked when the ref carries one)."""
+    names another process (start time differs; only checked when the ref carries one), and
+    ImageChanged if it exec'ed since it was matched (only when the ref carries an image)."""
     st = read_stat(io, proc_root, proc.pid, denied_hint)
     if not alive(io, proc_root, proc.pid, st):
         raise ProcessGone(f"process {proc.pid} exited")
     if proc.start_time and st.start_time != proc.start_time:
         raise ProcessGone(f"process {proc.pid} exited (pid reused)")
+    if proc.image and process_image(io, proc_root, proc.pid, st) != proc.image:
+        raise ImageChanged(f"process {proc.pid} exec'ed another program since it was matched (now {st.comm!r})")
     return st
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from exporter.model.errors import OpsError
 from exporter.procfs.io import PosixIO, decode_name
-from exporter.procfs.parsers import alive, read_stat
+from exporter.procfs.parsers import alive, process_image, read_stat
 
 # -- the process list (discovery) -------------------------------------------------------------
 #
@@ -40,6 +40,9 @@ class ProcessInfo:
     exe: str | None = None  # resolved /proc/PID/exe without ' (deleted)'; None if unknown
     cmdline: str | None = None  # arguments joined by spaces (the first MAX_CMDLINE_BYTES); None if not read
     rss_bytes: int = 0  # resident set (/proc/PID/stat field 24) when scanned: ranks groups by size
+    #: the program image matched (:func:`~exporter.procfs.parsers.image_of`), from the same
+    #: stat read as comm, so a ref made from this info names the image the match saw
+    image: int = 0
 
 
 def read_exe(proc_root: str, pid: int, io: PosixIO = _IO) -> str | None:
@@ -78,7 +81,7 @@ def read_process(proc_root: str, pid: int, *, want_exe: bool, want_cmdline: bool
     exe = read_exe(proc_root, pid, io) if want_exe else None
     cmdline = read_cmdline(proc_root, pid, io) if want_cmdline else None
     return ProcessInfo(pid=pid, ppid=st.ppid, start_time=st.start_time, comm=st.comm, exe=exe, cmdline=cmdline,
-                       rss_bytes=st.rss_bytes)
+                       rss_bytes=st.rss_bytes, image=process_image(io, proc_root, pid, st))
 
 
 def list_pids(proc_root: str) -> list[int]:

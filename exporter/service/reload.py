@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from exporter.config.yamlfile import MAX_CONFIG_BYTES, read_regular
+from exporter.config.yamlfile import MAX_CONFIG_BYTES, NotRegularFile, read_regular
 from exporter.service.state import StateBox
 
 log = logging.getLogger("exporter.reload")
@@ -26,12 +26,19 @@ def fingerprint(path: str) -> tuple[float, int, str] | None:
     """(mtime, size, sha256) of ``path``, or None when it cannot be read. Only the first
     MAX_CONFIG_BYTES + 1 bytes are hashed: a larger file is refused by the loader anyway,
     and polling must not read gigabytes every few seconds."""
+    return _look(path)[0]
+
+
+def _look(path: str) -> tuple[tuple[float, int, str] | None, str]:
+    """The fingerprint of ``path``, or None and why it cannot be read."""
     try:
         st = os.stat(path)
         digest = hashlib.sha256(read_regular(path, MAX_CONFIG_BYTES + 1)).hexdigest()
-    except OSError:  # gone, unreadable, or not a regular file (a FIFO would block the poll)
-        return None
-    return (st.st_mtime, st.st_size, digest)
+    except NotRegularFile:  # a directory, or a FIFO (which would block the poll)
+        return None, "not a regular file"
+    except OSError as e:  # gone, unreadable
+        return None, e.strerror or str(e)
+    return (st.st_mtime, st.st_size, digest), ""
 
 
 class ConfigReloader:
@@ -86,15 +93,19 @@ class ConfigReloader:
             hook()
         if self.path is None:  # the embedded default config: no file to reload
             return
-        fp = fingerprint(self.path)
+        fp, why = _look(self.path)
+        if fp is None and self._fp is not None and not asked:
+            # the file the running config came from is no longer a readable file (deleted,
+            # replaced by a directory): said once, until it is readable again
+            log.error("config reload failed, keeping the running config: %s: %s", self.path, why)
+            self.box.update(reload_successful=False)
         if asked:
             self.reload("signal")
         elif fp is not None and self._fp is not None and fp[2] != self._fp[2]:
             self.reload("file changed")
         elif fp is not None and self._fp is None:
             self.reload("file reappeared")
-        if fp is not None:
-            self._fp = fp
+        self._fp = fp
 
     def reload(self, reason: str) -> bool:
         """Load and apply the file now. True when the new config is in use."""

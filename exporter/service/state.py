@@ -13,17 +13,6 @@ from typing import Any
 
 from exporter.summary import Summary
 
-#: why the HTTP server refused or cut a connection or request (``damon_web_rejected_total``);
-#: the server counts them, the metric exports each at 0 from the start
-WEB_REJECT_REASONS: dict[str, str] = {
-    "max_requests": "answered 503: --web.max-requests were being served",
-    "max_connections": "closed to make room under --web.max-connections",
-    "timeout": "the request deadline passed",
-    "bad_request": "the request could not be parsed",
-    "auth_busy": "answered 503: too many password checks (bcrypt) in flight for a password not known good",
-}
-
-
 @dataclass(frozen=True)
 class PendingTarget:
     """A target that is configured but not yet in any aggregation (startup, new on reload)."""
@@ -63,11 +52,6 @@ class ServiceState:
     errors_total: tuple[tuple[str, int], ...] = ()
     reload_successful: bool = True
     reload_success_timestamp: float = 0.0
-    #: the web config (TLS, users), re-checked per connection; see exporter.web.source
-    web_reload_successful: bool = True
-    web_reload_success_timestamp: float = 0.0
-    #: connections and requests the HTTP server refused or cut, by reason
-    web_rejected: tuple[tuple[str, int], ...] = ()
     ready: bool = False
     #: no --config.file: the embedded default config (exporter.config.default) is in use
     default_config: bool = False

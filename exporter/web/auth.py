@@ -23,7 +23,6 @@ User names must not be probeable, neither by behaviour nor by timing:
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import os
@@ -85,8 +84,11 @@ class BasicAuth:
         if scheme.lower() != "basic":
             return None
         try:
+            # a str holding a non-ASCII character (a raw byte of the head, decoded as
+            # Latin-1) makes b64decode raise a plain ValueError, as bad base64 and bad
+            # UTF-8 do through its subclasses binascii.Error and UnicodeDecodeError
             user, sep, password = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:
             return None
         return (user, password) if sep else None
 

@@ -21,7 +21,10 @@ from __future__ import annotations
 import os
 import re
 import ssl
+import stat
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import bcrypt
 import yaml
@@ -229,6 +232,23 @@ def bcrypt_hash_problem(text: str) -> str:
     return ""
 
 
+@contextmanager
+def _regular(path: str) -> Iterator[str]:
+    """A path OpenSSL can open that is sure to be ``path``'s regular file, as it is now.
+
+    OpenSSL opens by name, blocking: a FIFO swapped in for a key froze whoever loaded it
+    (the web server's event loop) for good. The file is opened here without blocking and
+    checked to be regular, and OpenSSL is given ``/proc/self/fd/N``, which opens that very
+    file again, so no swap between the check and the load can slip another file in."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
+
+
 def make_ssl_context(cfg: TLSConfig) -> ssl.SSLContext:
     """The server context for ``cfg``. ``RequestClientCert`` is served as
     ``NoClientCert``: a certificate that is requested but never verified authorises
@@ -241,12 +261,14 @@ def make_ssl_context(cfg: TLSConfig) -> ssl.SSLContext:
     except (ValueError, ssl.SSLError) as e:
         raise WebConfigError([f"TLS version range not supported by this OpenSSL: {e}"]) from None
     try:
-        ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
+        with _regular(cfg.cert_file) as cert, _regular(cfg.key_file) as key:
+            ctx.load_cert_chain(cert, key)
     except (ssl.SSLError, OSError) as e:
         raise WebConfigError([f"cannot load certificate {cfg.cert_file} / key {cfg.key_file}: {getattr(e, 'reason', None) or e}"]) from None
     if cfg.client_auth_type in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert"):
         try:
-            ctx.load_verify_locations(cafile=cfg.client_ca_file)
+            with _regular(cfg.client_ca_file) as ca:
+                ctx.load_verify_locations(cafile=ca)
         except (ssl.SSLError, OSError) as e:
             raise WebConfigError([f"cannot load client CA {cfg.client_ca_file}: {getattr(e, 'reason', None) or e}"]) from None
         ctx.verify_mode = ssl.CERT_OPTIONAL if cfg.client_auth_type == "VerifyClientCertIfGiven" else ssl.CERT_REQUIRED

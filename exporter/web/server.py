@@ -34,11 +34,10 @@ import ssl
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 
-from exporter.service.state import WEB_REJECT_REASONS
 from exporter.web.app import WebApp
 from exporter.web.auth import BasicAuth
 from exporter.web.protocol import (
@@ -49,6 +48,7 @@ from exporter.web.protocol import (
     response_bytes,
     wants_continue,
 )
+from exporter.web.status import WebStatus
 
 log = logging.getLogger("exporter.web")
 
@@ -100,13 +100,6 @@ def parse_listen_address(addr: str) -> tuple[str, int]:
     return host, int(port)
 
 
-@dataclass
-class WebStats:
-    """Counters of what the server refused or cut, published with the self metrics."""
-
-    rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(WEB_REJECT_REASONS, 0))
-
-
 HANDSHAKE, READING, IDLE, BUSY = "handshake", "reading", "idle", "busy"
 
 
@@ -136,6 +129,30 @@ def raise_fd_limit(wanted: int) -> int:
     return soft
 
 
+class _Slot:
+    """What one request holds while it is handled: a place under --web.max-requests and,
+    when its password is not known good, a place among the pending bcrypt checks.
+    :meth:`release` gives both back, once, however often it is called; every path a
+    request takes (answered, refused, failed with any exception) ends in it, so nothing
+    a request took can leak (40 requests that raised used to hold all 40 places for good)."""
+
+    __slots__ = ("server", "checking", "_held")
+
+    def __init__(self, server: "ExporterHTTPServer") -> None:
+        self.server = server
+        self.checking: BasicAuth | None = None
+        self._held = True
+
+    def release(self) -> None:
+        with self.server._inflight_lock:
+            if not self._held:
+                return
+            self._held = False
+            self.server._inflight -= 1
+        if self.checking is not None:
+            self.checking.done()
+
+
 class ExporterHTTPServer:
     """Bind at construction (OSError when the address is taken); ``serve_forever`` in a
     thread; ``shutdown`` from another; then ``server_close``."""
@@ -146,6 +163,7 @@ class ExporterHTTPServer:
         app: WebApp,
         tls: Callable[[], ssl.SSLContext | None] | ssl.SSLContext | None,
         limits: Limits = Limits(),
+        status: WebStatus | None = None,
     ) -> None:
         self.app = app
         self.tls: Callable[[], ssl.SSLContext | None] = tls if callable(tls) else (lambda c=tls: c)
@@ -155,8 +173,7 @@ class ExporterHTTPServer:
             log.info("max connections lowered to fit the open-file limit", extra={"kv": {"wanted": limits.max_connections, "nofile": fd_limit, "max_connections": max(1, fd_limit - 64)}})
             limits = Limits(**{**limits.__dict__, "max_connections": max(1, fd_limit - 64)})
         self.limits = limits
-        self.stats = WebStats()
-        self._published: tuple[tuple[str, int], ...] = ()
+        self.status = status or WebStatus()
         host, port = address
         family = socket.AF_INET
         if not host:
@@ -234,7 +251,7 @@ class ExporterHTTPServer:
         try:
             self._on_ready(conn)
         except Exception as e:  # noqa: BLE001 - one client must never stop the loop
-            self.stats.rejected["bad_request"] += 1
+            self.status.reject("bad_request")
             log.debug("connection failed", extra={"kv": {"err": f"{type(e).__name__}: {e}"}})
             try:
                 self._close(conn)
@@ -268,7 +285,7 @@ class ExporterHTTPServer:
                 log.debug("accept failed", extra={"kv": {"err": f"{type(e).__name__}: {e}"}})
                 return
             if len(self._conns) >= self.limits.max_connections and not self._evict_one():
-                self.stats.rejected["max_connections"] += 1
+                self.status.reject("max_connections")
                 sock.close()
                 continue
             sock.setblocking(False)
@@ -296,7 +313,7 @@ class ExporterHTTPServer:
     def _evict_one(self) -> bool:
         """Close the connection that has waited longest without a request in flight."""
         for conn in self._waiting.values():
-            self.stats.rejected["max_connections"] += 1
+            self.status.reject("max_connections")
             log.debug("connection closed to make room", extra={"kv": {"client": conn.peer, "state": conn.state}})
             self._close(conn)
             return True
@@ -315,21 +332,16 @@ class ExporterHTTPServer:
             _malloc_trim(0)
 
     def _sweep(self, now: float) -> None:
-        """Close what passed its deadline; publish the refusal counters when they moved;
-        give back the memory of closed connections."""
+        """Close what passed its deadline; give back the memory of closed connections."""
         self._give_back_memory()
         for conn in [c for c in self._waiting.values() if c.deadline <= now]:
             if conn.state != IDLE:
-                self.stats.rejected["timeout"] += 1
+                self.status.reject("timeout")
                 log.debug("request deadline passed", extra={"kv": {"client": conn.peer, "state": conn.state}})
                 if conn.state == READING and conn.buf:
                     self._send_and_close(conn, 408, "Request not complete in time.")
                     continue
             self._close(conn)
-        counts = tuple(sorted(self.stats.rejected.items()))
-        if counts != self._published:
-            self._published = counts
-            self.app.box.update(web_rejected=counts)
 
     def _close(self, conn: _Conn) -> None:
         self._closed_since_trim += 1
@@ -421,7 +433,7 @@ class ExporterHTTPServer:
         try:
             parsed = parse_head(conn.buf, self.limits.max_head_bytes, self.limits.max_body_bytes)
         except ProtocolError as e:
-            self.stats.rejected["bad_request"] += 1
+            self.status.reject("bad_request")
             self._send_and_close(conn, e.status, str(e))
             return
         if parsed is None:
@@ -435,42 +447,42 @@ class ExporterHTTPServer:
         conn.continued = False
         req, size = parsed
         del conn.buf[:size]  # the body, if any, is dropped here: never read as a request
-        if self.limits.max_requests > 0:
-            with self._inflight_lock:
-                full = self._inflight >= self.limits.max_requests
-                if not full:
-                    self._inflight += 1
-        else:
-            full = False
-            with self._inflight_lock:
-                self._inflight += 1
-        if full:
-            self.stats.rejected["max_requests"] += 1
+        slot = self._take_slot()
+        if slot is None:
+            self.status.reject("max_requests")
             self._send_and_close(conn, 503, f"Too many requests in flight (--web.max-requests={self.limits.max_requests}); try again.")
             return
-        auth = self.app.auth()
-        checking = auth.enabled and auth.needs_check(req.headers.get("authorization"))
-        if checking and not auth.admit():
-            # a password not known good while MAX_PENDING_CHECKS wait for bcrypt: refused
-            # here, without a worker, so scrapers whose password is cached keep theirs
-            with self._inflight_lock:
-                self._inflight -= 1
-            self.stats.rejected["auth_busy"] += 1
-            self._send_and_close(conn, 503, "Too many password checks in flight; try again.")
-            return
-        fd = conn.sock.fileno()
-        self._waiting.pop(fd, None)
-        self._sel.unregister(conn.sock)
-        conn.state = BUSY
-        conn.want_write = False
         try:
-            self._pool.submit(self._serve, conn, req, auth, checking)
-        except RuntimeError:  # shutting down
-            with self._inflight_lock:
-                self._inflight -= 1
-            if checking:
-                auth.done()
+            auth = self.app.auth()
+            if auth.enabled and auth.needs_check(req.headers.get("authorization")):
+                if not auth.admit():
+                    # a password not known good while MAX_PENDING_CHECKS wait for bcrypt: refused
+                    # here, without a worker, so scrapers whose password is cached keep theirs
+                    slot.release()
+                    self.status.reject("auth_busy")
+                    self._send_and_close(conn, 503, "Too many password checks in flight; try again.")
+                    return
+                slot.checking = auth
+            fd = conn.sock.fileno()
+            self._waiting.pop(fd, None)
+            self._sel.unregister(conn.sock)
+            conn.state = BUSY
+            conn.want_write = False
+            self._pool.submit(self._serve, conn, req, auth, slot)
+        except RuntimeError:  # the pool is shut down: we are stopping
+            slot.release()
             self._close(conn)
+        except BaseException:
+            slot.release()  # whatever failed, the request gives back what it took
+            raise
+
+    def _take_slot(self) -> "_Slot | None":
+        """One of --web.max-requests for a request, or None when all are taken (0: no cap)."""
+        with self._inflight_lock:
+            if 0 < self.limits.max_requests <= self._inflight:
+                return None
+            self._inflight += 1
+        return _Slot(self)
 
     def _take_returned(self) -> None:
         try:
@@ -500,37 +512,27 @@ class ExporterHTTPServer:
 
     # -- workers ------------------------------------------------------------------------
 
-    def _serve(self, conn: _Conn, req: Request, auth: BasicAuth, checking: bool = False) -> None:
+    def _serve(self, conn: _Conn, req: Request, auth: BasicAuth, slot: "_Slot") -> None:
         keep = False
-        done = False
         try:
             try:
                 status, headers, body = self.app.handle(req, auth)
             except Exception as e:  # a bug answers 500 and is logged; the server goes on
                 log.error("request failed", extra={"kv": {"path": req.path, "err": f"{type(e).__name__}: {e}"}})
                 status, headers, body = 500, [("Content-Type", "text/plain; charset=utf-8")], b"Internal error.\n"
-            finally:
-                if checking:
-                    auth.done()
             keep = req.keep_alive and status != 500
             data = response_bytes(status, headers, body, head_only=req.method == "HEAD", close=not keep)
             # the work is done: the slot is free *before* the client can see the answer, so
             # a client that asks again at once is never told 503 by its own previous request
-            self._release()
-            done = True
+            slot.release()
             self._write(conn.sock, data)
         except (OSError, ssl.SSLError, TimeoutError) as e:
             keep = False
             log.debug("response not delivered", extra={"kv": {"client": conn.peer, "err": f"{type(e).__name__}: {e}"}})
         finally:
-            if not done:
-                self._release()
+            slot.release()
             self._returned.put((conn, keep))
             self._wake()
-
-    def _release(self) -> None:
-        with self._inflight_lock:
-            self._inflight -= 1
 
     def _write(self, sock: socket.socket, data: bytes) -> None:
         """Write all of ``data`` within write_timeout in total, however slowly the client reads."""
@@ -550,9 +552,10 @@ def start_server(
     app: WebApp,
     tls: Callable[[], ssl.SSLContext | None] | ssl.SSLContext | None,
     limits: Limits = Limits(),
+    status: WebStatus | None = None,
 ) -> tuple[ExporterHTTPServer, threading.Thread]:
     """Bind and serve in a background thread; raises OSError when the address is taken."""
-    server = ExporterHTTPServer(address, app, tls, limits)
+    server = ExporterHTTPServer(address, app, tls, limits, status)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="damon-http", daemon=True)
     thread.start()
     return server, thread

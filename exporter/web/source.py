@@ -19,11 +19,11 @@ import logging
 import os
 import ssl
 import threading
-import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from exporter.config.yamlfile import MAX_CONFIG_BYTES, read_regular
-from exporter.service.state import StateBox
 from exporter.web.auth import BasicAuth
 from exporter.web.config import (
     WebConfig,
@@ -31,8 +31,14 @@ from exporter.web.config import (
     load_web_config,
     make_ssl_context,
 )
+from exporter.web.status import WebStatus
 
 log = logging.getLogger("exporter.web")
+
+#: seconds a connection or request waits for a changed web config to load before it is
+#: served with the running one (loading takes milliseconds; files are never FIFOs, see
+#: exporter.web.config._regular, but a filesystem may stall)
+CHECK_WAIT = 1.0
 
 
 @dataclass(frozen=True)
@@ -70,14 +76,16 @@ def activate(cfg: WebConfig, previous: ActiveWebConfig | None = None) -> ActiveW
 class WebConfigSource:
     """``current()`` is the active config, reloaded first when its files changed."""
 
-    def __init__(self, path: str | None, initial: WebConfig, box: StateBox | None = None) -> None:
+    def __init__(self, path: str | None, initial: WebConfig, status: WebStatus | None = None) -> None:
         self.path = path
-        self.box = box
+        self.status = status or WebStatus()
         self._active = activate(initial)
         self._lock = threading.Lock()
+        self._pending_lock = threading.Lock()
+        self._pending: Future | None = None
+        self._checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="damon-web-config")
         self._seen = self._signature(initial)
-        if box is not None:
-            box.update(web_reload_successful=True, web_reload_success_timestamp=time.time())
+        self.status.reloaded(True)
 
     def _signature(self, cfg: WebConfig) -> tuple:
         if not self.path:
@@ -90,8 +98,19 @@ class WebConfigSource:
         return (_content_key(self.path), *((f, _stat_key(f)) for f in files))
 
     def current(self) -> ActiveWebConfig:
+        """The active config; when a watched file changed, it is loaded again on the
+        ``damon-web-config`` thread first, waited for at most CHECK_WAIT seconds (a file
+        on a stalled filesystem must not stop the event loop that asks)."""
         if self.path and self._signature(self._active.config) != self._seen:
-            self.check("files changed")
+            with self._pending_lock:
+                pending = self._pending
+                if pending is None or pending.done():
+                    pending = self._pending = self._checker.submit(self.check, "files changed")
+            try:
+                pending.result(timeout=CHECK_WAIT)
+            except FutureTimeout:
+                log.warning("web config reload is taking long; serving with the running web config meanwhile",
+                            extra={"kv": {"file": self.path, "waited_seconds": CHECK_WAIT}})
         return self._active
 
     def ssl_context(self) -> ssl.SSLContext | None:
@@ -120,16 +139,14 @@ class WebConfigSource:
             except WebConfigError as e:
                 for line in e.lines:
                     log.error("web config reload failed, keeping the running web config: %s", line)
-                if self.box is not None:
-                    self.box.update(web_reload_successful=False)
+                self.status.reloaded(False)
                 return False
             # keep the signature taken *before* reading when the same files are watched, so
             # a change made while we read is seen next time (at worst one extra reload)
             new_sig = self._signature(cfg)
             self._seen = sig if [f for f, _ in new_sig[1:]] == [f for f, _ in sig[1:]] else new_sig
             self._active = new
-            if self.box is not None:
-                self.box.update(web_reload_successful=True, web_reload_success_timestamp=time.time())
+            self.status.reloaded(True)
             if reason == "signal" and new.config == old.config:
                 return True
             log.info("web configuration reloaded", extra={"kv": {"file": self.path, "reason": reason, "tls": cfg.tls is not None, "users": len(cfg.users)}})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import os
 import textwrap
 from pathlib import Path
@@ -84,14 +86,14 @@ def test_start_time_keys_processes_and_pid_reuse(tmp_path):
     proc = tmp_path / "proc"
     add_process(proc, 20, comm="app", start=500)
     d = discoverer(tmp_path, "targets: [{name: a, match: {comm: [app]}}]\n")
-    assert d.discover()[0].processes == (ProcessRef(20, 500),)
+    assert [(r.pid, r.start_time) for r in d.discover()[0].processes] == [(20, 500)]
     # the process exits and an unrelated one gets the same pid
     for f in (proc / "20").iterdir():
         f.unlink()
     (proc / "20").rmdir()
     assert d.discover()[0].processes == ()
     add_process(proc, 20, comm="app", start=900)
-    assert d.discover()[0].processes == (ProcessRef(20, 900),)
+    assert [(r.pid, r.start_time) for r in d.discover()[0].processes] == [(20, 900)]
 
 
 def test_self_is_never_monitored(tmp_path):
@@ -160,7 +162,8 @@ def test_hybrid_layout_cgroup_targets_group_by_kubernetes(tmp_path):
         """,
     )
     assert d.label_names() == ("cluster", "container_id", "pod_uid", "qos_class")
-    specs = d.discover()
+    # the refs' images (what exec changes) are the subject of test_exec_race.py
+    specs = [replace(s, processes=tuple(ProcessRef(r.pid, r.start_time) for r in s.processes)) for s in d.discover()]
     assert specs == [
         TargetSpec(
             "pods",

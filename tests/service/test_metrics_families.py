@@ -192,12 +192,14 @@ def test_metrics_that_mean_nothing_on_a_backend_are_left_out():
 
 def test_help_texts_come_from_the_one_declaration():
     from exporter.metrics.catalog import METRICS
+    from exporter.web.status import WebStatus
 
     fams = {f.name: f for backend in ("clear_refs", "page_idle") for f in target_families(snapshot(backend), ("team",))}
     from exporter.discovery.kube_source import KubeNames
 
     st = ServiceState(version="1", backend="damon_sysfs", kube=KubeNames(label_names=("namespace", "pod", "container")))
     fams.update({f.name: f for f in self_families(st)})
+    fams.update({f.name: f for f in WebStatus().collect()})  # the web layer's own
     for name, spec in METRICS.items():
         fam = fams.get(name) or fams[name.removesuffix("_total")]
         assert fam.documentation == spec.help, name

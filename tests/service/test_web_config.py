@@ -186,21 +186,21 @@ def test_tls_version_range_non_utf8_and_deep_nesting(tmp_path, certs):
 
 
 def test_web_config_source_reloads_on_change_keeps_last_good_and_refuses_a_tls_switch(tmp_path, certs):
-    from exporter.service.state import ServiceState, StateBox
     from exporter.web.source import WebConfigSource
+    from exporter.web.status import WebStatus
 
-    box = StateBox(ServiceState(version="t", backend="none"))
+    status = WebStatus()
     p = tmp_path / "web.yml"
     h1 = bcrypt.hashpw(b"one", bcrypt.gensalt(rounds=4)).decode()
     p.write_text(f"basic_auth_users:\n  alice: '{h1}'\n")
-    src = WebConfigSource(str(p), load_web_config(str(p)), box)
+    src = WebConfigSource(str(p), load_web_config(str(p)), status)
     first = src.auth()
     assert src.auth() is first  # unchanged files: nothing reloaded
     p.write_text(f"basic_auth_users:\n  alice: '{h1}'\n  bob: '{h1}'\n")
-    assert set(src.auth().users) == {"alice", "bob"} and box.get().web_reload_successful
+    assert set(src.auth().users) == {"alice", "bob"} and status.reload_successful
     p.write_text(f"tls_server_config:\n  cert_file: {certs.server_crt}\n  key_file: {certs.server_key}\n")
     assert set(src.auth().users) == {"alice", "bob"}  # the last good one
-    assert not box.get().web_reload_successful
+    assert not status.reload_successful
     assert src.current().ssl_context is None
     assert not src.check("signal")
 
@@ -274,3 +274,28 @@ def test_a_running_exporter_survives_fifos_in_place_of_both_configs(exporter, tm
     e.proc.send_signal(signal.SIGHUP)
     e.wait_for(lambda s: s.get("damon_config_last_reload_successful") == 1, what="the restored config reloaded")
     assert "not a regular file; refusing to read it" in e.logs()
+
+
+def test_the_web_layer_publishes_its_own_figures_beside_the_samplers():
+    """Data flows one way: the HTTP server's refusals and its config's reload status are its
+    own collector in the registry, never written into the sampler's state."""
+    from dataclasses import fields
+
+    from prometheus_client.exposition import choose_encoder
+
+    from exporter.metrics.collector import Exposition
+    from exporter.service.state import ServiceState, StateBox
+    from exporter.web.status import WebStatus
+
+    assert not [f.name for f in fields(ServiceState) if f.name.startswith("web")]
+    box = StateBox(ServiceState(version="t", backend="none"))
+    status = WebStatus()
+    exp = Exposition(box, exporter_metrics=False, others=[status])
+    status.reject("timeout")
+    status.reject("timeout")
+    status.reloaded(False)
+    text = exp.render(*choose_encoder("")).decode()
+    assert 'damon_web_rejected_total{reason="timeout"} 2.0' in text
+    assert 'damon_web_rejected_total{reason="auth_busy"} 0.0' in text
+    assert "damon_web_config_last_reload_successful 0.0" in text
+    assert exp.state._cache[0] is box.get()  # the sampler's families were not rebuilt for it

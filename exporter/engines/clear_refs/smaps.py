@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Protocol
 
-from exporter.model.errors import ProcessGone
+from exporter.model.errors import ImageChanged, ProcessGone
 from exporter.model.process import ProcessRef
 from exporter.procfs.io import PosixIO, ops_error
 from exporter.procfs.pagemap import Pagemap, open_checked_pagemap
-from exporter.procfs.parsers import SmapsEntry, iter_smaps, mm_dir
+from exporter.procfs.parsers import SmapsEntry, check_same_process, iter_smaps, mm_dir
+
+log = logging.getLogger(__name__)
 
 DENIED_HINT = "clear_refs needs ptrace access to the process (same uid, or CAP_SYS_PTRACE)"
 
@@ -55,32 +58,57 @@ class ProcSmaps:
             f = self._files[proc] = _Files(open_checked_pagemap(self.io, self.proc_root, proc, DENIED_HINT))
         return f
 
-    def _alive(self, f: _Files, pid: int) -> None:
+    def _same(self, f: _Files, proc: ProcessRef) -> None:
+        """Prove ``proc`` still runs the image it was matched with: the pinned address space
+        is alive and the pid's stat shows the same start time and image (see
+        :func:`~exporter.procfs.parsers.image_of`). The pagemap fd alone is not enough: a
+        process sharing its address space (``CLONE_VM``) keeps the old one alive after an
+        exec."""
+        check_same_process(self.io, self.proc_root, proc, DENIED_HINT)
         if not f.pagemap.alive():
-            raise ProcessGone(f"process {pid} exited or exec'ed")
+            raise ProcessGone(f"process {proc.pid} exited or exec'ed")
 
     def probe(self, proc: ProcessRef) -> None:
-        self._alive(self._get(proc), proc.pid)
+        self._same(self._get(proc), proc)
 
     def clear(self, proc: ProcessRef) -> None:
+        """Write ``1`` to ``clear_refs`` of ``proc``, only while it is the image matched.
+
+        The kernel applies the write to whatever address space the task has at that moment,
+        so the order matters: the file is opened first and kept (its fd names this process,
+        so a reused pid cannot receive the write), then the image is checked, then written
+        through the fd, then checked again. A task never returns to an address space it left,
+        so the second check passing proves the write met the matched image; failing, it
+        says the process exec'ed within microseconds of the write, which is logged."""
         f = self._get(proc)
         path = f"{mm_dir(self.io, self.proc_root, proc.pid)}/clear_refs"
         try:
             if f.clear_fd < 0:
                 f.clear_fd = self.io.open(path, os.O_WRONLY)
+        except OSError as e:
+            raise ops_error(e, proc.pid, path, DENIED_HINT) from None
+        self._same(f, proc)
+        try:
             self.io.write(f.clear_fd, b"1")
         except OSError as e:
             raise ops_error(e, proc.pid, path, DENIED_HINT) from None
-        self._alive(f, proc.pid)  # an exited or exec'ed process accepts the write silently
+        try:
+            self._same(f, proc)
+        except ImageChanged as e:
+            log.warning("pid %d exec'ed while its clear_refs was written: the new program's accessed bits may have been cleared (%s)", proc.pid, e)
+            raise
 
     def read(self, proc: ProcessRef) -> list[SmapsEntry]:
+        """The smaps entries of ``proc``; checked after the read, so figures of an image that
+        replaced the matched one are never handed on (an empty or foreign smaps would read
+        as "all idle")."""
         f = self._get(proc)
         path = f"{mm_dir(self.io, self.proc_root, proc.pid)}/smaps"
         try:
             entries = iter_smaps(self.io.read_chunks(path))  # entries kept, not the text
         except OSError as e:
             raise ops_error(e, proc.pid, path, DENIED_HINT) from None
-        self._alive(f, proc.pid)  # an empty or foreign smaps would read as "all idle"
+        self._same(f, proc)
         return entries
 
     def forget(self, proc: ProcessRef) -> None:

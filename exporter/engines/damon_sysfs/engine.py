@@ -71,6 +71,7 @@ from exporter.model.attrs import MonitoringAttrs
 from exporter.model.engine import Engine, TargetSpec
 from exporter.model.errors import (
     BackendUnavailable,
+    ImageChanged,
     LimitReached,
     OpsError,
     ProcessGone,
@@ -425,7 +426,8 @@ class DamonSysfsEngine(Engine):
                 check_same_process(self.pio, self.proc_root, p.ref, DENIED_HINT)
                 if not p.pagemap.alive():
                     raise ProcessGone(f"process {p.ref.pid} exited")
-            except ProcessGone:
+            except ProcessGone as e:
+                self._failures.fail([p.key], p.ref, e)  # counted and logged if it exec'ed
                 self._drop(slot)
             except OpsError:
                 pass  # keep; the read will report it
@@ -547,11 +549,18 @@ class DamonSysfsEngine(Engine):
             if p is None:
                 continue
             try:
+                # the kernel follows the pid across exec: the regions are published only
+                # while the pid still runs the image matched (checked after reading them)
+                check_same_process(self.pio, self.proc_root, p.ref, DENIED_HINT)
                 resident = resident_bytes_pagemap(p.pagemap, [(r.start, r.end) for r in rs], self.rng,
                                                   self._zero_pfn, exact_pages=RESIDENCY_EXACT_PAGES,
                                                   counts=self._counts)
-            except ProcessGone:
+            except ProcessGone as e:
+                self._failures.fail([p.key], p.ref, e)  # counted and logged if it exec'ed
                 self._drop(slot)
+                # an exited process costs nothing until the next commit; an exec'ed one is
+                # still sampled by the kernel, so it is taken out at the next step
+                self._dirty |= isinstance(e, ImageChanged)
                 continue
             except OpsError as e:
                 self._failures.note([p.key], p.ref, e)
