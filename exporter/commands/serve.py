@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from exporter.web.config import WebConfig
 
 #: The 9100-9999 exporter range of Prometheus' default port allocations has been fully
-#: allocated since 2023, so we take a port past it (see the README for the reasoning).
+#: allocated since 2023, so we take a port past it (docs/operations.md gives the reasoning).
 DEFAULT_PORT = 10170
 DEFAULT_LISTEN = f":{DEFAULT_PORT}"
 

@@ -28,17 +28,15 @@ from exporter.service.budget import CpuBudget, TargetLoad
 from exporter.service.state import PendingTarget, StateBox
 from exporter.summary import Policy, Summary, summarize
 from exporter.summary.promotion import PromotionTracker
+from exporter.model.attrs import PAGE_SIZE
 
 log = logging.getLogger("exporter.sampler")
-
-_PAGE = os.sysconf("SC_PAGE_SIZE")
-
 
 def own_rss() -> int:
     """The exporter's resident memory (bytes), from /proc/self/statm."""
     try:
         with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * _PAGE
+            return int(f.read().split()[1]) * PAGE_SIZE
     except (OSError, ValueError, IndexError):
         return 0
 

@@ -8,9 +8,8 @@ are never cached: each wrong guess pays full bcrypt price.
 User names must not be probeable, neither by behaviour nor by timing:
 
 * bcrypt's input is 72 bytes. Go's ``CompareHashAndPassword`` (exporter-toolkit) and
-  OpenBSD compare only those; Python's bcrypt 5 raises on longer input instead, which
-  used to drop the connection for unknown users only. Every password is cut to its first
-  72 bytes before any check, for known and unknown users alike.
+  OpenBSD compare only those; Python's bcrypt 5 raises on longer input instead. Every
+  password is cut to its first 72 bytes before any check, for known and unknown users alike.
 * A wrong password costs what the user's hash costs (2^cost rounds). An unknown user is
   checked against a dummy hash whose cost is that of one configured user, chosen by a
   keyed hash of the name: each name always gets the same cost, and unknown names get

@@ -72,7 +72,7 @@ _malloc_trim = _libc_malloc_trim()
 
 @dataclass(frozen=True)
 class Limits:
-    """Every bound the server enforces; the README's security section lists them."""
+    """Every bound the server enforces; docs/security.md lists them."""
 
     max_requests: int = 40  # node_exporter's --web.max-requests default
     #: above Prometheus' 512: a held connection costs about 1 KB here (no thread), while

@@ -106,12 +106,11 @@ RESIDENCY_EXACT_PAGES = 16384
 #: Kernel DAMON's region limits belong to the context, and every monitored process is a
 #: kernel target of the one context: the kernel starts each process with ``min_nr_regions``
 #: regions (at least 3, one per big mapped area) and stops splitting, for all of them, once
-#: the context holds more than ``max_nr_regions / 2``. With a target's 10..100 given as is, five
-#: forked workers started with ~50 regions and the kernel never split again: a 49 MiB region
-#: holding 0.6 MiB of the hot part read as used for a whole run in the test guest (65 MiB of
-#: working set for 16, in every run of one boot). So the kernel gets the targets' minimum
-#: divided among the processes, and room for every process to split: at least this many
-#: regions of the cap per process (half of it before the kernel stops splitting).
+#: the context holds more than ``max_nr_regions / 2``. Given a target's 10..100 as is, a few
+#: processes start with about half the cap between them and the kernel never splits again, so a
+#: large region with a sliver of hot memory reads as used whole. So the kernel gets the
+#: targets' minimum divided among the processes, and room for every process to split: at least
+#: this many regions of the cap per process (half of it before the kernel stops splitting).
 REGIONS_PER_PROCESS = 20
 #: damon_set_attrs() refuses a ``min_nr_regions`` below 3
 KERNEL_MIN_REGIONS = 3
@@ -135,10 +134,10 @@ def last_access(history: list[tuple[int, int, float]], start: int, end: int, ker
     ``kernel`` is what the kernel's own age says (now minus age x aggregation interval).
     Kernel DAMON keeps ages per region and, on a merge, takes the size-weighted mean
     *truncated to whole aggregations*: a long-idle region beside a hot edge keeps absorbing
-    slivers split off the edge with age 0, and its age never grows (seen in the guest: 6 MiB
-    of never-touched memory held at age 0-3 for a whole run, read as working set). So, as
+    slivers split off the edge with age 0, and its age never grows: never-touched memory
+    beside a hot edge would read as working set for ever. So, as
     the user-space engine does, the time of the last access is carried per address: a
-    region takes the size-weighted mean of what the last aggregation's regions said of the
+    region takes the size-weighted mean of what the last aggregation's regions recorded for the
     same addresses (``history``, sorted, non-overlapping), and the kernel's age for addresses
     they did not cover; the caller moves the share of it seen accessed to now.
     """
@@ -406,7 +405,7 @@ class DamonSysfsEngine(Engine):
         )
 
     def _compact(self) -> None:
-        """Every slot a live process (a commit re-reads every pid): trailing holes are cut,
+        """Every slot a running process (a commit re-reads every pid): trailing holes are cut,
         others filled with the last process, whose ages are then capped like a new one's."""
         slots = self._slots
         while slots and slots[-1] is None:
@@ -434,7 +433,7 @@ class DamonSysfsEngine(Engine):
 
     def _kernel_pid(self, pid: int) -> int:
         """The pid to give kernel DAMON for process ``pid``: its own, or where its leader
-        exited while its threads run on, a live thread's (DAMON takes the task's mm, and a
+        exited while its threads run on, a running thread's (DAMON takes the task's mm, and a
         zombie leader has none)."""
         try:
             st = parse_stat(self.pio.read_file(f"{self.proc_root}/{pid}/stat"))
@@ -530,9 +529,9 @@ class DamonSysfsEngine(Engine):
             if slot is not None and slot in self._procs:
                 regions[slot] = self.tree.tried_regions(i)
         if regions and not any(regions.values()):
-            # A live process always has regions. Seen in the guest (Linux 6.12), about once
-            # in 30 updates: the update returned with every scheme's list empty. Not an
-            # aggregation; the next update is a good one.
+            # A running process always has regions; an update that returns every scheme's
+            # list empty (Linux 6.12 does, now and then) is not an aggregation, and the next
+            # update is a good one.
             log.debug("kernel DAMON listed no regions at all; skipping this update")
             return None
         return self._aggregation(regions)
@@ -567,10 +566,9 @@ class DamonSysfsEngine(Engine):
                 continue
             max_age = int((now - p.assigned_at) / aggr) if aggr > 0 else 0
             # history bridges a skipped update or two, and the first aggregation after the CPU
-            # budget changed the intervals (it ends the old one's remainder plus a new one: 18 s
-            # after a change from 6.7 to 10 s in the guest). Dropped there, the kernel's
-            # truncated ages took over and five readers' 112 MiB of cold memory went unknown
-            # or into the working set for 30 s. Beyond that we have not been looking, and only
+            # budget changed the intervals (it ends the old one's remainder plus a new one).
+            # Dropped there, the kernel's truncated ages would take over and cold memory would
+            # read as unknown or as working set. Beyond that we have not been looking, and only
             # the kernel's age knows
             if now - p.history_at > HISTORY_BRIDGE * max(aggr, self._last_aggregation_interval):
                 p.history = []
