@@ -297,12 +297,32 @@ def same_memory(a: RegionRecord, b: RegionRecord) -> bool | None:
     return any(x == y for x, y in common)
 
 
+def _overlapping_pairs(shared: Sequence[RegionRecord]) -> list[tuple[int, int]]:
+    """Index pairs of regions (sorted by start) of different processes over common addresses."""
+    pairs: list[tuple[int, int]] = []
+    active: list[int] = []
+    for i, r in enumerate(shared):
+        active = [j for j in active if shared[j].end > r.start]
+        pairs += [(j, i) for j in active if shared[j].pid != r.pid]
+        active.append(i)
+    return pairs
+
+
 def identity_groups(shared: Sequence[RegionRecord]) -> list[list[RegionRecord]]:
     """The regions (sorted by start) in groups that may be one memory: two regions of
-    different processes over common addresses join unless their frames prove them
-    different memory (two unrelated programs at one address, copy-on-write broken by a
-    write). Where the frames do not say, the same addresses in one target are taken as the
-    same pages, as fork leaves them, and the regions' disagreement is in the errors."""
+    different processes over common addresses join unless frames prove them different
+    memory (two unrelated programs at one address, copy-on-write broken by a write). Where
+    two regions read no address in common, what their processes' other regions proved
+    decides (one frame in common anywhere: the processes share by fork); where nothing was
+    read, the same addresses in one target are taken as the same pages, as fork leaves
+    them, and the regions' disagreement is in the errors."""
+    pairs = _overlapping_pairs(shared)
+    verdicts = [same_memory(shared[j], shared[i]) for j, i in pairs]
+    proven: dict[tuple[int, int], bool] = {}
+    for (j, i), v in zip(pairs, verdicts):
+        if v is not None:
+            key = tuple(sorted((shared[j].pid, shared[i].pid)))
+            proven[key] = proven.get(key, False) or v
     root = list(range(len(shared)))
 
     def find(i: int) -> int:
@@ -311,13 +331,11 @@ def identity_groups(shared: Sequence[RegionRecord]) -> list[list[RegionRecord]]:
             i = root[i]
         return i
 
-    active: list[int] = []
-    for i, r in enumerate(shared):
-        active = [j for j in active if shared[j].end > r.start]
-        for j in active:
-            if shared[j].pid != r.pid and same_memory(shared[j], r) is not False:
-                root[find(i)] = find(j)
-        active.append(i)
+    for (j, i), v in zip(pairs, verdicts):
+        if v is None:
+            v = proven.get(tuple(sorted((shared[j].pid, shared[i].pid))))
+        if v is not False:
+            root[find(i)] = find(j)
     groups: dict[int, list[RegionRecord]] = {}
     for i, r in enumerate(shared):
         groups.setdefault(find(i), []).append(r)
