@@ -46,6 +46,7 @@ class Estimate:
     error: float
     resident: int  # the resident bytes the estimate speaks for (all of the regions')
     measured_at: float  # wall time of the oldest read the estimate uses
+    unchecked: float = 0.0  # of those, bytes no check covered (in the error whole)
 
 
 def stretch_variance(resident: float, x: int, n: int, npages: int) -> float:
@@ -113,4 +114,4 @@ def estimate(regions: Sequence[RegionRecord], checks: Sequence[PageCheck], horiz
             continue
         variance += stretch_variance(res, c.accessed, c.checked, (c.end - c.start) // PAGE_SIZE)
     return Estimate(used=used, error=error + Z95 * math.sqrt(variance), resident=total,
-                    measured_at=min(c.read_at for c in cs))
+                    measured_at=min(c.read_at for c in cs), unchecked=error)
