@@ -31,6 +31,8 @@ import pytest
 
 from . import harness
 
+pytestmark = [pytest.mark.vm, pytest.mark.slow]
+
 MiB = 1 << 20
 GUEST_TIMEOUT = 1800
 SCRAPES = 12
