@@ -33,15 +33,12 @@ reads their pages), so only the views of processes that use some shared memory d
 other where they disagree; and a piece takes the doubt of the region whose view it took, as
 that region's own process sees it (its edge share: a region across the edge of the used
 part reads fewer accesses than the used regions beside it), up to the bytes taken from it.
-Which regions are the same memory is decided first, by identity (:func:`identity_groups`):
-regions of two processes over the same addresses are one memory where an engine read the
-same frame at one address in both, and two memories where every address both read holds
-different frames (two unrelated programs started without ASLR, a non-PIE binary's heap, a
-fixed-address mapping, copy-on-write broken by a write). Where the frames were not read, the
-same addresses in one target are taken as the same pages, as fork leaves them, and the
-views' disagreement is in the errors. Shared memory mapped at different addresses (two
-unrelated programs mapping one file) keeps each process' own view, still counted by share.
-Every test of the samples follows the binomial model of :mod:`exporter.summary.sampling`.
+That finds the same physical page where the processes inherited the
+mapping from a common parent (fork keeps addresses: gunicorn ``--preload`` workers,
+PostgreSQL backends and their ``shared_buffers``, Redis' fork, multiprocessing), which is how
+pages come to be shared within one target in practice. Shared memory mapped at different
+addresses (two unrelated programs mapping one file) keeps each process' own view, still
+counted by share.
 """
 
 from __future__ import annotations
@@ -49,10 +46,10 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Callable, Sequence
 
 from exporter.model.records import RegionRecord
-from exporter.summary.sampling import ALPHA, at_least, missed, rate_lower, rate_upper
 
 
 def _freshness(r: RegionRecord) -> tuple[int, float]:
@@ -169,6 +166,16 @@ def _piece(owner: RegionRecord, lo: int, hi: int, nbytes: int, view: _View) -> R
 
 Share = Callable[[RegionRecord], float]
 
+#: a region's hits are explained by memory other processes use inside it when they are no
+#: more than that memory would give it at this many times the others' own access rate (a
+#: process' own rate varies around theirs) ...
+EXPLAINED_MARGIN = 1.2
+#: ... give or take this many standard deviations of the count (each sample is a draw) ...
+EXPLAINED_SIGMAS = 2.0
+#: ... and a sample (a hit either way is noise)
+EXPLAINED_SLACK = 1
+
+
 def _union_length(spans: list[tuple[int, int]]) -> int:
     """Bytes covered by the union of ``[a, b)`` spans (which overlap where several
     processes' regions cover the same memory)."""
@@ -195,11 +202,8 @@ def _unexplained_hits(shared: Sequence[RegionRecord]) -> dict[int, float]:
     then call the whole shared buffer used. A region whose hits the others' use explains is no evidence of use
     elsewhere in it; one that sees more than that (a worker with memory of its own) is.
 
-    Both are hypotheses about a binomial count (:mod:`exporter.summary.sampling`): a region
-    is explained where its hits are not unlikely had its process used only the others'
-    memory inside it, at the highest rate the others' own samples allow, and unlikely had it
-    used the whole region at the lowest such rate (so a region read about as often as the
-    others' memory is evidence of its own). Only a region that is evidence explains: regions are judged from the most frequently hit down, each against the regions of other
+    Only a clearly hotter region explains a cooler one, and only if it is evidence of its own:
+    regions are judged from the most frequently hit down, each against the regions of other
     processes already found to be evidence (so two readers merged over the whole buffer at
     the same aggregation are both explained by a third reader's hot region, and neither by
     the other).
@@ -209,25 +213,45 @@ def _unexplained_hits(shared: Sequence[RegionRecord]) -> dict[int, float]:
     evidence: list[RegionRecord] = []
     out: dict[int, float] = {}
     for r in used:
-        spans, rate, upper, lower = [], 0.0, 0.0, 0.0
+        spans, rate = [], 0.0
         for o in evidence:
             if o.pid != r.pid and o.start < r.end and o.end > r.start:
                 spans.append((max(o.start, r.start), min(o.end, r.end)))
                 rate = max(rate, o.frequency)
-                upper = max(upper, rate_upper(o.nr_checks, o.nr_accesses))
-                lower = max(lower, rate_lower(o.nr_checks, o.nr_accesses))
-        share = _union_length(spans) / (r.end - r.start)
-        # explained: its hits are not unlikely had its process used only the others' memory
-        # inside it (at the highest rate the others' samples allow), and unlikely had it
-        # used all of it like them (at the lowest)
-        if (spans and at_least(r.nr_checks, upper * share, r.nr_accesses) >= ALPHA
-                and 1.0 - at_least(r.nr_checks, lower, r.nr_accesses + 1) < ALPHA):
+        covered = _union_length(spans)
+        share = covered / (r.end - r.start)
+        expected = rate * share * r.nr_checks
+        # a rate cannot exceed one hit per sample
+        q = min(1.0, EXPLAINED_MARGIN * rate) * share
+        bound = r.nr_checks * q + EXPLAINED_SIGMAS * math.sqrt(r.nr_checks * q * (1.0 - q)) + EXPLAINED_SLACK
+        # and a region read about as often as the others' hottest memory (within the
+        # margin) is not diluted by idle memory: it is evidence of its own
+        if spans and r.frequency * EXPLAINED_MARGIN < rate and r.nr_accesses <= bound:
             # the doubt left: the share of the region that would give the hits beyond the
             # expected ones at the others' rate
-            out[id(r)] = min(1.0, max(0.0, r.nr_accesses - rate * share * r.nr_checks) / (rate * r.nr_checks))
+            out[id(r)] = min(1.0, max(0.0, r.nr_accesses - expected) / (rate * r.nr_checks))
         else:
             evidence.append(r)
     return out
+
+
+#: per physical page, a region that saw no access gives way to the fresher views of other
+#: processes only where neither is sure: its samples would have missed the use they report
+#: inside it with more than this chance, had they been right, and their hits would come
+#: from the rest of their regions with less than this chance, had it been right
+MISS_ALPHA = 0.05
+
+
+@lru_cache(maxsize=4096)
+def _at_least(n: int, p: float, k: int) -> float:
+    """P(Binomial(n, p) >= k) (cached: many regions of many processes ask the same)."""
+    if k <= 0:
+        return 1.0
+    if p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0 if k <= n else 0.0
+    return min(1.0, sum(math.comb(n, i) * p ** i * (1.0 - p) ** (n - i) for i in range(k, n + 1)))
 
 
 #: what a region's samples read of its bytes, by id: (its working-set and cold shares, its staleness)
@@ -274,72 +298,13 @@ def _silent_regions(shared: Sequence[RegionRecord], readings: Readings, sample_i
             spans.append((a, b))
             if o.nr_accesses > 0 and o.nr_checks:
                 outside = round(rate * (1.0 - (b - a) / (o.end - o.start)), 4)
-                chance = at_least(o.nr_checks, outside, o.nr_accesses)
+                chance = _at_least(o.nr_checks, outside, o.nr_accesses)
                 unlikely[o.pid] = min(unlikely.get(o.pid, 1.0), chance)
         covered = _union_length(spans)
         n = min(r.idle_seconds, horizon) / sample_interval
-        miss = missed(covered / (r.end - r.start), n) if covered else 0.0
-        out[id(r)] = (miss, miss > ALPHA and math.prod(unlikely.values()) < ALPHA)
+        miss = (1.0 - covered / (r.end - r.start)) ** n if covered else 0.0
+        out[id(r)] = (miss, miss > MISS_ALPHA and math.prod(unlikely.values()) < MISS_ALPHA)
     return out
-
-
-def same_memory(a: RegionRecord, b: RegionRecord) -> bool | None:
-    """Whether two regions of different processes over the same addresses are the same
-    memory: True where both read one frame at one address, False where every address both
-    read holds different frames, None where that is not known (a region's frames were not
-    read, or no address was read by both)."""
-    if a.frames is None or b.frames is None:
-        return None
-    theirs = dict(b.frames)
-    common = [(pfn, theirs[addr]) for addr, pfn in a.frames if addr in theirs]
-    if not common:
-        return None
-    return any(x == y for x, y in common)
-
-
-def _overlapping_pairs(shared: Sequence[RegionRecord]) -> list[tuple[int, int]]:
-    """Index pairs of regions (sorted by start) of different processes over common addresses."""
-    pairs: list[tuple[int, int]] = []
-    active: list[int] = []
-    for i, r in enumerate(shared):
-        active = [j for j in active if shared[j].end > r.start]
-        pairs += [(j, i) for j in active if shared[j].pid != r.pid]
-        active.append(i)
-    return pairs
-
-
-def identity_groups(shared: Sequence[RegionRecord]) -> list[list[RegionRecord]]:
-    """The regions (sorted by start) in groups that may be one memory: two regions of
-    different processes over common addresses join unless frames prove them different
-    memory (two unrelated programs at one address, copy-on-write broken by a write). Where
-    two regions read no address in common, what their processes' other regions proved
-    decides (one frame in common anywhere: the processes share by fork); where nothing was
-    read, the same addresses in one target are taken as the same pages, as fork leaves
-    them, and the regions' disagreement is in the errors."""
-    pairs = _overlapping_pairs(shared)
-    verdicts = [same_memory(shared[j], shared[i]) for j, i in pairs]
-    proven: dict[tuple[int, int], bool] = {}
-    for (j, i), v in zip(pairs, verdicts):
-        if v is not None:
-            key = tuple(sorted((shared[j].pid, shared[i].pid)))
-            proven[key] = proven.get(key, False) or v
-    root = list(range(len(shared)))
-
-    def find(i: int) -> int:
-        while root[i] != i:
-            root[i] = root[root[i]]
-            i = root[i]
-        return i
-
-    for (j, i), v in zip(pairs, verdicts):
-        if v is None:
-            v = proven.get(tuple(sorted((shared[j].pid, shared[i].pid))))
-        if v is not False:
-            root[find(i)] = find(j)
-    groups: dict[int, list[RegionRecord]] = {}
-    for i, r in enumerate(shared):
-        groups.setdefault(find(i), []).append(r)
-    return list(groups.values())
 
 
 def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: Share,
@@ -357,33 +322,8 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
     Resident bytes in total are unchanged; the pieces come after the regions they were cut
     from (they are nobody's neighbours in edge_error)."""
     shared = sorted((r for r in regions if r.shared_bytes > 0 and r.end > r.start), key=lambda r: r.start)
-    moved: dict[int, int] = {}  # id(region) -> shared bytes moved into pieces
-    made: list[RegionRecord] = []
-    ws_error = cold_error = 0.0
-    for group in identity_groups(shared):
-        if len({r.pid for r in group}) < 2:
-            continue
-        m, pieces, ws, cold_ = _share_group(group, in_working_set, cold, per_page, doubt, sample_interval, horizon)
-        moved.update(m)
-        made += pieces
-        ws_error += ws
-        cold_error += cold_
-    out = []
-    for r in regions:
-        m = moved.get(id(r))
-        if m is None:
-            out.append(r)
-            continue
-        out.append(_scaled(r, r.resident_bytes - m, r.shared_bytes - m))
-    return tuple(out) + tuple(made), round(ws_error), round(cold_error)
-
-
-def _share_group(shared: Sequence[RegionRecord], in_working_set: Share, cold: Share, per_page: bool,
-                 doubt: tuple[Share, Share] | None, sample_interval: float, horizon: float,
-                 ) -> tuple[dict[int, int], list[RegionRecord], float, float]:
-    """:func:`share_access` for one group of regions that are the same memory where they
-    overlap (sorted by start): the shared bytes each region gives to pieces, by id; the
-    pieces; the working-set and cold errors."""
+    if len({r.pid for r in shared}) < 2:
+        return tuple(regions), 0, 0
     bounds = sorted({x for r in shared for x in (r.start, r.end)})
     moved: dict[int, int] = {}  # id(region) -> shared bytes moved into pieces
     #: id(view) -> (view, bytes that took it, their working-set and cold disagreement)
@@ -482,5 +422,12 @@ def _share_group(shared: Sequence[RegionRecord], in_working_set: Share, cold: Sh
             span = view.end - view.start
             ws_error += max(ws_disagree, min(nbytes, ws_doubt(view) * span))
             cold_error += max(cold_disagree, min(nbytes, cold_doubt(view) * span))
-    made = [_piece(p.owner, p.lo, p.hi, p.nbytes, p.view) for p in pieces if p.nbytes > 0]
-    return moved, made, ws_error, cold_error
+    out = []
+    for r in regions:
+        m = moved.get(id(r))
+        if m is None:
+            out.append(r)
+            continue
+        out.append(_scaled(r, r.resident_bytes - m, r.shared_bytes - m))
+    made = (_piece(p.owner, p.lo, p.hi, p.nbytes, p.view) for p in pieces if p.nbytes > 0)
+    return tuple(out) + tuple(made), round(ws_error), round(cold_error)
