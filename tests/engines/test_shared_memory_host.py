@@ -190,10 +190,11 @@ def test_postgres_resident_is_the_sum_of_its_processes_pss(postgres, exporter):
     e.wait_ready()
     e.wait_for(lambda s: (s.get("damon_target_processes", target="pg") or 0) >= 6, what="postmaster, backends and clients' servers")
     # memory watched for less than working_set_window (3 s) is unknown, and all of it in the
-    # working set's error: judge from two aggregations past the window
+    # working set's error, as memory watched for less than cold_age (6 s) is in the cold
+    # error: judge from two aggregations past the longer
     since = time.time()
-    e.wait_for(lambda s: (s.get("damon_target_last_aggregation_timestamp_seconds", target="pg") or 0) >= since + 3 + 2,
-               what="working_set_window past")
+    e.wait_for(lambda s: (s.get("damon_target_last_aggregation_timestamp_seconds", target="pg") or 0) >= since + 6 + 2,
+               what="cold_age past")
     for _ in range(5):
         before = sum(pss(p) for p in process_tree(postmaster))
         s = e.wait_for(lambda s: s.get("damon_resident_bytes", target="pg") is not None, what="a figure")

@@ -33,6 +33,11 @@ from . import harness
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
+# opt-in until its whole run through pytest fits CI's time: the guest checks it wraps were
+# run by hand (docs/accuracy-real-programs.md has the figures and the command)
+if not os.environ.get("DAMON_EXPORTER_REAL_PROGRAMS"):
+    pytestmark.append(pytest.mark.skip(reason="set DAMON_EXPORTER_REAL_PROGRAMS=1 to boot the real-program checks"))
+
 MiB = 1 << 20
 GUEST_TIMEOUT = 1800
 SCRAPES = 12
