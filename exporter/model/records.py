@@ -101,35 +101,6 @@ class RegionRecord:
         return d
 
 
-@dataclass(frozen=True, slots=True)
-class PageCheck:
-    """Pages of one stretch of a process' memory, marked idle together at the start of a
-    window and read back at its end (the page checks of :mod:`exporter.summary.page_checks`):
-    ``accessed`` of the ``checked`` pages were used within ``seconds``. The pages were drawn
-    at random, without replacement, from ``[start, end)``, which was one region when they
-    were marked; ``horizon`` is the idle time the window was taken for (``working_set_window``
-    or ``cold_age``), ``read_at`` the wall time of the read. ``pages`` are the addresses
-    checked, sorted, and ``used`` whether each was found accessed (the summary counts them
-    by the regions they lie in now)."""
-
-    pid: int
-    start: int
-    end: int
-    horizon: float
-    seconds: float
-    read_at: float
-    pages: tuple[int, ...] = ()
-    used: tuple[bool, ...] = ()
-
-    @property
-    def checked(self) -> int:
-        return len(self.pages)
-
-    @property
-    def accessed(self) -> int:
-        return sum(self.used)
-
-
 @dataclass(frozen=True)
 class TargetRecords:
     """One target (a group of processes) at the end of an aggregation, raw."""
@@ -156,9 +127,6 @@ class TargetRecords:
     #: someone else (reclaim, a kernel DAMON scheme, another monitor), since the engine began
     #: watching the target; engines that cannot tell leave it 0 (see the metric's backends)
     accessed_bits_resets: int = 0
-    #: the last completed window of page checks per process and horizon (page_idle); empty
-    #: where the engine has none
-    page_checks: tuple[PageCheck, ...] = ()
 
     @property
     def key(self) -> TargetKey:

@@ -21,7 +21,6 @@ from typing import Callable, Iterable, Sequence
 from exporter.model.policy import Policy
 from exporter.model.records import Aggregation, EngineStats, RegionRecord, TargetRecords
 from exporter.summary.bands import IDLE_AGE_BUCKETS, idle_bands
-from exporter.summary.page_checks import estimate
 from exporter.summary.promotion import PromotionTracker, Promotions
 from exporter.summary.sharing import share_access
 
@@ -264,24 +263,9 @@ def summarize_target(t: TargetRecords, policy: Policy, sample_interval: float = 
     cold_error = edge_error(regions, is_warm, sample_interval, lambda r: unknown_bytes(r, cold_age))
     promotions = (tracker.observe((t.name, t.labels), regions, t.aggregated_at, cold_age, aggregation_interval)
                   if tracker is not None else None)
-    measured = dict(t.measured_at)
-    ws_at, cold_at = measured.get(window, t.aggregated_at), measured.get(cold_age, t.aggregated_at)
-    ws_error = round(ws_error) + shared_ws_error + share_error + ws_present
-    cold_error = round(cold_error) + shared_cold_error + share_error + cold_present
-    # windows of page checks, where the engine took them, measure the used share of each
-    # region instead of classifying it whole (exporter.summary.page_checks). Each process'
-    # share of a page adds up to the page only where a check sees every mapping's use (a
-    # physical check); per-mapping checks of shared pages would need their union.
-    checks = t.page_checks if access_per_page or not any(r.shared_bytes for r in t.regions) else ()
-    ws_pages = estimate(t.regions, checks, window, lambda r: in_working_set(r, window) / r.resident_bytes)
-    if ws_pages is not None:
-        working, ws_error, ws_at = round(ws_pages.used), round(ws_pages.error), ws_pages.measured_at
-    cold_pages = estimate(t.regions, checks, cold_age, lambda r: 1 - idle_at_least(r, cold_age) / r.resident_bytes)
-    if cold_pages is not None:
-        cold, cold_error, cold_at = round(cold_pages.resident - cold_pages.used), round(cold_pages.error), cold_pages.measured_at
-        cold_unknown = 0  # a completed window of checks has classified every region
     bands = [band for r in regions for band in idle_bands(r)]
     freq = [band for r in regions for band in frequency_bands(r)]
+    measured = dict(t.measured_at)
     return TargetSummary(
         name=t.name,
         pids=tuple(sorted(set(t.pids))),
@@ -297,10 +281,10 @@ def summarize_target(t: TargetRecords, policy: Policy, sample_interval: float = 
         labels=t.labels,
         errors=t.errors,
         max_regions=t.max_regions,
-        working_set_measured_at=ws_at,
-        cold_measured_at=cold_at,
-        working_set_error_bytes=min(resident, ws_error),
-        cold_error_bytes=min(resident, cold_error),
+        working_set_measured_at=measured.get(policy.working_set_window, t.aggregated_at),
+        cold_measured_at=measured.get(policy.cold_age, t.aggregated_at),
+        working_set_error_bytes=min(resident, round(ws_error) + shared_ws_error + share_error + ws_present),
+        cold_error_bytes=min(resident, round(cold_error) + shared_cold_error + share_error + cold_present),
         nr_merged=t.nr_merged,
         not_monitored=t.not_monitored,
         promotions=promotions,

@@ -67,10 +67,7 @@ def test_all_cold_target():
     # the error estimate says so (every byte is unknown)
     assert first.working_set_bytes == 0
     assert first.working_set_error_bytes == first.resident_bytes
-    # the windows of page checks (16 pages per region, none found used) bound the used share
-    # of each region, but not to zero: the error is their binomial interval, a few percent
-    assert 0 < t.working_set_error_bytes < 0.05 * t.resident_bytes
-    assert 0 < t.cold_error_bytes < 0.05 * t.resident_bytes
+    assert t.working_set_error_bytes == 0 and t.cold_error_bytes == 0
 
 
 def test_all_hot_target():

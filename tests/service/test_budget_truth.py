@@ -71,7 +71,7 @@ def test_steady_pattern_reads_the_same_while_the_budget_acts(seed, hot_at):
     resident = SIZE + (TEXT[1] - TEXT[0]) + (STACK[1] - STACK[0])
     truth_ws, truth_cold = HOT, resident - HOT
     prev = None
-    ws, cold, errors, cold_errors = [], [], [], []
+    ws, cold, errors = [], [], []
     stretches = relaxes = cap_cuts = 0
     intervals = set()
     for now, snap, d in run(seed, hot_at, 160):
@@ -99,19 +99,11 @@ def test_steady_pattern_reads_the_same_while_the_budget_acts(seed, hot_at):
             ws.append(t.working_set_bytes)
             cold.append(t.cold_bytes)
             errors.append(t.working_set_error_bytes)
-            cold_errors.append(t.cold_error_bytes)
     # the budget really acted, both ways, repeatedly, caps included
     assert stretches >= 3 and relaxes >= 3 and cap_cuts >= 2, (stretches, relaxes, cap_cuts)
     assert len(intervals) >= 3, intervals
-    # and the numbers did not move: every aggregation within its published error, and all
-    # but the draws of the page checks' binomial tail within 2% of the truth. The regions
-    # straddling the hot edge are estimated from 16 pages (sd of 1/8 of such a region), so
-    # the 2% may be missed at the rate a 95% interval allows its truth outside: 1 in 20
-    assert all(abs(x - truth_ws) <= e for x, e in zip(ws, errors)), [x / MiB for x in ws]
-    assert all(abs(x - truth_cold) <= e for x, e in zip(cold, cold_errors)), [x / MiB for x in cold]
-    assert sum(abs(x - truth_ws) > 0.02 * truth_ws for x in ws) <= len(ws) / 20, [x / MiB for x in ws]
-    assert sum(abs(x - truth_cold) > 0.02 * truth_ws for x in cold) <= len(cold) / 20, [x / MiB for x in cold]
-    # and the error estimate agrees that they are good: the 95% interval of the windows of
-    # page checks (16 pages per region, exporter.summary.page_checks), a few percent of the
-    # resident bytes, whatever the budget did to the intervals
-    assert max(errors) <= 0.05 * resident, [e / MiB for e in errors]
+    # and the numbers did not move: every aggregation within 2% of the truth
+    assert all(abs(x - truth_ws) <= 0.02 * truth_ws for x in ws), [x / MiB for x in ws]
+    assert all(abs(x - truth_cold) <= 0.02 * truth_ws for x in cold), [x / MiB for x in cold]
+    # and the error estimate agrees that they are good
+    assert max(errors) <= 0.05 * truth_ws, [e / MiB for e in errors]

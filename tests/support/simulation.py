@@ -33,7 +33,6 @@ class SummarizingMonitor(Monitor):
     def __init__(self, *args, cold_age: float = 120.0, working_set_window: float = 60.0, **kw) -> None:
         super().__init__(*args, **kw)
         self.policy = Policy(cold_age=cold_age, working_set_window=working_set_window)
-        self.set_horizons((working_set_window, cold_age), returns_after=cold_age)
         self.tracker = PromotionTracker()  # as the sampler keeps one
 
     def step(self) -> Summary | None:  # type: ignore[override]

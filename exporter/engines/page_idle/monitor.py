@@ -19,7 +19,6 @@ from typing import Callable, Iterable
 
 from exporter.engines.bookkeeping import Failures
 from exporter.engines.page_idle.operations import Operations
-from exporter.engines.page_idle.page_windows import PAGES_PER_REGION, PageWindows, draw_avoiding
 from exporter.engines.page_idle.ranges import AddressRange, three_regions
 from exporter.engines.page_idle.regions import (
     MIN_REGION,
@@ -33,10 +32,9 @@ from exporter.engines.page_idle.regions import (
     split_regions,
     update_age,
 )
-from exporter.model.attrs import MonitoringAttrs
+from exporter.model.attrs import PAGE_SIZE, MonitoringAttrs
 from exporter.model.engine import Engine, TargetSpec
 from exporter.model.errors import OpsError
-from exporter.model.policy import DEFAULT_COLD_AGE, DEFAULT_WORKING_SET_WINDOW
 from exporter.model.process import ProcessRef
 from exporter.model.records import (
     Aggregation,
@@ -54,7 +52,6 @@ log = logging.getLogger(__name__)
 class _Process:
     ref: ProcessRef
     regions: list[Region] = field(default_factory=list)
-    windows: PageWindows | None = None  # windows of page checks (None: not yet, or none)
 
 
 @dataclass
@@ -89,20 +86,12 @@ class Monitor(Engine):
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         sleep: Callable[[float], object] = time.sleep,
-        page_checks: int = PAGES_PER_REGION,
     ) -> None:
-        """``page_checks``: pages per region in each window of page checks (0: none; see
-        :mod:`.page_windows`)."""
         self.ops = ops
-        self.page_checks = page_checks
-        self._horizons: tuple[float, ...] = (DEFAULT_WORKING_SET_WINDOW, DEFAULT_COLD_AGE)
         self.name = ops.name  # type: ignore[misc]  # the backend is the operations set's
         self._attrs = attrs or MonitoringAttrs()
         self._pending_attrs: MonitoringAttrs | None = None
         self.rng = rng or random.Random()
-        # the windows of page checks draw from their own stream (seeded from the monitor's
-        # without consuming it), so that they leave the regions' draws as they were
-        self._window_rng = random.Random(repr(self.rng.getstate()[1][:8]))
         self.clock = clock
         self.wall_clock = wall_clock
         self.sleep = sleep
@@ -134,10 +123,6 @@ class Monitor(Engine):
             self._next_update = now + attrs.update_interval
             return
         self._pending_attrs = attrs
-
-    def set_horizons(self, seconds: Iterable[float], *, returns_after: float | None = None) -> None:
-        """The windows of page checks are taken over these idle times."""
-        self._horizons = tuple(sorted({float(s) for s in seconds if s > 0}))
 
     def set_region_cap(self, key: TargetKey, cap: int | None) -> None:
         """Lower one target's region cap (the CPU budget uses this); None restores it."""
@@ -212,12 +197,13 @@ class Monitor(Engine):
 
     def prepare(self) -> None:
         """Pick one random page per region and clear its accessed state."""
+        page = PAGE_SIZE
         rnd = self.rng.randrange
         for t in self._targets.values():
             for p in list(t.processes.values()):
                 addrs = []
                 for r in p.regions:
-                    r.sampling_addr = draw_avoiding(r, p.windows, rnd)
+                    r.sampling_addr = r.start + rnd((r.end - r.start) // page) * page
                     addrs.append(r.sampling_addr)
                 if not addrs:
                     continue
@@ -278,7 +264,6 @@ class Monitor(Engine):
             self._ensure_min_regions(t)
             nr_merged = t.nr_regions()
             self._split(t, max_regions)
-            self._page_windows(t)
             targets.append(self._target_records(t, max_regions, nr_merged))
             for p in procs:
                 for r in p.regions:
@@ -324,21 +309,6 @@ class Monitor(Engine):
                     r.age = int(round(r.age * age_factor))
                     r.last_nr_accesses = int(round(r.last_nr_accesses * accesses_factor))
 
-    def _page_windows(self, t: _Target) -> None:
-        """Read the windows of page checks that are due, start the next ones (on the
-        regions as they are after this aggregation's split)."""
-        if self.page_checks <= 0:
-            return
-        now, wall = self.clock(), self.wall_clock()
-        for p in list(t.processes.values()):
-            if p.windows is None:
-                p.windows = PageWindows(self.page_checks)
-            try:
-                p.windows.step(self.ops, p.ref, p.regions, self._horizons, now, wall,
-                               self.attrs.aggregation_interval, self._window_rng)
-            except OpsError as e:
-                self._fail(t, p.ref, e)
-
     def _ensure_min_regions(self, t: _Target) -> None:
         """Split the largest regions in two until the target has ``min_regions``.
 
@@ -370,7 +340,6 @@ class Monitor(Engine):
 
     def _target_records(self, t: _Target, max_regions: int, nr_merged: int = 0) -> TargetRecords:
         stats: list[RegionRecord] = []
-        checks = []
         now = self.clock()
         for p in list(t.processes.values()):
             try:
@@ -378,8 +347,6 @@ class Monitor(Engine):
             except OpsError as e:
                 self._fail(t, p.ref, e)
                 continue
-            if p.windows is not None:
-                checks += p.windows.checks(self._horizons)
             for r, res in zip(p.regions, resident):
                 stats.append(
                     RegionRecord(
@@ -405,7 +372,6 @@ class Monitor(Engine):
             not_monitored=self._failures.not_monitored(t.spec),
             max_regions=max_regions,
             nr_merged=nr_merged,
-            page_checks=tuple(checks),
         )
 
     # -- updates -------------------------------------------------------------------------

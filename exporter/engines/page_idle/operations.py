@@ -49,16 +49,6 @@ class Operations(abc.ABC):
         """Resident memory in each range (same order), each page by its share (PSS's rule:
         a page ``n`` page tables map counts ``1/n``). Cost must be bounded per range."""
 
-    def mark_pages(self, proc: ProcessRef, addrs: Sequence[int]) -> object | None:
-        """Clear the accessed state of the pages holding ``addrs`` for a read much later
-        (a window of page checks), independent of :meth:`prepare_access_checks`; returns a
-        token for :meth:`read_pages`, or None where the backend has no such checks."""
-        return None
-
-    def read_pages(self, proc: ProcessRef, token: object) -> list[CheckResult]:
-        """For each address of a :meth:`mark_pages` token, whether it was accessed since."""
-        raise NotImplementedError
-
     def forget(self, proc: ProcessRef) -> None:
         """Drop per-process state (open files, caches); the process left the monitoring."""
 

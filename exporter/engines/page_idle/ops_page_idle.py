@@ -309,17 +309,6 @@ class PageIdleOps(Operations):
     def prepare_access_checks(self, proc: ProcessRef, addrs: Sequence[int]) -> None:
         p = self._proc(proc)
         p.prepared = None
-        p.prepared = self._mark(p, addrs)
-
-    def mark_pages(self, proc: ProcessRef, addrs: Sequence[int]) -> object | None:
-        return self._mark(self._proc(proc), addrs)
-
-    def read_pages(self, proc: ProcessRef, token: object) -> list[CheckResult]:
-        assert isinstance(token, _Prepared)
-        return self._read(self._proc(proc), token, token.addrs)
-
-    def _mark(self, p: _Proc, addrs: Sequence[int]) -> _Prepared:
-        """Mark the pages holding ``addrs`` idle; what is needed to read them back."""
         entries = self._entries(p.pagemap, addrs)
         present = [i for i, e in enumerate(entries) if e & PM_PRESENT]
         heads: list[int | None] = [None] * len(addrs)
@@ -333,7 +322,7 @@ class PageIdleOps(Operations):
             if refused:
                 not_lru = {h for h, f in zip(refused, self._flags_of(refused)) if not f >> KPF_LRU & 1}
                 heads = [None if h in not_lru else h for h in heads]
-        return _Prepared(tuple(addrs), entries, heads)
+        p.prepared = _Prepared(tuple(addrs), entries, heads)
 
     def _flags_of(self, pfns: list[int]) -> list[int]:
         out = [0] * len(pfns)
@@ -347,13 +336,9 @@ class PageIdleOps(Operations):
         p = self._proc(proc)
         prep = p.prepared
         p.prepared = None
-        if prep is None or prep.addrs != tuple(addrs):
-            self._entries(p.pagemap, addrs)  # a process gone raises here, as in a read
-            return [None] * len(addrs)
-        return self._read(p, prep, addrs)
-
-    def _read(self, p: _Proc, prep: _Prepared, addrs: Sequence[int]) -> list[CheckResult]:
         now = self._entries(p.pagemap, addrs)
+        if prep is None or prep.addrs != tuple(addrs):
+            return [None] * len(addrs)
         out: list[CheckResult] = [None] * len(addrs)
         to_read: list[tuple[int, int]] = []
         for i, (e0, e1, h) in enumerate(zip(prep.entries, now, prep.heads)):

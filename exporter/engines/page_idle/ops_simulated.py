@@ -41,9 +41,6 @@ class SimulatedProcess:
     #: ranges whose pages ``mappers`` page tables map (fork's copy-on-write pages, shmem):
     #: (start, end, mappers); each page there counts 1/mappers, as PSS counts it
     shared: list[tuple[int, int, int]] = field(default_factory=list)
-    #: single pages (addresses, page aligned) accessed in every sample interval: a hot set
-    #: scattered over the heap, as a real program's is
-    hot_pages: frozenset[int] = frozenset()
 
     def is_resident(self, addr: int) -> bool:
         ranges = self.resident if self.resident is not None else self.mappings
@@ -71,20 +68,9 @@ class SimulatedProcess:
                 shared += here / n
         return Residency(int(round(total)), int(round(shared)))
 
-    def accessed(self, addr: int, t0: float, t1: float, rand: Callable[[], float]) -> bool:
-        """Whether the page at ``addr`` is accessed between ``t0`` and ``t1``."""
-        if addr in self.hot_pages:
-            return True
-        for h in self.hot:
-            if h.start <= addr < h.end and h.active_from <= t1 and t0 < h.active_until:
-                if h.probability >= 1.0 or rand() < h.probability:
-                    return True
-        return False
-
     def hot_bytes(self, t: float, resident_only: bool = True) -> int:
-        """Ground truth: bytes in ranges active at ``t`` (resident ones only by default),
-        and the scattered hot pages."""
-        total = sum(4096 for a in self.hot_pages if not resident_only or self.is_resident(a))
+        """Ground truth: bytes in ranges active at ``t`` (resident ones only by default)."""
+        total = 0
         for h in self.hot:
             if h.active_from <= t < h.active_until:
                 total += self.resident_in(h.start, h.end) if resident_only else h.end - h.start
@@ -105,7 +91,6 @@ class SimulatedOps(Operations):
         self.rng = rng or random.Random(0)
         self._prepared_at: dict[int, float] = {}
         self.checks = 0
-        self.page_checks = 0  # pages read by read_pages (the windows of page checks)
 
     def _proc(self, ref: ProcessRef) -> SimulatedProcess:
         p = self.processes.get(ref.pid)
@@ -123,23 +108,22 @@ class SimulatedOps(Operations):
     def check_accesses(self, ref: ProcessRef, addrs: Sequence[int]) -> list[CheckResult]:
         p = self._proc(ref)
         t0 = self._prepared_at.get(ref.pid, self.clock())
-        self.checks += len(addrs)
-        return self._accessed(p, addrs, t0, self.clock())
-
-    def _accessed(self, p: SimulatedProcess, addrs: Sequence[int], t0: float, t1: float) -> list[CheckResult]:
+        t1 = self.clock()
         out: list[CheckResult] = []
+        rand = self.rng.random
         for a in addrs:
-            out.append(p.accessed(a, t0, t1, self.rng.random) if p.is_resident(a) else None)
+            self.checks += 1
+            if not p.is_resident(a):
+                out.append(None)
+                continue
+            hit = False
+            for h in p.hot:
+                if h.start <= a < h.end and h.active_from <= t1 and t0 < h.active_until:
+                    if h.probability >= 1.0 or rand() < h.probability:
+                        hit = True
+                        break
+            out.append(hit)
         return out
-
-    def mark_pages(self, ref: ProcessRef, addrs: Sequence[int]) -> object | None:
-        self._proc(ref)
-        return (tuple(addrs), self.clock())
-
-    def read_pages(self, ref: ProcessRef, token: object) -> list[CheckResult]:
-        addrs, t0 = token  # type: ignore[misc]
-        self.page_checks += len(addrs)
-        return self._accessed(self._proc(ref), addrs, t0, self.clock())
 
     def resident_bytes(self, ref: ProcessRef, ranges: Sequence[tuple[int, int]]) -> list[Residency]:
         p = self._proc(ref)
