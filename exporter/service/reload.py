@@ -72,7 +72,8 @@ class ConfigReloader:
         self.thread.start()
 
     def request(self) -> None:
-        """Ask for a reload now; safe to call from a signal handler."""
+        """Ask for a reload now. Not for a signal handler: ``Event.set`` takes a lock, so the
+        handler only records the signal and the main thread calls this."""
         self._wake.set()
 
     def _main(self) -> None:
