@@ -11,29 +11,25 @@ what the views mean depends on the engine's check:
   the workers' hot copy-on-write pages as idle. A shared page is used when *any* of its
   users used it, so the shared part of each region takes the access of the most recently
   used covering region.
-- **Per physical page** (page_idle's bitmap walks every mapping of a page): every process
-  sees every access already, and each region's verdict is evidence about the same pages. A
-  region found idle says none of its pages was used; one found used says only that *some*
-  were. So where regions of several processes cover the same pages, the least recently used
-  of them is the tightest evidence: the hot part is the intersection of the processes' hot
-  regions, and a region straddling the hot edge in one process is cut back by the others.
-  A region's silence is a sample, though: one sample per interval over the whole region,
-  so it says little about a sliver of it. Where it would likely have missed the use that
-  other processes' regions report there, and they are unlikely to be wrong together, they
-  decide (:func:`_silent_regions`).
+- **Per physical page** (page_idle's bitmap walks every mapping of a page): a check of a
+  shared page already sees every mapper's access, so each process' regions are a complete
+  estimate of the frames that process maps, and they need no reconciliation: counted by
+  share, the target's figure for a shared frame is the share-weighted mean of its mappers'
+  verdicts, and each process' own edge error, counted by share, is the same mean of their
+  errors, so if every process' estimate is within its error of the truth, so is the mean
+  (the triangle inequality). It is also right where two processes map *different* frames at
+  one address (unrelated trees started with ASLR off, pages whose copy-on-write a write
+  broke): every check reads the frame its own process maps. :func:`share_access` leaves
+  these records as they are.
 
-What is doubtful differs too. Per physical page, where the covering regions disagree, the
-chance that the view taken is wrong is counted in the working set's and the cold bytes'
-error: for a silent region taken over fresher ones, the chance its samples missed their
-use; for fresher ones taken over a silent region, the chance it was right. For per-mapping
-counts of referenced bytes (clear_refs), the bytes the views disagree on are counted whole:
-the truth lies between the views. Per mapping with DAMON's regions, a view that says
-idle is no evidence against another process' use (the parent that forked readers never
-reads their pages), so only the views of processes that use some shared memory doubt each
-other where they disagree; and a piece takes the doubt of the region whose view it took, as
-that region's own process sees it (its edge share: a region across the edge of the used
-part reads fewer accesses than the used regions beside it), up to the bytes taken from it.
-That finds the same physical page where the processes inherited the
+For per-mapping counts of referenced bytes (clear_refs), the bytes the views disagree on are
+counted whole: the truth lies between the views. Per mapping with DAMON's regions, a view
+that says idle is no evidence against another process' use (the parent that forked readers
+never reads their pages), so only the views of processes that use some shared memory doubt
+each other where they disagree; and a piece takes the doubt of the region whose view it
+took, as that region's own process sees it (its edge share: a region across the edge of the
+used part reads fewer accesses than the used regions beside it), up to the bytes taken from
+it. Matching by address finds the same physical page where the processes inherited the
 mapping from a common parent (fork keeps addresses: gunicorn ``--preload`` workers,
 PostgreSQL backends and their ``shared_buffers``, Redis' fork, multiprocessing), which is how
 pages come to be shared within one target in practice. Shared memory mapped at different
@@ -86,23 +82,15 @@ def _scaled(r: RegionRecord, resident: int, shared: int) -> RegionRecord:
     )
 
 
-def _staleness(r: RegionRecord) -> tuple[int, float]:
-    """Sort key: the least recently used region first (point records)."""
-    if r.nr_accesses > 0:
-        return (1, r.frequency)
-    return (0, -r.idle_seconds)
-
-
 class _View:
     """What every process' piece of one stretch of shared memory takes from the regions
     covering it, worked out once per stretch (not once per covering region: with P
     processes that is P times less work, which matters at hundreds of workers)."""
 
-    __slots__ = ("covering", "per_page", "_fresh", "_dist", "_ids")
+    __slots__ = ("covering", "_fresh", "_dist", "_ids")
 
-    def __init__(self, covering: Sequence[RegionRecord], per_page: bool) -> None:
+    def __init__(self, covering: Sequence[RegionRecord]) -> None:
         self.covering = covering
-        self.per_page = per_page
         self._fresh: RegionRecord | None = None
         self._dist: tuple[tuple[tuple[float, float], ...], float] | None = None
         self._ids: frozenset[int] | None = None
@@ -119,10 +107,9 @@ class _View:
         return self._ids == other._ids
 
     def fresh(self) -> RegionRecord:
-        """Point records: the most recently used of the covering regions, or, where the
-        check is per physical page, the least recently used."""
+        """Point records: the most recently used of the covering regions."""
         if self._fresh is None:
-            self._fresh = min(self.covering, key=_staleness if self.per_page else _freshness)
+            self._fresh = min(self.covering, key=_freshness)
         return self._fresh
 
     def dist(self) -> tuple[tuple[tuple[float, float], ...], float]:
@@ -152,7 +139,7 @@ class _Piece:
 def _piece(owner: RegionRecord, lo: int, hi: int, nbytes: int, view: _View) -> RegionRecord:
     """``nbytes`` of ``owner``'s shared memory in ``[lo, hi)``, used as ``view`` says: as
     the most recently used of the regions covering it (a distribution: as the most used of
-    them, per idle time), or, where the check is per physical page, the least recently used."""
+    them, per idle time)."""
     if owner.idle_distribution:
         fracs, accessed = view.dist()
         return replace(owner, start=lo, end=hi, resident_bytes=nbytes, shared_bytes=nbytes,
@@ -235,92 +222,21 @@ def _unexplained_hits(shared: Sequence[RegionRecord]) -> dict[int, float]:
     return out
 
 
-#: per physical page, a region that saw no access gives way to the fresher views of other
-#: processes only where neither is sure: its samples would have missed the use they report
-#: inside it with more than this chance, had they been right, and their hits would come
-#: from the rest of their regions with less than this chance, had it been right
-MISS_ALPHA = 0.05
-
-
-@lru_cache(maxsize=4096)
-def _at_least(n: int, p: float, k: int) -> float:
-    """P(Binomial(n, p) >= k) (cached: many regions of many processes ask the same)."""
-    if k <= 0:
-        return 1.0
-    if p <= 0.0:
-        return 0.0
-    if p >= 1.0:
-        return 1.0 if k <= n else 0.0
-    return min(1.0, sum(math.comb(n, i) * p ** i * (1.0 - p) ** (n - i) for i in range(k, n + 1)))
-
-
-#: what a region's samples read of its bytes, by id: (its working-set and cold shares, its staleness)
-Readings = dict[int, tuple[tuple[float, float], tuple[int, float]]]
-
-
-def _silent_regions(shared: Sequence[RegionRecord], readings: Readings, sample_interval: float,
-                    horizon: float) -> dict[int, tuple[float, bool]]:
-    """Per physical page, point records: for each region that saw no access this
-    aggregation, the chance that its samples would have missed the use that fresher regions
-    of other processes report inside it, had they been right; and whether it gives way to
-    them there (it is likely to have missed, and they are unlikely to be wrong).
-
-    Every region gets one sample per interval however large it is, so its silence is strong
-    evidence about a large part of it and weak about a sliver: an idle region of 14.5 MiB
-    reaching 2.5 MiB over the hot edge misses the hot part in 12 samples one time in ten
-    ((1 - 2.5/14.5)^12), so taking the least recently used view there would call hot bytes
-    cold. The others' evidence is
-    weighed too: a region across the hot edge that reads its hot share of hits says nothing
-    about the sliver a silent region of another process covers, while four processes'
-    regions hit at every sample, each covering the sliver, are unlikely to be wrong
-    together (their samplers are independent). A region's silence counts for ``horizon``
-    seconds at most (use that began within the working-set window cannot have been sampled
-    before it). Every region counts as evidence, one straddling the hot edge too: the
-    binomial test weighs its hits."""
-    point = sorted((r for r in shared if not r.idle_distribution), key=lambda r: r.start)
-    rate = min(1.0, max((r.frequency for r in point if r.nr_accesses > 0 and r.nr_checks), default=1.0))
-    starts = [r.start for r in point]
-    longest = max((r.end - r.start for r in point), default=0)
-    out: dict[int, tuple[float, bool]] = {}
-    for r in point:
-        if r.nr_accesses > 0 or r.end <= r.start:
-            continue
-        mine, stale = readings[id(r)]
-        spans = []
-        unlikely: dict[int, float] = {}  # pid -> chance its hits come from outside r
-        for o in point[bisect_left(starts, r.start - longest):bisect_left(starts, r.end)]:
-            if o.end <= r.start or o.pid == r.pid:
-                continue
-            theirs, fresh = readings[id(o)]
-            if theirs == mine or fresh <= stale:
-                continue
-            a, b = max(o.start, r.start), min(o.end, r.end)
-            spans.append((a, b))
-            if o.nr_accesses > 0 and o.nr_checks:
-                outside = round(rate * (1.0 - (b - a) / (o.end - o.start)), 4)
-                chance = _at_least(o.nr_checks, outside, o.nr_accesses)
-                unlikely[o.pid] = min(unlikely.get(o.pid, 1.0), chance)
-        covered = _union_length(spans)
-        n = min(r.idle_seconds, horizon) / sample_interval
-        miss = (1.0 - covered / (r.end - r.start)) ** n if covered else 0.0
-        out[id(r)] = (miss, miss > MISS_ALPHA and math.prod(unlikely.values()) < MISS_ALPHA)
-    return out
-
-
 def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: Share,
                  per_page: bool = False, doubt: tuple[Share, Share] | None = None,
-                 sample_interval: float = 0.0, horizon: float = math.inf,
                  ) -> tuple[tuple[RegionRecord, ...], int, int]:
     """The target's regions with the shared part of each, where processes of the target
     overlap with shared memory at the same addresses, split off into pieces used as the
-    most recently used of them (``per_page``: as the least recently used, unless its silence
-    is weak against the others' hits, see :func:`_silent_regions`); and the bytes of those pieces on
+    most recently used of them (``per_page``: the records as they are, see the module's
+    docstring); and the bytes of those pieces on
     which the regions disagreed, for the working set and for the cold bytes
     (``in_working_set`` and ``cold`` give the share of a region's bytes in each figure;
     ``doubt`` the share of a region's bytes its own process' edge evidence puts on the
     wrong side, for the working set and for the cold bytes, used for point records).
     Resident bytes in total are unchanged; the pieces come after the regions they were cut
     from (they are nobody's neighbours in edge_error)."""
+    if per_page:
+        return tuple(regions), 0, 0
     shared = sorted((r for r in regions if r.shared_bytes > 0 and r.end > r.start), key=lambda r: r.start)
     if len({r.pid for r in shared}) < 2:
         return tuple(regions), 0, 0
@@ -330,11 +246,10 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
     taken: dict[int, tuple[RegionRecord, int, float, float]] = {}
     # what each region says, worked out once: a region is in as many stretches as it meets
     # other processes' edges
-    readings: Readings = {id(r): ((in_working_set(r), cold(r)), _staleness(r)) for r in shared}
-    users = {r.pid for r in shared if readings[id(r)][0][0] > 0}
-    per_mapping = doubt is not None and not per_page
+    readings = {id(r): (in_working_set(r), cold(r)) for r in shared}
+    users = {r.pid for r in shared if readings[id(r)][0] > 0}
+    per_mapping = doubt is not None
     unexplained = _unexplained_hits(shared) if doubt is not None else {}
-    silent = _silent_regions(shared, readings, sample_interval, horizon) if per_page and sample_interval > 0 else {}
     ws_error = cold_error = 0.0
     #: consecutive stretches of one region that take the same view are one piece (fewer
     #: records, the same bytes)
@@ -360,34 +275,9 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
                 ids = {id(c) for c in used}
                 views = [c for c in covering if id(c) not in ids]
                 residue = max(unexplained[i] for i in ids)
-        elif per_page and doubt is not None:
-            # views whose hits others' use explains say nothing of their own here; a silent
-            # view that would likely have missed the others' use does not overrule them
-            own_evidence = [c for c in covering if id(c) not in unexplained] or covering
-            fresher = lambda c, d: readings[id(d)][1] > readings[id(c)][1] and readings[id(d)][0] != readings[id(c)][0]  # noqa: E731
-            missed_use = {id(c) for c in covering if silent.get(id(c), (0.0, False))[1]
-                    and any(fresher(c, d) for d in covering)}
-            # a view explained by others' use elsewhere decides only where every other view
-            # likely missed the use: otherwise a silent region that likely missed it would
-            # be left to call the hot part idle
-            views = ([c for c in own_evidence if id(c) not in missed_use]
-                     or [c for c in covering if id(c) not in missed_use] or own_evidence)
-            chosen = min(views, key=_staleness)
-            for c in own_evidence:
-                # the share of these bytes on which the chosen view may be wrong, as the
-                # evidence of each view it overruled says
-                if id(c) in missed_use:
-                    w = 1.0 - silent[id(c)][0]
-                elif c is chosen:
-                    continue
-                else:
-                    w = silent.get(id(chosen), (1.0, False))[0]
-                (ws_c, cold_c), (ws_x, cold_x) = readings[id(c)][0], readings[id(chosen)][0]
-                ws_doubt_share = max(ws_doubt_share, w * abs(ws_c - ws_x))
-                cold_doubt_share = max(cold_doubt_share, w * abs(cold_c - cold_x))
-        ws = [readings[id(r)][0][0] for r in views]
-        cd = [readings[id(r)][0][1] for r in views]
-        stretch = _View(views, per_page)
+        ws = [readings[id(r)][0] for r in views]
+        cd = [readings[id(r)][1] for r in views]
+        stretch = _View(views)
         ws_split, cold_split = max(ws) - min(ws), max(cd) - min(cd)
         if per_mapping:
             # only the views of processes that use shared memory can doubt each other

@@ -237,68 +237,42 @@ def per_page_straddlers(checks=20):
     return regions
 
 
-def test_with_per_page_access_the_tightest_view_wins():
-    """page_idle sees every access from every process, so each region's verdict is evidence
-    about the same pages: the hot part is the intersection of the five hot regions (the
-    true 16 MiB here), not the mean of their overshoots, and the truth is within the error."""
-    t = summary(per_page_straddlers(), access_per_page=True)
-    assert close(t.working_set_bytes, 16)
-    assert close(t.cold_bytes, 112)
-    assert close(t.resident_bytes, 128)
-    assert t.working_set_bytes + t.working_set_error_bytes >= 16 * MiB
+def test_per_page_each_frame_is_the_mean_of_its_mappers_views():
+    """page_idle sees every access from every process, so each process' regions are a
+    complete estimate of the frames it maps, and counted by share they need nothing more:
+    the target's working set is the mean of the five processes' own estimates (here their
+    straddlers' overshoots, 16 to 20 MiB: 18), and its error the mean of their own errors,
+    so it brackets the truth wherever each of them does."""
+    regions = per_page_straddlers()
+    t = summary(regions, access_per_page=True)
+    alone = [summary([replace(r, resident_bytes=r.resident_bytes * 5, shared_bytes=0) for r in regions if r.pid == pid])
+             for pid in range(100, 105)]
+    assert [round(a.working_set_bytes / MiB) for a in alone] == [18, 17, 19, 16, 20]
+    slack = 5 * 4096  # shares round to bytes
+    for key in ("working_set_bytes", "working_set_error_bytes", "cold_bytes", "cold_error_bytes"):
+        assert abs(getattr(t, key) - sum(getattr(a, key) for a in alone) / 5) <= slack, key
+    assert close(t.working_set_bytes, 18) and close(t.resident_bytes, 128)
 
 
-def test_per_page_a_silent_region_that_would_have_missed_the_use_does_not_overrule_it():
-    """What one CI boot read under the CPU budget's 1.7 s samples: one reader's idle region
-    reached 2.5 MiB over the hot edge, and 12 samples in the working-set window (20 s) miss
-    2.5 MiB of 14.5 one time in ten. The least recently used view then put those hot bytes in
-    cold; the four other readers' regions, hot at every sample, say otherwise, and they win
-    where the silent region is that weak."""
-    regions = []
-    for pid, edge in ((100, 112.0), (101, 111.9), (102, 112.1), (103, 112.0)):
-        regions += [point(pid, 0, edge, edge / 5, edge / 5, idle=600.0, checks=6),
-                    point(pid, edge, 128 - edge, (128 - edge) / 5, (128 - edge) / 5, acc=6, checks=6)]
-    regions += [point(104, 0, 100, 20, 20, idle=600.0, checks=6), point(104, 100, 14.5, 2.9, 2.9, idle=35.0, checks=6),
-                point(104, 114.5, 13.5, 2.7, 2.7, acc=6, checks=6)]
-    t = summarize_target(TargetRecords("t", tuple(sorted({r.pid for r in regions})), tuple(regions), 0.0),
-                         Policy(30.0, 20.0), 1.7, True)
-    assert 16 * MiB - 0.2 * MiB <= t.working_set_bytes <= 16 * MiB + 0.2 * MiB
-    assert 112 * MiB - 0.2 * MiB <= t.cold_bytes <= 112 * MiB + 0.2 * MiB
-    # the silent region had it right nine times in ten: the bytes it was overruled on are
-    # in the error
-    assert 0.9 * 2.4 * MiB <= t.cold_error_bytes
+def two_trees(per_page):
+    """Two unrelated process trees started with ASLR off, so at the same addresses: each a
+    parent with 256 MiB that forked 4 children sharing it copy-on-write; tree A's children
+    read the first 32 MiB, tree B's read nothing. Per physical page (``per_page``) every
+    process of tree A sees its children's accesses, and tree B's processes see none: their
+    frames at the same addresses are other frames."""
+    regions = forked(heap=256, hot=32, pid0=100)
+    if per_page:
+        regions = [point(r.pid, 0, 32, 32 / 5, 32 / 5, acc=20) if r.start == A else r for r in regions if r.pid != 100]
+        regions += [point(100, 0, 32, 32 / 5, 32 / 5, acc=20), point(100, 32, 224, 224 / 5, 224 / 5, idle=600.0)]
+    regions += [point(200 + i, 0, 256, 256 / 5, 256 / 5, idle=600.0) for i in range(5)]
+    return regions
 
 
-def test_per_page_a_silent_region_that_would_have_caught_the_use_is_believed():
-    """The same reader's region idle for the whole window and only 0.5 MiB of it under a
-    region of another reader that reads used a third of the time: had that half MiB been in
-    use, 40 samples would have missed it one time in ...; rather, the other reader's hits
-    come from its own memory beyond, and the silent region decides where they overlap."""
-    regions = [point(100, 0, 112, 112 / 2, 112 / 2, idle=600.0, checks=40),
-               point(100, 112, 16, 8, 8, acc=40, checks=40),
-               point(101, 0, 100, 50, 50, idle=600.0, checks=40),
-               point(101, 100, 12.5, 6.25, 6.25, acc=2, checks=40),
-               point(101, 112.5, 15.5, 7.75, 7.75, acc=40, checks=40)]
-    t = summarize_target(TargetRecords("t", (100, 101), tuple(regions), 0.0), Policy(30.0, 20.0), 0.5, True)
-    assert close(t.working_set_bytes, 16, tol=0.01) and close(t.cold_bytes, 112, tol=0.01)
-
-
-def test_per_page_a_view_explained_by_others_decides_where_every_other_view_is_deaf():
-    """Readers starved under the budget read the hot part at 9 of 12 samples beside another
-    reader's 12 of 12, and the one covering the hot edge is explained by the others' use
-    inside it. Where only it and a silent region idle 25 s (seen once in warm-up) cover
-    some hot bytes, the silent region, 96 MiB with 6 of them under fresher use, would miss
-    that use one time in five: the explained view decides, not the deaf one. (One CI boot:
-    4 MiB of the hot part called idle for 20-30 s, neither working set nor cold, at one
-    aggregation.)"""
-    def share(start, size, **kw):
-        return point(kw.pop("pid"), start, size, size / 3, size / 3, checks=12, **kw)
-    regions = [share(0, 110, pid=100, idle=600.0), share(110, 8, pid=100, acc=9), share(118, 10, pid=100, acc=12),
-               share(114, 14, pid=101, acc=12),
-               share(0, 20, pid=102, idle=600.0), share(20, 96, pid=102, idle=25.0), share(116, 12, pid=102, acc=12)]
-    t = summarize_target(TargetRecords("t", (100, 101, 102), tuple(regions), 0.0), Policy(30.0, 20.0), 0.8, True)
-    in_hot = (14 + 16 + 16) / 3  # the three processes' shares of [112, 128)
-    assert t.working_set_bytes >= in_hot * MiB - 0.01 * MiB
+def test_per_page_unrelated_trees_at_one_address_keep_their_own_frames():
+    """Address is not identity: tree B's idle frames at tree A's hot addresses stay idle, and
+    tree A's hot frames stay hot. Each page counted once: 32 MiB used, 480 cold."""
+    t = summary(two_trees(per_page=True), access_per_page=True)
+    assert close(t.working_set_bytes, 32) and close(t.cold_bytes, 480) and close(t.resident_bytes, 512)
 
 
 def test_per_page_access_of_a_parent_that_reads_nothing_is_its_workers_access():
