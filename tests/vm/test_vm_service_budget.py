@@ -149,56 +149,69 @@ def readers_service(request: pytest.FixtureRequest, vm_kernel: Path, workload_bi
     return res
 
 
-def outright(s: dict, truth: dict) -> bool:
-    """A scrape of the forked readers within 10% outright: working set within 10% of the
-    16 MiB read (plus, above, what else the five hold by Pss), cold within 10% of the rest."""
-    return (truth["working_set"] * 0.9 <= s["working_set"] <= truth["working_set"] * 1.1 + s["pss"] - truth["buffer"]
-            and abs(s["cold"] - truth["cold"]) <= 0.10 * truth["cold"])
+#: the published error is meant to cover the truth (within the 10% the issue allows) at
+#: least 95% of the time at one aggregation; a test that allows k misses among n
+#: aggregations fails falsely with P(Binomial(n, 0.05) > k), kept below this rate
+MISS_RATE, FALSE_FAILURE = 0.05, 0.005
+
+
+def allowed_misses(n: int, p: float = MISS_RATE, rate: float = FALSE_FAILURE) -> int:
+    """The fewest misses k among ``n`` independent aggregations, each missing with chance
+    ``p``, such that more than k happen with chance below ``rate``."""
+    from math import comb
+    k, tail = 0, 1.0
+    while True:
+        tail -= comb(n, k) * p ** k * (1 - p) ** (n - k)
+        if tail < rate:
+            return k
+        k += 1
+
+
+def aggregations(scrapes: list[dict]) -> list[dict]:
+    """One scrape per aggregation (scrapes every 5 s see each 10 s aggregation twice, and
+    two scrapes of one aggregation are not independent draws)."""
+    seen: dict[float, dict] = {}
+    for s in scrapes:
+        seen.setdefault(s["aggregated_at"], s)
+    return list(seen.values())
+
+
+def in_band(s: dict, truth: dict) -> bool:
+    """A scrape of the forked readers whose published figures bracket the truth, give or
+    take 10%: working set within 10% plus its error of the 16 MiB read (above: plus what
+    else the five hold by Pss, their code, stack and libc), cold likewise of the rest."""
+    other = s["pss"] - truth["buffer"]
+    ws_slack = 0.10 * truth["working_set"] + s["working_set_error"]
+    return (truth["working_set"] - ws_slack <= s["working_set"] <= truth["working_set"] + other + ws_slack
+            and abs(s["cold"] - truth["cold"]) <= 0.10 * truth["cold"] + s["cold_error"])
+
+
+def test_allowed_misses_follow_the_binomial_tail():
+    # P(Bin(6, 0.05) > 1) = 3.3%, > 2 = 0.22%; P(Bin(12, 0.05) > 2) = 2.0%, > 3 = 0.22%
+    assert [allowed_misses(n) for n in (1, 6, 12)] == [1, 2, 3]
 
 
 def test_forked_readers_through_the_service_count_each_page_once(readers_service: dict) -> None:
-    """At every scrape after warm-up: resident within 10% of the five processes' summed Pss
-    read beside it; working set within 10% of the 16 MiB read (plus half of what else the
-    five hold: code, stack, libc) and cold within 10% of the rest, or within the error
-    published with the scrape; one scrape in ten may miss that."""
+    """After warm-up: resident within 10% of the five processes' summed Pss at every
+    scrape; working set and cold bytes bracketed by their published errors (give or take
+    10%) at all but the aggregations the binomial allowance gives; and the error useful:
+    at most a quarter of the 16 MiB, as often."""
     res = readers_service
     truth = res["truth"]
     judged = [s for s in res["scrapes"] if s["judged"]]
     assert len(judged) >= 10 and res["exporter_alive"], table(res["scrapes"]) + res["log"][-3000:]
     print(f"{res['backend']} service, forked readers:\n{table(judged)}")
-    off = []
     for s in judged:
         assert s["rss"] > 4 * truth["buffer"], "the pages were not shared"
         assert abs(s["resident"] - s["pss"]) <= 0.10 * s["pss"], (s["resident"] / MiB, s["pss"] / MiB, table(judged))
-        other = s["pss"] - truth["buffer"]
-        ws_slack = 0.10 * truth["working_set"] + s["working_set_error"]
-        if not (truth["working_set"] - ws_slack <= s["working_set"] <= truth["working_set"] + other + ws_slack
-                and abs(s["cold"] - truth["cold"]) <= 0.10 * truth["cold"] + s["cold_error"]):
-            off.append(s)
-    assert len(off) <= len(judged) // 10, f"{len(off)} of {len(judged)} scrapes off:\n{table(judged)}"
-    if res["backend"] == "page_idle":
-        # and within 10% outright with a small error from 60 s on, all but one aggregation
-        # (two scrapes: aggregations are 10 s, scrapes 5 s). Before the silent-region rule
-        # in exporter/summary/sharing.py one boot read 13.3 MiB at 2 of 12 scrapes and
-        # published 5-48 MiB of error; with it, three boots read 15.8-18.2 MiB ± 0.1-4.0 at
-        # every scrape. From 45 s the first aggregations may still overshoot the edge within
-        # their error (one CI boot: 18.6-18.8 MiB ± 4.1-8.5 at 45-55 s, 16.8-17.7 from 60 s)
-        settled = [s for s in judged if s["t"] >= 60]
-        off = [s for s in settled if not outright(s, truth)]
-        assert len(settled) >= 8 and len(off) <= 2, table(judged)
-        wide = [s for s in settled if s["working_set_error"] > 0.5 * truth["working_set"]]
-        assert len(wide) <= 2, table(judged)
-    if res["backend"] == "damon_sysfs":
-        # and within 10% outright, with a small error: kernel DAMON given room to split each
-        # process (seen: working set 15.8-17.7 MiB ± 0.6-2.3, cold 110.6-113.0). Cold bytes
-        # are judged where the exporter says it knows them: cold_age (30 s) after monitoring
-        # began, a scrape still says 0 cold with all of it in the error (seen up to 55 s after
-        # the first aggregation, under the budget's stretched samples); from 60 s every one
-        known = [s for s in judged if s["cold_error"] < 0.5 * truth["cold"]]
-        assert len(known) >= 0.6 * len(judged) and all(s in known for s in judged if s["t"] >= 60), table(judged)
-        off = [s for s in known if not outright(s, truth)]
-        assert len(off) <= len(known) // 10, table(judged)
-        # and the error small, all but one scrape in ten (seen: 7.6 MiB once in 12, beside a
-        # transient 23.1 MiB of working set that it covered)
-        wide = [s for s in judged if s["working_set_error"] > 0.25 * truth["working_set"]]
-        assert len(wide) <= len(judged) // 10, table(judged)
+    # Cold bytes are judged where the exporter says it knows them: cold_age (30 s) after
+    # monitoring began, a scrape may still say 0 cold with all of it in the error; from
+    # 60 s on, every one must know
+    known = [s for s in judged if s["cold_error"] < 0.5 * truth["cold"]]
+    assert all(s in known for s in judged if s["t"] >= 60), table(judged)
+    aggs = aggregations(known)
+    assert len(aggs) >= 4, table(judged)
+    off = [s for s in aggs if not in_band(s, truth)]
+    assert len(off) <= allowed_misses(len(aggs)), f"{len(off)} of {len(aggs)} aggregations off:\n{table(judged)}"
+    wide = [s for s in aggs if s["working_set_error"] > 0.25 * truth["working_set"]]
+    assert len(wide) <= allowed_misses(len(aggs)), f"{len(wide)} of {len(aggs)} with a wide error:\n{table(judged)}"
