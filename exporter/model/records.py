@@ -69,6 +69,12 @@ class RegionRecord:
     #: processes together count a page they all map once; the summary also lets the page be
     #: as recently accessed as its most recent user in the target (see exporter.summary)
     shared_bytes: int = 0
+    #: which memory the shared part is, where the engine read it: (address, PFN) of the
+    #: present pages it read at addresses that are multiples of a power of two (so two
+    #: regions over the same addresses read the same addresses). Two processes' regions are
+    #: the same memory only where they read one frame at one address. None: not read (the
+    #: summary then takes the same addresses in processes of one target as the same pages)
+    frames: tuple[tuple[int, int], ...] | None = None
 
     @property
     def size(self) -> int:

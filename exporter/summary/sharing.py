@@ -40,7 +40,6 @@ counted by share.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Callable, Sequence
@@ -222,6 +221,74 @@ def _unexplained_hits(shared: Sequence[RegionRecord]) -> dict[int, float]:
     return out
 
 
+def same_memory(a: RegionRecord, b: RegionRecord) -> bool | None:
+    """Whether two regions of different processes over the same addresses are the same
+    memory: True where both read one frame at one address, False where every address both
+    read holds different frames, None where that is not known (a region's frames were not
+    read, or no address was read by both)."""
+    if a.frames is None or b.frames is None:
+        return None
+    theirs = _frame_map(b.frames)
+    common = [(pfn, theirs[addr]) for addr, pfn in a.frames if addr in theirs]
+    if not common:
+        return None
+    return any(x == y for x, y in common)
+
+
+@lru_cache(maxsize=1024)
+def _frame_map(frames: tuple[tuple[int, int], ...]) -> dict[int, int]:
+    """Address -> PFN of one region's read frames (each region meets every overlapping
+    region of every other process: built once)."""
+    return dict(frames)
+
+
+def _overlapping_pairs(shared: Sequence[RegionRecord]) -> list[tuple[int, int]]:
+    """Index pairs of regions (sorted by start) of different processes over common addresses."""
+    pairs: list[tuple[int, int]] = []
+    active: list[int] = []
+    for i, r in enumerate(shared):
+        active = [j for j in active if shared[j].end > r.start]
+        pairs += [(j, i) for j in active if shared[j].pid != r.pid]
+        active.append(i)
+    return pairs
+
+
+def identity_groups(shared: Sequence[RegionRecord]) -> list[list[RegionRecord]]:
+    """The regions (sorted by start) in groups that may be one memory: two regions of
+    different processes over common addresses join unless frames prove them different
+    memory (two unrelated programs at one address, copy-on-write broken by a write). Where
+    two regions read no address in common, what their processes' other regions proved
+    decides (one frame in common anywhere: the processes share by fork); where nothing was
+    read, the same addresses in one target are taken as the same pages, as fork leaves
+    them, and the regions' disagreement is in the errors."""
+    if all(r.frames is None for r in shared):
+        return [list(shared)]  # nothing read: one memory by address, as fork leaves it
+    pairs = _overlapping_pairs(shared)
+    verdicts = [same_memory(shared[j], shared[i]) for j, i in pairs]
+    proven: dict[tuple[int, int], bool] = {}
+    for (j, i), v in zip(pairs, verdicts):
+        if v is not None:
+            key = tuple(sorted((shared[j].pid, shared[i].pid)))
+            proven[key] = proven.get(key, False) or v
+    root = list(range(len(shared)))
+
+    def find(i: int) -> int:
+        while root[i] != i:
+            root[i] = root[root[i]]
+            i = root[i]
+        return i
+
+    for (j, i), v in zip(pairs, verdicts):
+        if v is None:
+            v = proven.get(tuple(sorted((shared[j].pid, shared[i].pid))))
+        if v is not False:
+            root[find(i)] = find(j)
+    groups: dict[int, list[RegionRecord]] = {}
+    for i, r in enumerate(shared):
+        groups.setdefault(find(i), []).append(r)
+    return list(groups.values())
+
+
 def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: Share,
                  per_page: bool = False, doubt: tuple[Share, Share] | None = None,
                  ) -> tuple[tuple[RegionRecord, ...], int, int]:
@@ -238,8 +305,32 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
     if per_page:
         return tuple(regions), 0, 0
     shared = sorted((r for r in regions if r.shared_bytes > 0 and r.end > r.start), key=lambda r: r.start)
-    if len({r.pid for r in shared}) < 2:
-        return tuple(regions), 0, 0
+    moved: dict[int, int] = {}  # id(region) -> shared bytes moved into pieces
+    made: list[RegionRecord] = []
+    ws_error = cold_error = 0.0
+    for group in identity_groups(shared):
+        if len({r.pid for r in group}) < 2:
+            continue
+        m, pieces, ws, cold_ = _share_group(group, in_working_set, cold, doubt)
+        moved.update(m)
+        made += pieces
+        ws_error += ws
+        cold_error += cold_
+    out = []
+    for r in regions:
+        m = moved.get(id(r))
+        if m is None:
+            out.append(r)
+            continue
+        out.append(_scaled(r, r.resident_bytes - m, r.shared_bytes - m))
+    return tuple(out) + tuple(made), round(ws_error), round(cold_error)
+
+
+def _share_group(shared: Sequence[RegionRecord], in_working_set: Share, cold: Share,
+                 doubt: tuple[Share, Share] | None) -> tuple[dict[int, int], list[RegionRecord], float, float]:
+    """:func:`share_access` for one group of regions that are the same memory where they
+    overlap (sorted by start): the shared bytes each region gives to pieces, by id; the
+    pieces; the working-set and cold errors."""
     bounds = sorted({x for r in shared for x in (r.start, r.end)})
     moved: dict[int, int] = {}  # id(region) -> shared bytes moved into pieces
     #: id(view) -> (view, bytes that took it, their working-set and cold disagreement)
@@ -312,12 +403,5 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
             span = view.end - view.start
             ws_error += max(ws_disagree, min(nbytes, ws_doubt(view) * span))
             cold_error += max(cold_disagree, min(nbytes, cold_doubt(view) * span))
-    out = []
-    for r in regions:
-        m = moved.get(id(r))
-        if m is None:
-            out.append(r)
-            continue
-        out.append(_scaled(r, r.resident_bytes - m, r.shared_bytes - m))
-    made = (_piece(p.owner, p.lo, p.hi, p.nbytes, p.view) for p in pieces if p.nbytes > 0)
-    return tuple(out) + tuple(made), round(ws_error), round(cold_error)
+    made = [_piece(p.owner, p.lo, p.hi, p.nbytes, p.view) for p in pieces if p.nbytes > 0]
+    return moved, made, ws_error, cold_error

@@ -72,6 +72,9 @@ class SimSmaps:
     def forget(self, proc: ProcessRef) -> None:
         pass
 
+    def frames(self, proc: ProcessRef, addrs: list[int]) -> list[int] | None:
+        return None  # a simulation has no frames: identity unknown
+
     def close(self) -> None:
         pass
 

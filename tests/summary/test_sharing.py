@@ -415,3 +415,67 @@ def test_user_space_engine_on_forked_workers(seed):
         if i > 20:
             good += abs(t.working_set_bytes - hot) <= 0.1 * hot and abs(t.cold_bytes - (heap - hot)) <= 0.1 * (heap - hot)
     assert good >= 16, good
+
+
+def framed(regions, tree):
+    """``regions`` as an engine that reads PFNs gives them: the frames at each region's
+    grid addresses, tree ``tree``'s own (one frame per page and tree)."""
+    from exporter.engines.identity import frame_grid
+
+    return [replace(r, frames=tuple((a, (tree << 40) | (a >> 12)) for a in frame_grid(r.start, r.end))) for r in regions]
+
+
+def test_two_trees_at_one_address_are_two_memories_where_frames_say_so():
+    """Two unrelated trees of one program at one address (ASLR off): one tree's readers use
+    32 MiB, the other's nothing. Matched by address, the idle tree took the busy tree's use
+    (working set 64 MiB); matched by frame, each tree is its own memory, exactly."""
+    busy = forked(pid0=100)
+    idle = [replace(r, nr_accesses=0, idle_seconds=600.0) for r in forked(pid0=200)]
+    by_address = summary(busy + idle)
+    assert close(by_address.working_set_bytes, 64)
+    t = summary(framed(busy, 1) + framed(idle, 2))
+    assert close(t.resident_bytes, 512) and close(t.working_set_bytes, 32) and close(t.cold_bytes, 480)
+    assert t.working_set_error_bytes <= 4096 and t.cold_error_bytes <= 4096
+
+
+def test_one_tree_read_by_frame_is_counted_as_by_address():
+    t = summary(framed(forked(), 1))
+    assert close(t.working_set_bytes, 32) and close(t.cold_bytes, 224)
+
+
+def test_copy_on_write_broken_by_a_write_is_the_writer_own_memory():
+    """The parent wrote every page after forking: its pages are new frames, private (no
+    shared bytes), and its readers share the old frames among themselves."""
+    readers = [r for r in forked() if r.pid != 100]
+    parent = point(100, 0, 256, 256, 0, acc=20)
+    t = summary([parent] + framed(readers, 1))
+    assert close(t.resident_bytes, 256 + 256 * 4 / 5)
+    assert close(t.working_set_bytes, 256 + 32 * 4 / 5)
+
+
+def test_frames_read_at_no_common_address_leave_identity_to_the_addresses():
+    from exporter.summary.sharing import same_memory
+
+    a, b = point(1, 0, 64, 32, 32), point(2, 0, 64, 32, 32)
+    assert same_memory(replace(a, frames=((A, 7),)), replace(b, frames=((A + 4096, 7),))) is None
+    assert same_memory(replace(a, frames=((A, 7),)), b) is None
+    assert same_memory(replace(a, frames=((A, 7),)), replace(b, frames=((A, 8),))) is False
+    assert same_memory(replace(a, frames=((A, 7), (A + 4096, 9))), replace(b, frames=((A, 8), (A + 4096, 9)))) is True
+
+
+@given(st.integers(0, 1 << 30), st.integers(1, 1 << 16), st.integers(0, 1 << 16), st.integers(1, 1 << 16))
+def test_regions_over_common_addresses_read_common_addresses(a_page, a_pages, b_off, b_pages):
+    """The grids of two overlapping regions share an address wherever the overlap holds a
+    multiple of the coarser stride: in particular two regions over the same range always."""
+    from exporter.engines.identity import FRAMES_PER_REGION, frame_grid
+
+    P = 4096
+    a = (a_page * P, (a_page + a_pages) * P)
+    b = (a[0] + b_off * P, a[0] + (b_off + b_pages) * P)
+    ga, gb = frame_grid(*a), frame_grid(*b)
+    assert 0 < len(ga) <= FRAMES_PER_REGION + 1 and all(a[0] <= x < a[1] for x in ga)
+    assert frame_grid(*a) == ga  # the same range, the same addresses
+    lo, hi = max(a[0], b[0]), min(a[1], b[1])
+    stride = max(ga[1] - ga[0] if len(ga) > 1 else P, gb[1] - gb[0] if len(gb) > 1 else P)
+    if hi - lo >= 2 * stride:
+        assert set(ga) & set(gb)

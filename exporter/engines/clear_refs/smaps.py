@@ -11,7 +11,7 @@ from typing import Protocol
 from exporter.model.errors import ImageChanged, ProcessGone
 from exporter.model.process import ProcessRef
 from exporter.procfs.io import PosixIO, ops_error
-from exporter.procfs.pagemap import Pagemap, open_checked_pagemap
+from exporter.procfs.pagemap import PAGE_SHIFT, PM_PFN_MASK, PM_PRESENT, Pagemap, open_checked_pagemap, zero_page_pfn
 from exporter.procfs.parsers import SmapsEntry, check_same_process, iter_smaps, mm_dir
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,10 @@ class SmapsSource(Protocol):
     def probe(self, proc: ProcessRef) -> None: ...
     def forget(self, proc: ProcessRef) -> None: ...
     def close(self) -> None: ...
+    def frames(self, proc: ProcessRef, addrs: list[int]) -> list[int] | None:
+        """The PFN at each address (0: no page, or the zero page), or None where frames
+        cannot be read (no privilege, a simulation): identity is then not known."""
+        ...
 
 
 @dataclass
@@ -51,6 +55,7 @@ class ProcSmaps:
         self.proc_root = proc_root
         self.io = io or PosixIO()
         self._files: dict[ProcessRef, _Files] = {}
+        self._zero_pfn: int | None = -1  # -1: not looked up yet
 
     def _get(self, proc: ProcessRef) -> _Files:
         f = self._files.get(proc)
@@ -110,6 +115,21 @@ class ProcSmaps:
             raise ops_error(e, proc.pid, path, DENIED_HINT) from None
         self._same(f, proc)
         return entries
+
+    def frames(self, proc: ProcessRef, addrs: list[int]) -> list[int] | None:
+        """PFNs from the pagemap fd held for ``proc`` (8 bytes per address). Without
+        CAP_SYS_ADMIN the kernel reads PFNs as 0 and the zero page cannot be told: None."""
+        if self._zero_pfn == -1:
+            self._zero_pfn = zero_page_pfn(self.io, self.proc_root)
+        if self._zero_pfn is None:
+            return None
+        pm = self._get(proc).pagemap
+        out = []
+        for a in addrs:
+            entry = pm.entries(a >> PAGE_SHIFT, 1)[0]
+            pfn = entry & PM_PFN_MASK if entry & PM_PRESENT else 0
+            out.append(0 if pfn == self._zero_pfn else pfn)
+        return out
 
     def forget(self, proc: ProcessRef) -> None:
         f = self._files.pop(proc, None)

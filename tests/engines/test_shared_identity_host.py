@@ -1,0 +1,85 @@
+"""Shared pages are the same memory only where they are the same frames, on this host's
+kernel (clear_refs).
+
+Two unrelated process trees of one program, started with ASLR off (``setarch -R``, as some
+containers run programs), so both map their buffer at the same address: each parent writes
+256 MiB and forks 4 readers; one tree's readers keep reading the top 32 MiB, the other's
+read nothing. One target holds all ten processes. Truth: resident 512 MiB, working set
+32 MiB, cold 480 MiB. Matching the trees' pages by address alone took the busy tree's use
+for the idle tree's too (working set 64, cold 450 MiB).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from tests.engines.test_shared_memory_host import OVERHEAD, pss
+from tests.support.exporter import fast_config
+from tests.support.workloads import build_workload
+
+MiB = 1 << 20
+SIZE, HOT, READERS = 256, 32, 4
+
+
+def start_tree(binary: str, hot: int) -> tuple[subprocess.Popen, list[dict]]:
+    p = subprocess.Popen(["setarch", "-R", binary, "--size", str(SIZE), "--hot", str(hot), "--readers", str(READERS),
+                          "--no-tlb-flush", "--period-us", "20000"], stdout=subprocess.PIPE, text=True)
+    ready = []
+    for _ in range(READERS + 1):
+        line = p.stdout.readline()
+        assert line.startswith("READY "), f"workload failed: exit {p.poll()}"
+        ready.append(json.loads(line[6:]))
+    return p, ready
+
+
+@pytest.fixture
+def two_trees(tmp_path):
+    if shutil.which("setarch") is None:
+        pytest.fail("setarch (util-linux) is needed to start the trees without ASLR")
+    name = f"dxtt{os.getpid() % 100000}"[:15]
+    binary = build_workload("workload.c", tmp_path, name)
+    trees = []
+    try:
+        for hot in (HOT, 0):
+            trees.append(start_tree(binary, hot))
+        addrs = {r["addr"] for _, ready in trees for r in ready}
+        assert len(addrs) == 1, f"the trees' buffers are not at one address: {sorted(addrs)}"
+        yield name, [r["pid"] for _, ready in trees for r in ready]
+    finally:
+        for p, _ in trees:
+            p.kill()
+            p.wait()
+            p.stdout.close()
+
+
+@pytest.mark.slow
+def test_two_trees_at_one_address_are_not_one_memory(two_trees, exporter):
+    comm, pids = two_trees
+    e = exporter("backend: clear_refs\n" + fast_config(f"  - name: tt\n    match:\n      comm: [{comm}]\n",
+                                                        cold_age="6s", window="3s", sample="100ms",
+                                                        aggregation="1s", update="1s"))
+    e.wait_ready()
+    e.wait_for(lambda s: s.get("damon_target_processes", target="tt") == 2 * (READERS + 1), what="all ten processes")
+    e.wait_for(lambda s: (s.get("damon_cold_bytes", target="tt") or 0) > 0, timeout=30, what="a cold figure")
+    seen = []
+    for _ in range(4):
+        time.sleep(1.0)
+        seen.append(e.scrape())
+    truth = sum(pss(p) for p in pids)
+    assert abs(truth - 2 * SIZE * MiB) <= OVERHEAD * 2, truth / MiB
+    for s in seen:
+        resident = s.get("damon_resident_bytes", target="tt")
+        ws, ws_err = s.get("damon_working_set_bytes", target="tt"), s.get("damon_working_set_error_bytes", target="tt")
+        cold, cold_err = s.get("damon_cold_bytes", target="tt"), s.get("damon_cold_error_bytes", target="tt")
+        detail = (f"resident {resident / MiB:.1f} (Pss {truth / MiB:.1f}), working set {ws / MiB:.1f} ± {ws_err / MiB:.1f}, "
+                  f"cold {cold / MiB:.1f} ± {cold_err / MiB:.1f} MiB")
+        print(detail)
+        assert abs(resident - truth) <= 0.10 * truth, detail
+        assert abs(ws - HOT * MiB) <= 0.20 * HOT * MiB + OVERHEAD, detail
+        assert abs(cold - (2 * SIZE - HOT) * MiB) <= 0.10 * (2 * SIZE - HOT) * MiB, detail
