@@ -83,3 +83,37 @@ def test_two_trees_at_one_address_are_not_one_memory(two_trees, exporter):
         assert abs(resident - truth) <= 0.10 * truth, detail
         assert abs(ws - HOT * MiB) <= 0.20 * HOT * MiB + OVERHEAD, detail
         assert abs(cold - (2 * SIZE - HOT) * MiB) <= 0.10 * (2 * SIZE - HOT) * MiB, detail
+
+
+@pytest.mark.slow
+def test_copy_on_write_broken_by_a_write_is_the_writer_own_memory(tmp_path, exporter):
+    """The parent writes every page of its 256 MiB once after forking 4 readers of the top
+    32 MiB: its pages are new frames of its own (idle since), the readers share the old
+    ones. Truth: resident 512 MiB, working set 32, cold 480."""
+    name = f"dxcw{os.getpid() % 100000}"[:15]
+    binary = build_workload("workload.c", tmp_path, name)
+    p = subprocess.Popen([binary, "--size", str(SIZE), "--hot", str(HOT), "--readers", str(READERS), "--rewrite",
+                          "--no-tlb-flush", "--period-us", "20000"], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [json.loads(p.stdout.readline()[6:])["pid"] for _ in range(READERS + 1)]
+        e = exporter("backend: clear_refs\n" + fast_config(f"  - name: cw\n    match:\n      comm: [{name}]\n",
+                                                            cold_age="6s", window="3s", sample="100ms",
+                                                            aggregation="1s", update="1s"))
+        e.wait_ready()
+        e.wait_for(lambda s: s.get("damon_target_processes", target="cw") == READERS + 1, what="all five processes")
+        e.wait_for(lambda s: (s.get("damon_cold_bytes", target="cw") or 0) > 0, timeout=30, what="a cold figure")
+        time.sleep(2.0)
+        s = e.scrape()
+        truth = sum(pss(pid) for pid in pids)
+        resident = s.get("damon_resident_bytes", target="cw")
+        ws, cold = s.get("damon_working_set_bytes", target="cw"), s.get("damon_cold_bytes", target="cw")
+        detail = f"resident {resident / MiB:.1f} (Pss {truth / MiB:.1f}), working set {ws / MiB:.1f}, cold {cold / MiB:.1f} MiB"
+        print(detail)
+        assert abs(truth - 2 * SIZE * MiB) <= 2 * OVERHEAD, detail
+        assert abs(resident - truth) <= 0.10 * truth, detail
+        assert abs(ws - HOT * MiB) <= 0.20 * HOT * MiB + OVERHEAD, detail
+        assert abs(cold - (2 * SIZE - HOT) * MiB) <= 0.10 * (2 * SIZE - HOT) * MiB, detail
+    finally:
+        p.kill()
+        p.wait()
+        p.stdout.close()

@@ -41,6 +41,8 @@
  *                     backends, Redis' fork), so for the group of them
  *                         resident = buffer bytes, working set = hot bytes (once, not N times);
  *                     the parent prints READY with "readers":N and then touches nothing
+ *   --rewrite         with --readers: the parent writes every page of its buffer once after
+ *                     forking them (copy-on-write broken: its pages are its own), then idles
  *   --reader-name S, --renamed-readers K   the last K readers rename themselves S (their
  *                     comm): the same shared pages, mapped by two programs (two targets)
  *   --revive N        cold memory that comes back: after --revive-after seconds of the hot
@@ -78,7 +80,7 @@
 struct opts {
 	unsigned long size, hot, move_to, zero, map_kib, hot_step, revive;
 	long hot_offset; /* -1: size - hot */
-	int thp, move, maps, hot_maps, procs, no_tlb_flush, readers, renamed_readers;
+	int thp, move, maps, hot_maps, procs, no_tlb_flush, readers, renamed_readers, rewrite;
 	const char *reader_name;
 	double move_after, exit_after, revive_after, revive_every, revive_for;
 	long period_us;
@@ -277,6 +279,8 @@ static void run_readers(const struct opts *o)
 			}
 		}
 	}
+	if (o->rewrite) /* copy-on-write broken: the parent's pages become its own */
+		touch(buf, o->size);
 	snprintf(line, sizeof line, "READY {\"pid\":%d,\"kind\":\"shared\",\"addr\":%lu,\"size\":%lu,"
 		 "\"hot_addr\":%lu,\"hot_size\":%lu,\"readers\":%d}\n",
 		 getpid(), (unsigned long)buf, o->size, (unsigned long)buf + o->hot_offset, o->hot, o->readers);
@@ -376,6 +380,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "--period-us")) { NEEDV(); o.period_us = atol(v); }
 		else if (!strcmp(a, "--no-tlb-flush")) o.no_tlb_flush = 1;
 		else if (!strcmp(a, "--readers")) { NEEDV(); o.readers = atoi(v); }
+		else if (!strcmp(a, "--rewrite")) o.rewrite = 1;
 		else usage("unknown option");
 #undef NEEDV
 	}
