@@ -143,6 +143,18 @@ _TOP_BIT = bytes(1 if b & 0x80 else 0 for b in range(256))
 _TOP_BYTE = 7 if sys.byteorder == "little" else 0
 
 
+def frames_at(pm: Pagemap, addrs: list[int], zero_pfn: int) -> list[int]:
+    """The PFN at each address of ``pm``'s process, 0 where no page is present or only the
+    shared zero page is (it is every process' page and no one's memory): one 8-byte read
+    per address, for telling shared memory by frame (exporter/engines/identity.py)."""
+    out = []
+    for a in addrs:
+        entry = pm.entries(a >> PAGE_SHIFT, 1)[0]
+        pfn = entry & PM_PFN_MASK if entry & PM_PRESENT else 0
+        out.append(0 if pfn == zero_pfn else pfn)
+    return out
+
+
 def zero_page_pfn(io: PosixIO, proc_root: str) -> int | None:
     """PFN of the shared zero page, found by reading our own memory.
 

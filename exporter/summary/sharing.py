@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from exporter.model.records import RegionRecord
 
@@ -242,15 +242,15 @@ def _frame_map(frames: tuple[tuple[int, int], ...]) -> dict[int, int]:
     return dict(frames)
 
 
-def _overlapping_pairs(shared: Sequence[RegionRecord]) -> list[tuple[int, int]]:
+def _overlapping_pairs(shared: Sequence[RegionRecord]) -> Iterator[tuple[int, int]]:
     """Index pairs of regions (sorted by start) of different processes over common addresses."""
-    pairs: list[tuple[int, int]] = []
     active: list[int] = []
     for i, r in enumerate(shared):
         active = [j for j in active if shared[j].end > r.start]
-        pairs += [(j, i) for j in active if shared[j].pid != r.pid]
+        for j in active:
+            if shared[j].pid != r.pid:
+                yield j, i
         active.append(i)
-    return pairs
 
 
 def identity_groups(shared: Sequence[RegionRecord]) -> list[list[RegionRecord]]:
@@ -263,13 +263,6 @@ def identity_groups(shared: Sequence[RegionRecord]) -> list[list[RegionRecord]]:
     them, and the regions' disagreement is in the errors."""
     if all(r.frames is None for r in shared):
         return [list(shared)]  # nothing read: one memory by address, as fork leaves it
-    pairs = _overlapping_pairs(shared)
-    verdicts = [same_memory(shared[j], shared[i]) for j, i in pairs]
-    proven: dict[tuple[int, int], bool] = {}
-    for (j, i), v in zip(pairs, verdicts):
-        if v is not None:
-            key = tuple(sorted((shared[j].pid, shared[i].pid)))
-            proven[key] = proven.get(key, False) or v
     root = list(range(len(shared)))
 
     def find(i: int) -> int:
@@ -278,10 +271,21 @@ def identity_groups(shared: Sequence[RegionRecord]) -> list[list[RegionRecord]]:
             i = root[i]
         return i
 
-    for (j, i), v in zip(pairs, verdicts):
+    proven: dict[tuple[int, int], bool] = {}  # process pair -> one frame in common anywhere
+    unknown: list[tuple[int, int]] = []
+    for j, i in _overlapping_pairs(shared):
+        if find(i) == find(j):
+            continue  # one memory already (forked workers: nearly every pair after the first)
+        v = same_memory(shared[j], shared[i])
+        key = (min(shared[j].pid, shared[i].pid), max(shared[j].pid, shared[i].pid))
         if v is None:
-            v = proven.get(tuple(sorted((shared[j].pid, shared[i].pid))))
-        if v is not False:
+            unknown.append((j, i))
+            continue
+        proven[key] = proven.get(key, False) or v
+        if v:
+            root[find(i)] = find(j)
+    for j, i in unknown:
+        if proven.get((min(shared[j].pid, shared[i].pid), max(shared[j].pid, shared[i].pid))) is not False:
             root[find(i)] = find(j)
     groups: dict[int, list[RegionRecord]] = {}
     for i, r in enumerate(shared):

@@ -466,6 +466,29 @@ def check_shared_readers(ctx: "Ctx", defaults: bool = False) -> dict:
                         "buffer": shared["size"]}, pss=pss, rss=rss, pids=w.pids)
 
 
+def check_two_trees(ctx: "Ctx") -> dict:
+    """Two unrelated trees of the workload started with ASLR off (``setarch -R``), so at one
+    address: each a parent with 128 MiB that forked 4 readers; one tree's readers read its
+    top 16 MiB, the other's read nothing. One target of ten: resident 256 MiB, working set
+    16, cold 240. The same addresses hold different frames in the two trees."""
+    trees = []
+    try:
+        for hot in ("16", "0"):
+            trees.append(Workload("setarch", "-R", ctx.binary, "--readers", "4", "--size", "128", "--hot", hot, nready=5))
+        addrs = sorted({r["addr"] for w in trees for r in w.ready if r["kind"] == "shared"})
+        pids = [p for w in trees for p in w.pids]
+        engine = ctx.engine()
+        run = monitor(engine, pids, ACCURACY_SECONDS, [],
+                      extra=lambda t: {"regions_shared": sum(r.shared_bytes for r in t.regions)})
+        pss = sum(pss_of(p) for p in pids)
+        rss = sum(rss_of(p) for p in pids)
+    finally:
+        for w in trees:
+            w.stop()
+    return result(run, {"working_set": 16 * MiB, "cold": 240 * MiB, "buffer": 256 * MiB},
+                  pss=pss, rss=rss, pids=pids, addrs=addrs)
+
+
 def check_promotion(ctx: "Ctx") -> dict:
     """Cold memory that comes back: 256 MiB, 32 MiB hot; after 20 s, 8 MiB chunks of the cold
     part (idle since they were written) are used for 5 s every 8 s. The REVIVED lines say
@@ -726,6 +749,7 @@ CHECKS: dict[str, Callable[["Ctx"], dict]] = {
     "exit_mid_run": check_exit_mid_run,
     "multi_process": check_multi_process,
     "shared_readers": check_shared_readers,
+    "two_trees": check_two_trees,
     "promotion": check_promotion,
     "many_mappings": check_many_mappings,
     "auto_selection": check_auto_selection,
@@ -744,6 +768,7 @@ CHECKS.update({
     "damon_sysfs/moving_hot_set": _on("damon_sysfs", check_moving_hot_set),
     "damon_sysfs/multi_process": _on("damon_sysfs", check_multi_process),
     "damon_sysfs/shared_readers": _on("damon_sysfs", check_shared_readers),
+    "damon_sysfs/two_trees": _on("damon_sysfs", check_two_trees),
     "damon_sysfs/promotion": _on("damon_sysfs", check_promotion),
     "damon_sysfs/shared_readers_defaults": _on("damon_sysfs", lambda ctx: check_shared_readers(ctx, defaults=True)),
     "damon_sysfs/accuracy_defaults": _on("damon_sysfs", check_accuracy_defaults),

@@ -54,6 +54,15 @@ def test_forked_readers_count_each_page_once(checks: dict) -> None:
     assert_shared_accurate(check(checks, "damon_sysfs/shared_readers"))
 
 
+def test_two_trees_at_one_address_are_not_one_memory(checks: dict) -> None:
+    """Kernel DAMON's checks are per mapping, so shared regions are matched across processes
+    by the frames read at a few addresses of each: the idle tree's frames at the busy
+    tree's hot addresses are other frames, and stay idle."""
+    res = check(checks, "damon_sysfs/two_trees")
+    assert len(res["addrs"]) == 1, f"the trees' buffers are not at one address: {res['addrs']}"
+    assert_shared_accurate(res)
+
+
 def test_process_exiting_mid_run(checks: dict) -> None:
     res = check(checks, "damon_sysfs/exit_mid_run")
     assert res["exception"] is None and res["leaver_exit_code"] == 0

@@ -192,6 +192,14 @@ def test_forked_readers_count_each_page_once(checks: dict) -> None:
     assert_shared_accurate(check(checks, "shared_readers"))
 
 
+def test_two_trees_at_one_address_are_not_one_memory(checks: dict) -> None:
+    """Two unrelated trees at one address (ASLR off), one busy, one idle: page_idle reads the
+    frame each process maps, so nothing needs matching and nothing is taken across trees."""
+    res = check(checks, "two_trees")
+    assert len(res["addrs"]) == 1, f"the trees' buffers are not at one address: {res['addrs']}"
+    assert_shared_accurate(res)
+
+
 def test_many_small_mappings(checks: dict) -> None:
     res = check(checks, "many_mappings")
     assert res["nr_vmas"] >= 128

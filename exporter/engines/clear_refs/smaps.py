@@ -11,7 +11,7 @@ from typing import Protocol
 from exporter.model.errors import ImageChanged, ProcessGone
 from exporter.model.process import ProcessRef
 from exporter.procfs.io import PosixIO, ops_error
-from exporter.procfs.pagemap import PAGE_SHIFT, PM_PFN_MASK, PM_PRESENT, Pagemap, open_checked_pagemap, zero_page_pfn
+from exporter.procfs.pagemap import Pagemap, frames_at, open_checked_pagemap, zero_page_pfn
 from exporter.procfs.parsers import SmapsEntry, check_same_process, iter_smaps, mm_dir
 
 log = logging.getLogger(__name__)
@@ -123,13 +123,7 @@ class ProcSmaps:
             self._zero_pfn = zero_page_pfn(self.io, self.proc_root)
         if self._zero_pfn is None:
             return None
-        pm = self._get(proc).pagemap
-        out = []
-        for a in addrs:
-            entry = pm.entries(a >> PAGE_SHIFT, 1)[0]
-            pfn = entry & PM_PFN_MASK if entry & PM_PRESENT else 0
-            out.append(0 if pfn == self._zero_pfn else pfn)
-        return out
+        return frames_at(self._get(proc).pagemap, addrs, self._zero_pfn)
 
     def forget(self, proc: ProcessRef) -> None:
         f = self._files.pop(proc, None)

@@ -67,6 +67,7 @@ from exporter.engines.damon_sysfs.tree import (
     TriedRegion,
     check_write_allowed,
 )
+from exporter.engines.identity import with_frames
 from exporter.model.attrs import MonitoringAttrs
 from exporter.model.engine import Engine, TargetSpec
 from exporter.model.errors import (
@@ -88,6 +89,7 @@ from exporter.procfs.io import PosixIO
 from exporter.procfs.pagemap import (
     PageCounts,
     Pagemap,
+    frames_at,
     open_checked_pagemap,
     resident_bytes_pagemap,
     zero_page_pfn,
@@ -596,9 +598,11 @@ class DamonSysfsEngine(Engine):
             self._aggregations += 1
             self._last_aggregation_interval = aggr
         taken = self.wall_clock()
+        by_pid = {p.ref.pid: p for p in self._procs.values()}
         targets = tuple(
             TargetRecords(
-                name=t.spec.name, pids=tuple(sorted(pids[k])), regions=tuple(by_key[k]),
+                name=t.spec.name, pids=tuple(sorted(pids[k])),
+                regions=tuple(with_frames(by_key[k], lambda pid, addrs: self._frames(by_pid.get(pid), addrs))),
                 aggregated_at=taken, labels=t.spec.labels,
                 errors=self._failures.errors(t.spec.key),
                 not_monitored=self._failures.not_monitored(t.spec),
@@ -608,6 +612,17 @@ class DamonSysfsEngine(Engine):
         )
         return Aggregation(backend=NAME, taken_at=taken, sample_interval=a.sample_interval,
                            aggregation_interval=aggr, targets=targets, stats=self.stats())
+
+    def _frames(self, p: "_Proc | None", addrs: list[int]) -> list[int] | None:
+        """PFNs at ``addrs`` of ``p`` (which memory a shared region is); None where they
+        cannot be read (the process left since its regions were read, or the zero page's
+        frame is unknown): its regions are then matched by address."""
+        if p is None or self._zero_pfn is None:
+            return None
+        try:
+            return frames_at(p.pagemap, addrs, self._zero_pfn)
+        except OpsError:
+            return None
 
     # -- the rest ------------------------------------------------------------------------
 
