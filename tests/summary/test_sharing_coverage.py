@@ -1,0 +1,122 @@
+"""The published errors cover the truth at the stated rate on simulated shared memory.
+
+Random layouts of forked processes sharing one buffer copy-on-write (and, per layout, a
+second unrelated tree at the same address whose frames differ): a random hot range read by
+a random subset of the readers in every interval, every process' regions cut near the hot
+edges as DAMON's splits leave them. Each region is
+checked once per sample interval at a random page, so its hits are drawn from the binomial
+model the summary states (:mod:`exporter.summary.sampling`), and the time since its last hit
+from the same draws. The truth is known exactly: the hot range once, the rest cold.
+
+The summary promises its errors bracket the truth at least ``1 - ALPHA`` of the time. Over
+``LAYOUTS`` layouts a coverage of exactly that rate fails this test with the chance
+:data:`FALSE_FAILURE` (the binomial tail is computed, not guessed).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import pytest
+
+from exporter.engines.identity import frame_grid
+from exporter.model.records import RegionRecord, TargetRecords
+from exporter.summary import Policy, summarize_target
+from exporter.summary.sampling import ALPHA, at_least
+
+MiB = 1 << 20
+BASE = 0x7F00_0000_0000
+SAMPLE, WINDOW, COLD_AGE, CHECKS = 0.5, 10.0, 60.0, 20
+LAYOUTS = 300
+#: pages by which a process' region edges miss the hot range's edges, at most
+JITTER = 512
+#: the chance this test fails although coverage is exactly 1 - ALPHA
+FALSE_FAILURE = 0.001
+#: misses allowed: the smallest k with P(Binomial(LAYOUTS, ALPHA) > k) <= FALSE_FAILURE
+ALLOWED = next(k for k in range(LAYOUTS + 1) if at_least(LAYOUTS, ALPHA, k + 1) <= FALSE_FAILURE)
+
+
+def region(rng: random.Random, pid: int, lo: int, hi: int, hot: tuple[int, int], used: bool, mappers: int,
+           tree: int) -> RegionRecord:
+    share = max(0, min(hi, hot[1]) - max(lo, hot[0])) / (hi - lo) if used else 0.0
+    hits = sum(rng.random() < share for _ in range(CHECKS))
+    idle = 0.0
+    if not hits:  # samples back in time until one hits (at most the cold age's worth)
+        n = 0
+        while n * SAMPLE < COLD_AGE * 10 and not rng.random() < share:
+            n += 1
+        idle = (n + CHECKS) * SAMPLE
+    resident = (hi - lo) // mappers
+    r = RegionRecord(pid, BASE + lo, BASE + hi, resident, nr_accesses=hits, nr_checks=CHECKS,
+                     idle_seconds=idle, shared_bytes=resident)
+    return replace(r, frames=tuple((a, (tree << 40) | (a >> 12)) for a in frame_grid(r.start, r.end)))
+
+
+def tree(rng: random.Random, pid0: int, tree_id: int, size: int, hot: tuple[int, int], busy: bool,
+         per_page: bool, jitter: int) -> list[RegionRecord]:
+    readers = rng.randint(1, 6)
+    using = set(rng.sample(range(readers), rng.randint(1, readers))) if busy else set()
+    out = []
+    for p in range(readers + 1):  # process 0 is the parent, which reads nothing itself
+        uses = (p - 1) in using or (per_page and bool(using))
+        near = lambda x: min(size, max(0, x + rng.randint(-jitter, jitter) * 4096))  # noqa: E731
+        cuts = sorted({0, near(hot[0]), near(hot[1]), size})
+        out += [region(rng, pid0 + p, a, b, hot, uses, readers + 1, tree_id) for a, b in zip(cuts, cuts[1:])]
+    return out
+
+
+def layout(rng: random.Random, per_page: bool, jitter: int) -> tuple[list[RegionRecord], int, int]:
+    size = rng.randint(16, 256) * MiB
+    h0 = rng.randint(0, size // MiB - 8) * MiB
+    hot = (h0, min(size, h0 + rng.randint(4, 64) * MiB))
+    regions = tree(rng, 100, 1, size, hot, True, per_page, jitter)
+    truth_ws = hot[1] - hot[0]
+    if rng.random() < 0.5:  # an unrelated idle tree at the same address
+        regions += tree(rng, 200, 2, size, hot, False, per_page, jitter)
+        return regions, truth_ws, 2 * size - truth_ws
+    return regions, truth_ws, size - truth_ws
+
+
+def misses(per_page: bool, jitter: int, frames: bool = True) -> dict[str, int]:
+    """Layouts whose published working set / cold error misses the truth."""
+    rng = random.Random(27)
+    out = {"working set": 0, "cold": 0}
+    for _ in range(LAYOUTS):
+        regions, ws, cold = layout(rng, per_page, jitter)
+        if not frames:
+            regions = [replace(r, frames=None) for r in regions]
+        t = summarize_target(TargetRecords("t", tuple(sorted({r.pid for r in regions})), tuple(regions), 0.0),
+                             Policy(COLD_AGE, WINDOW), SAMPLE, per_page)
+        # a page per mapper is the rounding of counting by share
+        slack = 4096 * len(regions)
+        out["working set"] += abs(t.working_set_bytes - ws) > t.working_set_error_bytes + slack
+        out["cold"] += abs(t.cold_bytes - cold) > t.cold_error_bytes + slack
+    return out
+
+
+@pytest.mark.parametrize("per_page", [False, True], ids=["per-mapping", "per-page"])
+def test_errors_bracket_the_truth_at_the_stated_rate_where_regions_end_at_the_hot_edges(per_page):
+    """Every region all hot or all cold: what is left to the summary is counting each page
+    once, by identity, with the union of the views (per mapping) or the physical view (per
+    page)."""
+    found = misses(per_page, 0)
+    assert max(found.values()) <= ALLOWED, found
+
+
+def test_matched_by_address_alone_the_unrelated_trees_miss():
+    """The same layouts without frames: the idle tree at the same address takes the busy
+    tree's use (the test above can fail)."""
+    assert misses(False, 0, frames=False)["working set"] > ALLOWED
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "regions straddling the hot edge (seed 27, 300 layouts): the working-set error misses the truth in 116 "
+    "per mapping and 244 per page, the cold error in 202 and 294. A lone process' edge error (edge_shares) "
+    "is the expected share on the wrong side, not a bound at ALPHA, and per page the target's figure is the "
+    "mean of its processes' own estimates, so it misses wherever they do; a bound is the estimator for "
+    "regions whose pages are not alike (issue 32)"))
+@pytest.mark.parametrize("per_page", [False, True], ids=["per-mapping", "per-page"])
+def test_errors_bracket_the_truth_at_the_stated_rate_where_regions_straddle_the_hot_edges(per_page):
+    found = misses(per_page, JITTER)
+    assert max(found.values()) <= ALLOWED, found
