@@ -12,6 +12,7 @@ import statistics
 import pytest
 
 from .test_vm_page_idle import MiB, assert_accurate, assert_close, assert_promotion, assert_shared_accurate, check, trace
+from .tolerance import allowed_misses
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
@@ -143,9 +144,9 @@ def test_forked_readers_at_the_default_attributes_count_each_page_once(checks: d
 
 def test_one_process_at_the_default_attributes_within_ten_percent(checks: dict) -> None:
     """Issue 19's workload (512 MiB, 64 hot) at kernel DAMON's own defaults, cold_age 8 s,
-    working_set_window 3 s, for 90 s: every aggregation of the last 30 s within 10% of the truth, or
-    within the error published with it (one in ten may miss: a region at the hot edge seen
-    accessed in one aggregation, 75.9 MiB for 64 with 11.4 of error, once in 25)."""
+    working_set_window 3 s, for 90 s: the aggregations of the last 30 s within 10% of the
+    truth or the error published with it, and that error at most 10% of the working set, at
+    all but the misses tests/vm/tolerance.py allows."""
     res = check(checks, "damon_sysfs/accuracy_defaults")
     truth = res["truth"]
     judged = [s for s in res["series"] if s["t"] >= res["series"][-1]["t"] - 30]
@@ -154,6 +155,7 @@ def test_one_process_at_the_default_attributes_within_ten_percent(checks: dict) 
     off = [s for s in judged
            if abs(s["working_set"] - truth["working_set"]) > 0.10 * truth["working_set"] + s["working_set_error"]
            or abs(s["cold"] - truth["cold"]) > 0.10 * truth["cold"] + s["cold_error"]]
-    assert not off, f"beyond 10% and the published error: {trace(judged, 'working_set')} / {trace(judged, 'cold')}"
-    outright = [s for s in judged if abs(s["working_set"] - truth["working_set"]) > 0.10 * truth["working_set"]]
-    assert len(outright) <= len(judged) // 10, trace(judged, "working_set")
+    k = allowed_misses(len(judged))
+    assert len(off) <= k, f"beyond 10% and the published error: {trace(judged, 'working_set')} / {trace(judged, 'cold')}"
+    wide = [s for s in judged if s["working_set_error"] > 0.10 * truth["working_set"]]
+    assert len(wide) <= k, trace(judged, "working_set_error")

@@ -18,6 +18,8 @@ import pytest
 
 from exporter.engines.page_idle.ops_page_idle import no_pfn_message
 
+from .tolerance import allowed_misses
+
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
@@ -92,15 +94,13 @@ def assert_shared_accurate(res: dict, rel: float = 0.10, last: int = 5) -> None:
         assert_close(s["resident"], res["pss"], rel, f"resident (MiB: {trace(series, 'resident')})")
         assert s["regions_shared"] > 0
         # working set and cold within 10%, or within the error the exporter publishes with
-        # them; one aggregation in five may miss (a region straddling the hot edge flips
-        # whole now and then, on page_idle too: seen 23 MiB for 16 once in twenty, with
-        # 0.1 MiB of published error: the edge estimate does not cover it yet)
+        # them, at all but the misses tests/vm/tolerance.py allows
         ws_slack = rel * truth["working_set"] + s["working_set_error"]
         cold_slack = rel * truth["cold"] + s["cold_error"]
         if not (truth["working_set"] - ws_slack <= s["working_set"] <= truth["working_set"] + other + ws_slack
                 and abs(s["cold"] - truth["cold"]) <= cold_slack):
             off.append(s)
-    assert len(off) <= 1, (
+    assert len(off) <= allowed_misses(last), (
         f"{len(off)} of the last {last} aggregations off; working set per aggregation (MiB): "
         f"{trace(series, 'working_set')}, cold: {trace(series, 'cold')}, truth {truth['working_set'] / MiB:.0f} / "
         f"{truth['cold'] / MiB:.0f} (+{other / MiB:.1f} of code and stacks)")

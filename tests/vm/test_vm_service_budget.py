@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from . import harness
+from .tolerance import aggregations, allowed_misses
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
@@ -52,18 +53,17 @@ def test_every_scrape_within_ten_percent_under_the_default_budget(service: dict)
     judged = [s for s in service["scrapes"] if s["judged"]]
     assert len(judged) >= 25, table(service["scrapes"])
     assert service["exporter_alive"], service["log"][-3000:]
-    # within 10%, or within the error the exporter publishes with that scrape. A region of
-    # ~11 MiB next to the hot part, at the budget's 43-50 regions, is now and then counted
-    # whole for a working-set window with no error published (seen: 1 scrape of 30 at
-    # 75 MiB for 64, error 0.1 MiB; the samples all saw it accessed). Not yet explained
-    # (issue 18's open end): at most one such scrape in ten passes.
-    bad = [s for s in judged
+    # within 10%, or within the error the exporter publishes with that aggregation, at all
+    # but the misses tests/vm/tolerance.py allows; and the error small (at most 10% of the
+    # working set) as often, so each figure is within 20% of the truth
+    aggs = aggregations(judged)
+    k = allowed_misses(len(aggs))
+    bad = [s for s in aggs
            if abs(s["working_set"] - truth["working_set"]) > 0.10 * truth["working_set"] + s["working_set_error"]
            or abs(s["cold"] - truth["cold"]) > 0.10 * truth["cold"] + s["cold_error"]]
-    assert len(bad) <= len(judged) // 10, "scrapes off by more than 10% and their published error:\n" + table(service["scrapes"])
-    # and most are within 10% outright
-    close = [s for s in judged if abs(s["working_set"] - truth["working_set"]) <= 0.10 * truth["working_set"]]
-    assert len(close) >= 0.8 * len(judged), table(service["scrapes"])
+    assert len(bad) <= k, f"{len(bad)} of {len(aggs)} aggregations off by more than 10% and their error:\n" + table(judged)
+    wide = [s for s in aggs if s["working_set_error"] > 0.10 * truth["working_set"]]
+    assert len(wide) <= k, f"{len(wide)} of {len(aggs)} aggregations with a wide error:\n" + table(judged)
 
 
 def test_the_budget_acted_and_says_what_it_costs(service: dict) -> None:
@@ -75,10 +75,11 @@ def test_the_budget_acted_and_says_what_it_costs(service: dict) -> None:
     assert max(s["sample_interval"] for s in service["scrapes"]) > 0.1
     assert all(s["sample_interval"] <= 0.4 + 1e-9 and s["aggregation_interval"] <= 2.0 + 1e-9 for s in judged)
     assert all(s["regions_max"] >= 40 for s in judged), table(judged)
-    # small, all but one scrape in ten (seen once in 30: 12 MiB for a scrape after the budget
-    # moved the cap, 45 -> 58 -> 45 regions, and the merge left 23)
-    large = [s for s in judged if s["working_set_error"] > 0.10 * service["truth"]["working_set"]]
-    assert len(large) <= len(judged) // 10, table(judged)
+    # and the error small: at most 10% of the working set, at all but the aggregations
+    # tests/vm/tolerance.py allows
+    aggs = aggregations(judged)
+    large = [s for s in aggs if s["working_set_error"] > 0.10 * service["truth"]["working_set"]]
+    assert len(large) <= allowed_misses(len(aggs)), table(judged)
 
 
 # -- kernel DAMON at its own defaults (issue 19) ---------------------------------------------
@@ -98,17 +99,17 @@ def test_kernel_damon_at_its_defaults_every_scrape_within_ten_percent(damon_sysf
     truth = res["truth"]
     judged = [s for s in res["scrapes"] if s["judged"]]
     assert len(judged) >= 10 and res["exporter_alive"], table(res["scrapes"]) + res["log"][-3000:]
-    # within 10% or the error published with the scrape, every one; within 10% outright, all
-    # but one in ten. Judged from 30 s: before, the kernel may still be splitting its way to
-    # the hot edge (seen with a 20 s warm-up: 1 of 12 at 81.6 MiB for 64 with 17.3 of error
-    # at 25 s; 0 of 12; 2 of 12 at 78.6 and 75.4, with 14.0 and 11.5 of error, at 20 and
-    # 30 s; every scrape from 35 s within 1%)
-    for s in judged:
-        assert abs(s["working_set"] - truth["working_set"]) <= 0.10 * truth["working_set"] + s["working_set_error"], table(judged)
-        assert abs(s["cold"] - truth["cold"]) <= 0.10 * truth["cold"] + s["cold_error"], table(judged)
-    bad = [s for s in judged if abs(s["working_set"] - truth["working_set"]) > 0.10 * truth["working_set"]
-           or abs(s["cold"] - truth["cold"]) > 0.10 * truth["cold"]]
-    assert len(bad) <= max(1, len(judged) // 10), table(judged)
+    # within 10% or the error published with the aggregation, and that error at most 10% of
+    # the working set, at all but the misses tests/vm/tolerance.py allows. Judged from 30 s:
+    # before, the kernel may still be splitting its way to the hot edge from its first regions
+    aggs = aggregations(judged)
+    k = allowed_misses(len(aggs))
+    bad = [s for s in aggs
+           if abs(s["working_set"] - truth["working_set"]) > 0.10 * truth["working_set"] + s["working_set_error"]
+           or abs(s["cold"] - truth["cold"]) > 0.10 * truth["cold"] + s["cold_error"]]
+    assert len(bad) <= k, table(judged)
+    wide = [s for s in aggs if s["working_set_error"] > 0.10 * truth["working_set"]]
+    assert len(wide) <= k, table(judged)
 
 
 def test_kernel_damon_service_costs_at_most_twice_kernel_damon_alone(damon_sysfs_service: dict) -> None:
@@ -149,33 +150,6 @@ def readers_service(request: pytest.FixtureRequest, vm_kernel: Path, workload_bi
     return res
 
 
-#: the published error is meant to cover the truth (within the 10% the issue allows) at
-#: least 95% of the time at one aggregation; a test that allows k misses among n
-#: aggregations fails falsely with P(Binomial(n, 0.05) > k), kept below this rate
-MISS_RATE, FALSE_FAILURE = 0.05, 0.005
-
-
-def allowed_misses(n: int, p: float = MISS_RATE, rate: float = FALSE_FAILURE) -> int:
-    """The fewest misses k among ``n`` independent aggregations, each missing with chance
-    ``p``, such that more than k happen with chance below ``rate``."""
-    from math import comb
-    k, tail = 0, 1.0
-    while True:
-        tail -= comb(n, k) * p ** k * (1 - p) ** (n - k)
-        if tail < rate:
-            return k
-        k += 1
-
-
-def aggregations(scrapes: list[dict]) -> list[dict]:
-    """One scrape per aggregation (scrapes every 5 s see each 10 s aggregation twice, and
-    two scrapes of one aggregation are not independent draws)."""
-    seen: dict[float, dict] = {}
-    for s in scrapes:
-        seen.setdefault(s["aggregated_at"], s)
-    return list(seen.values())
-
-
 def in_band(s: dict, truth: dict) -> bool:
     """A scrape of the forked readers whose published figures bracket the truth, give or
     take 10%: working set within 10% plus its error of the 16 MiB read (above: plus what
@@ -184,11 +158,6 @@ def in_band(s: dict, truth: dict) -> bool:
     ws_slack = 0.10 * truth["working_set"] + s["working_set_error"]
     return (truth["working_set"] - ws_slack <= s["working_set"] <= truth["working_set"] + other + ws_slack
             and abs(s["cold"] - truth["cold"]) <= 0.10 * truth["cold"] + s["cold_error"])
-
-
-def test_allowed_misses_follow_the_binomial_tail():
-    # P(Bin(6, 0.05) > 1) = 3.3%, > 2 = 0.22%; P(Bin(12, 0.05) > 2) = 2.0%, > 3 = 0.22%
-    assert [allowed_misses(n) for n in (1, 6, 12)] == [1, 2, 3]
 
 
 def test_forked_readers_through_the_service_count_each_page_once(readers_service: dict) -> None:

@@ -1,0 +1,40 @@
+"""How many misses a VM test allows, from the sampling model, with its false-failure rate.
+
+A published figure with its error is meant to cover the truth (within the tolerance an issue
+sets, 10% here) at least 95% of the time at one aggregation: :data:`MISS_RATE`. Aggregations
+are the independent draws (the sampler starts each from fresh samples; two scrapes of one
+aggregation show the same figures), so a test that judges ``n`` aggregations and allows
+``k`` misses fails with probability P(Binomial(n, MISS_RATE) > k) when the exporter keeps
+exactly its promise. :func:`allowed_misses` picks the smallest ``k`` that keeps that below
+:data:`FALSE_FAILURE`.
+"""
+
+from __future__ import annotations
+
+from math import comb
+
+#: the share of aggregations whose published error may miss the truth
+MISS_RATE = 0.05
+#: the chance a test may fail although the exporter keeps that rate
+FALSE_FAILURE = 0.005
+
+
+def allowed_misses(n: int, p: float = MISS_RATE, rate: float = FALSE_FAILURE) -> int:
+    """The fewest misses ``k`` among ``n`` independent aggregations, each missing with chance
+    ``p``, such that more than ``k`` happen with chance below ``rate``."""
+    k, tail = 0, 1.0
+    while True:
+        tail -= comb(n, k) * p ** k * (1 - p) ** (n - k)
+        if tail < rate:
+            return k
+        k += 1
+
+
+def aggregations(scrapes: list[dict]) -> list[dict]:
+    """One scrape per aggregation (``aggregated_at``): scrapes more often than aggregations
+    see each one more than once, and those are not independent draws."""
+    seen: dict[float, dict] = {}
+    for s in scrapes:
+        seen.setdefault(s["aggregated_at"], s)
+    return list(seen.values())
+
