@@ -1,11 +1,13 @@
-"""The sampling model the summary's figures are judged by, written once.
+"""The sampling model the summary's tests of samples and its errors follow, written once.
 
 Every access check of a region looks at one page picked anywhere in it, once per sample
 interval. If a share ``p`` of the region's pages is accessed in an interval, a check sees an
 access with chance ``p``, independently of the other checks (a new page is picked each time),
-so a region's hits in ``n`` checks are Binomial(n, p). A statement made from samples (these
-bytes are used, this error covers the truth) is meant to be wrong at most :data:`ALPHA` of
-the time; tests that count how often it is wrong allow the misses the binomial tail gives.
+so a region's hits in ``n`` checks are Binomial(n, p). Every test the summary makes of
+samples asks one question of that model, "would the hits seen be this unlikely if ...?", and
+answers it at one rate, :data:`ALPHA`: a statement made from samples (these hits come from
+other processes' memory) is wrong at most that often; tests that count how often a published
+error misses the truth allow the misses the binomial tail gives at that rate.
 """
 
 from __future__ import annotations
@@ -15,15 +17,65 @@ from functools import lru_cache
 
 #: the rate at which a sampled statement may be wrong
 ALPHA = 0.05
+#: bisection steps for the confidence bounds: 2^-24, far below one check's resolution
+_STEPS = 24
 
 
 @lru_cache(maxsize=8192)
 def at_least(n: int, p: float, k: int) -> float:
-    """P(Binomial(n, p) >= k)."""
+    """P(Binomial(n, p) >= k), summed in log space (kernel DAMON's default aggregation holds
+    400 checks per region: no big integers, no underflow)."""
     if k <= 0:
         return 1.0
     if p <= 0.0 or k > n:
         return 0.0
     if p >= 1.0:
         return 1.0
-    return min(1.0, sum(math.comb(n, i) * p ** i * (1.0 - p) ** (n - i) for i in range(k, n + 1)))
+    lp, lq, lf = math.log(p), math.log1p(-p), math.lgamma(n + 1)
+
+    def pmf(i: int) -> float:
+        return math.exp(lf - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq)
+
+    if k <= n * p:  # the lower tail is the shorter sum
+        return max(0.0, 1.0 - sum(pmf(i) for i in range(k)))
+    total = 0.0
+    for i in range(k, n + 1):  # past the mode the terms only shrink
+        term = pmf(i)
+        total += term
+        if term < total * 1e-17:
+            break
+    return min(1.0, total)
+
+
+@lru_cache(maxsize=8192)
+def rate_upper(n: int, k: int) -> float:
+    """The largest access share ``p`` under which ``k`` or fewer hits in ``n`` checks are not
+    unlikely (P(Binomial(n, p) <= k) >= ALPHA): the one-sided upper confidence bound on a
+    region's share accessed per interval. 1 where nothing is known (``n`` = 0)."""
+    if n <= 0 or k >= n:
+        return 1.0
+    lo, hi = k / n, 1.0
+    for _ in range(_STEPS):
+        mid = (lo + hi) / 2
+        if 1.0 - at_least(n, mid, k + 1) >= ALPHA:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+@lru_cache(maxsize=8192)
+def rate_lower(n: int, k: int) -> float:
+    """The smallest access share ``p`` under which ``k`` or more hits in ``n`` checks are not
+    unlikely (P(Binomial(n, p) >= k) >= ALPHA): the one-sided lower confidence bound. 0 where
+    nothing was hit or nothing is known."""
+    if n <= 0 or k <= 0:
+        return 0.0
+    lo, hi = 0.0, min(1.0, k / n)
+    for _ in range(_STEPS):
+        mid = (lo + hi) / 2
+        if at_least(n, mid, k) >= ALPHA:
+            hi = mid
+        else:
+            lo = mid
+    return hi

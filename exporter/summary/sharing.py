@@ -39,12 +39,12 @@ counted by share.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Callable, Iterator, Sequence
 
 from exporter.model.records import RegionRecord
+from exporter.summary.sampling import ALPHA, at_least, rate_lower, rate_upper
 
 
 def _freshness(r: RegionRecord) -> tuple[int, float]:
@@ -152,15 +152,6 @@ def _piece(owner: RegionRecord, lo: int, hi: int, nbytes: int, view: _View) -> R
 
 Share = Callable[[RegionRecord], float]
 
-#: a region's hits are explained by memory other processes use inside it when they are no
-#: more than that memory would give it at this many times the others' own access rate (a
-#: process' own rate varies around theirs) ...
-EXPLAINED_MARGIN = 1.2
-#: ... give or take this many standard deviations of the count (each sample is a draw) ...
-EXPLAINED_SIGMAS = 2.0
-#: ... and a sample (a hit either way is noise)
-EXPLAINED_SLACK = 1
-
 
 def _union_length(spans: list[tuple[int, int]]) -> int:
     """Bytes covered by the union of ``[a, b)`` spans (which overlap where several
@@ -185,10 +176,15 @@ def _unexplained_hits(shared: Sequence[RegionRecord]) -> dict[int, float]:
     process used nothing else there. Kernel DAMON merges such regions whenever a worker's
     use of the hot part dips for an aggregation (it was descheduled; on a merge the
     weighted mean of its accesses stays above 0), and taking the union of the views would
-    then call the whole shared buffer used. A region whose hits the others' use explains is no evidence of use
-    elsewhere in it; one that sees more than that (a worker with memory of its own) is.
+    then call the whole shared buffer used. A region whose hits the others' use explains
+    is no evidence of use elsewhere in it; one that sees more than that (a worker with
+    memory of its own) is.
 
-    Only a clearly hotter region explains a cooler one, and only if it is evidence of its own:
+    Both are questions to the binomial model (:mod:`exporter.summary.sampling`): a region
+    is explained where its hits are not unlikely had its process used only the others'
+    memory inside it, at the highest rate the others' own samples allow, and unlikely had
+    it used the whole region at the lowest such rate (so a region read about as often as
+    the others' memory is evidence of its own). Only a region that is evidence explains:
     regions are judged from the most frequently hit down, each against the regions of other
     processes already found to be evidence (so two readers merged over the whole buffer at
     the same aggregation are both explained by a third reader's hot region, and neither by
@@ -199,23 +195,20 @@ def _unexplained_hits(shared: Sequence[RegionRecord]) -> dict[int, float]:
     evidence: list[RegionRecord] = []
     out: dict[int, float] = {}
     for r in used:
-        spans, rate = [], 0.0
+        spans, rate, upper, lower = [], 0.0, 0.0, 0.0
         for o in evidence:
             if o.pid != r.pid and o.start < r.end and o.end > r.start:
                 spans.append((max(o.start, r.start), min(o.end, r.end)))
                 rate = max(rate, o.frequency)
-        covered = _union_length(spans)
-        share = covered / (r.end - r.start)
-        expected = rate * share * r.nr_checks
-        # a rate cannot exceed one hit per sample
-        q = min(1.0, EXPLAINED_MARGIN * rate) * share
-        bound = r.nr_checks * q + EXPLAINED_SIGMAS * math.sqrt(r.nr_checks * q * (1.0 - q)) + EXPLAINED_SLACK
-        # and a region read about as often as the others' hottest memory (within the
-        # margin) is not diluted by idle memory: it is evidence of its own
-        if spans and r.frequency * EXPLAINED_MARGIN < rate and r.nr_accesses <= bound:
+                upper = max(upper, rate_upper(o.nr_checks, o.nr_accesses))
+                lower = max(lower, rate_lower(o.nr_checks, o.nr_accesses))
+        share = _union_length(spans) / (r.end - r.start)
+        # rounded: the same question is asked of many regions (cached)
+        if (spans and at_least(r.nr_checks, round(upper * share, 4), r.nr_accesses) >= ALPHA
+                and 1.0 - at_least(r.nr_checks, lower, r.nr_accesses + 1) < ALPHA):
             # the doubt left: the share of the region that would give the hits beyond the
             # expected ones at the others' rate
-            out[id(r)] = min(1.0, max(0.0, r.nr_accesses - expected) / (rate * r.nr_checks))
+            out[id(r)] = min(1.0, max(0.0, r.nr_accesses - rate * share * r.nr_checks) / (rate * r.nr_checks))
         else:
             evidence.append(r)
     return out

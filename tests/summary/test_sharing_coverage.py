@@ -111,8 +111,8 @@ def test_matched_by_address_alone_the_unrelated_trees_miss():
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "regions straddling the hot edge (seed 27, 300 layouts): the working-set error misses the truth in 116 "
-    "per mapping and 244 per page, the cold error in 202 and 294. A lone process' edge error (edge_shares) "
+    "regions straddling the hot edge (seed 27, 300 layouts): the working-set error misses the truth in 119 "
+    "per mapping and 244 per page, the cold error in 206 and 294. A lone process' edge error (edge_shares) "
     "is the expected share on the wrong side, not a bound at ALPHA, and per page the target's figure is the "
     "mean of its processes' own estimates, so it misses wherever they do; a bound is the estimator for "
     "regions whose pages are not alike (issue 32)"))
