@@ -15,7 +15,7 @@ and the working set's error estimate includes it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Sequence
 
 from exporter.model.policy import Policy
@@ -233,11 +233,17 @@ def _bound(b: float) -> float | str:
 
 
 def summarize_target(t: TargetRecords, policy: Policy, sample_interval: float = 0.0,
-                     access_per_page: bool = False, tracker: PromotionTracker | None = None,
-                     aggregation_interval: float = 0.0) -> TargetSummary:
+                     access_per_page: bool = False) -> TargetSummary:
     """Working set, cold bytes and the two distributions of one target, from resident bytes
     (each page by its share; shared pages as recently used as their most recent user in the
-    target, see :mod:`exporter.summary.sharing`)."""
+    target, see :mod:`exporter.summary.sharing`): a function of the records alone."""
+    return _summarize_target(t, policy, sample_interval, access_per_page)[0]
+
+
+def _summarize_target(t: TargetRecords, policy: Policy, sample_interval: float,
+                      access_per_page: bool) -> tuple[TargetSummary, tuple[RegionRecord, ...]]:
+    """:func:`summarize_target`, and the regions it counted (shared memory cut into the
+    pieces each page was counted by), which the promotion tracker follows."""
     window, cold_age = policy.working_set_window, policy.cold_age
     in_ws = lambda r: seen_within(r, window)  # noqa: E731
     is_warm = lambda r: r.idle_seconds < cold_age  # noqa: E731
@@ -260,8 +266,6 @@ def summarize_target(t: TargetRecords, policy: Policy, sample_interval: float = 
     ws_error = edge_error(regions, in_ws, sample_interval, lambda r: unknown_bytes(r, window))
     cold_unknown = sum(unknown_bytes(r, cold_age) for r in regions)
     cold_error = edge_error(regions, is_warm, sample_interval, lambda r: unknown_bytes(r, cold_age))
-    promotions = (tracker.observe((t.name, t.labels), regions, t.aggregated_at, cold_age, aggregation_interval)
-                  if tracker is not None else None)
     bands = [band for r in regions for band in idle_bands(r)]
     freq = [band for r in regions for band in frequency_bands(r)]
     measured = dict(t.measured_at)
@@ -286,10 +290,9 @@ def summarize_target(t: TargetRecords, policy: Policy, sample_interval: float = 
         cold_error_bytes=min(resident, round(cold_error) + shared_cold_error + share_error + cold_present),
         nr_merged=t.nr_merged,
         not_monitored=t.not_monitored,
-        promotions=promotions,
         accessed_bits_resets=t.accessed_bits_resets,
         cold_unknown_bytes=min(resident, cold_unknown),
-    )
+    ), tuple(regions)
 
 
 @dataclass(frozen=True)
@@ -345,8 +348,13 @@ class Summary:
 def summarize(agg: Aggregation, policy: Policy, tracker: PromotionTracker | None = None) -> Summary:
     """The summary of every target of one aggregation; with ``tracker`` (the caller's, fed
     every aggregation in order), each target's returns from idleness too."""
-    targets = tuple(summarize_target(t, policy, agg.sample_interval, agg.access_per_page, tracker, agg.aggregation_interval)
-                    for t in agg.targets)
+    targets = []
+    for t in agg.targets:
+        summary, counted = _summarize_target(t, policy, agg.sample_interval, agg.access_per_page)
+        if tracker is not None:
+            summary = replace(summary, promotions=tracker.observe(
+                (t.name, t.labels), counted, t.aggregated_at, policy.cold_age, agg.aggregation_interval))
+        targets.append(summary)
     if tracker is not None:
         tracker.retain((t.name, t.labels) for t in agg.targets)
-    return Summary(raw=agg, targets=targets, policy=policy)
+    return Summary(raw=agg, targets=tuple(targets), policy=policy)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from exporter.engines.clear_refs.curves import period_length
-from exporter.model.records import RegionRecord, TargetRecords
-from exporter.summary import Policy, summarize_target
+from exporter.model.records import Aggregation, RegionRecord, TargetRecords
+from exporter.summary import Policy, summarize
 from exporter.summary.bands import IDLE_AGE_BUCKETS
 from exporter.summary.promotion import PromotionTracker, Promotions
 
@@ -26,6 +26,12 @@ def idle(start_mib, size_mib, pid=1, seconds=0.0):
     return RegionRecord(pid, s, s + size_mib * MiB, size_mib * MiB, nr_checks=20, idle_seconds=seconds)
 
 
+def observed(t: TargetRecords, policy: Policy, tracker: PromotionTracker) -> Promotions | None:
+    """The tracker fed one aggregation of ``t``, as the sampler feeds it (summarize)."""
+    agg = Aggregation("test", t.aggregated_at, 0.1, AGGR, (t,))
+    return summarize(agg, policy, tracker).targets[0].promotions
+
+
 class Run:
     """One target fed aggregation by aggregation, one second apart."""
 
@@ -39,7 +45,7 @@ class Run:
         for _ in range(n):
             self.now += AGGR
             t = TargetRecords("t", tuple(sorted({r.pid for r in regions})), tuple(regions), self.now)
-            self.last = summarize_target(t, self.policy, 0.1, False, self.tracker, AGGR).promotions
+            self.last = observed(t, self.policy, self.tracker)
         return self.last
 
     def bucket(self, le):
@@ -131,7 +137,7 @@ def test_targets_that_leave_start_again_from_zero():
     pol = Policy(20.0, 5.0)
 
     def step(now, *regions):
-        return summarize_target(TargetRecords("t", (1,), tuple(regions), now), pol, 0.1, False, tr, AGGR).promotions
+        return observed(TargetRecords("t", (1,), tuple(regions), now), pol, tr)
 
     for i in range(30):
         step(1000.0 + i, idle(0, 8))
