@@ -323,12 +323,39 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
     return tuple(out) + tuple(made), round(ws_error), round(cold_error)
 
 
+def _stretches(shared: Sequence[RegionRecord]) -> Iterator[tuple[int, int, list[RegionRecord]]]:
+    """``[lo, hi)`` between consecutive region edges of ``shared`` (sorted by start), with the
+    regions covering it, where they belong to at least two processes."""
+    bounds = sorted({x for r in shared for x in (r.start, r.end)})
+    active: list[RegionRecord] = []
+    nxt = 0
+    for lo, hi in zip(bounds, bounds[1:]):
+        while nxt < len(shared) and shared[nxt].start <= lo:
+            active.append(shared[nxt])
+            nxt += 1
+        active = [r for r in active if r.end > lo]
+        covering = [r for r in active if r.start <= lo]
+        if len({r.pid for r in covering}) >= 2:
+            yield lo, hi, covering
+
+
+def _deciding(covering: list[RegionRecord], unexplained: dict[int, float]) -> tuple[list[RegionRecord], float]:
+    """Per mapping: the views that decide a stretch, and the share of its bytes left in
+    doubt. Where every view calling these bytes used has its hits from memory other
+    processes use elsewhere in it (:func:`_unexplained_hits`), the views that saw none here
+    decide, with the explained views' unexplained share as the doubt."""
+    used = [c for c in covering if c.nr_accesses > 0 and not c.idle_distribution]
+    if used and len(used) < len(covering) and all(id(c) in unexplained for c in used):
+        ids = {id(c) for c in used}
+        return [c for c in covering if id(c) not in ids], max(unexplained[i] for i in ids)
+    return covering, 0.0
+
+
 def _share_group(shared: Sequence[RegionRecord], in_working_set: Share, cold: Share,
                  doubt: tuple[Share, Share] | None) -> tuple[dict[int, int], list[RegionRecord], float, float]:
     """:func:`share_access` for one group of regions that are the same memory where they
     overlap (sorted by start): the shared bytes each region gives to pieces, by id; the
     pieces; the working-set and cold errors."""
-    bounds = sorted({x for r in shared for x in (r.start, r.end)})
     moved: dict[int, int] = {}  # id(region) -> shared bytes moved into pieces
     #: id(view) -> (view, bytes that took it, their working-set and cold disagreement)
     taken: dict[int, tuple[RegionRecord, int, float, float]] = {}
@@ -343,26 +370,9 @@ def _share_group(shared: Sequence[RegionRecord], in_working_set: Share, cold: Sh
     #: records, the same bytes)
     pieces: list[_Piece] = []
     last_piece: dict[int, _Piece] = {}  # id(region) -> its latest piece
-    active: list[RegionRecord] = []
-    nxt = 0
-    for lo, hi in zip(bounds, bounds[1:]):
-        while nxt < len(shared) and shared[nxt].start <= lo:
-            active.append(shared[nxt])
-            nxt += 1
-        active = [r for r in active if r.end > lo]
-        covering = [r for r in active if r.start <= lo]
-        if len({r.pid for r in covering}) < 2:
-            continue
-        views, residue = covering, 0.0
+    for lo, hi, covering in _stretches(shared):
+        views, residue = _deciding(covering, unexplained) if per_mapping else (covering, 0.0)
         ws_doubt_share = cold_doubt_share = 0.0
-        if per_mapping:
-            used = [c for c in covering if c.nr_accesses > 0 and not c.idle_distribution]
-            if used and len(used) < len(covering) and all(id(c) in unexplained for c in used):
-                # every view that calls these bytes used has its hits from memory other
-                # processes use elsewhere in it: the views that saw none here decide
-                ids = {id(c) for c in used}
-                views = [c for c in covering if id(c) not in ids]
-                residue = max(unexplained[i] for i in ids)
         ws = [readings[id(r)][0] for r in views]
         cd = [readings[id(r)][1] for r in views]
         stretch = _View(views)
