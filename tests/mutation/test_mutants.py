@@ -13,7 +13,7 @@ import pytest
 from tests.mutation.matrix import Run, run
 from tests.mutation.mutants import MUTANTS, Mutant
 
-pytestmark = pytest.mark.slow  # a child pytest per mutant: about a minute and a half in all
+pytestmark = pytest.mark.slow  # a child pytest per mutant: over a minute in all
 
 ALL_KILLERS = sorted({k for m in MUTANTS for k in m.killers})
 
