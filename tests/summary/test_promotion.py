@@ -3,6 +3,8 @@ truth, and on the user-space engine over simulated memory on a virtual clock."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from exporter.engines.clear_refs.curves import period_length
@@ -114,6 +116,9 @@ def test_splits_and_merges_of_idle_memory_are_not_returns():
     r.step(idle(0, 50), idle(50, 60), idle(110, 146), n=3)
     p = r.step(idle(0, 256), n=3)
     assert p.count == 0
+    # and they kept the memory's idle history: when it comes back, it comes back from 39 s
+    p = r.step(hot(0, 256), n=10)
+    assert p.promoted_bytes == 256 * MiB and r.bucket(30) == 0 and r.bucket(60) == 256 * MiB
 
 
 def test_freed_memory_leaves_and_new_memory_is_not_a_return():
@@ -122,6 +127,28 @@ def test_freed_memory_leaves_and_new_memory_is_not_a_return():
     r.step(idle(0, 128), n=3)  # half unmapped
     p = r.step(hot(0, 128), hot(512, 64), n=10)  # the rest back; new memory faulted in
     assert p.promoted_bytes == 128 * MiB and p.count == 128 * MiB
+
+
+def test_reclaimed_memory_leaves_the_idle_history():
+    """Half of an idle region's pages are reclaimed (its range stays mapped): when the region
+    comes back, only the 128 MiB still resident can have returned."""
+    r = Run()
+    r.step(idle(0, 256), n=30)
+    r.step(replace(idle(0, 256), resident_bytes=128 * MiB), n=3)
+    p = r.step(replace(hot(0, 256), resident_bytes=128 * MiB), n=10)
+    assert p.promoted_bytes == 128 * MiB and p.count == 128 * MiB
+
+
+def test_a_region_growing_over_idle_memory_at_the_edge_of_use_brackets_no_return():
+    """48 MiB in use beside 16 MiB idle for 30 s; then DAMON merges the two into one region
+    that reads 15 hits in 20 samples (48/64 of the used part's 20). Nothing came back, but the
+    merged region cannot tell: the 16 MiB it brought in count at its frequency (12 MiB), and
+    whole in the error, so the truth (0) lies within it."""
+    r = Run(cold_age=20.0)
+    r.step(hot(0, 48), idle(48, 16), n=30)
+    p = r.step(hot(0, 64, acc=15), n=10)
+    assert p.promoted_bytes == pytest.approx(12 * MiB)
+    assert p.promoted_bytes - p.promoted_error_bytes <= 0
 
 
 def test_a_process_that_exits_takes_its_pending_returns_with_it():
@@ -202,6 +229,21 @@ def test_referenced_bytes_steady_is_nothing():
     # the hot 16 MiB is touched again in the first aggregation after each clear: not proven
     # idle at the aggregation before, so no return; the cold 48 MiB is never touched
     assert p.promoted_bytes == 0
+
+
+def test_referenced_bytes_steady_with_clears_between_aggregations_is_nothing():
+    """As above, but each clear lands half a second before an aggregation, so the hot
+    16 MiB's first touches after it fall in two aggregations: 8 MiB in the half second, the
+    rest in the next. Neither is a return (idle for under an aggregation since the clear is
+    the resolution, not idleness), nor any doubt: this is the first aggregation interval."""
+    r = Run(cold_age=20.0)
+    clears = [1000.5 + 30 * k for k in range(6)]
+    r.now = 1001.0
+    for now in range(1002, 1180):  # from a first read that saw the hot 16 MiB touched
+        period = max(c for c in clears if c <= now)
+        hot_touched = 8 if now - period < 1 else 16
+        p = r.step(mapping(0, 64, hot_touched, period, [(1, 64 - hot_touched)]))
+    assert p.promoted_bytes == 0 and p.count == 0 and p.promoted_error_bytes == 0
 
 
 def chunk_returns(cold_age: float, period: float, every: float, seconds: int, warm_every: float = 0.0):
