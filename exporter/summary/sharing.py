@@ -299,9 +299,9 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
     wrong side, for the working set and for the cold bytes, used for point records).
     Resident bytes in total are unchanged; the pieces come after the regions they were cut
     from (they are nobody's neighbours in edge_error)."""
-    if per_page:
-        return tuple(regions), 0, 0
     shared = sorted((r for r in regions if r.shared_bytes > 0 and r.end > r.start), key=lambda r: r.start)
+    if per_page:
+        return tuple(regions), *_disagreement(shared, in_working_set, cold)
     moved: dict[int, int] = {}  # id(region) -> shared bytes moved into pieces
     made: list[RegionRecord] = []
     ws_error = cold_error = 0.0
@@ -321,6 +321,27 @@ def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: S
             continue
         out.append(_scaled(r, r.resident_bytes - m, r.shared_bytes - m))
     return tuple(out) + tuple(made), round(ws_error), round(cold_error)
+
+
+def _disagreement(shared: Sequence[RegionRecord], in_working_set: Share, cold: Share) -> tuple[int, int]:
+    """Per physical page: the bytes on which the views of one memory disagree, for the
+    working set and the cold bytes. Each process' regions estimate the frames it maps, and
+    the target's figure is the share-weighted mean of those estimates; the truth lies
+    between the most and the least of them (one region straddling the used part's edge
+    overshoots it, another stops short), so each process' part of a stretch counts the
+    spread of the views over it as its error."""
+    ws_error = cold_error = 0.0
+    for group in identity_groups(shared):
+        if len({r.pid for r in group}) < 2:
+            continue
+        readings = {id(r): (in_working_set(r), cold(r)) for r in group}
+        for lo, hi, covering in _stretches(group):
+            ws = [readings[id(r)][0] for r in covering]
+            cd = [readings[id(r)][1] for r in covering]
+            nbytes = sum(r.shared_bytes * (hi - lo) / (r.end - r.start) for r in covering)
+            ws_error += nbytes * (max(ws) - min(ws))
+            cold_error += nbytes * (max(cd) - min(cd))
+    return round(ws_error), round(cold_error)
 
 
 def _stretches(shared: Sequence[RegionRecord]) -> Iterator[tuple[int, int, list[RegionRecord]]]:

@@ -110,13 +110,19 @@ def test_matched_by_address_alone_the_unrelated_trees_miss():
     assert misses(False, 0, frames=False)["working set"] > ALLOWED
 
 
+def test_per_page_errors_bracket_the_truth_at_the_stated_rate_where_regions_straddle_the_hot_edges():
+    """Per physical page the views of one memory disagree where their regions straddle the
+    hot edge differently, and that spread is in the error (9 working-set and 23 cold misses
+    of 300 at seed 27)."""
+    found = misses(True, JITTER)
+    assert max(found.values()) <= ALLOWED, found
+
+
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "regions straddling the hot edge (seed 27, 300 layouts): the working-set error misses the truth in 119 "
-    "per mapping and 244 per page, the cold error in 206 and 294. A lone process' edge error (edge_shares) "
-    "is the expected share on the wrong side, not a bound at ALPHA, and per page the target's figure is the "
-    "mean of its processes' own estimates, so it misses wherever they do; a bound is the estimator for "
-    "regions whose pages are not alike (issue 32)"))
-@pytest.mark.parametrize("per_page", [False, True], ids=["per-mapping", "per-page"])
-def test_errors_bracket_the_truth_at_the_stated_rate_where_regions_straddle_the_hot_edges(per_page):
-    found = misses(per_page, JITTER)
+    "per mapping, regions straddling the hot edge (seed 27, 300 layouts): the working-set error misses the "
+    "truth in 119, the cold error in 206. The union of the views takes the largest overshoot, and a lone "
+    "process' edge error (edge_shares) is the expected share on the wrong side, not a bound at ALPHA: a "
+    "bound is the estimator for regions whose pages are not alike (issue 32)"))
+def test_per_mapping_errors_bracket_the_truth_at_the_stated_rate_where_regions_straddle_the_hot_edges():
+    found = misses(False, JITTER)
     assert max(found.values()) <= ALLOWED, found

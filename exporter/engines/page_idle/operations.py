@@ -49,6 +49,11 @@ class Operations(abc.ABC):
         """Resident memory in each range (same order), each page by its share (PSS's rule:
         a page ``n`` page tables map counts ``1/n``). Cost must be bounded per range."""
 
+    def frames(self, proc: ProcessRef, addrs: Sequence[int]) -> list[int] | None:
+        """The page frame number at each address (0: no page there), or None where frames
+        cannot be read: which memory a shared region is (exporter/engines/identity.py)."""
+        return None
+
     def forget(self, proc: ProcessRef) -> None:
         """Drop per-process state (open files, caches); the process left the monitoring."""
 

@@ -75,6 +75,7 @@ from exporter.procfs.pagemap import (
     PageCounts,
     Pagemap,
     Residency,
+    frames_at,
     open_checked_pagemap,
     resident_bytes_pagemap,
     zero_page_pfn,
@@ -359,6 +360,11 @@ class PageIdleOps(Operations):
     def resident_bytes(self, proc: ProcessRef, ranges: Sequence[tuple[int, int]]) -> list[Residency]:
         p = self._proc(proc)
         return resident_bytes_pagemap(p.pagemap, list(ranges), self.rng, self._zero_pfn, counts=self._counts)
+
+    def frames(self, proc: ProcessRef, addrs: Sequence[int]) -> list[int] | None:
+        if self._zero_pfn is None:
+            return None
+        return frames_at(self._proc(proc).pagemap, list(addrs), self._zero_pfn)
 
     def forget(self, proc: ProcessRef) -> None:
         p = self._procs.pop(proc, None)
