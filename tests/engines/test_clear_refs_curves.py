@@ -420,14 +420,17 @@ def test_share_scaling_error_bounds_every_split_of_the_touched_pages(rss_pages, 
     pss = (private + shared / mappers) * page
     err = share_scaling_error(rss_pages * page, private * page, int(pss))
     est = touched * page * pss / (rss_pages * page)
+    # smaps gives Pss in whole bytes: int() moves the estimate and each extreme of the split
+    # by under a byte each, and the error is rounded to a byte (half a byte)
+    slack = 2.5
     for touched_private in range(max(0, touched - shared), min(touched, private) + 1):
         truth = (touched_private + (touched - touched_private) / mappers) * page
-        assert abs(truth - est) <= err + 1
+        assert abs(truth - est) <= err + slack
     # and no looser than that: some split of the private or the shared pages' count of
     # touched pages is off by the whole error (the corners the bound is taken at)
     worst = max(abs((tp + (t - tp) / mappers) * page - t * page * pss / (rss_pages * page))
                 for t in (private, shared) for tp in range(max(0, t - shared), min(t, private) + 1))
-    assert abs(worst - err) <= 1
+    assert abs(worst - err) <= slack
 
 
 def test_the_summary_publishes_the_scaling_error():
