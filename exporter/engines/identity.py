@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Callable, Sequence
 
 from exporter.model.attrs import PAGE_SIZE
+from exporter.model.errors import OpsError
 from exporter.model.records import RegionRecord
 
 #: addresses read per region: one 8-byte pagemap read each
@@ -52,12 +53,17 @@ def overlapping_shared(records: Sequence[RegionRecord]) -> list[int]:
 
 def with_frames(records: list[RegionRecord], read: Callable[[int, list[int]], list[int] | None]) -> list[RegionRecord]:
     """``records`` with the frames of those :func:`overlapping_shared` finds, ``read(pid,
-    addresses)`` giving PFNs (0: none there; None: cannot be read, identity left unknown)."""
+    addresses)`` giving PFNs (0: none there; None: cannot be read). Where a read fails (the
+    process left since its records were taken), that region's identity is left unknown: it
+    is matched by address."""
     out = list(records)
     for i in overlapping_shared(records):
         r = records[i]
         addrs = frame_grid(r.start, r.end)
-        pfns = read(r.pid, addrs)
+        try:
+            pfns = read(r.pid, addrs)
+        except OpsError:
+            continue
         if pfns is not None:
             out[i] = replace(r, frames=tuple((a, f) for a, f in zip(addrs, pfns) if f))
     return out

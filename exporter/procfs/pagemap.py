@@ -18,6 +18,7 @@ import struct
 import sys
 from array import array
 from dataclasses import dataclass
+from typing import Sequence
 
 from exporter.model.attrs import PAGE_SIZE
 from exporter.model.errors import OpsError, ProcessGone
@@ -143,10 +144,13 @@ _TOP_BIT = bytes(1 if b & 0x80 else 0 for b in range(256))
 _TOP_BYTE = 7 if sys.byteorder == "little" else 0
 
 
-def frames_at(pm: Pagemap, addrs: list[int], zero_pfn: int) -> list[int]:
+def frames_at(pm: Pagemap, addrs: Sequence[int], zero_pfn: int | None) -> list[int] | None:
     """The PFN at each address of ``pm``'s process, 0 where no page is present or only the
     shared zero page is (it is every process' page and no one's memory): one 8-byte read
-    per address, for telling shared memory by frame (exporter/engines/identity.py)."""
+    per address, for telling shared memory by frame (exporter/engines/identity.py). None
+    where the zero page's frame is not known (no CAP_SYS_ADMIN: every PFN reads 0)."""
+    if zero_pfn is None:
+        return None
     out = []
     for a in addrs:
         entry = pm.entries(a >> PAGE_SHIFT, 1)[0]

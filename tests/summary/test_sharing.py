@@ -484,3 +484,22 @@ def test_regions_over_common_addresses_read_common_addresses(a_page, a_pages, b_
     stride = max(ga[1] - ga[0] if len(ga) > 1 else P, gb[1] - gb[0] if len(gb) > 1 else P)
     if hi - lo >= 2 * stride:
         assert set(ga) & set(gb)
+
+
+def test_frames_that_cannot_be_read_leave_identity_unknown():
+    """Every engine hands with_frames a reader that may raise (the process left since its
+    records were taken) or return None (no CAP_SYS_ADMIN): those regions keep no frames and
+    are matched by address; the others get the frames read at their grid."""
+    from exporter.engines.identity import frame_grid, with_frames
+    from exporter.model.errors import ProcessGone
+
+    records = [point(100, 0, 64, 32, 32, acc=20), point(101, 0, 64, 32, 32, acc=20), point(102, 0, 64, 32, 32)]
+
+    def read(pid, addrs):
+        if pid == 101:
+            raise ProcessGone("process 101 exited")
+        return None if pid == 102 else [a >> 12 for a in addrs]
+
+    out = with_frames(records, read)
+    assert out[0].frames == tuple((a, a >> 12) for a in frame_grid(out[0].start, out[0].end))
+    assert out[1].frames is None and out[2].frames is None

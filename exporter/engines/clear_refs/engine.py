@@ -330,7 +330,7 @@ class ReferencedBytesEngine(Engine):
             for ref in sorted(t.refs):
                 records += self._records(self._procs[ref], now, oldest)
             refs = {ref.pid: ref for ref in t.refs}
-            records = with_frames(records, lambda pid, addrs: self._frames(refs[pid], addrs))
+            records = with_frames(records, lambda pid, addrs: self.source.frames(refs[pid], addrs))
             out.append(
                 TargetRecords(
                     name=t.spec.name,
@@ -393,14 +393,6 @@ class ReferencedBytesEngine(Engine):
                 if at is not None and (h not in oldest or at < oldest[h]):
                     oldest[h] = at
         return out
-
-    def _frames(self, ref: ProcessRef, addrs: list[int]) -> list[int] | None:
-        """PFNs at ``addrs`` of ``ref``; None where they cannot be read (the process left
-        since its smaps read: its records go with this aggregation, unmatched)."""
-        try:
-            return self.source.frames(ref, addrs)
-        except OpsError:
-            return None
 
     def _fail(self, ref: ProcessRef, e: OpsError) -> None:
         """A process we cannot watch: drop it quietly if gone, remember why otherwise."""

@@ -121,8 +121,6 @@ class ProcSmaps:
         CAP_SYS_ADMIN the kernel reads PFNs as 0 and the zero page cannot be told: None."""
         if self._zero_pfn == -1:
             self._zero_pfn = zero_page_pfn(self.io, self.proc_root)
-        if self._zero_pfn is None:
-            return None
         return frames_at(self._get(proc).pagemap, addrs, self._zero_pfn)
 
     def forget(self, proc: ProcessRef) -> None:

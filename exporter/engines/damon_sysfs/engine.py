@@ -614,15 +614,9 @@ class DamonSysfsEngine(Engine):
                            aggregation_interval=aggr, targets=targets, stats=self.stats())
 
     def _frames(self, p: "_Proc | None", addrs: list[int]) -> list[int] | None:
-        """PFNs at ``addrs`` of ``p`` (which memory a shared region is); None where they
-        cannot be read (the process left since its regions were read, or the zero page's
-        frame is unknown): its regions are then matched by address."""
-        if p is None or self._zero_pfn is None:
-            return None
-        try:
-            return frames_at(p.pagemap, addrs, self._zero_pfn)
-        except OpsError:
-            return None
+        """PFNs at ``addrs`` of ``p``; None for a process dropped since its regions were
+        read (its regions are then matched by address)."""
+        return None if p is None else frames_at(p.pagemap, addrs, self._zero_pfn)
 
     # -- the rest ------------------------------------------------------------------------
 

@@ -339,14 +339,6 @@ class Monitor(Engine):
             p.regions = split_regions(p.regions, nr_subs, self.rng)
         t.last_nr_regions = nr
 
-    def _frames(self, ref: ProcessRef, addrs: list[int]) -> list[int] | None:
-        """PFNs at ``addrs`` of ``ref``; None where they cannot be read (the process left
-        since its regions were read: its records are matched by address)."""
-        try:
-            return self.ops.frames(ref, addrs)
-        except OpsError:
-            return None
-
     def _target_records(self, t: _Target, max_regions: int, nr_merged: int = 0) -> TargetRecords:
         stats: list[RegionRecord] = []
         now = self.clock()
@@ -375,7 +367,7 @@ class Monitor(Engine):
         return TargetRecords(
             name=t.spec.name,
             pids=tuple(sorted({ref.pid for ref in t.processes})),
-            regions=tuple(with_frames(stats, lambda pid, addrs: self._frames(refs[pid], addrs))),
+            regions=tuple(with_frames(stats, lambda pid, addrs: self.ops.frames(refs[pid], addrs))),
             aggregated_at=self.wall_clock(),
             labels=t.spec.labels,
             errors=self._failures.errors(t.spec.key),

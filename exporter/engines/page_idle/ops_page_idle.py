@@ -362,9 +362,7 @@ class PageIdleOps(Operations):
         return resident_bytes_pagemap(p.pagemap, list(ranges), self.rng, self._zero_pfn, counts=self._counts)
 
     def frames(self, proc: ProcessRef, addrs: Sequence[int]) -> list[int] | None:
-        if self._zero_pfn is None:
-            return None
-        return frames_at(self._proc(proc).pagemap, list(addrs), self._zero_pfn)
+        return frames_at(self._proc(proc).pagemap, addrs, self._zero_pfn)
 
     def forget(self, proc: ProcessRef) -> None:
         p = self._procs.pop(proc, None)
