@@ -15,12 +15,9 @@ what the views mean depends on the engine's check:
   shared page already sees every mapper's access, so each process' regions are a complete
   estimate of the frames that process maps, and they need no reconciliation: counted by
   share, the target's figure for a shared frame is the share-weighted mean of its mappers'
-  verdicts, and each process' own edge error, counted by share, is the same mean of their
-  errors, so if every process' estimate is within its error of the truth, so is the mean
-  (the triangle inequality). It is also right where two processes map *different* frames at
-  one address (unrelated trees started with ASLR off, pages whose copy-on-write a write
-  broke): every check reads the frame its own process maps. :func:`share_access` leaves
-  these records as they are.
+  verdicts. The truth lies between the least and the most of those verdicts, so their
+  spread over the same frames goes into the error (:func:`_disagreement`);
+  :func:`share_access` leaves these records as they are.
 
 For per-mapping counts of referenced bytes (clear_refs), the bytes the views disagree on are
 counted whole: the truth lies between the views. Per mapping with DAMON's regions, a view
@@ -29,12 +26,18 @@ never reads their pages), so only the views of processes that use some shared me
 each other where they disagree; and a piece takes the doubt of the region whose view it
 took, as that region's own process sees it (its edge share: a region across the edge of the
 used part reads fewer accesses than the used regions beside it), up to the bytes taken from
-it. Matching by address finds the same physical page where the processes inherited the
-mapping from a common parent (fork keeps addresses: gunicorn ``--preload`` workers,
-PostgreSQL backends and their ``shared_buffers``, Redis' fork, multiprocessing), which is how
-pages come to be shared within one target in practice. Shared memory mapped at different
-addresses (two unrelated programs mapping one file) keeps each process' own view, still
-counted by share.
+it.
+
+Which regions are the same memory is decided first, for both kinds, by identity
+(:func:`identity_groups`): regions of two processes over the same addresses are one memory
+where the engine read one frame at one address in both, and two where every address both
+read holds different frames (unrelated trees started without ASLR, a fixed-address mapping,
+copy-on-write broken by a write). Where frames were not read (no CAP_SYS_ADMIN), the same
+addresses in one target are taken as the same pages, as fork leaves them (gunicorn
+``--preload`` workers, PostgreSQL backends and their ``shared_buffers``, Redis' fork,
+multiprocessing), with the views' disagreement in the errors. Shared memory mapped at
+different addresses (two unrelated programs mapping one file) keeps each process' own view,
+still counted by share.
 """
 
 from __future__ import annotations
