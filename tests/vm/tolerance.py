@@ -11,10 +11,10 @@ exactly its promise. :func:`allowed_misses` picks the smallest ``k`` that keeps 
 
 from __future__ import annotations
 
-from math import comb
+from exporter.summary.sampling import ALPHA, at_least
 
-#: the share of aggregations whose published error may miss the truth
-MISS_RATE = 0.05
+#: the share of aggregations whose published error may miss the truth: the summary's rate
+MISS_RATE = ALPHA
 #: the chance a test may fail although the exporter keeps that rate
 FALSE_FAILURE = 0.005
 
@@ -22,12 +22,7 @@ FALSE_FAILURE = 0.005
 def allowed_misses(n: int, p: float = MISS_RATE, rate: float = FALSE_FAILURE) -> int:
     """The fewest misses ``k`` among ``n`` independent aggregations, each missing with chance
     ``p``, such that more than ``k`` happen with chance below ``rate``."""
-    k, tail = 0, 1.0
-    while True:
-        tail -= comb(n, k) * p ** k * (1 - p) ** (n - k)
-        if tail < rate:
-            return k
-        k += 1
+    return next(k for k in range(n + 1) if at_least(n, p, k + 1) < rate)
 
 
 def aggregations(scrapes: list[dict]) -> list[dict]:
