@@ -267,21 +267,23 @@ def identity_groups(shared: Sequence[RegionRecord]) -> list[list[RegionRecord]]:
             i = root[i]
         return i
 
-    proven: dict[tuple[int, int], bool] = {}  # process pair -> one frame in common anywhere
+    def pids(j: int, i: int) -> frozenset[int]:
+        return frozenset((shared[j].pid, shared[i].pid))
+
+    proven: dict[frozenset[int], bool] = {}  # process pair -> one frame in common anywhere
     unknown: list[tuple[int, int]] = []
     for j, i in _overlapping_pairs(shared):
         if find(i) == find(j):
             continue  # one memory already (forked workers: nearly every pair after the first)
         v = same_memory(shared[j], shared[i])
-        key = (min(shared[j].pid, shared[i].pid), max(shared[j].pid, shared[i].pid))
         if v is None:
             unknown.append((j, i))
             continue
-        proven[key] = proven.get(key, False) or v
+        proven[pids(j, i)] = proven.get(pids(j, i), False) or v
         if v:
             root[find(i)] = find(j)
     for j, i in unknown:
-        if proven.get((min(shared[j].pid, shared[i].pid), max(shared[j].pid, shared[i].pid))) is not False:
+        if proven.get(pids(j, i)) is not False:
             root[find(i)] = find(j)
     groups: dict[int, list[RegionRecord]] = {}
     for i, r in enumerate(shared):
