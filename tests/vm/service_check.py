@@ -65,9 +65,10 @@ targets:
 TIMING = {"page_idle": (WARM_UP, JUDGED, SCRAPE_EVERY), "damon_sysfs": (30.0, 60.0, 5.0)}
 #: issue 18: five forked processes sharing 128 MiB copy-on-write, 16 MiB of it read by four
 #: of them, one target, each backend at its own defaults (cold_age 30 s, window 20 s)
+READERS_COLD_AGE = 30.0
 READERS_CONFIG = """\
 backend: {backend}
-cold_age: 30s
+cold_age: {cold_age:g}s
 working_set_window: 20s
 targets:
   - name: workload
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(cfg, "w") as f:
         comm = os.path.basename(args.workload)[:15]
         if args.readers:
-            f.write(READERS_CONFIG.format(backend=args.backend, comm=comm))
+            f.write(READERS_CONFIG.format(backend=args.backend, comm=comm, cold_age=READERS_COLD_AGE))
         else:
             f.write((DAMON_SYSFS_CONFIG if args.backend == "damon_sysfs" else CONFIG).format(comm=comm))
     log = open(os.path.join(tmp, "exporter.log"), "w+")
