@@ -48,15 +48,14 @@ ATTRS = MonitoringAttrs(
 #: intervals. (At 5 ms, under TCG, a hot pass of the workload takes longer than a sample, a
 #: hot page is seen accessed in only some of the 200 samples, and DAMON's merge threshold, a
 #: tenth of the samples, then lets cold neighbours of the hot/cold boundary have their age
-#: restarted: in one boot of two the working set stayed 10 MiB high. The 5 ms defaults are
-#: exercised by the lifecycle check and measured by bench/kernel_damon_compare.py.)
+#: restarted. The 5 ms defaults are exercised by the lifecycle check and measured by
+#: bench/kernel_damon_compare.py.)
 DAMON_SYSFS_ATTRS = ATTRS
 COLD_AGE = 4.0
 WORKING_SET_WINDOW = 4.0
-#: A hot/cold boundary settles in 4-15 s (seen: regions next to it keep having their age
-#: restarted until a split lands close to the boundary; in some boots pages within ~1 MiB
-#: below the hot part also get accessed bits set now and then, seen by kernel DAMON too).
-#: The tests judge the last 5 aggregations of 20.
+#: A hot/cold boundary settles once a split lands close to it (regions next to it have
+#: their age restarted until then), in a few aggregations from the first three regions:
+#: the tests judge the last 5 aggregations of 20.
 ACCURACY_SECONDS = 20
 #: checks at the backends' own default attributes (page_idle: 500 ms samples, 10 s
 #: aggregations), with a cold age and working-set window a check this long can see
@@ -428,7 +427,8 @@ def pss_of(pid: int) -> int:
 #: issue 19's workload at kernel DAMON's own defaults: what a damon_sysfs user gets
 KERNEL_DEFAULTS_POLICY = Policy(cold_age=8.0, working_set_window=3.0)
 #: long enough for the kernel to split its way to the hot edge from its first 10 regions
-#: (seen: 20-47 s at 2 s aggregations) before the last 30 s that are judged
+#: (at most one split per region per aggregation, and merges undo some) before the last
+#: 30 s that are judged
 KERNEL_DEFAULTS_SECONDS = 90
 
 

@@ -28,7 +28,7 @@ from tests.vm.guest_checks import MONITOR_CPU, THP_ENABLED, Workload, _damon_sta
 MiB = 1 << 20
 ADDRESS = "127.0.0.1:10170"
 SIZE_MIB, HOT_MIB = 512, 64
-WARM_UP = 30.0  # seconds after the first aggregation (converged by ~15 s in our runs)
+WARM_UP = 30.0  # seconds after the first aggregation: the regions' splits find the hot edge
 JUDGED = 60.0  # seconds of scrapes after that
 SCRAPE_EVERY = 2.0
 
@@ -51,8 +51,7 @@ targets:
 #: issue 19: kernel DAMON at its own defaults (no ``monitoring:`` section: 5 ms samples,
 #: 2 s aggregations, 10..100 regions), scraped every 5 s after a 30 s warm-up: from its
 #: first 10 regions the kernel takes 10-20 aggregations to split its way to the edge of the
-#: hot part (seen: a region of 11-17 MiB across it, counted whole inside its published error,
-#: at 1 or 2 of the scrapes between 20 and 35 s in two boots of three; none after)
+#: hot part; until then a region across it is counted whole inside its published error
 DAMON_SYSFS_CONFIG = """\
 backend: damon_sysfs
 cold_age: 8s

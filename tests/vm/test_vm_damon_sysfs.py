@@ -118,13 +118,11 @@ def test_steady_memory_promotes_nothing(checks: dict) -> None:
 
 def test_forked_readers_at_the_default_attributes_count_each_page_once(checks: dict) -> None:
     """Kernel DAMON at its own defaults (5 ms samples, 2 s aggregations, 10..100 regions),
-    forked readers: resident by share, working set and cold bytes within 10% at all but one
-    of the last ten aggregations, and the published error small. Until the kernel was given room to
-    split every process (REGIONS_PER_PROCESS in the engine), one boot in three, and every run
-    of some boots, read 65-66 MiB for 16 with 65 of error: five processes started at ~50
-    regions of 100 and the kernel never split again. Once it could, one CI boot read 128 MiB
-    at every other aggregation: a reader's view merged over the whole buffer (see
-    exporter/summary/sharing.py, _unexplained_hits)."""
+    forked readers: resident by share, working set and cold bytes within 10% at all but the
+    misses tests/vm/tolerance.py allows among the last ten aggregations, and the published
+    error small. Five processes share the region cap, so the engine gives the kernel room
+    to split every one of them (REGIONS_PER_PROCESS); a reader whose view merged over the
+    whole buffer is judged against the others (exporter/summary/sharing.py)."""
     res = check(checks, "damon_sysfs/shared_readers_defaults")
     series, truth = res["series"], res["truth"]
     print(f"damon_sysfs defaults, forked readers: working set {trace(series, 'working_set')} "
@@ -134,10 +132,10 @@ def test_forked_readers_at_the_default_attributes_count_each_page_once(checks: d
     last = series[-10:]
     off = [s for s in last if not 0.9 * truth["working_set"] <= s["working_set"] <= 1.1 * truth["working_set"] + other
            or abs(s["cold"] - truth["cold"]) > 0.1 * truth["cold"]]
-    assert len(off) <= 1, f"{trace(series, 'working_set')} / {trace(series, 'cold')}"
-    # the error small but for a doubtful aggregation now and then (seen in the guest: a reader
-    # paused for 2.5 s disagrees with the others about the hot 16 MiB for one aggregation,
-    # 17 MiB of error; once in 20 without a pause, 54; in a CI boot 0-6 MiB and one 34)
+    assert len(off) <= allowed_misses(len(last)), f"{trace(series, 'working_set')} / {trace(series, 'cold')}"
+    # the error small at the median: a reader the scheduler pauses for a few samples
+    # disagrees with the others about the hot part for an aggregation, and its doubt is
+    # published whole; the median holds unless most of the ten do
     errors = sorted(s["working_set_error"] for s in last)
     assert errors[len(errors) // 2] <= 0.25 * truth["working_set"], trace(series, "working_set_error")
 
