@@ -22,11 +22,14 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.commands.serve import SERVER_SHUTDOWN_TIMEOUT, SHUTDOWN_TIMEOUT
 from tests.support.exporter import proc_cpu_seconds
 from tests.vm.guest_checks import MONITOR_CPU, THP_ENABLED, Workload, _damon_state, pss_of, require_test_guest, rss_of
 
 MiB = 1 << 20
 ADDRESS = "127.0.0.1:10170"
+#: what the exporter allows itself between SIGTERM and its exit, and a second more
+STOP_SECONDS = SHUTDOWN_TIMEOUT + SERVER_SHUTDOWN_TIMEOUT + 2.0
 SIZE_MIB, HOT_MIB = 512, 64
 WARM_UP = 30.0  # seconds after the first aggregation: the regions' splits find the hot edge
 JUDGED = 60.0  # seconds of scrapes after that
@@ -214,12 +217,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         exporter.terminate()
         try:
-            exporter.wait(10)
+            # as long as the exporter gives itself to stop (an engine ends its step first:
+            # damon_sysfs waits in the kernel for the end of an aggregation)
+            exporter.wait(STOP_SECONDS)
         except subprocess.TimeoutExpired:
             exporter.kill()
+            exporter.wait()
         if args.backend == "damon_sysfs":
             res["kdamonds_after_exit"] = _damon_state()
-            if res.get("cpu"):  # kernel DAMON alone, same process and attributes, for as long
+            if res.get("cpu") and not args.readers:  # kernel DAMON alone, same process and attributes, for as long
                 res["kdamond_alone"] = kdamond_alone(work.pids[0], res["cpu"]["seconds"])
         work.stop()
         log.seek(0)
