@@ -6,6 +6,7 @@ bench/."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -29,3 +30,25 @@ def build_workload(source: str, out_dir: Path | str, name: str | None = None) ->
     if res.returncode != 0:
         raise WorkloadBuildError(f"compiling tests/workloads/{source} failed:\n{res.stderr}")
     return str(out)
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and its descendants (pids), from the parent pid of every process in /proc
+    (``/proc/PID/task/TID/children`` needs CONFIG_PROC_CHILDREN, which kernels may lack)."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rfind(b")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += children.get(pid, [])
+    return out

@@ -861,27 +861,32 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [c for c in args.checks if c not in CHECKS]
     if unknown:
         ap.error(f"unknown checks: {', '.join(unknown)}; known: {', '.join(CHECKS)}")
+    run_checks(CHECKS, args.checks or list(CHECKS), Ctx(args.workload, out=args.out), args.out)
+    return 0
+
+
+def run_checks(checks: dict[str, Callable], names: list[str], ctx: object, out: str) -> None:
+    """Run the named checks in order, in this guest; the results file is rewritten after
+    each, so that a guest that dies half-way still reports the checks it finished."""
     # madvise: buffers get huge pages only where the workload asks (the kernel default here
     # is "always", which would make the 4 KiB checks THP checks)
     with open(THP_ENABLED, "w") as f:
         f.write("madvise")
     if len(os.sched_getaffinity(0)) > 1:
         os.sched_setaffinity(0, {MONITOR_CPU})
-    ctx = Ctx(args.workload, out=args.out)
     results: dict[str, dict] = {}
-    for name in args.checks or list(CHECKS):
+    for name in names:
         t0 = time.monotonic()
         try:
-            res = CHECKS[name](ctx)
+            res = checks[name](ctx)
         except Exception:
             res = {"error": traceback.format_exc()}
         res["check_seconds"] = round(time.monotonic() - t0, 1)
         results[name] = res
         print(f"check {name}: {res['check_seconds']}s{' ERROR' if 'error' in res else ''}", flush=True)
-        with open(args.out + ".tmp", "w") as f:
+        with open(out + ".tmp", "w") as f:
             json.dump(results, f)
-        os.replace(args.out + ".tmp", args.out)
-    return 0
+        os.replace(out + ".tmp", out)
 
 
 if __name__ == "__main__":
