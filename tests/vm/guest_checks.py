@@ -445,6 +445,39 @@ def check_accuracy_defaults(ctx: "Ctx") -> dict:
     return result(run, {"working_set": r["hot_size"], "cold": r["size"] - r["hot_size"], "buffer": r["size"]})
 
 
+#: issue 28: a load that starts and ends, at the backend's own default attributes, with a
+#: window and cold age a check this short can see (the logic is the same at any scale)
+FOLLOW_POLICY = Policy(cold_age=20.0, working_set_window=10.0)
+#: seconds idle, hot, idle: each phase longer than a window plus page_idle's default
+#: aggregation (10 s), so that each holds aggregations past the lag the test allows
+FOLLOW_PHASES = (25.0, 55.0, 45.0)
+
+
+def check_follow_load(ctx: "Ctx") -> dict:
+    """256 MiB resident, stopped (SIGSTOP: nothing accessed), then running with 64 MiB of it
+    written every pass, then stopped again; at the backend's default attributes. Records
+    when the load really started and ended (the first step after each phase boundary)."""
+    w = Workload(ctx.binary, "--size", "256", "--hot", "64")
+    pid = w.pids[0]
+    changes: list[tuple[float, bool]] = []  # (t, running) where the load started or ended
+    idle, hot, _ = FOLLOW_PHASES
+
+    def during(t: float) -> None:
+        running = idle <= t < idle + hot
+        if (changes[-1][1] if changes else True) != running:
+            os.kill(pid, signal.SIGCONT if running else signal.SIGSTOP)
+            changes.append((round(t, 3), running))
+
+    try:
+        r = w.ready[0]
+        engine = ctx.engine(default_attrs=True, policy=FOLLOW_POLICY)
+        run = monitor(engine, w.pids, sum(FOLLOW_PHASES), buffer_of(r), during=during)
+    finally:
+        w.stop()
+    return result(run, {"working_set": r["hot_size"], "cold": r["size"] - r["hot_size"], "buffer": r["size"]},
+                  changes=changes, window=FOLLOW_POLICY.working_set_window)
+
+
 def check_shared_readers(ctx: "Ctx", defaults: bool = False) -> dict:
     """A parent writes 128 MiB and forks 4 children that only *read* its top 16 MiB: the
     five share every page copy-on-write. One target of five: resident 128 MiB (each page
@@ -751,6 +784,7 @@ CHECKS: dict[str, Callable[["Ctx"], dict]] = {
     "shared_readers": check_shared_readers,
     "two_trees": check_two_trees,
     "promotion": check_promotion,
+    "follow_load": check_follow_load,
     "many_mappings": check_many_mappings,
     "auto_selection": check_auto_selection,
     "without_cap_sys_admin": check_without_cap_sys_admin,
@@ -772,6 +806,7 @@ CHECKS.update({
     "damon_sysfs/promotion": _on("damon_sysfs", check_promotion),
     "damon_sysfs/shared_readers_defaults": _on("damon_sysfs", lambda ctx: check_shared_readers(ctx, defaults=True)),
     "damon_sysfs/accuracy_defaults": _on("damon_sysfs", check_accuracy_defaults),
+    "damon_sysfs/follow_load": _on("damon_sysfs", check_follow_load),
     "damon_sysfs/exit_mid_run": _on("damon_sysfs", check_exit_mid_run),
     "damon_sysfs/overlapping_ranges": _on("damon_sysfs", check_overlapping_ranges),
     "damon_sysfs/lifecycle": check_damon_sysfs_lifecycle,

@@ -11,7 +11,16 @@ import statistics
 
 import pytest
 
-from .test_vm_page_idle import MiB, assert_accurate, assert_close, assert_promotion, assert_shared_accurate, check, trace
+from .test_vm_page_idle import (
+    MiB,
+    assert_accurate,
+    assert_close,
+    assert_follows_load,
+    assert_promotion,
+    assert_shared_accurate,
+    check,
+    trace,
+)
 from .tolerance import allowed_misses
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
@@ -157,3 +166,7 @@ def test_one_process_at_the_default_attributes_within_ten_percent(checks: dict) 
     assert len(off) <= k, f"beyond 10% and the published error: {trace(judged, 'working_set')} / {trace(judged, 'cold')}"
     wide = [s for s in judged if s["working_set_error"] > 0.10 * truth["working_set"]]
     assert len(wide) <= k, trace(judged, "working_set_error")
+
+
+def test_a_load_that_starts_and_ends_shows_within_a_window_and_an_aggregation(checks: dict) -> None:
+    assert_follows_load(check(checks, "damon_sysfs/follow_load"))

@@ -273,3 +273,34 @@ def test_steady_memory_promotes_nothing(checks: dict) -> None:
 
 # The same forked readers at page_idle's defaults (500 ms samples, 10 s aggregations) run
 # through the exporter service, scraped: tests/vm/test_vm_service_budget.py.
+
+
+def assert_follows_load(res: dict) -> None:
+    """Issue 28, at the backend's default attributes: a load that starts shows at least half
+    its hot bytes from one window plus one aggregation after it started until it ends, and
+    a load that ends reads below half from one window plus one aggregation after it ended.
+    One aggregation is the longest gap between two the engine produced (the emulator may
+    stretch them). No miss is allowed: whether the load runs is no sampling draw, a hot
+    page is written every pass and read at every sample of its region, and a page stopped
+    is accessed by nobody."""
+    series, hot = res["series"], res["truth"]["working_set"]
+    times = [s["t"] for s in series]
+    aggregation = max(b - a for a, b in zip(times, times[1:]))
+    lag = res["window"] + aggregation
+    changes = res["changes"] + [(float("inf"), None)]
+    judged = 0
+    for (at, running), (until, _) in zip(changes, changes[1:]):
+        for s in series:
+            if at + lag <= s["t"] < until:
+                judged += 1
+                shown = s["working_set"] >= 0.5 * hot
+                assert shown == running, (
+                    f"{'running' if running else 'stopped'} since {at:.1f} s, at {s['t']:.1f} s the working set read "
+                    f"{s['working_set'] / MiB:.1f} MiB of {hot / MiB:.0f} (lag allowed {lag:.1f} s); "
+                    f"per aggregation: {[(round(x['t']), round(x['working_set'] / MiB, 1)) for x in series]}")
+    starts = [at for at, running in res["changes"] if running]
+    assert len(starts) == 1 and judged >= 4, (res["changes"], times)
+
+
+def test_a_load_that_starts_and_ends_shows_within_a_window_and_an_aggregation(checks: dict) -> None:
+    assert_follows_load(check(checks, "follow_load"))
