@@ -143,7 +143,7 @@ def _wait_line(proc: subprocess.Popen, prefix: bytes, timeout: float) -> dict:
         if not chunk:
             break
         buf += chunk
-        for line in buf.split(b"\n"):
+        for line in buf.split(b"\n")[:-1]:  # whole lines only: the last may be cut short
             if line.startswith(prefix):
                 return json.loads(line[len(prefix):])
     raise RuntimeError(f"no {prefix!r} line within {timeout}s (got {buf[-500:]!r})")
