@@ -42,6 +42,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from exporter.discovery.cgroups import V1_MEMORY, V2, hierarchies, parse_proc_cgroup  # noqa: E402
 from tests.support.workloads import build_workload  # noqa: E402
 
 MiB = 1 << 20
@@ -55,17 +56,16 @@ WARM_UP = 20.0
 
 
 def own_memory_cgroup() -> tuple[Path, str]:
-    """This process' memory cgroup directory, and its version ("v1" or "v2")."""
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        if "memory" in controllers.split(","):
-            return Path("/sys/fs/cgroup/memory") / path.lstrip("/"), "v1"
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        if line.startswith("0::"):
-            for root in (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup")):
-                d = root / line[3:].lstrip("/")
-                if (root / "cgroup.controllers").exists() and "memory" in (root / "cgroup.controllers").read_text().split():
-                    return d, "v2"
+    """This process' memory cgroup directory, and its version ("v1" or "v2"), found as
+    discovery finds them: the v1 memory hierarchy where there is one, else cgroup2 with its
+    memory controller."""
+    own = parse_proc_cgroup(Path("/proc/self/cgroup").read_text())
+    for h in reversed(hierarchies("/sys/fs/cgroup")):  # the v1 memory hierarchy first
+        if h.kind == V1_MEMORY and own.memory is not None:
+            return Path(h.root) / own.memory.lstrip("/"), "v1"
+        controllers = Path(h.root) / "cgroup.controllers"
+        if h.kind == V2 and own.v2 is not None and "memory" in controllers.read_text().split():
+            return Path(h.root) / own.v2.lstrip("/"), "v2"
     raise SystemExit("no memory cgroup controller found (v1 memory hierarchy or cgroup2 with memory)")
 
 

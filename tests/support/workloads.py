@@ -6,10 +6,11 @@ bench/."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
+
+from exporter.procfs.scan import scan
 
 SOURCES = Path(__file__).resolve().parents[1] / "workloads"
 
@@ -33,19 +34,12 @@ def build_workload(source: str, out_dir: Path | str, name: str | None = None) ->
 
 
 def process_tree(root: int) -> list[int]:
-    """``root`` and its descendants (pids), from the parent pid of every process in /proc
-    (``/proc/PID/task/TID/children`` needs CONFIG_PROC_CHILDREN, which kernels may lack)."""
+    """``root`` and its descendants (pids), from the parent pid of every process the
+    exporter's own /proc scan finds (``/proc/PID/task/TID/children`` needs
+    CONFIG_PROC_CHILDREN, which kernels may lack)."""
     children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rfind(b")") + 2:].split()[1])
-        children.setdefault(ppid, []).append(int(name))
+    for p in scan(want_exe=False, want_cmdline=False).values():
+        children.setdefault(p.ppid, []).append(p.pid)
     out, todo = [], [root]
     while todo:
         pid = todo.pop()

@@ -102,7 +102,7 @@ def _table(res: dict, engine: str) -> tuple[list[dict], dict]:
     order = list(res["engines"])
     i = order.index(engine)
     before, after = res["references"][i], res["references"][i + 1]
-    ref = {k: (before[k] + after[k]) / 2 for k in ("resident_share", "working_set_share", "resident", "working_set", "cold")}
+    ref = {k: (before[k] + after[k]) / 2 for k in ("resident_share", "working_set_share")}
     rows = res["engines"][engine]
     print(f"\n{engine}: reference resident {ref['resident_share'] / MiB:.1f} MiB, working set "
           f"{before['working_set_share'] / MiB:.1f} / {after['working_set_share'] / MiB:.1f} MiB (before / after)")
