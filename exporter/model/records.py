@@ -75,6 +75,11 @@ class RegionRecord:
     #: the same memory only where they read one frame at one address. None: not read (the
     #: summary then takes the same addresses in processes of one target as the same pages)
     frames: tuple[tuple[int, int], ...] | None = None
+    #: whose samples ``nr_accesses`` of ``nr_checks`` are: (pid, start, end) of the region
+    #: that drew them, where the summary's sharing pass gave a piece of shared memory another
+    #: process' view; None: the record's own. Pieces carrying one region's samples are one
+    #: draw, not several (exporter.summary.stat.unproven_bytes)
+    evidence: tuple[int, int, int] | None = None
 
     @property
     def size(self) -> int:

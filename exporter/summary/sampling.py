@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import Iterable
 
 #: the rate at which a sampled statement may be wrong
 ALPHA = 0.05
@@ -79,3 +80,32 @@ def rate_lower(n: int, k: int) -> float:
         else:
             lo = mid
     return hi
+
+
+def used_lower(parts: Iterable[tuple[float, int, int]]) -> float:
+    """A lower confidence bound (wrong at most about :data:`ALPHA` of the time) on
+    ``sum(b * p)`` over regions given as ``(b, k, n)``: ``b`` bytes whose share ``p``
+    accessed per interval was hit ``k`` times in ``n`` checks.
+
+    Each region's share is estimated by ``k / n`` and is short of it by at most
+    ``k / n - rate_lower(n, k)`` (the exact one-sided binomial bound). The regions' checks
+    are independent draws, so their shortfalls combine as independent errors do, by the
+    root of their sum of squares: for one region that is its exact bound; for many, a normal
+    bound on the sum whose standard deviations are the exact half widths over the normal
+    quantile, which are at least the binomial ones, widest where a share near 0 or 1 makes
+    the normal approximation too narrow. A region with no hit proves nothing and adds
+    nothing.
+
+    Why a bound on *per-interval* use is one on use over any longer window: a page accessed
+    within an interval of the window was accessed within the window. The converse does not
+    hold: a page used once a minute is in a minute's working set and in few intervals, so
+    this bound is all the samples prove about a region whose pages are not used alike; what
+    lies above it they do not know."""
+    point = squares = 0.0
+    for b, k, n in parts:
+        if n <= 0 or k <= 0 or b <= 0:
+            continue
+        k = min(k, n)
+        point += b * k / n
+        squares += (b * (k / n - rate_lower(n, k))) ** 2
+    return max(0.0, point - math.sqrt(squares))

@@ -150,7 +150,8 @@ def _piece(owner: RegionRecord, lo: int, hi: int, nbytes: int, view: _View) -> R
     fresh = view.fresh()
     return replace(owner, start=lo, end=hi, resident_bytes=nbytes, shared_bytes=nbytes,
                    nr_accesses=fresh.nr_accesses, nr_checks=fresh.nr_checks, age=fresh.age,
-                   idle_seconds=fresh.idle_seconds, seen_accessed=fresh.seen_accessed)
+                   idle_seconds=fresh.idle_seconds, seen_accessed=fresh.seen_accessed,
+                   evidence=fresh.evidence or (fresh.pid, fresh.start, fresh.end))
 
 
 Share = Callable[[RegionRecord], float]

@@ -22,6 +22,7 @@ from exporter.model.policy import Policy
 from exporter.model.records import Aggregation, EngineStats, RegionRecord, TargetRecords
 from exporter.summary.bands import IDLE_AGE_BUCKETS, idle_bands
 from exporter.summary.promotion import PromotionTracker, Promotions
+from exporter.summary.sampling import used_lower
 from exporter.summary.sharing import share_access
 
 #: Upper bounds of ``damon_access_frequency_ratio`` buckets; part of the metrics contract.
@@ -72,13 +73,24 @@ def unknown_bytes(r: RegionRecord, window: float) -> int:
 
 
 def edge_error(regions: Sequence[RegionRecord], member: Callable[[RegionRecord], bool], sample_interval: float,
-               unknown: Callable[[RegionRecord], int] = lambda r: 0) -> float:
-    """Expected resident bytes on the wrong side of a threshold because a region holds
-    memory of both sides (DAMON's spatial error), estimated from the sampling evidence
-    (:func:`edge_shares`); bytes that ``unknown`` says cannot be classified at all count
-    whole."""
+               unknown: Callable[[RegionRecord], int] = lambda r: 0, shared_doubt: float = 0.0,
+               horizon: float = 0.0, aggregation_interval: float = 0.0) -> float:
+    """How far a figure counting the ``member`` regions whole may be off: resident bytes on
+    the wrong side of its threshold because a region holds memory of both sides (DAMON's
+    spatial error, :func:`edge_shares`; ``shared_doubt`` is the same doubt the sharing pass
+    carried to pieces of shared memory), bytes that ``unknown`` says cannot be classified
+    at all (whole), and on the members' side at least what their samples do not prove used
+    (:func:`unproven_bytes`). The members' edge doubt and their unproven bytes are doubts
+    about the same bytes: the larger counts."""
     shares = edge_shares(regions, member, sample_interval)
-    return sum(max(unknown(r), r.resident_bytes * x) for r, x in zip(regions, shares))
+    inside = outside = 0.0
+    for r, x in zip(regions, shares):
+        doubt = max(unknown(r), r.resident_bytes * x)
+        if member(r):
+            inside += doubt
+        else:
+            outside += doubt
+    return outside + max(inside + shared_doubt, unproven_bytes(regions, member, horizon, aggregation_interval))
 
 
 def edge_shares(regions: Sequence[RegionRecord], member: Callable[[RegionRecord], bool],
@@ -126,6 +138,45 @@ def edge_shares(regions: Sequence[RegionRecord], member: Callable[[RegionRecord]
                 blame(hi, 1.0 - hot.frequency / ref)
         blame(ci, sample_interval / (cold.idle_seconds + sample_interval) if sample_interval > 0 else 0.0)
     return [share.get(i, 0.0) for i in range(n)]
+
+
+#: checks pooled per region at most (the exact binomial bound's cost grows with them; past a
+#: few thousand checks it moves by less than a tenth of a percent)
+MAX_POOLED_CHECKS = 2000
+
+
+def evidence(r: RegionRecord, horizon: float, aggregation_interval: float) -> tuple[int, int]:
+    """The hits and checks behind ``r``'s access share within ``horizon``: this
+    aggregation's, and those of the earlier aggregations in which its pattern held (DAMON's
+    age: the aggregations its access count stayed within the merge threshold, so at the
+    same share), as far back as the horizon reaches. Without the aggregation interval,
+    this aggregation's alone."""
+    k, n = r.nr_accesses, r.nr_checks
+    if aggregation_interval <= 0 or n <= 0:
+        return k, n
+    held = min(r.age + 1, max(1, int(horizon / aggregation_interval + 1e-9)))
+    pooled = min(n * held, max(n, MAX_POOLED_CHECKS))
+    return round(k * pooled / n), pooled
+
+
+def unproven_bytes(regions: Sequence[RegionRecord], member: Callable[[RegionRecord], bool],
+                   horizon: float = 0.0, aggregation_interval: float = 0.0) -> float:
+    """Bytes of the point records counted recently used (``member``) that their samples do
+    not prove used: a region counts whole once a sample hits it, but its hits prove only a
+    share of its pages used per interval (:func:`used_lower`, over the checks of
+    :func:`evidence`); the rest may have gone unused for as long as the figure's horizon.
+    This is the error of a region whose pages are not used alike (a heap with its used
+    objects scattered over it), which the contiguous edges of :func:`edge_shares` cannot
+    see: every region holds used pages, all are members, and no edge lies between two.
+    Pieces of shared memory that carry one region's samples are counted as that one draw."""
+    draws: dict[tuple[int, int, int], list[int]] = {}  # evidence -> [bytes, hits, checks]
+    for r in regions:
+        if not r.idle_distribution and r.resident_bytes and member(r):
+            k, n = evidence(r, horizon, aggregation_interval)
+            d = draws.setdefault(r.evidence or (r.pid, r.start, r.end), [0, k, n])
+            d[0] += r.resident_bytes
+    counted = sum(b for b, _, _ in draws.values())
+    return counted - used_lower((b, k, n) for b, k, n in draws.values())
 
 
 def frequency_bands(r: RegionRecord) -> Iterable[tuple[float, int]]:
@@ -233,15 +284,15 @@ def _bound(b: float) -> float | str:
 
 
 def summarize_target(t: TargetRecords, policy: Policy, sample_interval: float = 0.0,
-                     access_per_page: bool = False) -> TargetSummary:
+                     access_per_page: bool = False, aggregation_interval: float = 0.0) -> TargetSummary:
     """Working set, cold bytes and the two distributions of one target, from resident bytes
     (each page by its share; shared pages as recently used as their most recent user in the
     target, see :mod:`exporter.summary.sharing`): a function of the records alone."""
-    return _summarize_target(t, policy, sample_interval, access_per_page)[0]
+    return _summarize_target(t, policy, sample_interval, access_per_page, aggregation_interval)[0]
 
 
-def _summarize_target(t: TargetRecords, policy: Policy, sample_interval: float,
-                      access_per_page: bool) -> tuple[TargetSummary, tuple[RegionRecord, ...]]:
+def _summarize_target(t: TargetRecords, policy: Policy, sample_interval: float, access_per_page: bool,
+                      aggregation_interval: float = 0.0) -> tuple[TargetSummary, tuple[RegionRecord, ...]]:
     """:func:`summarize_target`, and the regions it counted (shared memory cut into the
     pieces each page was counted by), which the promotion tracker follows."""
     window, cold_age = policy.working_set_window, policy.cold_age
@@ -263,9 +314,11 @@ def _summarize_target(t: TargetRecords, policy: Policy, sample_interval: float,
     cold_present = sum(dict(r.present_error_bytes).get(cold_age, 0) for r in t.regions)
     working = sum(in_working_set(r, window) for r in regions)
     cold = sum(idle_at_least(r, cold_age) for r in regions)
-    ws_error = edge_error(regions, in_ws, sample_interval, lambda r: unknown_bytes(r, window))
+    ws_error = edge_error(regions, in_ws, sample_interval, lambda r: unknown_bytes(r, window), shared_ws_error,
+                          window, aggregation_interval)
     cold_unknown = sum(unknown_bytes(r, cold_age) for r in regions)
-    cold_error = edge_error(regions, is_warm, sample_interval, lambda r: unknown_bytes(r, cold_age))
+    cold_error = edge_error(regions, is_warm, sample_interval, lambda r: unknown_bytes(r, cold_age), shared_cold_error,
+                            cold_age, aggregation_interval)
     bands = [band for r in regions for band in idle_bands(r)]
     freq = [band for r in regions for band in frequency_bands(r)]
     measured = dict(t.measured_at)
@@ -286,8 +339,8 @@ def _summarize_target(t: TargetRecords, policy: Policy, sample_interval: float,
         max_regions=t.max_regions,
         working_set_measured_at=measured.get(policy.working_set_window, t.aggregated_at),
         cold_measured_at=measured.get(policy.cold_age, t.aggregated_at),
-        working_set_error_bytes=min(resident, round(ws_error) + shared_ws_error + share_error + ws_present),
-        cold_error_bytes=min(resident, round(cold_error) + shared_cold_error + share_error + cold_present),
+        working_set_error_bytes=min(resident, round(ws_error) + share_error + ws_present),
+        cold_error_bytes=min(resident, round(cold_error) + share_error + cold_present),
         nr_merged=t.nr_merged,
         not_monitored=t.not_monitored,
         accessed_bits_resets=t.accessed_bits_resets,
@@ -350,7 +403,8 @@ def summarize(agg: Aggregation, policy: Policy, tracker: PromotionTracker | None
     every aggregation in order), each target's returns from idleness too."""
     targets = []
     for t in agg.targets:
-        summary, counted = _summarize_target(t, policy, agg.sample_interval, agg.access_per_page)
+        summary, counted = _summarize_target(t, policy, agg.sample_interval, agg.access_per_page,
+                                              agg.aggregation_interval)
         if tracker is not None:
             summary = replace(summary, promotions=tracker.observe(
                 (t.name, t.labels), counted, t.aggregated_at, policy.cold_age, agg.aggregation_interval))

@@ -233,13 +233,13 @@ _MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "working-set-error-zero", STAT,
-        "        working_set_error_bytes=min(resident, round(ws_error) + shared_ws_error + share_error + ws_present),\n",
+        "        working_set_error_bytes=min(resident, round(ws_error) + share_error + ws_present),\n",
         "        working_set_error_bytes=0,\n",
         "the summary publishes no working-set error",
     ),
     Mutant(
         "cold-error-zero", STAT,
-        "        cold_error_bytes=min(resident, round(cold_error) + shared_cold_error + share_error + cold_present),\n",
+        "        cold_error_bytes=min(resident, round(cold_error) + share_error + cold_present),\n",
         "        cold_error_bytes=0,\n",
         "the summary publishes no cold-bytes error",
     ),

@@ -13,6 +13,7 @@ import pytest
 from exporter.model.attrs import MonitoringAttrs
 from exporter.engines.page_idle.ops_simulated import HotRange
 from exporter.service.budget import CpuBudget, TargetLoad
+from exporter.summary.sampling import rate_lower
 from tests.support.simulation import BASE, STACK, TEXT, MiB, aggregations, make_monitor, process_with_buffer
 
 WINDOW = 4.0
@@ -98,12 +99,17 @@ def test_steady_pattern_reads_the_same_while_the_budget_acts(seed, hot_at):
         if now - 1000.0 >= 30.0:  # converged (the virtual clock starts at 1000)
             ws.append(t.working_set_bytes)
             cold.append(t.cold_bytes)
-            errors.append(t.working_set_error_bytes)
+            # what the model lets the samples leave unproven at most: the hot set as one
+            # draw of one aggregation's checks, all of them hits (where the budget just
+            # changed the intervals, DAMON's age restarts and no earlier aggregation's
+            # checks count), and the 2% the figures may be off at the hot edge
+            checks = int(snap.aggregation_interval / snap.sample_interval + 1e-9)
+            errors.append((t.working_set_error_bytes, HOT * (1 - rate_lower(checks, checks)) + 0.02 * truth_ws))
     # the budget really acted, both ways, repeatedly, caps included
     assert stretches >= 3 and relaxes >= 3 and cap_cuts >= 2, (stretches, relaxes, cap_cuts)
     assert len(intervals) >= 3, intervals
     # and the numbers did not move: every aggregation within 2% of the truth
     assert all(abs(x - truth_ws) <= 0.02 * truth_ws for x in ws), [x / MiB for x in ws]
     assert all(abs(x - truth_cold) <= 0.02 * truth_ws for x in cold), [x / MiB for x in cold]
-    # and the error estimate agrees that they are good
-    assert max(errors) <= 0.05 * truth_ws, [e / MiB for e in errors]
+    # and the error estimate agrees that they are good, as far as the samples can prove it
+    assert all(e <= bound for e, bound in errors), [(round(e / MiB, 1), round(b / MiB, 1)) for e, b in errors]
