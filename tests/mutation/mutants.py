@@ -47,6 +47,7 @@ CURVES = "exporter.engines.clear_refs.curves"
 CLEAR_REFS = "exporter.engines.clear_refs.engine"
 PROMOTION = "exporter.summary.promotion"
 SHARING = "exporter.summary.sharing"
+SAMPLING = "exporter.summary.sampling"
 
 _ACC = "tests/core/test_monitor_accuracy.py::"
 _REG = "tests/core/test_regions_properties.py::"
@@ -250,6 +251,19 @@ _MUTANTS: tuple[Mutant, ...] = (
         "the edge error blames the used share of a straddling region instead of its idle share",
     ),
     Mutant(
+        "unproven-shortfalls-add-linearly", SAMPLING,
+        "        squares += (b * (k / n - rate_lower(n, k))) ** 2\n",
+        "        squares += b * (k / n - rate_lower(n, k))\n",
+        "regions' shortfalls below their estimates add up as if every region missed together",
+        also=(("    return max(0.0, point - math.sqrt(squares))\n", "    return max(0.0, point - squares)\n"),),
+    ),
+    Mutant(
+        "unproven-pieces-counted-apart", STAT,
+        "            d = draws.setdefault(r.evidence or (r.pid, r.start, r.end), [0, k, n])\n",
+        "            d = draws.setdefault((r.pid, r.start, r.end), [0, k, n])\n",
+        "pieces of shared memory carrying one region's samples count as independent draws",
+    ),
+    Mutant(
         "working-set-needs-two-hits", STAT,
         "    return r.nr_accesses > 0 or (r.seen_accessed and r.idle_seconds < window)\n",
         "    return r.nr_accesses > 1 or (r.seen_accessed and r.idle_seconds < window)\n",
@@ -425,11 +439,15 @@ KILLERS: dict[str, tuple[str, ...]] = {
                                _SHARE + "test_per_page_access_of_a_parent_that_reads_nothing_is_its_workers_access",
                                _CURVES + "test_after_a_foreign_clear_nothing_from_before_it_is_published_as_known",
                                _CURVES + "test_the_summary_publishes_the_scaling_error"),
+    "unproven-shortfalls-add-linearly": (_STAT + "test_alike_neighbours_and_gaps_are_no_error",
+                                         _STAT + "test_edge_error_from_the_sampling_evidence"),
+    "unproven-pieces-counted-apart": (_SHARE + "test_a_parent_that_reads_nothing_is_no_doubt_about_its_workers_pages",),
     "cold-error-zero": (_STAT + "test_edge_error_from_the_sampling_evidence",
                         _SHARE + "test_where_processes_disagree_the_error_says_so"),
-    "edge-share-inverted": (_STAT + "test_alike_neighbours_and_gaps_are_no_error",
-                            _STAT + "test_edge_error_from_the_sampling_evidence",
-                            _SHARE + "test_a_parent_that_reads_nothing_is_no_doubt_about_its_workers_pages",
+    # (a lone process' members' edge doubt, 1 - f / f_ref, is never above what their own
+    # samples leave unproven, 1 - f at best: the summary's own tests cannot see it; the
+    # doubt a view carries to other processes' pieces of shared memory can)
+    "edge-share-inverted": (_SHARE + "test_a_parent_that_reads_nothing_is_no_doubt_about_its_workers_pages",
                             _SHARE + "test_a_worker_that_paused_does_not_make_the_shared_memory_used"),
     "shared-piece-counted-twice": (
         _SHARE + "test_forked_workers_count_each_page_once_and_as_hot_as_its_users",
