@@ -33,3 +33,16 @@ def aggregations(scrapes: list[dict]) -> list[dict]:
         seen.setdefault(s["aggregated_at"], s)
     return list(seen.values())
 
+
+
+def error_confined(s: dict, truth_working_set: float, slack: float = 0.10) -> bool:
+    """Whether a scrape's working-set error holds only what the summary puts in it
+    (exporter/summary/stat.py): what the hit regions' samples leave unproven, which is at
+    most the bytes they count in the working set, the edge doubt on the idle side, a small
+    share of it (``slack`` of the truth), and no memory still unknown (the tests judge after
+    warm-up). Whether the error is *small* is the samples' to say: where a hot page is seen
+    in only some of its checks (emulated, at 5 ms) or the budget left few checks per window,
+    they do not prove it used, and a wide error is the truth about what they know; the
+    published figure bracketing the truth is judged apart. An error beyond this would hold
+    idle memory, which it must not."""
+    return s["working_set_error"] <= s["working_set"] + slack * truth_working_set
