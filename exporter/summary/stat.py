@@ -145,7 +145,7 @@ def edge_shares(regions: Sequence[RegionRecord], member: Callable[[RegionRecord]
 MAX_POOLED_CHECKS = 2000
 
 
-def evidence(r: RegionRecord, horizon: float, aggregation_interval: float) -> tuple[int, int]:
+def pooled_checks(r: RegionRecord, horizon: float, aggregation_interval: float) -> tuple[int, int]:
     """The hits and checks behind ``r``'s access share within ``horizon``: this
     aggregation's, and those of the earlier aggregations in which its pattern held (DAMON's
     age: the aggregations its access count stayed within the merge threshold, so at the
@@ -164,7 +164,7 @@ def unproven_bytes(regions: Sequence[RegionRecord], member: Callable[[RegionReco
     """Bytes of the point records counted recently used (``member``) that their samples do
     not prove used: a region counts whole once a sample hits it, but its hits prove only a
     share of its pages used per interval (:func:`used_lower`, over the checks of
-    :func:`evidence`); the rest may have gone unused for as long as the figure's horizon.
+    :func:`pooled_checks`); the rest may have gone unused for as long as the figure's horizon.
     This is the error of a region whose pages are not used alike (a heap with its used
     objects scattered over it), which the contiguous edges of :func:`edge_shares` cannot
     see: every region holds used pages, all are members, and no edge lies between two.
@@ -172,7 +172,7 @@ def unproven_bytes(regions: Sequence[RegionRecord], member: Callable[[RegionReco
     draws: dict[tuple[int, int, int], list[int]] = {}  # evidence -> [bytes, hits, checks]
     for r in regions:
         if not r.idle_distribution and r.resident_bytes and member(r):
-            k, n = evidence(r, horizon, aggregation_interval)
+            k, n = pooled_checks(r, horizon, aggregation_interval)
             d = draws.setdefault(r.evidence or (r.pid, r.start, r.end), [0, k, n])
             d[0] += r.resident_bytes
     counted = sum(b for b, _, _ in draws.values())
