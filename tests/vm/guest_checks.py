@@ -16,6 +16,7 @@ reached ~10 s after a workload becomes ready.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import re
@@ -36,6 +37,7 @@ from exporter.summary import Policy, Summary, TargetSummary, summarize
 from exporter.summary.promotion import PromotionTracker
 from exporter.summary.stat import seen_within
 from exporter.model.errors import OpsError
+from exporter.engines.damon_sysfs.tree import BUSY_PAUSE, BUSY_RETRIES
 from exporter.model.process import ProcessRef
 from exporter.engines.page_idle.ops_page_idle import PageIdleOps
 from tests.support.wait import wait_for
@@ -601,11 +603,18 @@ STATE_DIR = "/run/damon-exporter"
 
 
 def _damon_state() -> dict:
+    """The kdamond as a reader sees it. ``state`` and ``pid`` answer EBUSY while anyone
+    holds the DAMON sysfs lock (the exporter's commands take it), so a busy read is tried
+    again as the engine itself does (tree.py: BUSY_RETRIES, BUSY_PAUSE)."""
     def rd(p: str) -> str:
-        try:
-            return open(p).read().strip()
-        except OSError as e:
-            return f"<{e.strerror}>"
+        for attempt in range(BUSY_RETRIES + 1):
+            try:
+                return open(p).read().strip()
+            except OSError as e:
+                if e.errno != errno.EBUSY or attempt == BUSY_RETRIES:
+                    return f"<{e.strerror}>"
+                time.sleep(BUSY_PAUSE)
+        raise AssertionError("unreachable")
 
     nr = rd(f"{DAMON_ADMIN}/nr_kdamonds")
     st = {"nr_kdamonds": nr, "marker": os.path.exists(f"{STATE_DIR}/damon_sysfs.json")}
