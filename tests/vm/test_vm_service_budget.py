@@ -144,7 +144,8 @@ def readers_service(request: pytest.FixtureRequest, vm_kernel: Path, workload_bi
                     tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The service at the backend's own defaults on five forked processes sharing 128 MiB
     copy-on-write (16 MiB read by four of them), one target, cold_age 30 s, window 20 s,
-    scraped every 5 s for a minute after 45 s. One boot per backend, about three minutes."""
+    scraped every 5 s for 90 s after 45 s (READERS_TIMING). One boot per backend, about
+    three and a half minutes."""
     backend = request.param
     res = boot_service(vm_kernel, workload_binary, tmp_path_factory, f"vm-readers-{backend}", "--readers", "--backend", backend)
     res["backend"] = backend
