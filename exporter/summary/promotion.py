@@ -92,13 +92,16 @@ class _Band:
     revived_frequency: float = 1.0
     #: referenced bytes: touched in the current clear period (known idle only since the next)
     touched: bool = False
-    #: pending: brought back by a region that held memory in use already (one that grew over
-    #: idle memory at the edge of what is used): as likely the edge moving as a return
-    edge: bool = False
+    #: pending: bytes of the region that came back that were in use at the last aggregation
+    #: (a region that grew over idle memory at the edge of what is used holds some), and
+    #: their share of it. Its hits may all be theirs: a total of the return, not of this
+    #: band, so :meth:`part` copies it whole
+    in_use_bytes: float = 0.0
+    in_use_share: float = 0.0
 
     def part(self, nbytes: float) -> "_Band":
         return _Band(nbytes, self.since, self.pending_age, self.revived_at, self.idle_since, self.origin,
-                     self.revived_frequency, self.touched, self.edge)
+                     self.revived_frequency, self.touched, self.in_use_bytes, self.in_use_share)
 
 
 @dataclass(slots=True)
@@ -207,7 +210,7 @@ def _compact(bands: list[_Band]) -> list[_Band]:
     for b in bands:
         if b.nbytes <= 0:
             continue
-        k = (b.since, b.pending_age, b.revived_at, b.idle_since, b.origin, b.touched, b.edge)
+        k = (b.since, b.pending_age, b.revived_at, b.idle_since, b.origin, b.touched)
         if k in merged:
             merged[k].nbytes += b.nbytes
         else:
@@ -241,6 +244,7 @@ def _average(a: _Band, c: _Band) -> _Band:
         out.idle_since = a.idle_since * wa + c.idle_since * wc
         big = a if a.nbytes >= c.nbytes else c
         out.origin, out.revived_frequency = big.origin, big.revived_frequency
+        out.in_use_bytes, out.in_use_share = big.in_use_bytes, big.in_use_share
     return out
 
 
@@ -265,6 +269,30 @@ def _inherit(old: Sequence[_Segment], starts: Sequence[int], r: RegionRecord) ->
         acc.proven_sum += seg.proven_sum * f
         acc.expected += seg.expected * f
     return bands, acc
+
+
+def _count_return(members: Sequence[tuple[_Band, _Segment]], cold_age: float, counts: _Counts) -> None:
+    """One return's idle bytes, decided (see :meth:`PromotionTracker._settle`): each band
+    counted at its largest frequency, with an error that reaches both the bytes proven back
+    (the hits beyond what the memory in use explains, youngest band first) and every byte.
+    In a piece that reads idle again, the bytes counted back were used when it was last seen
+    accessed (``since``); the rest keeps the idle time it had, so that it is not counted
+    as back twice."""
+    head = members[0][0]
+    keep = 1.0 - head.in_use_share
+    hit = sum(b.nbytes * b.revived_frequency for b, _ in members) / keep if keep > 0 else 0.0
+    left = max(0.0, hit - head.in_use_bytes)
+    for b, seg in sorted(members, key=lambda m: m[0].pending_age or 0.0):
+        proven = min(b.nbytes, left)
+        left -= proven
+        back = b.nbytes * b.revived_frequency
+        counts.add(b.pending_age or 0.0, back, cold_age, error=max(back - proven, b.nbytes - back))
+        b.pending_age = None
+        if seg.frequency <= 0 and back < b.nbytes:
+            rest = b.part(b.nbytes - back)
+            rest.since = b.idle_since
+            b.nbytes = back
+            seg.bands.append(rest)
 
 
 class PromotionTracker:
@@ -360,11 +388,14 @@ class PromotionTracker:
         comes back is pending until the splits tell (see :meth:`_settle`)."""
         f = _frequency(r)
         if f > 0:
-            edge = any(b.since >= prev for b in inv)  # it held memory in use at the last aggregation
-            for b in inv:
-                if b.pending_age is None and b.since < prev:  # idle at the last aggregation: back
+            back = [b.pending_age is None and b.since < prev for b in inv]  # idle at the last aggregation
+            total = sum(b.nbytes for b in inv)
+            in_use = total - sum(b.nbytes for b, k in zip(inv, back) if k)
+            for b, k in zip(inv, back):
+                if k:
                     b.pending_age, b.revived_at, b.idle_since = prev - b.since, now, b.since
-                    b.origin, b.revived_frequency, b.edge = (now, r.pid, r.start), f, edge
+                    b.origin, b.revived_frequency = (now, r.pid, r.start), f
+                    b.in_use_bytes, b.in_use_share = in_use, in_use / total if total > 0 else 0.0
                 elif b.pending_age is not None:  # the aggregation it was used throughout tells best
                     b.revived_frequency = max(b.revived_frequency, f)
                 b.since = now
@@ -378,13 +409,26 @@ class PromotionTracker:
         - pieces that read idle while another piece of the same return is accessed were not
           the part that was used: back to the idle time they had;
         - once every piece reads idle (the access ended), or after ``settle`` seconds of
-          access, each piece comes back by the largest share of its samples that saw the
-          access in one aggregation since; the rest is counted as error. A region that
-          never split finer counts only as much as its samples say, which is exact for
-          memory used throughout the aggregation and an undercount for memory used only
-          part of it. What a region that already held memory in use brought back is
-          counted whole as error too: a region growing over idle memory at the edge of
-          what is used looks the same."""
+          access, the return is decided at once, by what the samples prove:
+
+          - its pieces' bytes hit, each piece at the largest share of its samples that saw
+            the access in one aggregation since (history spreads over a region by address,
+            so the pieces hold the region's bytes in use in the same share as its idle
+            ones: the hits of a piece are its idle bytes' hits over ``1 - in_use_share``);
+          - less the bytes the region held that were in use at the last aggregation, which
+            may be all that was hit (a region growing over idle memory at the edge of what
+            is used reads as accessed with nothing back);
+          - what is left is proven back, given to the idle bands youngest first (what was
+            used lately is the likelier to be used again, as clear_refs' lower bound takes
+            it), so the oldest bytes, the promotions, are proven only where the hits leave
+            no other explanation;
+          - each band is counted at its frequency (the hits spread over its bytes as over
+            the region's), with an error wide enough to reach down to what is proven and up
+            to every byte of it, since any may have been used unseen. The counter minus its
+            error is thus never above what the hits prove: memory in steady use that a
+            merge mixed with idle memory brackets no return. A region that never split
+            finer counts as much as its samples say: exact for memory used throughout the
+            aggregation, an undercount, inside the error, for memory used part of it."""
         returns: dict[tuple[float, int, int], list[tuple[_Band, _Segment]]] = {}
         for seg in segments:
             for b in seg.bands:
@@ -393,17 +437,16 @@ class PromotionTracker:
         for members in returns.values():
             in_use = any(seg.frequency > 0 for _, seg in members)
             due = now - members[0][0].revived_at >= settle - 1e-9
+            decided: list[tuple[_Band, _Segment]] = []
             for b, seg in members:
                 if seg.frequency > 0 and not due:
                     continue
                 if seg.frequency <= 0 and in_use:  # not the part that was used: idle as it was
                     b.since, b.pending_age = b.idle_since, None
                     continue
-                f = b.revived_frequency
-                counts.add(b.pending_age or 0.0, b.nbytes * f, cold_age, error=b.nbytes * (1.0 if b.edge else 1.0 - f))
-                if seg.frequency <= 0:
-                    b.since = b.idle_since
-                b.pending_age = None
+                decided.append((b, seg))
+            if decided:
+                _count_return(decided, cold_age, counts)
 
     @staticmethod
     def _referenced(r: RegionRecord, inv: list[_Band], seg: _Segment, now: float, prev: float, period: float,

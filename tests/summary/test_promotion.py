@@ -141,14 +141,42 @@ def test_reclaimed_memory_leaves_the_idle_history():
 
 def test_a_region_growing_over_idle_memory_at_the_edge_of_use_brackets_no_return():
     """48 MiB in use beside 16 MiB idle for 30 s; then DAMON merges the two into one region
-    that reads 15 hits in 20 samples (48/64 of the used part's 20). Nothing came back, but the
-    merged region cannot tell: the 16 MiB it brought in count at its frequency (12 MiB), and
-    whole in the error, so the truth (0) lies within it."""
+    that reads 15 hits in 20 samples (48/64 of the used part's 20). Nothing came back, and
+    the hits prove nothing back: the 48 MiB in use explain them all. The 16 MiB it brought
+    in count at the region's frequency (12 MiB) with an error that reaches down to 0."""
     r = Run(cold_age=20.0)
     r.step(hot(0, 48), idle(48, 16), n=30)
     p = r.step(hot(0, 64, acc=15), n=10)
     assert p.promoted_bytes == pytest.approx(12 * MiB)
     assert p.promoted_bytes - p.promoted_error_bytes <= 0
+
+
+def test_a_region_at_the_edge_of_use_that_comes_back_whole_counts_what_it_proves():
+    """The same merge, every sample hit: 64 MiB used where 48 were, so the 16 MiB idle for
+    30 s came back, proven, with no error."""
+    r = Run(cold_age=20.0)
+    r.step(hot(0, 48), idle(48, 16), n=30)
+    p = r.step(hot(0, 64), n=10)
+    assert p.promoted_bytes == pytest.approx(16 * MiB)
+    assert p.promoted_error_bytes == pytest.approx(0, abs=1)
+
+
+def test_hits_go_to_memory_idle_briefly_before_memory_idle_long():
+    """24 and 8 MiB idle 55 s; the 24 come back for one aggregation (a promotion) and are
+    idle again; 5 s later both come back as one region with 15 of 20 samples hit. The hits
+    prove 24 MiB back, given to the young bytes first (used lately, likelier used again):
+    nothing of the old 8 MiB is proven, so its count at the frequency (6 MiB) carries an
+    error down to 0. The 24 MiB kept the time they were used, so they are not promoted
+    twice."""
+    r = Run(cold_age=20.0)
+    r.step(idle(0, 24), idle(24, 8), n=55)
+    r.step(hot(0, 24), idle(24, 8))
+    p = r.step(idle(0, 24), idle(24, 8), n=5)
+    assert p.promoted_bytes == 24 * MiB and p.promoted_error_bytes == 0
+    p = r.step(hot(0, 32, acc=15), n=10)
+    assert p.promoted_bytes == pytest.approx(30 * MiB)
+    assert p.promoted_error_bytes == pytest.approx(6 * MiB)
+    assert r.bucket(5) == pytest.approx(18 * MiB)  # the young 24 at the frequency
 
 
 def test_a_process_that_exits_takes_its_pending_returns_with_it():
