@@ -56,6 +56,9 @@ class RegionRecord:
     #: first touches from its growth: bytes untouched since the clear are proven idle)
     period_start: float = 0.0
     period_referenced: int = 0
+    #: the bytes referenced in the period before it, at its last read (right before the
+    #: clear): first touches after the last aggregation of that period are seen only there
+    closed_referenced: int = 0
     #: bytes by which any figure of the record may be off because its counts were scaled
     #: from the mapping's pages to its pages' shares (clear_refs: smaps says how many bytes
     #: were touched, not whether private or shared ones); in the summary's error figures

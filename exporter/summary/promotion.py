@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
 from exporter.model.records import RegionRecord
@@ -343,6 +343,13 @@ class PromotionTracker:
         prev = p.observed_at
         period = max((r.period_start for r in recs), default=0.0)
         new_period = period > p.period_start
+        if new_period and p.period_start > 0 and any(r.closed_referenced for r in recs):
+            # first touches between the last period's last aggregation and its clear are
+            # seen only by its last read: taken as of the clear, in that period, first
+            closing = [replace(r, period_start=p.period_start, period_referenced=r.closed_referenced)
+                       if r.idle_distribution else r for r in recs]
+            self._advance(p, closing, max(prev, period), cold_age, counts, aggregation_interval)
+            prev = p.observed_at
         if new_period and p.period_start > 0:
             # a clear: what was touched in the last period is known idle since the clear only;
             # the returns proved in the last periods give those expected before cold_age
@@ -461,10 +468,13 @@ class PromotionTracker:
         used stays in use), which counts nothing there. The estimate counted instead
         assumes returns go on at the rate the last periods proved them: at the clear, that
         rate over ``cold_age`` (times ESTIMATE_MARGIN) is expected, and first touches count
-        against it, no more than were seen and than old bytes there are, none in the first
-        aggregation interval after the clear: a mapping whose memory in use only re-touches
-        itself proves no returns and is estimated none. The error is the rest of the bracket: from the
-        young-first lower bound to old-first (every first touch a return)."""
+        against it, no more than were seen and than old bytes there are, none in the
+        aggregation whose interval holds the clear (its first touches are the memory in use
+        touching itself again; the engine clears one sample interval before an aggregation,
+        so that this is one sample interval's worth): a mapping whose memory in use only
+        re-touches itself proves no returns and is estimated none. The error is the rest of
+        the bracket: from the young-first lower bound to old-first (every first touch a
+        return), in every aggregation after that one."""
         touched = max(0.0, r.period_referenced - seg.referenced)
         eligible = sorted((b for b in inv if not b.touched), key=lambda b: b.since, reverse=True)
         others = [b for b in inv if b.touched]
@@ -475,9 +485,10 @@ class PromotionTracker:
             n = min(left, b.nbytes)
             lower, left = lower + (n if o else 0.0), left - n
         blind = prev - period < cold_age
-        # the first aggregation interval after a clear (one or two aggregations: a clear may
-        # come just before one) is the memory in use touching itself again: no estimate
-        first = prev <= period or prev - period < aggregation_interval - 1e-9
+        # the aggregation whose interval holds the clear is the memory in use touching
+        # itself again: no estimate, no doubt (the engine clears one sample interval before
+        # an aggregation, so that this is one sample interval's first touches)
+        first = prev <= period
         estimate = min(seg.expected, touched, old) if blind and not first else 0.0
         estimate = max(0.0, estimate - lower)
         # the estimated returns come from the old bytes, the least idle of them first

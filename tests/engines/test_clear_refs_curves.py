@@ -244,7 +244,8 @@ def test_after_a_foreign_clear_nothing_from_before_it_is_published_as_known():
     eng.set_targets([TargetSpec("t", (REF,))])
     policy = Policy(cold_age=8.0, working_set_window=4.0)
     list(run(eng, src, 20.0, lambda: src.touch(0x10000000, 0, 100)))  # 100 hot, 900 cold
-    list(run(eng, src, 0.5, lambda: src.touch(0x10000000, 0, 600)))  # 500 more touched once
+    # 500 more touched, for an aggregation: the engine has read them when the bits go
+    list(run(eng, src, 1.0, lambda: src.touch(0x10000000, 0, 600)))
     src.cleared_at = clk()  # someone else clears: that the 500 were touched is erased
     agg = list(run(eng, src, 1.0, lambda: src.touch(0x10000000, 0, 100)))[-1]
     t = summarize(agg, policy).target("t")

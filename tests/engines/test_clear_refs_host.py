@@ -305,8 +305,10 @@ def test_exporter_metrics_are_page_exact_at_every_scrape(heap, heap_bin, exporte
         assert within(int(s.get("damon_cold_bytes", target="heap")), (SIZE - HOT) * MiB), (
             s.get("damon_cold_bytes", target="heap") / MiB, e.logs()[-3000:])
         # each figure is at most one clear period old: 2 to 3 cold_age (long enough past
-        # cold_age to prove cold memory coming back), plus the aggregation that publishes it
+        # cold_age to prove cold memory coming back), plus the wait for the tick before an
+        # aggregation that a clear makes (under one aggregation), the aggregation that
+        # publishes it, and a second for the sampler's ticks slipping on a busy machine
         now = time.time()
-        assert now - s.get("damon_working_set_measured_timestamp_seconds", target="heap") <= 3 * COLD + 2
-        assert now - s.get("damon_cold_measured_timestamp_seconds", target="heap") <= 3 * COLD + 2
+        assert now - s.get("damon_working_set_measured_timestamp_seconds", target="heap") <= 3 * COLD + 2 * 1 + 1
+        assert now - s.get("damon_cold_measured_timestamp_seconds", target="heap") <= 3 * COLD + 2 * 1 + 1
         time.sleep(0.5)  # pacing the scrapes, as Prometheus would

@@ -355,9 +355,15 @@ _MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "referenced-first-interval-estimated", PROMOTION,
-        "        first = prev <= period or prev - period < aggregation_interval - 1e-9\n",
         "        first = prev <= period\n",
+        "        first = False\n",
         "clear_refs returns are estimated right after a clear, when memory in use re-touches itself",
+    ),
+    Mutant(
+        "referenced-closing-touches-ignored", PROMOTION,
+        "        if new_period and p.period_start > 0 and any(r.closed_referenced for r in recs):\n",
+        "        if False:\n",
+        "first touches between a period's last aggregation and its clear are never counted",
     ),
     Mutant(
         "referenced-retouch-is-a-return", PROMOTION,
@@ -496,6 +502,8 @@ KILLERS: dict[str, tuple[str, ...]] = {
     "promotion-inherit-wrong-denominator": (_PROMO + "test_splits_and_merges_of_idle_memory_are_not_returns",),
     "referenced-first-interval-estimated": (
         _PROMO + "test_referenced_bytes_steady_with_clears_between_aggregations_is_nothing",),
+    "referenced-closing-touches-ignored": (
+        _PROMO + "test_referenced_bytes_first_touched_right_before_a_clear_are_counted",),
     "referenced-retouch-is-a-return": (
         _PROMO + "test_referenced_bytes_steady_with_clears_between_aggregations_is_nothing",),
     "referenced-old-bytes-first": (_PROMO + "test_referenced_bytes_first_touches_after_idle_since_the_clear",

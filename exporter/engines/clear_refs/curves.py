@@ -200,6 +200,7 @@ def by_share(r: RegionRecord, m: SmapsEntry) -> RegionRecord:
         idle_distribution=tuple((s, int(round(b * f))) for s, b in r.idle_distribution),
         accessed_bytes=int(round(r.accessed_bytes * f)),
         period_referenced=int(round(r.period_referenced * f)),
+        closed_referenced=int(round(r.closed_referenced * f)),
         present_error_bytes=tuple((s, int(round(b * f))) for s, b in r.present_error_bytes),
         share_error_bytes=share_scaling_error(m.rss, m.private, pss),
     )

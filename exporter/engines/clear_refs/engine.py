@@ -13,7 +13,8 @@ is also the distribution of idle time: bytes not touched within τ are idle for 
 So, per process, the engine clears once per **clear period** (``max(working_set_window,
 2 * cold_age)``, 4 minutes by default, stretched by up to a half so that clears fall
 aperiodically: a first touch later than ``cold_age`` after a clear is a proven return from
-idleness, so at least half of each period proves returns), reads
+idleness, so at least half of each period proves returns; each clear comes one sample
+interval before an aggregation, see :meth:`ReferencedBytesEngine._aggregates_next`), reads
 ``smaps`` at every aggregation and at exactly each horizon after the clear, and hands back
 one record per mapping whose idle distribution is that curve. A figure at horizon τ is
 exact once τ has passed since the clear (:attr:`TargetRecords.measured_at` says when). At
@@ -263,7 +264,7 @@ class ReferencedBytesEngine(Engine):
             return
         elapsed = now - p.period.cleared_at
         due = [h for h in self.horizons if h <= elapsed and h not in p.period.horizons_read]
-        end = elapsed >= self._period_length(p)
+        end = elapsed >= self._period_length(p) and self._aggregates_next(now, aggregate)
         if not (aggregate or due or end):
             return
         smaps = self._read(p)
@@ -283,6 +284,16 @@ class ReferencedBytesEngine(Engine):
             p.previous = p.period
             p.history.appendleft(period_touched(p.period))
             self._clear(p, now)
+
+    def _aggregates_next(self, now: float, aggregate: bool) -> bool:
+        """Whether the next tick reads for an aggregation. A period ends only there: right
+        after a clear, the memory in use touches itself again, which smaps cannot tell from
+        a return; clearing one sample interval before an aggregation confines that doubt to
+        the sample interval the aggregation's read ends (see summary/promotion.py), where a
+        clear anywhere in an aggregation interval left the whole interval in doubt."""
+        upcoming = max(self._next_aggregation + self._attrs.aggregation_interval, now) if aggregate \
+            else self._next_aggregation
+        return now + self._attrs.sample_interval >= upcoming - 1e-9
 
     def _reset(self, p: _Proc, smaps: list[SmapsEntry], now: float, lost: int) -> None:
         """Someone else cleared ``p``'s accessed bits: count it for every target that lists
@@ -386,6 +397,7 @@ class ReferencedBytesEngine(Engine):
                     accessed_bytes=first.referenced if first else 0,
                     period_start=period.cleared_wall,
                     period_referenced=cur.points[-1].referenced if cur is not None and cur.points else 0,
+                    closed_referenced=prev_curve.points[-1].referenced if prev_curve is not None and prev_curve.points else 0,
                 ), m)
             )
             for h in self.horizons:
