@@ -119,6 +119,21 @@ def test_multi_process_target_adds_up():
     assert {r.pid for r in t.regions} == {1, 2, 3}
 
 
+def test_each_process_of_a_target_keeps_min_regions_of_its_own():
+    """Five alike processes in one target (forked readers): no region grows past a tenth
+    of its process (min_regions 10), so the hot edge of each lies in a region of at most
+    that size, where the kernel's context-wide limit would allow half a process."""
+    procs = {pid: process_with_buffer(128 * MiB, [HotRange(BASE, BASE + 16 * MiB)]) for pid in range(1, 6)}
+    mon, _, _ = make_monitor(procs, seed=7, cold_age=COLD, working_set_window=WINDOW)
+    per_proc = 128 * MiB + (TEXT[1] - TEXT[0]) + (STACK[1] - STACK[0])
+    for snap in aggregations(mon, 30):
+        t = snap.target("t")
+        assert max(r.end - r.start for r in t.regions) <= -(-per_proc // 10), snap.taken_at
+        for pid in procs:
+            assert sum(1 for r in t.regions if r.pid == pid) >= 10
+    assert within(t.working_set_bytes, 5 * 16 * MiB)
+
+
 def test_idle_age_distribution_sums_to_resident():
     hot = HotRange(BASE, BASE + 100 * MiB)
     mon, _, _ = make_monitor({1: process_with_buffer(GiB, [hot])}, seed=6, cold_age=COLD, working_set_window=WINDOW)

@@ -10,6 +10,7 @@ from exporter.engines.page_idle.regions import (
     Region,
     init_regions,
     merge_regions,
+    process_size_limit,
     region_size_limit,
     set_regions,
     split_evenly,
@@ -279,6 +280,15 @@ def test_region_size_limit():
     assert region_size_limit(100 * PAGE, 10) == 10 * PAGE
     assert region_size_limit(5 * PAGE, 10) == PAGE
     assert region_size_limit(101 * PAGE, 10) == 11 * PAGE  # rounded up, never below a region's reach
+
+
+def test_process_size_limit():
+    # one process: the kernel's limit, the target over min_regions
+    assert process_size_limit(100 * PAGE, 100 * PAGE, 10, 100) == 10 * PAGE
+    # five alike processes: each held to a tenth of its own memory, not half of it
+    assert process_size_limit(100 * PAGE, 500 * PAGE, 10, 100) == 10 * PAGE
+    # many small processes: as fine as max_regions allows for the whole target, no finer
+    assert process_size_limit(10 * PAGE, 1000 * PAGE, 10, 100) == 10 * PAGE
 
 
 def test_force_merge_reaches_the_cap_merging_most_alike_first():

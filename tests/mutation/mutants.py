@@ -87,6 +87,13 @@ _MUTANTS: tuple[Mutant, ...] = (
         "the initial even split forgets to give the last piece the rest of the range",
     ),
     Mutant(
+        "size-limit-context-wide", REGIONS,
+        "    return max(region_size_limit(process_size, min_regions), region_size_limit(target_size, max_regions))\n",
+        "    return region_size_limit(target_size, min_regions)\n",
+        "a process' regions are limited by the whole target over min_regions, as the kernel's context: "
+        "forked processes' hot edges hide in regions of half a process",
+    ),
+    Mutant(
         "merge-across-one-page-gap", REGIONS,
         "            and prev.end == r.start\n",
         "            and r.start - prev.end <= MIN_REGION\n",
@@ -405,6 +412,8 @@ KILLERS: dict[str, tuple[str, ...]] = {
                              _BUDGET + "test_steady_pattern_reads_the_same_while_the_budget_acts[0-469762048]"),
     "even-split-drops-remainder": (_ACC + "test_ten_percent_hot_set_in_one_gib_is_found[0]",
                                    _REG + "test_init_regions_cover_ranges"),
+    "size-limit-context-wide": (_ACC + "test_each_process_of_a_target_keeps_min_regions_of_its_own",
+                                _REG + "test_process_size_limit"),
     "merge-across-one-page-gap": (_REG + "test_merge_weighted_average", _INV + "test_region_count_stays_within_bounds"),
     "merge-idle-with-accessed": (_BUDGET + "test_steady_pattern_reads_the_same_while_the_budget_acts[1-209715200]",
                                  _BUDGET + "test_steady_pattern_reads_the_same_while_the_budget_acts[2-0]"),

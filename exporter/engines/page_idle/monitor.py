@@ -27,7 +27,7 @@ from exporter.engines.page_idle.regions import (
     force_merge,
     init_regions,
     merge_regions,
-    region_size_limit,
+    process_size_limit,
     set_regions,
     split_evenly,
     split_regions,
@@ -181,8 +181,10 @@ class Monitor(Engine):
                 self._fail(t, ref, e)
         total = t.total_size() + sum(r.size for rs in ranges.values() for r in rs)
         now = self.clock()
+        a, cap = self.attrs, self._max_regions(t)
         for ref, rs in ranges.items():
-            t.processes[ref] = _Process(ref, init_regions(rs, self.attrs.min_regions, total, now=now))
+            limit = process_size_limit(sum(r.size for r in rs), total, a.min_regions, cap)
+            t.processes[ref] = _Process(ref, init_regions(rs, a.min_regions, limit, now=now))
 
     def _ranges_of(self, ref: ProcessRef) -> list[AddressRange]:
         maps = self.ops.mappings(ref)
@@ -251,10 +253,12 @@ class Monitor(Engine):
             threshold = max_acc // 10
             for p in procs:
                 update_age(p.regions, threshold)
-            size_limit = region_size_limit(t.total_size(), attrs.min_regions)
+            total = t.total_size()
+            limits = [process_size_limit(sum(r.size for r in p.regions), total, attrs.min_regions, max_regions)
+                      for p in procs]
             while True:
-                for p in procs:
-                    p.regions = merge_regions(p.regions, threshold, size_limit)
+                for p, limit in zip(procs, limits):
+                    p.regions = merge_regions(p.regions, threshold, limit)
                 nr = t.nr_regions()
                 threshold = max(1, threshold * 2)
                 if nr <= max_regions or threshold // 2 >= max_acc:

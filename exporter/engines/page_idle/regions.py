@@ -74,20 +74,20 @@ def split_evenly(r: Region, nr_pieces: int) -> list[Region]:
     return out
 
 
-def init_regions(ranges: Sequence[AddressRange], min_regions: int, total: int | None = None, now: float = 0.0) -> list[Region]:
+def init_regions(ranges: Sequence[AddressRange], min_regions: int, size_limit: int | None = None,
+                 now: float = 0.0) -> list[Region]:
     """``__damon_va_init_regions()``: each range split so region sizes approach total/min.
 
-    ``total`` defaults to the ranges' own size; a process joining a multi-process target
-    passes the whole target's size, as the kernel sizes regions by the whole context. The
-    piece count is rounded up (the kernel rounds down), so no initial region is larger than
-    total/min and the first merge's size limit never has to be exceeded. The regions are
+    ``size_limit`` defaults to the ranges' own size over ``min_regions``; a process joining
+    a multi-process target passes its :func:`process_size_limit`, the limit its merges
+    will keep. The piece count is rounded up (the kernel rounds down), so no initial region
+    is larger than the limit and the first merge never has to exceed it. The regions are
     fresh: never seen accessed, watched from ``now``.
     """
-    if total is None:
-        total = sum(r.size for r in ranges)
+    total = sum(r.size for r in ranges)
     if total == 0:
         return []
-    sz = max(MIN_REGION, total // min_regions)
+    sz = max(MIN_REGION, total // min_regions if size_limit is None else size_limit)
     out: list[Region] = []
     for rng in ranges:
         out.extend(split_evenly(Region(rng.start, rng.end, last_access=now), max(1, -(-rng.size // sz))))
@@ -102,6 +102,22 @@ def region_size_limit(total_size: int, min_regions: int) -> int:
     regions of a tiny target, so that nothing merges and the count stays above the max.
     """
     return max(MIN_REGION, align_up(-(-total_size // max(1, min_regions)), MIN_REGION))
+
+
+def process_size_limit(process_size: int, target_size: int, min_regions: int, max_regions: int) -> int:
+    """The largest region a merge may build in one process of a target.
+
+    The kernel divides the whole context by ``min_nr_regions`` (its limit sums every
+    target). In a target of several alike processes that lets one region cover a large
+    share of each: five forked readers of 128 MiB at the default 10 may hold regions of
+    65 MiB, half a process, and a process' hot edge then hides in a region mostly idle,
+    whose verdict swings the figures by its whole size from one aggregation to the next.
+    Each process is held to ``min_regions``' resolution of its own memory instead, as if
+    it were watched alone, unless ``max_regions`` cannot hold that many regions for the
+    whole target: then the target's size over ``max_regions``, the finest the cap allows.
+    A target of one process gets the kernel's limit.
+    """
+    return max(region_size_limit(process_size, min_regions), region_size_limit(target_size, max_regions))
 
 
 def merge_two(left: Region, right: Region) -> None:
