@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,16 +38,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from exporter.engines.clear_refs.engine import ReferencedBytesEngine  # noqa: E402
 from exporter.engines.page_idle.ops_simulated import HotRange, VirtualClock  # noqa: E402
 from exporter.model.attrs import MonitoringAttrs  # noqa: E402
-from exporter.model.engine import TargetSpec  # noqa: E402
-from exporter.model.process import ProcessRef  # noqa: E402
-from exporter.procfs.io import PosixIO  # noqa: E402
-from exporter.procfs.parsers import check_same_process  # noqa: E402
-from exporter.summary import Policy, summarize  # noqa: E402
-from exporter.summary.promotion import Promotions, PromotionTracker  # noqa: E402
+from exporter.summary.promotion import Promotions  # noqa: E402
 from tests.support.simulation import BASE, aggregations, make_monitor, process_with_buffer  # noqa: E402
+from tests.support.touch_driver import TouchProcess, drive  # noqa: E402
 from tests.support.workloads import build_workload  # noqa: E402
 
 MiB = 1 << 20
@@ -88,38 +82,16 @@ def simulated(attrs: MonitoringAttrs, length: float, chunk_mib: int, seed: int) 
 
 def clear_refs(binary: str, length: float, chunk_mib: int) -> Promotions:
     """The clear_refs engine on a real process, driven as the sampler drives it."""
-    proc = subprocess.Popen([binary, str(SIZE)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    def ranges(now: float) -> list[tuple[int, int]]:
+        return [((SIZE - HOT) * MiB, SIZE * MiB)] + [
+            (k * chunk_mib * MiB, (k + 1) * chunk_mib * MiB) for k, (t0, t1) in enumerate(schedule(length)) if t0 <= now < t1]
+
+    t = TouchProcess(binary, SIZE)
     try:
-        ready = proc.stdout.readline().split()
-        if not ready or ready[0] != "ready":
-            raise SystemExit(f"touch workload failed: exit {proc.poll()}")
-        ref = ProcessRef(proc.pid, check_same_process(PosixIO(), "/proc", ProcessRef(proc.pid), "").start_time)
-        clk = VirtualClock()
-        eng = ReferencedBytesEngine(attrs=CLEAR_REFS_ATTRS, clock=clk, wall_clock=clk, sleep=clk.sleep)
-        eng.set_horizons((WINDOW, COLD_AGE), returns_after=COLD_AGE)
-        eng.set_targets([TargetSpec("rev", (ref,))])
-        policy, tracker = Policy(cold_age=COLD_AGE, working_set_window=WINDOW), PromotionTracker()
-        start, p = clk(), Promotions()
-        end = duration(length, CLEAR_REFS_ATTRS.aggregation_interval)
-        try:
-            while clk() - start < end:
-                now = clk() - start
-                ranges = [((SIZE - HOT) * MiB, SIZE * MiB)]
-                ranges += [(k * chunk_mib * MiB, (k + 1) * chunk_mib * MiB)
-                           for k, (t0, t1) in enumerate(schedule(length)) if t0 <= now < t1]
-                proc.stdin.write(" ".join(f"{a // KiB} {b // KiB}" for a, b in ranges) + "\n")
-                proc.stdin.flush()
-                if not proc.stdout.readline().startswith("ok "):
-                    raise SystemExit(f"touch workload stopped: exit {proc.poll()}")
-                agg = eng.step()
-                if agg is not None:
-                    p = summarize(agg, policy, tracker).target("rev").promotions
-        finally:
-            eng.close()
-        return p
+        seen = drive(t, CLEAR_REFS_ATTRS, WINDOW, COLD_AGE, ranges, duration(length, CLEAR_REFS_ATTRS.aggregation_interval))
     finally:
-        proc.kill()
-        proc.wait()
+        t.close()
+    return seen[-1][1] if seen else Promotions()
 
 
 def row(engine: str, length: float, chunk_mib: int, ps: list[Promotions], seconds: float, width: int) -> str:

@@ -18,24 +18,14 @@ after a clear, and estimates those before it at the rate the periods proved.
 
 from __future__ import annotations
 
-import subprocess
-from dataclasses import dataclass
-
 import pytest
 
-from exporter.engines.clear_refs.engine import ReferencedBytesEngine
-from exporter.engines.page_idle.ops_simulated import VirtualClock
 from exporter.model.attrs import MonitoringAttrs
-from exporter.model.engine import TargetSpec
-from exporter.model.process import ProcessRef
-from exporter.procfs.io import PosixIO
-from exporter.procfs.parsers import check_same_process
-from exporter.summary import Policy, summarize
-from exporter.summary.promotion import Promotions, PromotionTracker
+from exporter.summary.promotion import Promotions
+from tests.support.touch_driver import TouchProcess, drive
 from tests.support.workloads import build_workload
 
 MiB = 1 << 20
-KiB = 1 << 10
 SIZE, HOT, CHUNK = 512, 64, 8
 REVIVE_AFTER, EVERY, FOR = 45.0, 10.0, 4.0
 COLD_AGE, WINDOW = 20.0, 5.0
@@ -43,62 +33,30 @@ COLD_AGE, WINDOW = 20.0, 5.0
 ATTRS = MonitoringAttrs(0.2, 1.0, 10.0, 3, 10)
 
 
-@dataclass
-class Touched:
-    """The driven process, and every chunk it revived: (virtual start, chunk index)."""
-
-    proc: subprocess.Popen
-    ref: ProcessRef
-    revived: list[tuple[float, int]]
-
-    def write(self, ranges: list[tuple[int, int]]) -> None:
-        """Write one byte in every page of each [a, b) (bytes into the buffer); wait for it."""
-        self.proc.stdin.write(" ".join(f"{a // KiB} {b // KiB}" for a, b in ranges) + "\n")
-        self.proc.stdin.flush()
-        assert self.proc.stdout.readline().startswith("ok "), self.proc.poll()
-
-
 @pytest.fixture
 def touched(tmp_path):
-    binary = build_workload("touch.c", tmp_path, "dxtouch")
-    proc = subprocess.Popen([binary, str(SIZE)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    ready = proc.stdout.readline().split()
-    assert ready and ready[0] == "ready", f"touch workload failed: exit {proc.poll()}"
-    ref = ProcessRef(proc.pid, check_same_process(PosixIO(), "/proc", ProcessRef(proc.pid), "").start_time)
-    yield Touched(proc, ref, [])
-    proc.kill()
-    proc.wait()
+    t = TouchProcess(build_workload("touch.c", tmp_path, "dxtouch"), SIZE)
+    yield t
+    t.close()
 
 
-def run(t: Touched, seconds: float) -> list[tuple[float, Promotions]]:
-    """The engine and the tracker as the sampler drives them, for ``seconds`` of virtual
-    time; the workload's accesses for each sample interval are made before the engine's
-    read that ends it. The promotions after every aggregation, with their virtual time."""
-    clk = VirtualClock()
-    eng = ReferencedBytesEngine(attrs=ATTRS, clock=clk, wall_clock=clk, sleep=clk.sleep)
-    eng.set_horizons((WINDOW, COLD_AGE), returns_after=COLD_AGE)
-    eng.set_targets([TargetSpec("rev", (t.ref,))])
-    policy, tracker = Policy(cold_age=COLD_AGE, working_set_window=WINDOW), PromotionTracker()
-    start, out = clk(), []
+def run(t: TouchProcess, seconds: float) -> tuple[list[tuple[float, Promotions]], list[tuple[float, int]]]:
+    """The promotions after every aggregation over ``seconds`` of virtual time, and every
+    chunk revived: (virtual start, chunk index)."""
+    revived: list[tuple[float, int]] = []
     nchunks = (SIZE - HOT) // CHUNK
-    try:
-        while clk() - start < seconds:
-            now = clk() - start
-            ranges = [((SIZE - HOT) * MiB, SIZE * MiB)]
-            if now >= REVIVE_AFTER:
-                k = int((now - REVIVE_AFTER) // EVERY)
-                if k < nchunks and now - REVIVE_AFTER - k * EVERY < FOR:
-                    if not t.revived or t.revived[-1][1] != k:
-                        t.revived.append((now, k))
-                    ranges.append((k * CHUNK * MiB, (k + 1) * CHUNK * MiB))
-            t.write(ranges)
-            agg = eng.step()
-            if agg is not None:
-                promotions = summarize(agg, policy, tracker).target("rev").promotions
-                out.append((clk() - start, promotions))
-    finally:
-        eng.close()
-    return out
+
+    def schedule(now: float) -> list[tuple[int, int]]:
+        ranges = [((SIZE - HOT) * MiB, SIZE * MiB)]
+        if now >= REVIVE_AFTER:
+            k = int((now - REVIVE_AFTER) // EVERY)
+            if k < nchunks and now - REVIVE_AFTER - k * EVERY < FOR:
+                if not revived or revived[-1][1] != k:
+                    revived.append((now, k))
+                ranges.append((k * CHUNK * MiB, (k + 1) * CHUNK * MiB))
+        return ranges
+
+    return drive(t, ATTRS, WINDOW, COLD_AGE, schedule, seconds), revived
 
 
 def above(p: Promotions, le: float) -> float:
@@ -107,8 +65,8 @@ def above(p: Promotions, le: float) -> float:
 
 
 def test_revived_cold_memory_is_counted_once_by_its_idle_age(touched):
-    seen = run(touched, REVIVE_AFTER + 20 * EVERY)
-    assert touched.revived[0][0] == pytest.approx(REVIVE_AFTER, abs=ATTRS.sample_interval)
+    seen, revived = run(touched, REVIVE_AFTER + 20 * EVERY)
+    assert revived[0][0] == pytest.approx(REVIVE_AFTER, abs=ATTRS.sample_interval)
     # steady until the first return: hot stays hot, cold stays cold
     before = [p for at, p in seen if at <= REVIVE_AFTER]
     assert before and all(p.promoted_bytes <= 1 * MiB and p.count <= 1 * MiB for p in before), before[-1]
@@ -118,7 +76,7 @@ def test_revived_cold_memory_is_counted_once_by_its_idle_age(touched):
     t1 = t0 + 12 * EVERY
     p0 = next(p for at, p in seen if at >= t0)
     p1 = next(p for at, p in seen if at >= t1)
-    truth = CHUNK * MiB * sum(1 for at, _ in touched.revived if t0 < at < t1)
+    truth = CHUNK * MiB * sum(1 for at, _ in revived if t0 < at < t1)
     assert truth == 12 * CHUNK * MiB, truth / MiB
     grew = p1.promoted_bytes - p0.promoted_bytes
     error = p1.promoted_error_bytes - p0.promoted_error_bytes
