@@ -108,6 +108,7 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
     _s("damon_sampler_cpu_budget_ratio", "gauge", "Configured CPU budget of the sampler, as a share of one core (0 = no budget)."),
     _s("damon_sampler_sample_interval_seconds", "gauge", "Sample interval in effect, in seconds (longer than configured while the CPU budget stretches it).", unit="seconds"),
     _s("damon_sampler_aggregation_interval_seconds", "gauge", "Aggregation interval in effect, in seconds.", unit="seconds"),
+    _s("damon_sampler_shortest_counted_return_seconds", "gauge", "The shortest return of cold memory that damon_cold_promoted_bytes_total counts by its bytes at the intervals in effect, in seconds. page_idle and damon_sysfs: one aggregation interval (a region's samples decide a return once per aggregation, so memory back for L seconds of an aggregation A counts about L/A of its bytes, inside the published error); clear_refs: 0 (a page's Referenced bit keeps a touch of any length until the next clear). Grows while the CPU budget stretches the intervals.", unit="seconds"),
     _s("damon_sampler_errors_total", "counter", ERRORS_HELP, labels=("kind",)),
     _s("damon_config_cold_age_seconds", "gauge", "The cold_age in force: memory idle at least this long is cold (damon_cold_bytes).", unit="seconds"),
     _s("damon_config_working_set_window_seconds", "gauge", "The working_set_window in force: memory used within it is the working set (damon_working_set_bytes).", unit="seconds"),

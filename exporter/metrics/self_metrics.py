@@ -43,6 +43,9 @@ def self_families(state: ServiceState) -> list[Metric]:
     si.add_metric([], state.sample_interval)
     ai = family("damon_sampler_aggregation_interval_seconds")
     ai.add_metric([], state.aggregation_interval)
+    shortest = family("damon_sampler_shortest_counted_return_seconds")
+    if state.shortest_counted_return is not None:  # no engine yet: not known, not 0
+        shortest.add_metric([], state.shortest_counted_return)
     errors = family("damon_sampler_errors_total")
     counts = dict(state.errors_total)
     for kind in [*ERROR_KINDS, *sorted(set(counts) - set(ERROR_KINDS))]:  # every kind at 0 from the start: rate() works
@@ -61,7 +64,7 @@ def self_families(state: ServiceState) -> list[Metric]:
     ok.add_metric([], 1 if state.reload_successful else 0)
     ts = family("damon_config_last_reload_success_timestamp_seconds")
     ts.add_metric([], state.reload_success_timestamp)
-    out = [build, backend, passed, checks, cpu, kernel_cpu, ratio, budget, si, ai, errors, cold_age, window, mem_limit,
+    out = [build, backend, passed, checks, cpu, kernel_cpu, ratio, budget, si, ai, shortest, errors, cold_age, window, mem_limit,
            mem_limited, embedded, ok, ts]
     return published(out, state.backend) + kube_families(state)
 

@@ -95,6 +95,15 @@ class Engine(abc.ABC):
         show; it is not metric policy, only when to look.
         """
 
+    def shortest_counted_return(self, aggregation_interval: float) -> float:
+        """The shortest return of cold memory the promotion counter counts by its bytes, in
+        seconds, at ``aggregation_interval``. A region's samples decide a return once per
+        aggregation, at the share of its checks that saw an access: memory back for ``L``
+        seconds of an aggregation of ``A`` counts about ``L / A`` of its bytes, inside the
+        published error, and by its bytes from one aggregation on. Engines that keep every
+        touch until they read it say less."""
+        return aggregation_interval
+
     def set_region_cap(self, key: TargetKey, cap: int | None) -> None:
         """Lower one target's region cap (the CPU budget); None restores the configured one."""
 

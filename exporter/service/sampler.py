@@ -209,6 +209,7 @@ class Sampler:
         engine.set_horizons(self.horizons(), returns_after=self.config.cold_age)
         self._next_discovery = 0.0
         self.box.update(sample_interval=engine.attrs.sample_interval, aggregation_interval=engine.attrs.aggregation_interval, cpu_budget=cfg.cpu_budget or 0.0,
+                        shortest_counted_return=engine.shortest_counted_return(engine.attrs.aggregation_interval),
                         configured_sample_interval=self.budget.base.sample_interval,
                         configured_aggregation_interval=self.budget.base.aggregation_interval,
                         cold_age=cfg.cold_age, working_set_window=cfg.working_set_window, histograms=cfg.histograms)
@@ -387,6 +388,7 @@ class Sampler:
             budget_ratio=self.budget.last_ratio,
             sample_interval=agg.sample_interval,
             aggregation_interval=agg.aggregation_interval,
+            shortest_counted_return=engine.shortest_counted_return(agg.aggregation_interval),
             configured_sample_interval=self.budget.base.sample_interval,
             configured_aggregation_interval=self.budget.base.aggregation_interval,
             checks_total=self._checks_base + agg.stats.checks_total,

@@ -48,6 +48,9 @@ class ServiceState:
     #: the intervals the config asks for; the two above are what the CPU budget left of them
     configured_sample_interval: float = 0.0
     configured_aggregation_interval: float = 0.0
+    #: the shortest return of cold memory the promotion counter counts by its bytes at the
+    #: intervals in effect (Engine.shortest_counted_return), seconds; None before an engine runs
+    shortest_counted_return: float | None = None
     checks_total: int = 0
     errors_total: tuple[tuple[str, int], ...] = ()
     reload_successful: bool = True

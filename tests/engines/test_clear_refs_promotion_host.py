@@ -7,7 +7,8 @@ accessed in each sample interval and knows the truth exactly, and minutes of vir
 take seconds.
 
 The layout: 512 MiB, the top 64 MiB written every sample interval; after 45 s, the cold rest
-comes back 8 MiB at a time, each chunk written for 4 s every 10 s and untouched since it was
+comes back 8 MiB at a time, each chunk written for 4 s (or one sample interval) every 10 s
+and untouched since it was
 made resident (far longer than ``cold_age``, 20 s). Over two minutes that begin once returns
 have gone on for a clear period, every return is counted once by its idle age
 (``count`` grows by the revived bytes, within the issue's 25%), nothing before the first
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import pytest
 
+from exporter.engines.clear_refs.engine import ReferencedBytesEngine
 from exporter.model.attrs import MonitoringAttrs
 from exporter.summary.promotion import Promotions
 from tests.support.touch_driver import TouchProcess, drive
@@ -27,7 +29,7 @@ from tests.support.workloads import build_workload
 
 MiB = 1 << 20
 SIZE, HOT, CHUNK = 512, 64, 8
-REVIVE_AFTER, EVERY, FOR = 45.0, 10.0, 4.0
+REVIVE_AFTER, EVERY = 45.0, 10.0
 COLD_AGE, WINDOW = 20.0, 5.0
 #: the exporter's fast test config (tests/support/exporter.py: 200 ms samples, 1 s aggregations)
 ATTRS = MonitoringAttrs(0.2, 1.0, 10.0, 3, 10)
@@ -40,9 +42,9 @@ def touched(tmp_path):
     t.close()
 
 
-def run(t: TouchProcess, seconds: float) -> tuple[list[tuple[float, Promotions]], list[tuple[float, int]]]:
-    """The promotions after every aggregation over ``seconds`` of virtual time, and every
-    chunk revived: (virtual start, chunk index)."""
+def run(t: TouchProcess, seconds: float, for_: float) -> tuple[list[tuple[float, Promotions]], list[tuple[float, int]]]:
+    """The promotions after every aggregation over ``seconds`` of virtual time, each chunk
+    written for ``for_`` seconds, and every chunk revived: (virtual start, chunk index)."""
     revived: list[tuple[float, int]] = []
     nchunks = (SIZE - HOT) // CHUNK
 
@@ -50,7 +52,7 @@ def run(t: TouchProcess, seconds: float) -> tuple[list[tuple[float, Promotions]]
         ranges = [((SIZE - HOT) * MiB, SIZE * MiB)]
         if now >= REVIVE_AFTER:
             k = int((now - REVIVE_AFTER) // EVERY)
-            if k < nchunks and now - REVIVE_AFTER - k * EVERY < FOR:
+            if k < nchunks and now - REVIVE_AFTER - k * EVERY < for_:
                 if not revived or revived[-1][1] != k:
                     revived.append((now, k))
                 ranges.append((k * CHUNK * MiB, (k + 1) * CHUNK * MiB))
@@ -59,13 +61,22 @@ def run(t: TouchProcess, seconds: float) -> tuple[list[tuple[float, Promotions]]
     return drive(t, ATTRS, WINDOW, COLD_AGE, schedule, seconds), revived
 
 
+def touched_engine_says_any_length() -> bool:
+    return ReferencedBytesEngine(attrs=ATTRS).shortest_counted_return(ATTRS.aggregation_interval) == 0.0
+
+
 def above(p: Promotions, le: float) -> float:
     """Bytes that came back after more than ``le`` seconds of idleness."""
     return p.count - dict(p.histogram)[le]
 
 
-def test_revived_cold_memory_is_counted_once_by_its_idle_age(touched):
-    seen, revived = run(touched, REVIVE_AFTER + 20 * EVERY)
+# 4 s, and one sample interval: a Referenced bit keeps a touch of any length until the next
+# clear, so clear_refs counts even the shortest return by its bytes (the engine publishes 0
+# as damon_sampler_shortest_counted_return_seconds)
+@pytest.mark.parametrize("for_", [4.0, ATTRS.sample_interval])
+def test_revived_cold_memory_is_counted_once_by_its_idle_age(touched, for_):
+    seen, revived = run(touched, REVIVE_AFTER + 20 * EVERY, for_)
+    assert touched_engine_says_any_length()
     assert revived[0][0] == pytest.approx(REVIVE_AFTER, abs=ATTRS.sample_interval)
     # steady until the first return: hot stays hot, cold stays cold
     before = [p for at, p in seen if at <= REVIVE_AFTER]

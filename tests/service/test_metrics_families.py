@@ -141,7 +141,7 @@ def test_pending_targets_show_processes_and_down_only():
 
 def test_self_metrics():
     st = ServiceState(version="1.2.3", backend="clear_refs", cpu_seconds_total=1.5, budget_ratio=0.4, cpu_budget=0.05,
-                      sample_interval=0.2, aggregation_interval=2.0, checks_total=99,
+                      sample_interval=0.2, aggregation_interval=2.0, checks_total=99, shortest_counted_return=0.0,
                       errors_total=(("permission", 2), ("weird", 1)), reload_successful=False, reload_success_timestamp=12.0)
     from exporter.metrics import _Families
     from prometheus_client.exposition import generate_latest
@@ -155,6 +155,7 @@ def test_self_metrics():
     assert value(fams, "damon_sampler_cpu_seconds", "damon_sampler_cpu_seconds_total") == 1.5
     assert value(fams, "damon_sampler_budget_ratio", "damon_sampler_budget_ratio") == 0.4
     assert value(fams, "damon_sampler_sample_interval_seconds", "damon_sampler_sample_interval_seconds") == 0.2
+    assert value(fams, "damon_sampler_shortest_counted_return_seconds", "damon_sampler_shortest_counted_return_seconds") == 0.0
     errors = {s.labels["kind"]: s.value for s in fams["damon_sampler_errors"].samples if s.name.endswith("_total")}
     assert errors == {**{k: 0 for k in ERROR_KINDS}, "permission": 2, "weird": 1}
     assert value(fams, "damon_config_last_reload_successful", "damon_config_last_reload_successful") == 0
@@ -169,6 +170,14 @@ def self_names(**kw) -> set[str]:
     from prometheus_client.exposition import generate_latest
 
     return set(parse(generate_latest(_Families(self_families(ServiceState(version="1", **kw)))).decode()))
+
+
+def test_the_shortest_counted_return_is_not_known_before_an_engine_runs():
+    from exporter.metrics import _Families
+    from prometheus_client.exposition import generate_latest
+
+    fams = parse(generate_latest(_Families(self_families(ServiceState(version="1", backend="page_idle")))).decode())
+    assert fams["damon_sampler_shortest_counted_return_seconds"].samples == []
 
 
 def test_the_embedded_default_config_is_a_metric():

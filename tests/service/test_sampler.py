@@ -79,6 +79,8 @@ def test_publishes_snapshots_and_becomes_ready(run_sampler):
     assert t.pids == (10,) and t.resident_bytes == 12 * MiB and t.labels == (("team", "a"),)
     assert st.checks_total > 0 and st.cpu_seconds_total > 0
     assert st.sample_interval == 0.01 and st.aggregation_interval == 0.05
+    # DAMON's regions decide a return once per aggregation
+    assert st.shortest_counted_return == 0.05
 
 
 def test_targets_are_listed_as_pending_before_the_first_aggregation(run_sampler):
@@ -118,6 +120,7 @@ def test_reload_applies_new_targets_and_attrs(run_sampler):
     st = wait_for(lambda: box.get() if box.get().summary.aggregation_interval == 0.08 and box.get().summary.target("db") else None)
     assert [t.name for t in st.summary.targets] == ["web", "db"]
     assert st.label_names == ("team",)
+    assert st.shortest_counted_return == 0.08  # follows the intervals in effect
 
 
 def test_missing_backend_is_counted_and_retried_without_dying(run_sampler, monkeypatch, caplog):

@@ -121,6 +121,10 @@ class ReferencedBytesEngine(Engine):
     name = "clear_refs"
     uses_region_cap = False  # regions are the mappings; the cost is one smaps read each
 
+    def shortest_counted_return(self, aggregation_interval: float) -> float:
+        """Any: a page's Referenced bit keeps a touch of any length until the next clear."""
+        return 0.0
+
     def __init__(
         self,
         source: SmapsSource | None = None,
