@@ -46,6 +46,7 @@ from typing import Iterable, Sequence
 
 from exporter.model.records import RegionRecord
 from exporter.summary.bands import IDLE_AGE_BUCKETS, idle_bands
+from exporter.summary.sampling import rate_lower, rate_upper
 
 #: bands kept per address range (the closest in age merge, their ages averaged by bytes)
 MAX_BANDS = 6
@@ -98,10 +99,24 @@ class _Band:
     #: band, so :meth:`part` copies it whole
     in_use_bytes: float = 0.0
     in_use_share: float = 0.0
+    #: pending: bytes of the region that came back that may have been in use all along
+    #: while they read idle, unseen: ``n`` checks of it in that time that saw nothing leave
+    #: up to ``rate_upper(n, 0)`` of its idle pages used per interval (a few hot pages in a
+    #: region mostly idle: the edge of a used part). A later split may isolate exactly those
+    #: pages, hit at every sample; their hits are then no return. A total of the return,
+    #: like ``in_use_bytes``
+    unseen_bytes: float = 0.0
+    #: the bytes of the region these bytes were last seen idle in: the unseen use its
+    #: checks leave possible may lie anywhere in it, all of it in these bytes
+    watched: float = 0.0
+    #: pending: what the same samples prove of that share at the least (``rate_lower``): one
+    #: hit in twenty checks is a share of 5% as counted, and of 0.26% as proven
+    revived_lower: float = 1.0
 
     def part(self, nbytes: float) -> "_Band":
         return _Band(nbytes, self.since, self.pending_age, self.revived_at, self.idle_since, self.origin,
-                     self.revived_frequency, self.touched, self.in_use_bytes, self.in_use_share)
+                     self.revived_frequency, self.touched, self.in_use_bytes, self.in_use_share, self.unseen_bytes,
+                     self.watched, self.revived_lower)
 
 
 @dataclass(slots=True)
@@ -237,14 +252,15 @@ def _compact(bands: list[_Band]) -> list[_Band]:
 def _average(a: _Band, c: _Band) -> _Band:
     n = a.nbytes + c.nbytes
     wa, wc = a.nbytes / n, c.nbytes / n
-    out = _Band(n, a.since * wa + c.since * wc, touched=a.touched and c.touched)
+    out = _Band(n, a.since * wa + c.since * wc, touched=a.touched and c.touched, watched=max(a.watched, c.watched))
     if a.pending_age is not None and c.pending_age is not None:
         out.pending_age = a.pending_age * wa + c.pending_age * wc
         out.revived_at = max(a.revived_at, c.revived_at)
         out.idle_since = a.idle_since * wa + c.idle_since * wc
         big = a if a.nbytes >= c.nbytes else c
-        out.origin, out.revived_frequency = big.origin, big.revived_frequency
+        out.origin, out.revived_frequency, out.revived_lower = big.origin, big.revived_frequency, big.revived_lower
         out.in_use_bytes, out.in_use_share = big.in_use_bytes, big.in_use_share
+        out.unseen_bytes = big.unseen_bytes
     return out
 
 
@@ -280,8 +296,8 @@ def _count_return(members: Sequence[tuple[_Band, _Segment]], cold_age: float, co
     as back twice."""
     head = members[0][0]
     keep = 1.0 - head.in_use_share
-    hit = sum(b.nbytes * b.revived_frequency for b, _ in members) / keep if keep > 0 else 0.0
-    left = max(0.0, hit - head.in_use_bytes)
+    hit = sum(b.nbytes * b.revived_lower for b, _ in members) / keep if keep > 0 else 0.0
+    left = max(0.0, hit - head.in_use_bytes - head.unseen_bytes)
     for b, seg in sorted(members, key=lambda m: m[0].pending_age or 0.0):
         proven = min(b.nbytes, left)
         left -= proven
@@ -394,18 +410,28 @@ class PromotionTracker:
         """A DAMON region: accessed as a whole, or idle as a whole, as DAMON sees it; what
         comes back is pending until the splits tell (see :meth:`_settle`)."""
         f = _frequency(r)
+        lower = rate_lower(r.nr_checks, min(r.nr_accesses, r.nr_checks)) if r.nr_checks else f
         if f > 0:
             back = [b.pending_age is None and b.since < prev for b in inv]  # idle at the last aggregation
             total = sum(b.nbytes for b in inv)
             in_use = total - sum(b.nbytes for b, k in zip(inv, back) if k)
+            per_second = r.nr_checks / (now - prev) if now > prev else 0.0  # the region's checks
+            unseen = sum(min(b.nbytes, max(b.nbytes, b.watched) * rate_upper(int((prev - b.since) * per_second), 0))
+                         for b, k in zip(inv, back) if k)
             for b, k in zip(inv, back):
                 if k:
                     b.pending_age, b.revived_at, b.idle_since = prev - b.since, now, b.since
-                    b.origin, b.revived_frequency = (now, r.pid, r.start), f
+                    b.origin, b.revived_frequency, b.revived_lower = (now, r.pid, r.start), f, lower
                     b.in_use_bytes, b.in_use_share = in_use, in_use / total if total > 0 else 0.0
+                    b.unseen_bytes = unseen
                 elif b.pending_age is not None:  # the aggregation it was used throughout tells best
                     b.revived_frequency = max(b.revived_frequency, f)
+                    b.revived_lower = max(b.revived_lower, lower)
                 b.since = now
+        else:
+            total = sum(b.nbytes for b in inv)
+            for b in inv:
+                b.watched = total
         return _Segment(r.start, r.end, inv, f)
 
     @staticmethod
@@ -418,13 +444,16 @@ class PromotionTracker:
         - once every piece reads idle (the access ended), or after ``settle`` seconds of
           access, the return is decided at once, by what the samples prove:
 
-          - its pieces' bytes hit, each piece at the largest share of its samples that saw
-            the access in one aggregation since (history spreads over a region by address,
+          - its pieces' bytes hit, each piece at the largest share of its pages the samples
+            of one aggregation since prove used (``rate_lower``: one hit in twenty proves
+            far less than the 5% it counts at; history spreads over a region by address,
             so the pieces hold the region's bytes in use in the same share as its idle
             ones: the hits of a piece are its idle bytes' hits over ``1 - in_use_share``);
           - less the bytes the region held that were in use at the last aggregation, which
             may be all that was hit (a region growing over idle memory at the edge of what
-            is used reads as accessed with nothing back);
+            is used reads as accessed with nothing back), and less what its idle bytes may
+            have held in use unseen: the checks that found them idle bound that share
+            (``unseen_bytes``), and hits no more than it prove nothing back;
           - what is left is proven back, given to the idle bands youngest first (what was
             used lately is the likelier to be used again, as clear_refs' lower bound takes
             it), so the oldest bytes, the promotions, are proven only where the hits leave

@@ -314,9 +314,15 @@ _MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "promotion-in-use-ignored", PROMOTION,
-        "    left = max(0.0, hit - head.in_use_bytes)\n",
-        "    left = max(0.0, hit)\n",
+        "    left = max(0.0, hit - head.in_use_bytes - head.unseen_bytes)\n",
+        "    left = max(0.0, hit - head.unseen_bytes)\n",
         "a region's hits are not first explained by the memory it held in use",
+    ),
+    Mutant(
+        "promotion-unseen-use-ignored", PROMOTION,
+        "    left = max(0.0, hit - head.in_use_bytes - head.unseen_bytes)\n",
+        "    left = max(0.0, hit - head.in_use_bytes)\n",
+        "hits are not explained by what the checks that found a region idle leave possible in use unseen",
     ),
     Mutant(
         "promotion-old-first", PROMOTION,
@@ -498,6 +504,7 @@ KILLERS: dict[str, tuple[str, ...]] = {
     "promotion-idle-age-to-now": (_PROMO + "test_a_region_idle_for_a_minute_counts_once_when_it_comes_back",
                                   _PROMO + "test_short_idleness_is_a_return_but_not_a_promotion"),
     "promotion-in-use-ignored": (_PROMO + "test_a_region_growing_over_idle_memory_at_the_edge_of_use_brackets_no_return",),
+    "promotion-unseen-use-ignored": (_PROMO + "test_hot_pages_a_split_finds_in_a_region_read_idle_bracket_no_return",),
     "promotion-old-first": (_PROMO + "test_hits_go_to_memory_idle_briefly_before_memory_idle_long",),
     "promotion-counted-twice": (_PROMO + "test_hits_go_to_memory_idle_briefly_before_memory_idle_long",),
     "promotion-in-use-is-a-return": (_PROMO + "test_steady_memory_returns_nothing",
