@@ -411,9 +411,9 @@ class PromotionTracker:
         comes back is pending until the splits tell (see :meth:`_settle`)."""
         f = _frequency(r)
         lower = rate_lower(r.nr_checks, min(r.nr_accesses, r.nr_checks)) if r.nr_checks else f
+        total = sum(b.nbytes for b in inv)
         if f > 0:
             back = [b.pending_age is None and b.since < prev for b in inv]  # idle at the last aggregation
-            total = sum(b.nbytes for b in inv)
             in_use = total - sum(b.nbytes for b, k in zip(inv, back) if k)
             per_second = r.nr_checks / (now - prev) if now > prev else 0.0  # the region's checks
             unseen = sum(min(b.nbytes, max(b.nbytes, b.watched) * rate_upper(int((prev - b.since) * per_second), 0))
@@ -429,7 +429,6 @@ class PromotionTracker:
                     b.revived_lower = max(b.revived_lower, lower)
                 b.since = now
         else:
-            total = sum(b.nbytes for b in inv)
             for b in inv:
                 b.watched = total
         return _Segment(r.start, r.end, inv, f)
