@@ -115,6 +115,37 @@ class RegionRecord:
         return d
 
 
+@dataclass(frozen=True, slots=True)
+class WindowStratum:
+    """Pages drawn at random from one region when a page window opened, read when it closed.
+
+    ``accessed_share`` is the share of the region's resident bytes (each page by its share,
+    as PSS counts it) that the read pages say were accessed within the window, and
+    ``pages`` how many pages that share rests on (Kish's effective count where pages weigh
+    differently; 0: none could be read, nothing is known of the region).
+    """
+
+    pid: int
+    start: int
+    end: int
+    resident_bytes: int
+    pages: int
+    accessed_share: float
+
+
+@dataclass(frozen=True)
+class PageWindow:
+    """Random pages of every region of a target, marked idle at ``started_at`` and read at
+    ``read_at`` (wall clock), ``horizon`` seconds apart: which pages were used within a
+    window of that length, whatever the regions' pages look like (see the page_idle
+    engine's page windows)."""
+
+    horizon: float
+    started_at: float
+    read_at: float
+    strata: tuple[WindowStratum, ...]
+
+
 @dataclass(frozen=True)
 class TargetRecords:
     """One target (a group of processes) at the end of an aggregation, raw."""
@@ -141,6 +172,8 @@ class TargetRecords:
     #: someone else (reclaim, a kernel DAMON scheme, another monitor), since the engine began
     #: watching the target; engines that cannot tell leave it 0 (see the metric's backends)
     accessed_bits_resets: int = 0
+    #: the last page window read at each horizon (engines without page windows: none)
+    windows: tuple[PageWindow, ...] = ()
 
     @property
     def key(self) -> TargetKey:

@@ -49,7 +49,7 @@ def at_least(n: int, p: float, k: int) -> float:
 
 
 @lru_cache(maxsize=8192)
-def rate_upper(n: int, k: int) -> float:
+def rate_upper(n: int, k: int, alpha: float = ALPHA) -> float:
     """The largest access share ``p`` under which ``k`` or fewer hits in ``n`` checks are not
     unlikely (P(Binomial(n, p) <= k) >= ALPHA): the one-sided upper confidence bound on a
     region's share accessed per interval. 1 where nothing is known (``n`` = 0)."""
@@ -58,7 +58,7 @@ def rate_upper(n: int, k: int) -> float:
     lo, hi = k / n, 1.0
     for _ in range(_STEPS):
         mid = (lo + hi) / 2
-        if 1.0 - at_least(n, mid, k + 1) >= ALPHA:
+        if 1.0 - at_least(n, mid, k + 1) >= alpha:
             lo = mid
         else:
             hi = mid
@@ -66,7 +66,7 @@ def rate_upper(n: int, k: int) -> float:
 
 
 @lru_cache(maxsize=8192)
-def rate_lower(n: int, k: int) -> float:
+def rate_lower(n: int, k: int, alpha: float = ALPHA) -> float:
     """The smallest access share ``p`` under which ``k`` or more hits in ``n`` checks are not
     unlikely (P(Binomial(n, p) >= k) >= ALPHA): the one-sided lower confidence bound. 0 where
     nothing was hit or nothing is known."""
@@ -75,7 +75,7 @@ def rate_lower(n: int, k: int) -> float:
     lo, hi = 0.0, min(1.0, k / n)
     for _ in range(_STEPS):
         mid = (lo + hi) / 2
-        if at_least(n, mid, k) >= ALPHA:
+        if at_least(n, mid, k) >= alpha:
             hi = mid
         else:
             lo = mid
@@ -109,3 +109,27 @@ def used_lower(parts: Iterable[tuple[float, int, int]]) -> float:
         point += b * k / n
         squares += (b * (k / n - rate_lower(n, k))) ** 2
     return max(0.0, point - math.sqrt(squares))
+
+
+def share_bounds(parts: Iterable[tuple[int, float, int]]) -> tuple[float, float, float]:
+    """The point estimate of ``sum(b * p)`` over strata given as ``(b, s, n)``: ``b`` bytes
+    of which a share ``s`` of ``n`` random pages was found used (``n`` = 0: nothing known),
+    and how far below and above it the truth may lie, each side wrong at most ``ALPHA / 2``
+    of the time (so the interval holds the truth at ``1 - ALPHA``).
+
+    Each stratum's count is binomial; its exact one-sided bounds at ``ALPHA / 2`` are
+    combined as :func:`used_lower` combines them (root of the sum of squares). A stratum
+    with no page read counts at 0 with all of its bytes above."""
+    point = below = above = unknown = 0.0
+    a = ALPHA / 2
+    for b, share, n in parts:
+        if b <= 0:
+            continue
+        if n <= 0:
+            unknown += b
+            continue
+        k = min(n, max(0, round(share * n)))
+        point += b * share
+        below += (b * max(0.0, share - rate_lower(n, k, a))) ** 2
+        above += (b * max(0.0, rate_upper(n, k, a) - share)) ** 2
+    return point, math.sqrt(below), math.sqrt(above) + unknown

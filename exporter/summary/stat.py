@@ -19,10 +19,10 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Sequence
 
 from exporter.model.policy import Policy
-from exporter.model.records import Aggregation, EngineStats, RegionRecord, TargetRecords
+from exporter.model.records import Aggregation, EngineStats, PageWindow, RegionRecord, TargetRecords
 from exporter.summary.bands import IDLE_AGE_BUCKETS, idle_bands
 from exporter.summary.promotion import PromotionTracker, Promotions
-from exporter.summary.sampling import used_lower
+from exporter.summary.sampling import share_bounds, used_lower
 from exporter.summary.sharing import share_access
 
 #: Upper bounds of ``damon_access_frequency_ratio`` buckets; part of the metrics contract.
@@ -179,6 +179,15 @@ def unproven_bytes(regions: Sequence[RegionRecord], member: Callable[[RegionReco
     return counted - used_lower((b, k, n) for b, k, n in draws.values())
 
 
+def window_figure(w: PageWindow, used: bool) -> tuple[int, float]:
+    """The bytes a page window found used within its horizon (``used``) or idle through
+    it, and how far that may be off (the wider side of its two-sided bounds at the model's
+    rate, :func:`exporter.summary.sampling.share_bounds`)."""
+    point, below, above = share_bounds(
+        (s.resident_bytes, s.accessed_share if used else 1.0 - s.accessed_share, s.pages) for s in w.strata)
+    return round(point), max(below, above)
+
+
 def frequency_bands(r: RegionRecord) -> Iterable[tuple[float, int]]:
     """(accesses per sample, bytes): one value per region, or for a distribution record
     its accessed bytes at 1 and the rest at 0 (one sample: the first aggregation)."""
@@ -319,9 +328,25 @@ def _summarize_target(t: TargetRecords, policy: Policy, sample_interval: float, 
     cold_unknown = sum(unknown_bytes(r, cold_age) for r in regions)
     cold_error = edge_error(regions, is_warm, sample_interval, lambda r: unknown_bytes(r, cold_age), shared_cold_error,
                             cold_age, aggregation_interval)
+    measured = dict(t.measured_at)
+    ws_share_error = cold_share_error = share_error
+    # page windows, where the engine has them: the share of each region used within the
+    # horizon, read from random pages, instead of whole regions (regions whose pages are not
+    # used alike); the figure is the window's, measured when it was read
+    windows = {w.horizon: w for w in t.windows}
+    if window in windows:
+        working, ws_error = window_figure(windows[window], used=True)
+        working, ws_share_error, ws_present = min(resident, working), 0, 0
+        measured[window] = windows[window].read_at
+    if cold_age in windows:
+        cold, cold_error = window_figure(windows[cold_age], used=False)
+        # two windows' samples: the truth holds cold <= resident - working set where cold_age
+        # is the longer horizon, and the two estimates may not
+        cold = min(cold, resident - working) if cold_age >= window else cold
+        cold, cold_unknown, cold_present, cold_share_error = max(0, cold), 0, 0, 0
+        measured[cold_age] = windows[cold_age].read_at
     bands = [band for r in regions for band in idle_bands(r)]
     freq = [band for r in regions for band in frequency_bands(r)]
-    measured = dict(t.measured_at)
     return TargetSummary(
         name=t.name,
         pids=tuple(sorted(set(t.pids))),
@@ -339,8 +364,8 @@ def _summarize_target(t: TargetRecords, policy: Policy, sample_interval: float, 
         max_regions=t.max_regions,
         working_set_measured_at=measured.get(policy.working_set_window, t.aggregated_at),
         cold_measured_at=measured.get(policy.cold_age, t.aggregated_at),
-        working_set_error_bytes=min(resident, round(ws_error) + share_error + ws_present),
-        cold_error_bytes=min(resident, round(cold_error) + share_error + cold_present),
+        working_set_error_bytes=min(resident, round(ws_error) + ws_share_error + ws_present),
+        cold_error_bytes=min(resident, round(cold_error) + cold_share_error + cold_present),
         nr_merged=t.nr_merged,
         not_monitored=t.not_monitored,
         accessed_bits_resets=t.accessed_bits_resets,

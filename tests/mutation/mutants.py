@@ -48,6 +48,9 @@ CLEAR_REFS = "exporter.engines.clear_refs.engine"
 PROMOTION = "exporter.summary.promotion"
 SHARING = "exporter.summary.sharing"
 SAMPLING = "exporter.summary.sampling"
+IDLE_OPS = "exporter.engines.page_idle.ops_page_idle"
+WINDOWS = "exporter.engines.page_idle.windows"
+_WIN = "tests/core/test_page_windows.py::"
 
 _ACC = "tests/core/test_monitor_accuracy.py::"
 _REG = "tests/core/test_regions_properties.py::"
@@ -241,13 +244,13 @@ _MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "working-set-error-zero", STAT,
-        "        working_set_error_bytes=min(resident, round(ws_error) + share_error + ws_present),\n",
+        "        working_set_error_bytes=min(resident, round(ws_error) + ws_share_error + ws_present),\n",
         "        working_set_error_bytes=0,\n",
         "the summary publishes no working-set error",
     ),
     Mutant(
         "cold-error-zero", STAT,
-        "        cold_error_bytes=min(resident, round(cold_error) + share_error + cold_present),\n",
+        "        cold_error_bytes=min(resident, round(cold_error) + cold_share_error + cold_present),\n",
         "        cold_error_bytes=0,\n",
         "the summary publishes no cold-bytes error",
     ),
@@ -397,6 +400,24 @@ _MUTANTS: tuple[Mutant, ...] = (
         "a split or merge hands history on by the share of the new region, not of the old segment",
     ),
     Mutant(
+        "windows-ignored", STAT,
+        "    if window in windows:\n",
+        "    if False:\n",
+        "the summary counts whole regions seen used within the window, not the share its page window read",
+    ),
+    Mutant(
+        "window-erased-by-a-sample", IDLE_OPS,
+        "        if watched:\n",
+        "        if False:\n",
+        "a sample's mark of a page an open window watches erases the access the window was to see",
+    ),
+    Mutant(
+        "window-pages-unweighted", WINDOWS,
+        "        sw += w\n        sw2 += w * w\n        if accessed:\n            swa += w\n",
+        "        sw += 1\n        sw2 += 1\n        if accessed:\n            swa += 1\n",
+        "a page window counts a shared page whole in every process mapping it",
+    ),
+    Mutant(
         "referenced-old-bytes-first", PROMOTION,
         "        taken, rest = _take(young + olds, touched - sum(b.nbytes for b in from_old))\n",
         "        taken, rest = _take(olds + young, touched - sum(b.nbytes for b in from_old))\n",
@@ -522,6 +543,9 @@ KILLERS: dict[str, tuple[str, ...]] = {
         _PROMO + "test_referenced_bytes_first_touched_right_before_a_clear_are_counted",),
     "referenced-retouch-is-a-return": (
         _PROMO + "test_referenced_bytes_steady_with_clears_between_aggregations_is_nothing",),
+    "windows-ignored": (_WIN + "test_a_scattered_hot_set_is_measured_by_its_pages_not_its_regions[0.3]",),
+    "window-erased-by-a-sample": (_IDLE + "test_a_sample_marking_a_watched_page_keeps_what_the_window_saw",),
+    "window-pages-unweighted": (_WIN + "test_stratum_weighs_pages_by_their_share",),
     "referenced-old-bytes-first": (_PROMO + "test_referenced_bytes_first_touches_after_idle_since_the_clear",
                                    _PROMO + "test_referenced_bytes_steady_is_nothing",
                                    _PROMO + "test_referenced_bytes_warm_memory_is_no_return[5]"),
@@ -593,6 +617,8 @@ ACCURACY_TESTS: tuple[str, ...] = tuple(
     + [_PROC + t for t in ("test_tally_counts_each_page_by_its_share",
                            "test_forked_copy_on_write_pages_count_by_share_on_this_kernel", "test_zero_page_is_not_resident")]
     + [_BUDGET + "test_steady_pattern_reads_the_same_while_the_budget_acts"]
+    + [_WIN + "test_a_scattered_hot_set_is_measured_by_its_pages_not_its_regions",
+       _WIN + "test_stratum_weighs_pages_by_their_share"]
 )
 
 BY_NAME = {m.name: m for m in MUTANTS}

@@ -355,3 +355,63 @@ def test_tail_without_head_in_its_block_is_discarded(kernel):
     ops, _ = make_ops(kernel)
     ops.prepare_access_checks(REF, [A, A + PAGE])
     assert ops.check_accesses(REF, [A, A + PAGE]) == [None, False]
+
+
+# -- page windows ----------------------------------------------------------------------
+
+
+def test_a_window_reports_pages_used_since_it_opened(kernel):
+    pages = [A + i * PAGE for i in range(4)]
+    for i, a in enumerate(pages):
+        kernel.map(PID, a, 5000 + 70 * i)
+        kernel.access(PID, a)  # used before the window: not in it
+    ops, _ = make_ops(kernel)
+    w = ops.open_window(REF, pages)
+    kernel.access(PID, pages[1])
+    kernel.unmap(PID, pages[2])  # gone: cannot tell
+    kernel.map(PID, A + 9 * PAGE, 5900)  # not a window page
+    assert ops.read_window(w) == [(False, 1.0), (True, 1.0), (None, 0.0), (False, 1.0)]
+    ops.close_window(w)
+
+
+def test_a_sample_marking_a_watched_page_keeps_what_the_window_saw(kernel):
+    kernel.map(PID, A, 6000)
+    kernel.map(PID, A + PAGE, 6001)
+    ops, io = make_ops(kernel)
+    w = ops.open_window(REF, [A, A + PAGE])
+    kernel.access(PID, A)
+    # the monitor's samples land on both pages: their marks would erase the access
+    ops.prepare_access_checks(REF, [A, A + PAGE])
+    assert ops.check_accesses(REF, [A, A + PAGE]) == [False, False]
+    # a second window opened on the same pages starts afresh and erases nothing
+    w2 = ops.open_window(REF, [A, A + PAGE])
+    assert ops.read_window(w) == [(True, 1.0), (False, 1.0)]
+    assert ops.read_window(w2) == [(False, 1.0), (False, 1.0)]
+    ops.close_window(w)
+    ops.close_window(w2)
+    # nothing is watched any more: a mark reads nothing first
+    before = io.calls["pread:bitmap"]
+    ops.prepare_access_checks(REF, [A])
+    assert io.calls["pread:bitmap"] == before + 1  # the read-back of the mark only
+
+
+def test_a_window_weighs_a_shared_page_by_its_share_and_sees_any_mapper(kernel):
+    kernel.add_process(PID + 1, [(A, A + (1 << 20))])
+    kernel.map(PID, A, 7000)
+    kernel.map(PID + 1, A, 7000)  # one frame, two page tables
+    kernel.map(PID, A + PAGE, 7001)
+    ops, _ = make_ops(kernel)
+    w = ops.open_window(REF, [A, A + PAGE, A + 2 * PAGE])
+    kernel.access(PID + 1, A)  # the other process used it
+    kernel.map(PID, A + 2 * PAGE, 7002)  # faulted in since the mark: used
+    assert ops.read_window(w) == [(True, 0.5), (False, 1.0), (True, 1.0)]
+
+
+def test_forgetting_a_process_stops_its_windows(kernel):
+    kernel.map(PID, A, 8000)
+    ops, io = make_ops(kernel)
+    ops.open_window(REF, [A])
+    ops.forget(REF)
+    before = io.calls["pread:bitmap"]
+    ops.prepare_access_checks(REF, [A])
+    assert io.calls["pread:bitmap"] == before + 1

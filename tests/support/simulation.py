@@ -34,6 +34,8 @@ class SummarizingMonitor(Monitor):
         super().__init__(*args, **kw)
         self.policy = Policy(cold_age=cold_age, working_set_window=working_set_window)
         self.tracker = PromotionTracker()  # as the sampler keeps one
+        # as the sampler does: page windows at the horizons the summary asks about
+        self.set_horizons((working_set_window, cold_age), returns_after=cold_age)
 
     def step(self) -> Summary | None:  # type: ignore[override]
         agg = super().step()

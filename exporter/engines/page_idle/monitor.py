@@ -12,6 +12,7 @@ back raw records and knows nothing of working set or cold age.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from exporter.engines.bookkeeping import Failures
 from exporter.engines.identity import with_frames
 from exporter.engines.page_idle.operations import Operations
 from exporter.engines.page_idle.ranges import AddressRange, three_regions
+from exporter.engines.page_idle.windows import OpenWindow, WindowPart, allocate, draw, stratum
 from exporter.engines.page_idle.regions import (
     MIN_REGION,
     Region,
@@ -40,6 +42,7 @@ from exporter.model.process import ProcessRef
 from exporter.model.records import (
     Aggregation,
     EngineStats,
+    PageWindow,
     RegionRecord,
     TargetKey,
     TargetRecords,
@@ -61,6 +64,8 @@ class _Target:
     processes: dict[ProcessRef, _Process] = field(default_factory=dict)
     last_nr_regions: int = 0
     max_regions: int | None = None  # lowered by the CPU budget; None = attrs.max_regions
+    windows: list[OpenWindow] = field(default_factory=list)
+    window_results: dict[float, PageWindow] = field(default_factory=dict)  # the last read
 
     def nr_regions(self) -> int:
         return sum(len(p.regions) for p in self.processes.values())
@@ -93,6 +98,8 @@ class Monitor(Engine):
         self._attrs = attrs or MonitoringAttrs()
         self._pending_attrs: MonitoringAttrs | None = None
         self.rng = rng or random.Random()
+        # page windows draw from their own stream: the samples' draws stay what they were
+        self._window_rng = random.Random(hash(self.rng.getstate()))
         self.clock = clock
         self.wall_clock = wall_clock
         self.sleep = sleep
@@ -104,6 +111,8 @@ class Monitor(Engine):
         self._aggregations = 0
         self._warnings: tuple[str, ...] = ()
         self._steps = 0
+        self._horizons: tuple[float, ...] = ()
+        self._window_due: dict[float, float] = {}  # horizon -> clock time the next window opens
         now = clock()
         self._next_aggregation = now + self.attrs.aggregation_interval
         self._next_update = now + self.attrs.update_interval
@@ -122,8 +131,21 @@ class Monitor(Engine):
             now = self.clock()
             self._next_aggregation = now + attrs.aggregation_interval
             self._next_update = now + attrs.update_interval
+            self._schedule_windows(now)
             return
         self._pending_attrs = attrs
+
+    def set_horizons(self, seconds: Iterable[float], *, returns_after: float | None = None) -> None:
+        """Page windows of these lengths (see :mod:`.windows`), where the operations set has
+        them; a horizon no longer asked for stops being measured at once."""
+        self._horizons = tuple(sorted({float(s) for s in seconds if s > 0})) if self.ops.page_windows else ()
+        self._schedule_windows(self.clock())
+        for t in self._targets.values():
+            for w in [w for w in t.windows if w.horizon not in self._horizons]:
+                self._close_window(t, w)
+            for h in list(t.window_results):
+                if h not in self._horizons:
+                    del t.window_results[h]
 
     def set_region_cap(self, key: TargetKey, cap: int | None) -> None:
         """Lower one target's region cap (the CPU budget uses this); None restores it."""
@@ -246,6 +268,8 @@ class Monitor(Engine):
         """Age, merge, split; hand back the raw records; reset the counters."""
         attrs = self.attrs
         max_acc = attrs.max_nr_accesses
+        if self._horizons:
+            self._read_due_windows(self.clock())
         targets: list[TargetRecords] = []
         for t in self._targets.values():
             procs = list(t.processes.values())
@@ -378,7 +402,87 @@ class Monitor(Engine):
             not_monitored=self._failures.not_monitored(t.spec),
             max_regions=max_regions,
             nr_merged=nr_merged,
+            windows=tuple(t.window_results[h] for h in sorted(t.window_results)),
         )
+
+    # -- page windows --------------------------------------------------------------------
+
+    def _schedule_windows(self, now: float) -> None:
+        """Open a window per horizon ``h`` at each time ``T - h`` where ``T`` is an upcoming
+        aggregation: every window is read at an aggregation, exactly ``h`` old (to a sample
+        interval), so each aggregation publishes the last ``h`` seconds, as a window
+        ending then would."""
+        a = self.attrs.aggregation_interval
+        for h in self._horizons:
+            due = self._next_aggregation - h
+            if due < now:  # the first such time from now (to a nanosecond: clocks add up floats)
+                due += math.ceil((now - due) / a - 1e-9) * a
+            self._window_due[h] = due
+
+    def _open_due_windows(self, now: float) -> None:
+        for h in self._horizons:
+            if now >= self._window_due.get(h, float("inf")):
+                for t in self._targets.values():
+                    t.windows.append(self._open_window(t, h, now))
+                self._window_due[h] += self.attrs.aggregation_interval
+
+    def _read_due_windows(self, now: float) -> None:
+        """At an aggregation: read the windows a horizon old (a sample interval's slack: a
+        window opens at the first step at or after its time)."""
+        slack = self.attrs.sample_interval
+        for t in self._targets.values():
+            for w in [w for w in t.windows if now >= w.opened_at + w.horizon - slack]:
+                t.window_results[w.horizon] = self._read_window(t, w)
+                self._close_window(t, w)
+
+    def _open_window(self, t: _Target, horizon: float, now: float) -> OpenWindow:
+        w = OpenWindow(horizon, now, self.wall_clock())
+        procs = [p for p in list(t.processes.values()) if p.regions]
+        resident: dict[ProcessRef, list[int]] = {}
+        for p in procs:
+            try:
+                resident[p.ref] = [r.bytes for r in self.ops.resident_bytes(p.ref, [(r.start, r.end) for r in p.regions])]
+            except OpsError as e:
+                self._fail(t, p.ref, e)
+        live = [p for p in procs if p.ref in resident]
+        flat = [(r.start, r.end, res) for p in live for r, res in zip(p.regions, resident[p.ref])]
+        counts = iter(allocate(flat))
+        for p in live:
+            strata, addrs = [], []
+            for r in p.regions:
+                n = next(counts)
+                picked = draw(r.start, r.end, n, self._window_rng) if n else []
+                strata.append((r.start, r.end, len(picked)))
+                addrs.extend(picked)
+            try:
+                w.parts[p.ref] = WindowPart(self.ops.open_window(p.ref, addrs), strata)
+            except OpsError as e:
+                self._fail(t, p.ref, e)
+        return w
+
+    def _read_window(self, t: _Target, w: OpenWindow) -> PageWindow:
+        out = []
+        for ref, part in w.parts.items():
+            if ref not in t.processes:
+                continue
+            try:
+                results = self.ops.read_window(part.handle)
+                resident = self.ops.resident_bytes(ref, [(s, e) for s, e, _ in part.strata])
+            except OpsError as e:
+                self._fail(t, ref, e)
+                continue
+            i = 0
+            for (start, end, n), res in zip(part.strata, resident):
+                out.append(stratum(ref.pid, start, end, res.bytes, results[i:i + n]))
+                i += n
+        return PageWindow(w.horizon, w.opened_wall, self.wall_clock(), tuple(out))
+
+    def _close_window(self, t: _Target, w: OpenWindow) -> None:
+        for ref, part in w.parts.items():
+            if ref in t.processes:
+                self.ops.close_window(part.handle)
+        if w in t.windows:
+            t.windows.remove(w)
 
     # -- updates -------------------------------------------------------------------------
 
@@ -413,6 +517,9 @@ class Monitor(Engine):
         if now >= self._next_aggregation:
             agg = self.aggregate()
             self._next_aggregation = max(self._next_aggregation + self.attrs.aggregation_interval, now)
+            self._schedule_windows(now)
+        if self._horizons:
+            self._open_due_windows(now)
         if now >= self._next_update:
             self.update()
             self._next_update = now + self.attrs.update_interval

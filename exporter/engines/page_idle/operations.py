@@ -44,6 +44,25 @@ class Operations(abc.ABC):
     def check_accesses(self, proc: ProcessRef, addrs: Sequence[int]) -> list[CheckResult]:
         """For each address prepared last time, whether it was accessed since."""
 
+    #: whether :meth:`open_window` is implemented (pages watched over a whole window)
+    page_windows: ClassVar[bool] = False
+
+    def open_window(self, proc: ProcessRef, addrs: Sequence[int]) -> object:
+        """Clear the accessed state of the pages at ``addrs`` and keep it until
+        :meth:`read_window`, whatever access checks happen meanwhile (a check that clears a
+        watched page's state first keeps what it held). Returns a handle for the other two
+        calls. Raises as :meth:`prepare_access_checks` does."""
+        raise NotImplementedError
+
+    def read_window(self, handle: object) -> list[tuple[CheckResult, float]]:
+        """For each page of the window: whether it was accessed since it was opened (None:
+        cannot tell: not present now, another page now, refused the mark), and the page's
+        share (``1 / mappers``, as PSS counts it; 0 where nothing is there)."""
+        raise NotImplementedError
+
+    def close_window(self, handle: object) -> None:
+        """Stop keeping the window's pages (it was read, or its process left)."""
+
     @abc.abstractmethod
     def resident_bytes(self, proc: ProcessRef, ranges: Sequence[tuple[int, int]]) -> list[Residency]:
         """Resident memory in each range (same order), each page by its share (PSS's rule:

@@ -48,7 +48,7 @@ import glob
 import logging
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from exporter.engines.page_idle.kpageflags import (
@@ -70,6 +70,7 @@ from exporter.model.process import ProcessRef
 from exporter.procfs.io import CAP_SYS_ADMIN, PosixIO, effective_caps, u64s
 from exporter.procfs.pagemap import (
     PAGE_SHIFT,
+    PM_EXCLUSIVE,
     PM_PFN_MASK,
     PM_PRESENT,
     PageCounts,
@@ -114,10 +115,23 @@ class _Prepared:
     heads: list[int | None]  # head PFN whose idle bit we check; None = discard the sample
 
 
+@dataclass(eq=False)
+class _Window:
+    """Pages marked idle together and read once, a window later (see :meth:`open_window`)."""
+
+    proc: ProcessRef
+    addrs: tuple[int, ...]
+    entries: list[int]
+    heads: list[int | None]
+    #: heads found accessed by a read that came before another mark cleared their state
+    kept: set[int] = field(default_factory=set)
+
+
 @dataclass
 class _Proc:
     pagemap: Pagemap
     prepared: _Prepared | None = None
+    windows: list[_Window] = field(default_factory=list)
 
 
 class PageIdleOps(Operations):
@@ -155,6 +169,8 @@ class PageIdleOps(Operations):
         self._zero_pfn = zero_page_pfn(self.io, proc_root)
         # mapping counts of shared pages (root reads it; PFNs need the same privilege)
         self._counts = PageCounts.open(self.io, proc_root)
+        # open windows watching each head PFN (a mark of a watched head reads it first)
+        self._watchers: dict[int, list[_Window]] = {}
 
     # -- availability ----------------------------------------------------------------------
 
@@ -295,6 +311,17 @@ class PageIdleOps(Operations):
         return got
 
     def _mark_idle(self, heads: Iterable[int]) -> None:
+        """Set the Idle flag of ``heads``. A head an open window watches is read first:
+        the mark erases whether it was accessed since the window opened, so the window
+        keeps what the read found."""
+        heads = list(heads)
+        watched = [h for h in heads if h in self._watchers]
+        if watched:
+            words = self._read_words(h >> 6 for h in watched)
+            for h in watched:
+                if not words[h >> 6] >> (h & 63) & 1:
+                    for w in self._watchers[h]:
+                        w.kept.add(h)
         masks: dict[int, int] = {}
         for h in heads:
             masks[h >> 6] = masks.get(h >> 6, 0) | 1 << (h & 63)
@@ -310,6 +337,12 @@ class PageIdleOps(Operations):
     def prepare_access_checks(self, proc: ProcessRef, addrs: Sequence[int]) -> None:
         p = self._proc(proc)
         p.prepared = None
+        entries, heads = self._marked_heads(p, addrs)
+        p.prepared = _Prepared(tuple(addrs), entries, heads)
+
+    def _marked_heads(self, p: _Proc, addrs: Sequence[int]) -> tuple[list[int], list[int | None]]:
+        """Mark the pages at ``addrs`` idle: their pagemap entries, and the head PFN whose
+        flag each one's check reads (None: not present, or refused the mark off an LRU)."""
         entries = self._entries(p.pagemap, addrs)
         present = [i for i, e in enumerate(entries) if e & PM_PRESENT]
         heads: list[int | None] = [None] * len(addrs)
@@ -323,7 +356,7 @@ class PageIdleOps(Operations):
             if refused:
                 not_lru = {h for h, f in zip(refused, self._flags_of(refused)) if not f >> KPF_LRU & 1}
                 heads = [None if h in not_lru else h for h in heads]
-        p.prepared = _Prepared(tuple(addrs), entries, heads)
+        return entries, heads
 
     def _flags_of(self, pfns: list[int]) -> list[int]:
         out = [0] * len(pfns)
@@ -357,6 +390,68 @@ class PageIdleOps(Operations):
                 out[i] = not words[h >> 6] >> (h & 63) & 1
         return out
 
+    # -- page windows ----------------------------------------------------------------------
+
+    page_windows = True
+
+    def open_window(self, proc: ProcessRef, addrs: Sequence[int]) -> object:
+        """Marks the pages as a sample does; the window then watches their heads, so a later
+        mark of one (this monitor's samples, another window) reads it first. Accesses
+        between the mark and the read-back are hits, as for samples."""
+        p = self._proc(proc)
+        entries, heads = self._marked_heads(p, addrs)
+        w = _Window(proc, tuple(addrs), entries, heads)
+        for h in set(heads):
+            if h is not None:
+                self._watchers.setdefault(h, []).append(w)
+        p.windows.append(w)
+        return w
+
+    def read_window(self, handle: object) -> list[tuple[CheckResult, float]]:
+        w = handle
+        assert isinstance(w, _Window)
+        p = self._proc(w.proc)
+        now = self._entries(p.pagemap, w.addrs)
+        out: list[tuple[CheckResult, float]] = [(None, 0.0)] * len(w.addrs)
+        to_read: list[tuple[int, int]] = []
+        for i, (e0, e1, h) in enumerate(zip(w.entries, now, w.heads)):
+            if not e1 & PM_PRESENT:
+                continue
+            if not e0 & PM_PRESENT:
+                out[i] = (True, self._share(e1))  # faulted in since the mark: accessed
+            elif (e0 ^ e1) & PM_PFN_MASK or h is None:
+                continue  # another page now, or the mark was refused: cannot tell
+            else:
+                to_read.append((i, h))
+        if to_read:
+            words = self._read_words(h >> 6 for _, h in to_read)
+            for i, h in to_read:
+                out[i] = (h in w.kept or not words[h >> 6] >> (h & 63) & 1, self._share(now[i]))
+        return out
+
+    def _share(self, entry: int) -> float:
+        """A present page's share (PSS's ``1 / mappers``): 1 where pagemap says it is
+        mapped once, 0 for the zero page (nobody's memory)."""
+        pfn = entry & PM_PFN_MASK
+        if pfn == self._zero_pfn:
+            return 0.0
+        if entry & PM_EXCLUSIVE or self._counts is None:
+            return 1.0
+        return 1.0 / max(1, self._counts.count(pfn))
+
+    def close_window(self, handle: object) -> None:
+        w = handle
+        assert isinstance(w, _Window)
+        for h in set(w.heads):
+            ws = self._watchers.get(h) if h is not None else None
+            if ws is not None:
+                ws[:] = [x for x in ws if x is not w]
+                if not ws:
+                    del self._watchers[h]
+        p = self._procs.get(w.proc)
+        if p is not None and w in p.windows:
+            p.windows.remove(w)
+
     def resident_bytes(self, proc: ProcessRef, ranges: Sequence[tuple[int, int]]) -> list[Residency]:
         p = self._proc(proc)
         return resident_bytes_pagemap(p.pagemap, list(ranges), self.rng, self._zero_pfn, counts=self._counts)
@@ -365,8 +460,11 @@ class PageIdleOps(Operations):
         return frames_at(self._proc(proc).pagemap, addrs, self._zero_pfn)
 
     def forget(self, proc: ProcessRef) -> None:
-        p = self._procs.pop(proc, None)
+        p = self._procs.get(proc)
         if p is not None:
+            for w in list(p.windows):
+                self.close_window(w)
+            del self._procs[proc]
             p.pagemap.close()
 
     def close(self) -> None:

@@ -29,6 +29,24 @@ class HotRange:
     probability: float = 1.0
     active_from: float = 0.0
     active_until: float = math.inf
+    #: the share of the range's pages that are used at all, scattered over it (a heap's
+    #: live objects): a fixed pseudo-random set of pages, the same for every check
+    density: float = 1.0
+
+    def uses(self, addr: int) -> bool:
+        """Whether the page at ``addr`` is one of the range's used pages."""
+        if self.density >= 1.0:
+            return True
+        return ((addr >> 12) * 2654435761 + 97) % (1 << 32) < self.density * (1 << 32)
+
+    def used_bytes(self, start: int, end: int) -> int:
+        """Bytes of the range's used pages in ``[start, end)``."""
+        lo, hi = max(self.start, start), min(self.end, end)
+        if hi <= lo:
+            return 0
+        if self.density >= 1.0:
+            return hi - lo
+        return sum(4096 for a in range(lo & ~4095, hi, 4096) if self.uses(a))
 
 
 @dataclass
@@ -69,12 +87,24 @@ class SimulatedProcess:
         return Residency(int(round(total)), int(round(shared)))
 
     def hot_bytes(self, t: float, resident_only: bool = True) -> int:
-        """Ground truth: bytes in ranges active at ``t`` (resident ones only by default)."""
+        """Ground truth: bytes in ranges active at ``t`` (resident ones only by default;
+        a range's used pages only, where it has a density)."""
         total = 0
         for h in self.hot:
             if h.active_from <= t < h.active_until:
-                total += self.resident_in(h.start, h.end) if resident_only else h.end - h.start
+                if not resident_only:
+                    total += h.used_bytes(h.start, h.end)
+                    continue
+                ranges = self.resident if self.resident is not None else self.mappings
+                total += sum(h.used_bytes(a, b) for a, b in ranges)
         return total
+
+    def share_at(self, addr: int) -> float:
+        """The page's share (1 / mappers), as PSS counts it."""
+        for a, b, n in self.shared:
+            if a <= addr < b:
+                return 1.0 / n
+        return 1.0
 
 
 class SimulatedOps(Operations):
@@ -118,12 +148,44 @@ class SimulatedOps(Operations):
                 continue
             hit = False
             for h in p.hot:
-                if h.start <= a < h.end and h.active_from <= t1 and t0 < h.active_until:
+                if h.start <= a < h.end and h.active_from <= t1 and t0 < h.active_until and h.uses(a):
                     if h.probability >= 1.0 or rand() < h.probability:
                         hit = True
                         break
             out.append(hit)
         return out
+
+    # -- page windows: a used page of a range active at any time of the window is accessed
+
+    page_windows = True
+
+    def open_window(self, ref: ProcessRef, addrs: Sequence[int]) -> object:
+        p = self._proc(ref)
+        self.checks += len(addrs)
+        return (ref, tuple(addrs), self.clock(), tuple(p.is_resident(a) for a in addrs))
+
+    def read_window(self, handle: object) -> list[tuple[CheckResult, float]]:
+        ref, addrs, t0, was_resident = handle  # type: ignore[misc]
+        p = self._proc(ref)
+        t1 = self.clock()
+        self.checks += len(addrs)
+        out: list[tuple[CheckResult, float]] = []
+        for a, before in zip(addrs, was_resident):
+            if not p.is_resident(a):
+                out.append((None, 0.0))
+                continue
+            used = any(h.start <= a < h.end and h.active_from <= t1 and t0 < h.active_until and h.uses(a)
+                       for q in self._mappers(p, a) for h in q.hot)
+            out.append((used or not before, p.share_at(a)))
+        return out
+
+    def _mappers(self, p: SimulatedProcess, addr: int) -> list[SimulatedProcess]:
+        """The processes mapping the page at ``addr`` of ``p``: a window reads the physical
+        page, as page_idle does. Shared ranges at one address are one memory here (fork)."""
+        if p.share_at(addr) >= 1.0:
+            return [p]
+        return [q for q in self.processes.values()
+                if not q.exited and any(a <= addr < b for a, b, _ in q.shared)]
 
     def resident_bytes(self, ref: ProcessRef, ranges: Sequence[tuple[int, int]]) -> list[Residency]:
         p = self._proc(ref)
