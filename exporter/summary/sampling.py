@@ -118,18 +118,24 @@ def share_bounds(parts: Iterable[tuple[int, float, int]]) -> tuple[float, float,
     of the time (so the interval holds the truth at ``1 - ALPHA``).
 
     Each stratum's count is binomial; its exact one-sided bounds at ``ALPHA / 2`` are
-    combined as :func:`used_lower` combines them (root of the sum of squares). A stratum
-    with no page read counts at 0 with all of its bytes above."""
-    point = below = above = unknown = 0.0
+    combined as :func:`used_lower` combines them (root of the sum of squares). A stratum of
+    which no page could be read counts at the share of the others together (the best guess
+    that is not 0 or 1), with all it may be on either side as error: its share may be
+    anything."""
+    parts = [(b, share, n) for b, share, n in parts if b > 0]
+    known = sum(b for b, _, n in parts if n > 0)
+    pooled = sum(b * share for b, share, n in parts if n > 0) / known if known else 0.5
+    point = below = above = 0.0
+    unknown_below = unknown_above = 0.0
     a = ALPHA / 2
     for b, share, n in parts:
-        if b <= 0:
-            continue
         if n <= 0:
-            unknown += b
+            point += b * pooled
+            unknown_below += b * pooled
+            unknown_above += b * (1.0 - pooled)
             continue
         k = min(n, max(0, round(share * n)))
         point += b * share
         below += (b * max(0.0, share - rate_lower(n, k, a))) ** 2
         above += (b * max(0.0, rate_upper(n, k, a) - share)) ** 2
-    return point, math.sqrt(below), math.sqrt(above) + unknown
+    return point, math.sqrt(below) + unknown_below, math.sqrt(above) + unknown_above

@@ -406,6 +406,12 @@ _MUTANTS: tuple[Mutant, ...] = (
         "the summary counts whole regions seen used within the window, not the share its page window read",
     ),
     Mutant(
+        "window-late-step-skips", MONITOR,
+        "        earliest = now - self.attrs.sample_interval\n",
+        "        earliest = now\n",
+        "a window due at a step that ran a little late is put off a whole period: aggregations go unmeasured",
+    ),
+    Mutant(
         "window-erased-by-a-sample", IDLE_OPS,
         "        if watched:\n",
         "        if False:\n",
@@ -544,6 +550,7 @@ KILLERS: dict[str, tuple[str, ...]] = {
     "referenced-retouch-is-a-return": (
         _PROMO + "test_referenced_bytes_steady_with_clears_between_aggregations_is_nothing",),
     "windows-ignored": (_WIN + "test_a_scattered_hot_set_is_measured_by_its_pages_not_its_regions[0.3]",),
+    "window-late-step-skips": (_WIN + "test_every_aggregation_publishes_a_window_read_then_when_steps_run_late",),
     "window-erased-by-a-sample": (_IDLE + "test_a_sample_marking_a_watched_page_keeps_what_the_window_saw",),
     "window-pages-unweighted": (_WIN + "test_stratum_weighs_pages_by_their_share",),
     "referenced-old-bytes-first": (_PROMO + "test_referenced_bytes_first_touches_after_idle_since_the_clear",

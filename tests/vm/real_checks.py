@@ -96,7 +96,11 @@ def _engines() -> dict[str, Callable[[], object]]:
 def _scrape(snap, name: str, t0: float) -> dict:
     """One summary as a scrape would show it."""
     t = snap.target(name)
-    return {"t": round(time.monotonic() - t0, 1), "resident": t.resident_bytes,
+    raw = next(r for r in snap.raw.targets if r.name == name)
+    strata = [s for w in raw.windows if w.horizon == WINDOW for s in w.strata]
+    return {"window_strata": len(strata), "window_pages": sum(s.pages for s in strata),
+            "window_unknown": sum(s.resident_bytes for s in strata if not s.pages),
+            "t": round(time.monotonic() - t0, 1), "resident": t.resident_bytes,
             "working_set": t.working_set_bytes, "working_set_error": t.working_set_error_bytes,
             "cold": t.cold_bytes, "cold_error": t.cold_error_bytes, "nr_regions": t.nr_regions,
             "errors": list(t.errors)}

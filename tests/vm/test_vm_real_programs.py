@@ -109,7 +109,8 @@ def _table(res: dict, engine: str) -> tuple[list[dict], dict]:
     for r in rows:
         print(f"  t={r['t']:6.1f}  resident {r['resident'] / MiB:6.1f}  working set {r['working_set'] / MiB:6.1f} "
               f"± {r['working_set_error'] / MiB:5.1f}  cold {r['cold'] / MiB:6.1f} ± {r['cold_error'] / MiB:5.1f}"
-              f"  regions {r['nr_regions']}")
+              f"  regions {r['nr_regions']}  window: {r.get('window_strata', 0)} strata, {r.get('window_pages', 0)} pages, "
+              f"{r.get('window_unknown', 0) / MiB:.1f} MiB unknown")
     return rows, ref
 
 

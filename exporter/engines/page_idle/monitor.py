@@ -50,6 +50,10 @@ from exporter.model.records import (
 
 log = logging.getLogger(__name__)
 
+#: page windows per horizon at most (one per aggregation where aggregations are longer than
+#: an eighth of it): a figure at most an eighth of its horizon older than a window ending now
+WINDOWS_PER_HORIZON = 8
+
 
 
 @dataclass
@@ -407,16 +411,27 @@ class Monitor(Engine):
 
     # -- page windows --------------------------------------------------------------------
 
-    def _schedule_windows(self, now: float) -> None:
-        """Open a window per horizon ``h`` at each time ``T - h`` where ``T`` is an upcoming
-        aggregation: every window is read at an aggregation, exactly ``h`` old (to a sample
-        interval), so each aggregation publishes the last ``h`` seconds, as a window
-        ending then would."""
+    def _window_period(self, horizon: float) -> float:
+        """Seconds between two windows of ``horizon``: one aggregation, or as many as make an
+        eighth of the horizon where aggregations are shorter (the test guest's 100 ms), so
+        windows cost a bounded share of the samples' work whatever the intervals."""
         a = self.attrs.aggregation_interval
+        return a * max(1, math.ceil(horizon / WINDOWS_PER_HORIZON / a - 1e-9))
+
+    def _schedule_windows(self, now: float) -> None:
+        """Open a window per horizon ``h`` at times ``T - h`` where ``T`` is an upcoming
+        aggregation: every window is read at an aggregation, exactly ``h`` old (to a sample
+        interval), so that aggregation publishes the last ``h`` seconds, as a window
+        ending then would; the ones between republish it (at most one period old)."""
+        # a window opened up to a sample interval late is read on time (see _read_due_windows)
+        earliest = now - self.attrs.sample_interval
         for h in self._horizons:
+            if self._window_due.get(h, -math.inf) >= earliest:
+                continue  # one is already planned: keep its rhythm
+            period = self._window_period(h)
             due = self._next_aggregation - h
-            if due < now:  # the first such time from now (to a nanosecond: clocks add up floats)
-                due += math.ceil((now - due) / a - 1e-9) * a
+            if due < earliest:
+                due += math.ceil((earliest - due) / period) * period
             self._window_due[h] = due
 
     def _open_due_windows(self, now: float) -> None:
@@ -424,7 +439,7 @@ class Monitor(Engine):
             if now >= self._window_due.get(h, float("inf")):
                 for t in self._targets.values():
                     t.windows.append(self._open_window(t, h, now))
-                self._window_due[h] += self.attrs.aggregation_interval
+                self._window_due[h] += self._window_period(h)
 
     def _read_due_windows(self, now: float) -> None:
         """At an aggregation: read the windows a horizon old (a sample interval's slack: a

@@ -40,6 +40,9 @@ from exporter.model.records import WindowStratum
 #: most about 1.65 * 0.5 / sqrt(1024) = 2.6% of its resident bytes at the 95% bound (a
 #: share of 1/2 in every stratum, the widest binomial), whatever its size
 WINDOW_PAGES = 1024
+#: pages drawn at least from a region with resident memory: with fewer, a sparsely resident
+#: region too often yields no page present to read, and nothing is known of it
+MIN_STRATUM_PAGES = 4
 #: pages are drawn at most this many times more densely in a sparsely resident region than
 #: in a fully resident one (a page drawn where nothing is resident is wasted)
 MAX_SPARSE_BOOST = 16
@@ -63,15 +66,16 @@ class OpenWindow:
 
 def allocate(regions: Sequence[tuple[int, int, int]], total: int = WINDOW_PAGES) -> list[int]:
     """Pages to draw from each region ``(start, end, resident bytes)``: in proportion to its
-    resident bytes over its density, at least one where anything is resident, at most all
-    of its pages, about ``total`` in all."""
+    resident bytes over its density, at least :data:`MIN_STRATUM_PAGES` where anything is
+    resident, at most all of its pages; about ``total`` in all (more where many regions
+    take their minimum)."""
     weights = [min(e - s, res * MAX_SPARSE_BOOST) if res > 0 else 0 for s, e, res in regions]
     whole = sum(weights)
     if whole <= 0:
         return [0] * len(regions)
     out = []
     for (s, e, _), w in zip(regions, weights):
-        n = 0 if w <= 0 else max(1, round(total * w / whole))
+        n = 0 if w <= 0 else max(MIN_STRATUM_PAGES, round(total * w / whole))
         out.append(min(n, (e - s) // PAGE_SIZE))
     return out
 
