@@ -415,3 +415,28 @@ def test_forgetting_a_process_stops_its_windows(kernel):
     before = io.calls["pread:bitmap"]
     ops.prepare_access_checks(REF, [A])
     assert io.calls["pread:bitmap"] == before + 1
+
+
+def test_a_window_draws_only_present_pages(kernel, monkeypatch):
+    present = [A + i * PAGE for i in (3, 10, 11, 200, 255)]
+    for i, a in enumerate(present):
+        kernel.map(PID, a, 9000 + i)
+    ops, _ = make_ops(kernel)
+    rng = random.Random(4)
+    got = ops.present_pages(REF, A, A + (1 << 20), 3, rng)
+    assert len(got) == 3 and len(set(got)) == 3 and set(got) <= set(present) and got == sorted(got)
+    assert ops.present_pages(REF, A, A + (1 << 20), 10, rng) == present  # fewer present than asked: all
+    assert ops.present_pages(REF, B, B + (1 << 20), 4, rng) == []
+    # above the scan limit, runs at random places are read, and only present pages come back
+    import exporter.engines.page_idle.ops_page_idle as mod
+    monkeypatch.setattr(mod, "PRESENT_SCAN_PAGES", 128)
+    monkeypatch.setattr(mod, "PRESENT_RUN", 64)
+    spread = {B + i * PAGE for i in range(0, 1024, 4)}  # every run holds present pages
+    for i, a in enumerate(sorted(spread)):
+        kernel.map(PID, a, 12000 + i)
+    seen = set()
+    for _ in range(20):
+        got = ops.present_pages(REF, B, B + 1024 * PAGE, 8, rng)
+        assert len(got) == 8 and set(got) <= spread
+        seen |= set(got)
+    assert len(seen) > 64  # not the same runs every time

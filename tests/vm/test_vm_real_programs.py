@@ -137,8 +137,13 @@ def _real(real: dict, name: str) -> dict:
     return _check(real, name)
 
 
-@SCATTERED
-@pytest.mark.parametrize("engine", ["page_idle", "damon_sysfs"])
+#: kernel DAMON's figure swings over most of its range from one summary to the next on a
+#: scattered heap; the median of twelve can land within 15% by chance (one run in three did)
+SWINGS = pytest.mark.xfail(strict=False, reason="issue 32: kernel DAMON has no page windows; on a scattered heap "
+                           "its regions are hit or missed whole, and its median lands near the truth only by chance")
+
+
+@pytest.mark.parametrize("engine", ["page_idle", pytest.param("damon_sysfs", marks=SWINGS)])
 def test_memcached_against_the_reference(real: dict, engine: str) -> None:
     _judge(*_table(_real(real, "memcached"), engine))
 

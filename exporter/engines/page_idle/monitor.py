@@ -22,7 +22,7 @@ from exporter.engines.bookkeeping import Failures
 from exporter.engines.identity import with_frames
 from exporter.engines.page_idle.operations import Operations
 from exporter.engines.page_idle.ranges import AddressRange, three_regions
-from exporter.engines.page_idle.windows import OpenWindow, WindowPart, allocate, draw, stratum
+from exporter.engines.page_idle.windows import MAX_SPARSE_BOOST, OpenWindow, WindowPart, allocate, draw, stratum
 from exporter.engines.page_idle.regions import (
     MIN_REGION,
     Region,
@@ -461,18 +461,29 @@ class Monitor(Engine):
                 self._fail(t, p.ref, e)
         live = [p for p in procs if p.ref in resident]
         flat = [(r.start, r.end, res) for p in live for r, res in zip(p.regions, resident[p.ref])]
-        counts = iter(allocate(flat))
+        present = self.ops.draws_present
+        counts = allocate(flat, boost=1 if present else MAX_SPARSE_BOOST)
+        at = 0
         for p in live:
             strata, addrs = [], []
-            for r in p.regions:
-                n = next(counts)
-                picked = draw(r.start, r.end, n, self._window_rng) if n else []
+            mine, at = counts[at:at + len(p.regions)], at + len(p.regions)
+            for r, n in zip(p.regions, mine):
+                picked: list[int] | None = None
+                if n and present:
+                    try:
+                        picked = self.ops.present_pages(p.ref, r.start, r.end, n, self._window_rng)
+                    except OpsError as e:
+                        self._fail(t, p.ref, e)
+                        break
+                if picked is None:
+                    picked = draw(r.start, r.end, n, self._window_rng) if n else []
                 strata.append((r.start, r.end, len(picked)))
                 addrs.extend(picked)
-            try:
-                w.parts[p.ref] = WindowPart(self.ops.open_window(p.ref, addrs), strata)
-            except OpsError as e:
-                self._fail(t, p.ref, e)
+            else:
+                try:
+                    w.parts[p.ref] = WindowPart(self.ops.open_window(p.ref, addrs), strata)
+                except OpsError as e:
+                    self._fail(t, p.ref, e)
         return w
 
     def _read_window(self, t: _Target, w: OpenWindow) -> PageWindow:

@@ -10,6 +10,7 @@ simulated address space (:mod:`.ops_simulated`), exactly as the kernel's
 from __future__ import annotations
 
 import abc
+import random
 from typing import ClassVar, Iterable, Sequence
 
 from exporter.model.process import ProcessRef
@@ -53,6 +54,16 @@ class Operations(abc.ABC):
         watched page's state first keeps what it held). Returns a handle for the other two
         calls. Raises as :meth:`prepare_access_checks` does."""
         raise NotImplementedError
+
+    #: whether :meth:`present_pages` draws (windows then need no extra pages for sparse ranges)
+    draws_present: ClassVar[bool] = False
+
+    def present_pages(self, proc: ProcessRef, start: int, end: int, n: int, rng: random.Random) -> list[int] | None:
+        """Up to ``n`` distinct addresses of pages present in ``[start, end)``, drawn at
+        random from the present ones alike (a window's page drawn where nothing is present
+        tells nothing); None where this set cannot tell cheaply (then pages are drawn from
+        the whole range). Cost must be bounded per range."""
+        return None
 
     def read_window(self, handle: object) -> list[tuple[CheckResult, float]]:
         """For each page of the window: whether it was accessed since it was opened (None:

@@ -48,6 +48,7 @@ import glob
 import logging
 import os
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -73,6 +74,7 @@ from exporter.procfs.pagemap import (
     PM_EXCLUSIVE,
     PM_PFN_MASK,
     PM_PRESENT,
+    _TOP_BYTE,
     PageCounts,
     Pagemap,
     Residency,
@@ -98,6 +100,13 @@ KPF_GAP = 511
 WORD_GAP = 8
 #: kernfs hands a bin attribute at most one page per read/write call
 MAX_IO = 4096
+#: pagemap entries a window reads at most per region to find its present pages (512 KiB)
+PRESENT_SCAN_PAGES = 65536
+#: ... in runs of this many where the region is larger
+PRESENT_RUN = 512
+#: the top byte of a pagemap entry -> 1 where the present bit (63) is set, else 0
+_PRESENT_BYTE = bytes(1 if b & 0x80 else 0 for b in range(256))
+_ONE = re.compile(b"\x01")
 
 
 def no_pfn_message(pid: int) -> str:
@@ -393,6 +402,7 @@ class PageIdleOps(Operations):
     # -- page windows ----------------------------------------------------------------------
 
     page_windows = True
+    draws_present = True
 
     def open_window(self, proc: ProcessRef, addrs: Sequence[int]) -> object:
         """Marks the pages as a sample does; the window then watches their heads, so a later
@@ -406,6 +416,45 @@ class PageIdleOps(Operations):
                 self._watchers.setdefault(h, []).append(w)
         p.windows.append(w)
         return w
+
+    def present_pages(self, proc: ProcessRef, start: int, end: int, n: int, rng: random.Random) -> list[int] | None:
+        """Reads the range's pagemap (its present bits, at C speed) and draws ``n`` of the
+        present pages alike. A range above :data:`PRESENT_SCAN_PAGES` is read in
+        :data:`PRESENT_SCAN_PAGES` / :data:`PRESENT_RUN` runs at random places (the present
+        pages of those runs stand for the range: a page's chance then depends a little on
+        how full its run is)."""
+        p = self._proc(proc)
+        first, pages = start >> PAGE_SHIFT, (end - start) >> PAGE_SHIFT
+        if pages <= PRESENT_SCAN_PAGES:
+            runs_at = [(first, pages)]
+        else:
+            nruns = pages // PRESENT_RUN
+            runs_at = [(first + i * PRESENT_RUN, PRESENT_RUN)
+                       for i in sorted(rng.sample(range(nruns), PRESENT_SCAN_PAGES // PRESENT_RUN))]
+        found: list[tuple[int, bytes]] = []  # (first page, 1 byte per page: 1 present)
+        total = 0
+        for at, count in runs_at:
+            tops = p.pagemap.raw(at, count)[_TOP_BYTE::8].translate(_PRESENT_BYTE)
+            c = tops.count(1)
+            if c:
+                found.append((at, tops))
+                total += c
+        if total == 0:
+            return []
+        picked = sorted(rng.sample(range(total), min(n, total)))
+        out: list[int] = []
+        base = 0
+        it = iter(picked)
+        rank = next(it, None)
+        for at, tops in found:
+            c = tops.count(1)
+            if rank is not None and rank < base + c:
+                where = [m.start() for m in _ONE.finditer(tops)]
+                while rank is not None and rank < base + c:
+                    out.append((at + where[rank - base]) << PAGE_SHIFT)
+                    rank = next(it, None)
+            base += c
+        return out
 
     def read_window(self, handle: object) -> list[tuple[CheckResult, float]]:
         w = handle

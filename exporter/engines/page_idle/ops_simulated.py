@@ -158,6 +158,22 @@ class SimulatedOps(Operations):
     # -- page windows: a used page of a range active at any time of the window is accessed
 
     page_windows = True
+    draws_present = True
+
+    def present_pages(self, ref: ProcessRef, start: int, end: int, n: int, rng: random.Random) -> list[int] | None:
+        p = self._proc(ref)
+        ranges = p.resident if p.resident is not None else p.mappings
+        parts = [(max(a, start), min(b, end)) for a, b in ranges if min(b, end) > max(a, start)]
+        counts = [(hi - lo) // 4096 for lo, hi in parts]
+        total = sum(counts)
+        out = []
+        for rank in sorted(rng.sample(range(total), min(n, total))):
+            for (lo, _), c in zip(parts, counts):
+                if rank < c:
+                    out.append(lo + rank * 4096)
+                    break
+                rank -= c
+        return out
 
     def open_window(self, ref: ProcessRef, addrs: Sequence[int]) -> object:
         p = self._proc(ref)

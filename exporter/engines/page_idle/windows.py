@@ -64,12 +64,13 @@ class OpenWindow:
     parts: dict[ProcessRef, WindowPart] = field(default_factory=dict)
 
 
-def allocate(regions: Sequence[tuple[int, int, int]], total: int = WINDOW_PAGES) -> list[int]:
+def allocate(regions: Sequence[tuple[int, int, int]], total: int = WINDOW_PAGES, boost: int = MAX_SPARSE_BOOST) -> list[int]:
     """Pages to draw from each region ``(start, end, resident bytes)``: in proportion to its
-    resident bytes over its density, at least :data:`MIN_STRATUM_PAGES` where anything is
-    resident, at most all of its pages; about ``total`` in all (more where many regions
-    take their minimum)."""
-    weights = [min(e - s, res * MAX_SPARSE_BOOST) if res > 0 else 0 for s, e, res in regions]
+    resident bytes over its density (up to ``boost`` times; 1 where pages are drawn from
+    the present ones only), at least :data:`MIN_STRATUM_PAGES` where anything is resident,
+    at most all of its pages; about ``total`` in all (more where many regions take their
+    minimum)."""
+    weights = [min(e - s, res * boost) if res > 0 else 0 for s, e, res in regions]
     whole = sum(weights)
     if whole <= 0:
         return [0] * len(regions)
