@@ -341,8 +341,9 @@ def _summarize_target(t: TargetRecords, policy: Policy, sample_interval: float, 
     if cold_age in windows:
         cold, cold_error = window_figure(windows[cold_age], used=False)
         # two windows' samples: the truth holds cold <= resident - working set where cold_age
-        # is the longer horizon, and the two estimates may not
-        cold = min(cold, resident - working) if cold_age >= window else cold
+        # is the longer horizon, and two estimates may not (one window's add up)
+        seen = sum(s.resident_bytes for s in windows[cold_age].strata)
+        cold = min(cold, seen - working) if cold_age > window and window in windows else cold
         cold, cold_unknown, cold_present, cold_share_error = max(0, cold), 0, 0, 0
         measured[cold_age] = windows[cold_age].read_at
     bands = [band for r in regions for band in idle_bands(r)]

@@ -82,6 +82,10 @@ def test_stratum_weighs_pages_by_their_share():
     assert s.accessed_share == pytest.approx(1.5 / 2.5)
     assert s.pages == 3
     assert stratum(1, 0, PAGE, PAGE, [(None, 0.0)]).pages == 0
+    # drawn among the 40 present pages: resident is 40 pages at the mean share of those read
+    # (the zero page's 0 included: it is nobody's memory), not the sampled residency passed
+    s = stratum(1, 0, 100 * PAGE, 7 * PAGE, [(True, 1.0), (False, 0.5), (False, 0.0), (None, 0.0)], present=40)
+    assert s.resident_bytes == round(40 * PAGE * 1.5 / 3)
 
 
 def test_share_bounds_cover_the_truth_at_the_stated_rate():

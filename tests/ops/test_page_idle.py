@@ -423,10 +423,11 @@ def test_a_window_draws_only_present_pages(kernel, monkeypatch):
         kernel.map(PID, a, 9000 + i)
     ops, _ = make_ops(kernel)
     rng = random.Random(4)
-    got = ops.present_pages(REF, A, A + (1 << 20), 3, rng)
+    got, count = ops.present_pages(REF, A, A + (1 << 20), 3, rng)
+    assert count == 5
     assert len(got) == 3 and len(set(got)) == 3 and set(got) <= set(present) and got == sorted(got)
-    assert ops.present_pages(REF, A, A + (1 << 20), 10, rng) == present  # fewer present than asked: all
-    assert ops.present_pages(REF, B, B + (1 << 20), 4, rng) == []
+    assert ops.present_pages(REF, A, A + (1 << 20), 10, rng) == (present, 5)  # fewer than asked: all
+    assert ops.present_pages(REF, B, B + (1 << 20), 4, rng) == ([], 0)
     # above the scan limit, runs at random places are read, and only present pages come back
     import exporter.engines.page_idle.ops_page_idle as mod
     monkeypatch.setattr(mod, "PRESENT_SCAN_PAGES", 128)
@@ -436,7 +437,8 @@ def test_a_window_draws_only_present_pages(kernel, monkeypatch):
         kernel.map(PID, a, 12000 + i)
     seen = set()
     for _ in range(20):
-        got = ops.present_pages(REF, B, B + 1024 * PAGE, 8, rng)
+        got, count = ops.present_pages(REF, B, B + 1024 * PAGE, 8, rng)
         assert len(got) == 8 and set(got) <= spread
+        assert count == 256  # two runs of 64 read, each a quarter present: scaled to 1024 pages
         seen |= set(got)
     assert len(seen) > 64  # not the same runs every time

@@ -468,16 +468,15 @@ class Monitor(Engine):
             strata, addrs = [], []
             mine, at = counts[at:at + len(p.regions)], at + len(p.regions)
             for r, n in zip(p.regions, mine):
-                picked: list[int] | None = None
+                found: tuple[list[int], float] | None = None
                 if n and present:
                     try:
-                        picked = self.ops.present_pages(p.ref, r.start, r.end, n, self._window_rng)
+                        found = self.ops.present_pages(p.ref, r.start, r.end, n, self._window_rng)
                     except OpsError as e:
                         self._fail(t, p.ref, e)
                         break
-                if picked is None:
-                    picked = draw(r.start, r.end, n, self._window_rng) if n else []
-                strata.append((r.start, r.end, len(picked)))
+                picked, count = found if found is not None else (draw(r.start, r.end, n, self._window_rng) if n else [], None)
+                strata.append((r.start, r.end, len(picked), count))
                 addrs.extend(picked)
             else:
                 try:
@@ -493,13 +492,13 @@ class Monitor(Engine):
                 continue
             try:
                 results = self.ops.read_window(part.handle)
-                resident = self.ops.resident_bytes(ref, [(s, e) for s, e, _ in part.strata])
+                resident = self.ops.resident_bytes(ref, [(s, e) for s, e, _, _ in part.strata])
             except OpsError as e:
                 self._fail(t, ref, e)
                 continue
             i = 0
-            for (start, end, n), res in zip(part.strata, resident):
-                out.append(stratum(ref.pid, start, end, res.bytes, results[i:i + n]))
+            for (start, end, n, count), res in zip(part.strata, resident):
+                out.append(stratum(ref.pid, start, end, res.bytes, results[i:i + n], count))
                 i += n
         return PageWindow(w.horizon, w.opened_wall, self.wall_clock(), tuple(out))
 

@@ -58,11 +58,13 @@ class Operations(abc.ABC):
     #: whether :meth:`present_pages` draws (windows then need no extra pages for sparse ranges)
     draws_present: ClassVar[bool] = False
 
-    def present_pages(self, proc: ProcessRef, start: int, end: int, n: int, rng: random.Random) -> list[int] | None:
+    def present_pages(self, proc: ProcessRef, start: int, end: int, n: int,
+                      rng: random.Random) -> tuple[list[int], float] | None:
         """Up to ``n`` distinct addresses of pages present in ``[start, end)``, drawn at
         random from the present ones alike (a window's page drawn where nothing is present
-        tells nothing); None where this set cannot tell cheaply (then pages are drawn from
-        the whole range). Cost must be bounded per range."""
+        tells nothing), and how many pages are present there (estimated where only a part
+        was read); None where this set cannot tell cheaply (then pages are drawn from the
+        whole range). Cost must be bounded per range."""
         return None
 
     def read_window(self, handle: object) -> list[tuple[CheckResult, float]]:

@@ -417,7 +417,8 @@ class PageIdleOps(Operations):
         p.windows.append(w)
         return w
 
-    def present_pages(self, proc: ProcessRef, start: int, end: int, n: int, rng: random.Random) -> list[int] | None:
+    def present_pages(self, proc: ProcessRef, start: int, end: int, n: int,
+                      rng: random.Random) -> tuple[list[int], float] | None:
         """Reads the range's pagemap (its present bits, at C speed) and draws ``n`` of the
         present pages alike. A range above :data:`PRESENT_SCAN_PAGES` is read in
         :data:`PRESENT_SCAN_PAGES` / :data:`PRESENT_RUN` runs at random places (the present
@@ -439,8 +440,9 @@ class PageIdleOps(Operations):
             if c:
                 found.append((at, tops))
                 total += c
+        scale = pages / sum(count for _, count in runs_at)
         if total == 0:
-            return []
+            return [], 0.0
         picked = sorted(rng.sample(range(total), min(n, total)))
         out: list[int] = []
         base = 0
@@ -454,7 +456,7 @@ class PageIdleOps(Operations):
                     out.append((at + where[rank - base]) << PAGE_SHIFT)
                     rank = next(it, None)
             base += c
-        return out
+        return out, total * scale
 
     def read_window(self, handle: object) -> list[tuple[CheckResult, float]]:
         w = handle

@@ -53,7 +53,8 @@ class WindowPart:
     """One process' share of an open window."""
 
     handle: object
-    strata: list[tuple[int, int, int]]  # (start, end, pages drawn) per region, in order
+    #: (start, end, pages drawn, pages present when drawn or None) per region, in order
+    strata: list[tuple[int, int, int, float | None]]
 
 
 @dataclass(eq=False)
@@ -90,19 +91,30 @@ def draw(start: int, end: int, n: int, rng: random.Random) -> list[int]:
 
 
 def stratum(pid: int, start: int, end: int, resident: int,
-            results: Sequence[tuple[CheckResult, float]]) -> WindowStratum:
+            results: Sequence[tuple[CheckResult, float]], present: float | None = None) -> WindowStratum:
     """One region's read pages, each weighed by its share (a page ``m`` page tables map
     is ``1/m`` of this process' resident bytes): the share of the region's resident bytes
     used, and the effective number of pages it rests on (Kish's ``(sum w)^2 / sum w^2``,
-    the plain count where every page weighs the same)."""
+    the plain count where every page weighs the same).
+
+    Where the pages were drawn among the ``present`` ones (a count read from the region's
+    pagemap), its resident bytes are that count times the mean share of the pages read (as
+    PSS counts them), not ``resident``: the count is exact where the whole region was read,
+    and the window's figures then add up to what it saw, not to a sampled residency."""
     sw = swa = sw2 = 0.0
+    nvalid = 0
     for accessed, w in results:
-        if accessed is None or w <= 0:
+        if accessed is None:
+            continue
+        nvalid += 1
+        if w <= 0:
             continue
         sw += w
         sw2 += w * w
         if accessed:
             swa += w
+    if present is not None and nvalid:
+        resident = round(present * PAGE_SIZE * sw / nvalid)
     if sw <= 0:
         return WindowStratum(pid, start, end, resident, 0, 0.0)
     return WindowStratum(pid, start, end, resident, max(1, round(sw * sw / sw2)), swa / sw)
