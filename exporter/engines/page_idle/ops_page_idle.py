@@ -49,6 +49,7 @@ import logging
 import os
 import random
 import re
+from array import array
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -126,14 +127,14 @@ class _Prepared:
 
 @dataclass(eq=False)
 class _Window:
-    """Pages marked idle together and read once, a window later (see :meth:`open_window`)."""
+    """Pages marked idle together and read once, a window later (see :meth:`open_window`).
+    Compact arrays: a target keeps a dozen windows of a thousand pages open."""
 
     proc: ProcessRef
-    addrs: tuple[int, ...]
-    entries: list[int]
-    heads: list[int | None]
-    #: heads found accessed by a read that came before another mark cleared their state
-    kept: set[int] = field(default_factory=set)
+    addrs: array
+    entries: array  # raw pagemap entries at the mark
+    heads: array  # head PFN whose flag is read; -1: not present, or refused the mark
+    seq: int  # the window's number: a watched head's hit kept since then is this window's
 
 
 @dataclass
@@ -178,8 +179,11 @@ class PageIdleOps(Operations):
         self._zero_pfn = zero_page_pfn(self.io, proc_root)
         # mapping counts of shared pages (root reads it; PFNs need the same privilege)
         self._counts = PageCounts.open(self.io, proc_root)
-        # open windows watching each head PFN (a mark of a watched head reads it first)
-        self._watchers: dict[int, list[_Window]] = {}
+        # open windows watching each head PFN (a mark of a watched head reads it first), and
+        # the number of the last window opened when a read before a mark found it accessed
+        self._watched: dict[int, int] = {}
+        self._kept: dict[int, int] = {}
+        self._seq = 0
 
     # -- availability ----------------------------------------------------------------------
 
@@ -324,13 +328,12 @@ class PageIdleOps(Operations):
         the mark erases whether it was accessed since the window opened, so the window
         keeps what the read found."""
         heads = list(heads)
-        watched = [h for h in heads if h in self._watchers]
+        watched = [h for h in heads if h in self._watched]
         if watched:
             words = self._read_words(h >> 6 for h in watched)
             for h in watched:
                 if not words[h >> 6] >> (h & 63) & 1:
-                    for w in self._watchers[h]:
-                        w.kept.add(h)
+                    self._kept[h] = self._seq  # every window opened so far sees it
         masks: dict[int, int] = {}
         for h in heads:
             masks[h >> 6] = masks.get(h >> 6, 0) | 1 << (h & 63)
@@ -410,10 +413,12 @@ class PageIdleOps(Operations):
         between the mark and the read-back are hits, as for samples."""
         p = self._proc(proc)
         entries, heads = self._marked_heads(p, addrs)
-        w = _Window(proc, tuple(addrs), entries, heads)
-        for h in set(heads):
-            if h is not None:
-                self._watchers.setdefault(h, []).append(w)
+        self._seq += 1
+        w = _Window(proc, array("Q", addrs), array("Q", entries), array("q", (-1 if h is None else h for h in heads)),
+                    self._seq)
+        for h in set(w.heads):
+            if h >= 0:
+                self._watched[h] = self._watched.get(h, 0) + 1
         p.windows.append(w)
         return w
 
@@ -470,14 +475,15 @@ class PageIdleOps(Operations):
                 continue
             if not e0 & PM_PRESENT:
                 out[i] = (True, self._share(e1))  # faulted in since the mark: accessed
-            elif (e0 ^ e1) & PM_PFN_MASK or h is None:
+            elif (e0 ^ e1) & PM_PFN_MASK or h < 0:
                 continue  # another page now, or the mark was refused: cannot tell
             else:
                 to_read.append((i, h))
         if to_read:
             words = self._read_words(h >> 6 for _, h in to_read)
             for i, h in to_read:
-                out[i] = (h in w.kept or not words[h >> 6] >> (h & 63) & 1, self._share(now[i]))
+                kept = self._kept.get(h, -1) >= w.seq
+                out[i] = (kept or not words[h >> 6] >> (h & 63) & 1, self._share(now[i]))
         return out
 
     def _share(self, entry: int) -> float:
@@ -494,11 +500,12 @@ class PageIdleOps(Operations):
         w = handle
         assert isinstance(w, _Window)
         for h in set(w.heads):
-            ws = self._watchers.get(h) if h is not None else None
-            if ws is not None:
-                ws[:] = [x for x in ws if x is not w]
-                if not ws:
-                    del self._watchers[h]
+            n = self._watched.get(h, 0) - 1
+            if n > 0:
+                self._watched[h] = n
+            elif h >= 0:
+                self._watched.pop(h, None)
+                self._kept.pop(h, None)
         p = self._procs.get(w.proc)
         if p is not None and w in p.windows:
             p.windows.remove(w)
