@@ -30,12 +30,17 @@ def process_with_buffer(size: int, hot: list[HotRange] | None = None, **kw) -> S
 class SummarizingMonitor(Monitor):
     """The user-space engine whose ``step`` returns the summary of each aggregation."""
 
-    def __init__(self, *args, cold_age: float = 120.0, working_set_window: float = 60.0, **kw) -> None:
+    def __init__(self, *args, cold_age: float = 120.0, working_set_window: float = 60.0, windows: bool = False,
+                 **kw) -> None:
+        """``windows``: page windows at the horizons the summary asks about, as the sampler
+        sets them (the engine as a user runs it). Without, the working set and cold bytes
+        are the regions' own: what the tests of DAMON's region algorithm judge (its
+        histograms, its promotions, and kernel DAMON's figures rest on it)."""
         super().__init__(*args, **kw)
         self.policy = Policy(cold_age=cold_age, working_set_window=working_set_window)
         self.tracker = PromotionTracker()  # as the sampler keeps one
-        # as the sampler does: page windows at the horizons the summary asks about
-        self.set_horizons((working_set_window, cold_age), returns_after=cold_age)
+        if windows:
+            self.set_horizons((working_set_window, cold_age), returns_after=cold_age)
 
     def step(self) -> Summary | None:  # type: ignore[override]
         agg = super().step()

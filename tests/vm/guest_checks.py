@@ -878,8 +878,9 @@ class Ctx:
             return SummarizingDamonSysfs(DAMON_SYSFS_ATTRS)
         if default_attrs:
             return SummarizingMonitor(self.ops(**kwargs), MonitoringAttrs(), cold_age=DEFAULTS_POLICY.cold_age,
-                                      working_set_window=DEFAULTS_POLICY.working_set_window)
-        return SummarizingMonitor(self.ops(**kwargs), ATTRS, cold_age=COLD_AGE, working_set_window=WORKING_SET_WINDOW)
+                                      working_set_window=DEFAULTS_POLICY.working_set_window, windows=True)
+        return SummarizingMonitor(self.ops(**kwargs), ATTRS, cold_age=COLD_AGE, working_set_window=WORKING_SET_WINDOW,
+                                  windows=True)
 
 
 def require_test_guest() -> None:

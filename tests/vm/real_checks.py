@@ -88,7 +88,8 @@ def _engines() -> dict[str, Callable[[], object]]:
 
     policy = Policy(cold_age=WINDOW, working_set_window=WINDOW)
     return {
-        "page_idle": lambda: SummarizingMonitor(PageIdleOps(), MonitoringAttrs(), cold_age=WINDOW, working_set_window=WINDOW),
+        "page_idle": lambda: SummarizingMonitor(PageIdleOps(), MonitoringAttrs(), cold_age=WINDOW, working_set_window=WINDOW,
+                                                windows=True),
         "damon_sysfs": lambda: SummarizingDamonSysfs(monitoring_attrs("damon_sysfs", MonitoringAttrs(), ()), policy),
     }
 
