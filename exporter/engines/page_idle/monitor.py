@@ -492,14 +492,20 @@ class Monitor(Engine):
                 continue
             try:
                 results = self.ops.read_window(part.handle)
-                resident = self.ops.resident_bytes(ref, [(s, e) for s, e, _, _ in part.strata])
+                pieces, i = [], 0
+                for start, end, n, count in part.strata:
+                    got = results[i:i + n]
+                    # a stratum drawn among present pages counts its resident bytes from the
+                    # pages it read; only the others need the sampled residency
+                    pieces.append((start, end, got, count, count is None or all(a is None for a, _ in got)))
+                    i += n
+                need = [(s, e) for s, e, _, _, sampled in pieces if sampled]
+                resident = iter(self.ops.resident_bytes(ref, need) if need else ())
             except OpsError as e:
                 self._fail(t, ref, e)
                 continue
-            i = 0
-            for (start, end, n, count), res in zip(part.strata, resident):
-                out.append(stratum(ref.pid, start, end, res.bytes, results[i:i + n], count))
-                i += n
+            for start, end, got, count, sampled in pieces:
+                out.append(stratum(ref.pid, start, end, next(resident).bytes if sampled else 0, got, count))
         return PageWindow(w.horizon, w.opened_wall, self.wall_clock(), tuple(out))
 
     def _close_window(self, t: _Target, w: OpenWindow) -> None:
