@@ -144,6 +144,13 @@ _TOP_BIT = bytes(1 if b & 0x80 else 0 for b in range(256))
 _TOP_BYTE = 7 if sys.byteorder == "little" else 0
 
 
+def present_marks(buf: bytes) -> bytes:
+    """One byte per entry of a raw pagemap buffer: 1 where the page is present, else 0.
+    Counting and finding the 1s of the result (``count``, ``find``, a regex) runs at C
+    speed, which is what lets a window scan a region's pagemap in a few milliseconds."""
+    return buf[_TOP_BYTE::8].translate(_TOP_BIT)
+
+
 def frames_at(pm: Pagemap, addrs: Sequence[int], zero_pfn: int | None) -> list[int] | None:
     """The PFN at each address of ``pm``'s process, 0 where no page is present or only the
     shared zero page is (it is every process' page and no one's memory): one 8-byte read

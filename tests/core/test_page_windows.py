@@ -9,7 +9,8 @@ import random
 import pytest
 
 from exporter.engines.page_idle.ops_simulated import HotRange
-from exporter.engines.page_idle.windows import allocate, draw, stratum
+from exporter.engines.page_idle.monitor import WINDOWS_PER_HORIZON
+from exporter.engines.page_idle.windows import MIN_STRATUM_PAGES, WINDOW_PAGES, allocate, draw, stratum
 from exporter.summary.sampling import ALPHA, share_bounds
 from tests.support.simulation import BASE, MiB, STACK, TEXT, aggregations, make_monitor, process_with_buffer
 from tests.vm.tolerance import FALSE_FAILURE, allowed_misses
@@ -142,3 +143,32 @@ def test_an_all_cold_target_is_cold_within_what_its_pages_prove():
     assert t.working_set_bytes == 0 and t.cold_bytes == t.resident_bytes
     assert 0 < t.working_set_error_bytes <= 0.03 * t.resident_bytes
     assert 0 < t.cold_error_bytes <= 0.03 * t.resident_bytes
+
+
+def test_the_pages_open_windows_hold_per_target_are_bounded():
+    # what a target's open windows hold (and the ops set keeps per watched page) is bounded
+    # by the horizons, not by how long the exporter runs: at most WINDOWS_PER_HORIZON + 1
+    # windows per horizon, each about WINDOW_PAGES plus the regions' minimums
+    procs = {pid: process_with_buffer(64 * MiB, [HotRange(BASE, BASE + 8 * MiB, density=0.3)]) for pid in (1, 2, 3)}
+    mon, ops, _ = make_monitor(procs, seed=5, cold_age=COLD, working_set_window=WINDOW, windows=True)
+    live: dict[int, int] = {}
+    opened = ops.open_window
+    closed = ops.close_window
+
+    def open_window(ref, addrs):
+        handle = opened(ref, addrs)
+        live[id(handle)] = len(addrs)
+        return handle
+
+    def close_window(handle):
+        live.pop(id(handle))
+        closed(handle)
+
+    ops.open_window, ops.close_window = open_window, close_window
+    regions = mon.attrs.max_regions * len(procs)
+    bound = 2 * (WINDOWS_PER_HORIZON + 1) * (WINDOW_PAGES + (MIN_STRATUM_PAGES + 1) * regions)
+    most = 0
+    for _ in aggregations(mon, 60):
+        most = max(most, sum(live.values()))
+        assert sum(live.values()) <= bound
+    assert most > 0  # (a process that goes releases its windows in the ops set: forget)

@@ -216,6 +216,7 @@ class FakeKernelIO(PosixIO):
         self.kpf_path = str(kernel.proc / "kpageflags")
         self.fds: dict[int, tuple[str, int, int]] = {}  # fd -> (kind, pid, generation)
         self.calls: Counter[str] = Counter()
+        self.read_bytes: Counter[str] = Counter()  # bytes asked for, per kind of file
         self.deny: set[str] = set()
         #: called after each bitmap write (to model an access racing with the read-back)
         self.after_bitmap_write: Callable[[], None] | None = None
@@ -245,6 +246,7 @@ class FakeKernelIO(PosixIO):
     def pread(self, fd: int, size: int, offset: int) -> bytes:
         kind, pid, gen = self.fds.get(fd, ("file", 0, 0))
         self.calls[f"pread:{kind}"] += 1
+        self.read_bytes[kind] += size
         if kind == "bitmap":
             return self._bitmap_read(size, offset)
         if kind == "pagemap":

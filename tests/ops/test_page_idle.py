@@ -442,3 +442,22 @@ def test_a_window_draws_only_present_pages(kernel, monkeypatch):
         assert count == 256  # two runs of 64 read, each a quarter present: scaled to 1024 pages
         seen |= set(got)
     assert len(seen) > 64  # not the same runs every time
+
+
+def test_a_window_reads_at_most_the_scan_bound_of_a_huge_region(kernel):
+    """A region of 4 GiB of virtual space (a JVM's reservation, a sparse mapping) costs a
+    window at most PRESENT_SCAN_PAGES pagemap entries (512 KiB), not its 8 MiB of
+    pagemap; the present pages of the runs read still stand for the whole region."""
+    from exporter.engines.page_idle.ops_page_idle import PRESENT_RUN, PRESENT_SCAN_PAGES
+    base = 0x100000000
+    pages = 1 << 20  # 4 GiB
+    kernel.add_process(PID + 7, [(base, base + pages * PAGE)])
+    for i in range(0, pages, PRESENT_RUN):  # one present page at the start of every run
+        kernel.map(PID + 7, base + i * PAGE, 100000 + i // PRESENT_RUN)
+    ops, io = make_ops(kernel)
+    ref = ProcessRef(PID + 7, 4242)
+    before = io.read_bytes["pagemap"]
+    got, count = ops.present_pages(ref, base, base + pages * PAGE, 16, random.Random(2))
+    assert io.read_bytes["pagemap"] - before == PRESENT_SCAN_PAGES * 8
+    assert len(got) == 16 and all((a - base) // PAGE % PRESENT_RUN == 0 for a in got)
+    assert count == pages // PRESENT_RUN  # one present page per run, scaled from the runs read

@@ -75,12 +75,12 @@ from exporter.procfs.pagemap import (
     PM_EXCLUSIVE,
     PM_PFN_MASK,
     PM_PRESENT,
-    _TOP_BYTE,
     PageCounts,
     Pagemap,
     Residency,
     frames_at,
     open_checked_pagemap,
+    present_marks,
     resident_bytes_pagemap,
     zero_page_pfn,
 )
@@ -105,8 +105,6 @@ MAX_IO = 4096
 PRESENT_SCAN_PAGES = 65536
 #: ... in runs of this many where the region is larger
 PRESENT_RUN = 512
-#: the top byte of a pagemap entry -> 1 where the present bit (63) is set, else 0
-_PRESENT_BYTE = bytes(1 if b & 0x80 else 0 for b in range(256))
 _ONE = re.compile(b"\x01")
 
 
@@ -440,7 +438,7 @@ class PageIdleOps(Operations):
         found: list[tuple[int, bytes]] = []  # (first page, 1 byte per page: 1 present)
         total = 0
         for at, count in runs_at:
-            tops = p.pagemap.raw(at, count)[_TOP_BYTE::8].translate(_PRESENT_BYTE)
+            tops = present_marks(p.pagemap.raw(at, count))
             c = tops.count(1)
             if c:
                 found.append((at, tops))
