@@ -225,8 +225,8 @@ _MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "clear-refs-measured-at-last-read", CLEAR_REFS,
-        "                at = next((q.wall for q in pts if q.elapsed >= h), None)\n",
-        "                at = next((q.wall for q in reversed(pts) if q.elapsed >= h), None)\n",
+        "                at = self.wall_clock() if h in still else next((q.wall for q in pts if q.elapsed >= h), None)\n",
+        "                at = self.wall_clock() if h in still else next((q.wall for q in reversed(pts) if q.elapsed >= h), None)\n",
         "a figure held between clear_refs' exact points is dated by the last read, not its own",
     ),
     # -- the summary ---------------------------------------------------------------------
@@ -424,6 +424,18 @@ _MUTANTS: tuple[Mutant, ...] = (
         "a page window counts a shared page whole in every process mapping it",
     ),
     Mutant(
+        "quiet-proof-reaches-shared", CLEAR_REFS,
+        "            still = [h for h in self.horizons if h <= quiet] if only_its_own(m) else []\n",
+        "            still = [h for h in self.horizons if h <= quiet]\n",
+        "a process that stopped running is taken to prove its shared memory untouched too, which others' page tables reach",
+    ),
+    Mutant(
+        "quiet-since-kept-across-runs", CLEAR_REFS,
+        "        elif activity != p.activity or p.quiet_since is None:\n",
+        "        elif p.quiet_since is None:\n",
+        "a process that runs again keeps the quiet spell it began before: its memory in use is called untouched",
+    ),
+    Mutant(
         "referenced-old-bytes-first", PROMOTION,
         "        taken, rest = _take(young + olds, touched - sum(b.nbytes for b in from_old))\n",
         "        taken, rest = _take(olds + young, touched - sum(b.nbytes for b in from_old))\n",
@@ -553,6 +565,11 @@ KILLERS: dict[str, tuple[str, ...]] = {
     "window-late-step-skips": (_WIN + "test_every_aggregation_publishes_a_window_read_then_when_steps_run_late",),
     "window-erased-by-a-sample": (_IDLE + "test_a_sample_marking_a_watched_page_keeps_what_the_window_saw",),
     "window-pages-unweighted": (_WIN + "test_stratum_weighs_pages_by_their_share",),
+    "quiet-proof-reaches-shared": (
+        _CURVES + "test_a_process_that_stops_proves_nothing_of_shared_memory_or_without_its_threads_run_time[shared]",),
+    "quiet-since-kept-across-runs": (
+        _CURVES + "test_at_the_defaults_a_load_that_starts_shows_within_one_aggregation_and_stays",
+        _CURVES + "test_at_the_defaults_a_load_that_ends_in_a_process_that_stops_falls_within_a_window_and_an_aggregation"),
     "referenced-old-bytes-first": (_PROMO + "test_referenced_bytes_first_touches_after_idle_since_the_clear",
                                    _PROMO + "test_referenced_bytes_steady_is_nothing",
                                    _PROMO + "test_referenced_bytes_warm_memory_is_no_return[5]"),

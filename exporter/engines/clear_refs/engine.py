@@ -22,7 +22,10 @@ every other aggregation the figure is an estimate held within what the reads pro
 (Referenced's growth within τ: touched within τ; Referenced since the clear: at most that),
 with the distance to the farther bound in the record's ``present_error_bytes``, so a load
 that starts shows at the next aggregation (see :func:`present`, docs/freshness.md). A load
-that ends is seen only after the next clear. A process (or a mapping) seen for less than τ
+that ends is seen only after the next clear, unless the process stops running: where two
+reads find every thread's run time unchanged (:mod:`exporter.procfs.activity`), its private
+anonymous memory was touched by nobody in between, and each horizon that quiet spell covers
+is exact at once (:func:`only_its_own`). A process (or a mapping) seen for less than τ
 has no figure for τ: none of its bytes is called idle that long (the convention of DAMON's
 age: idleness is never invented).
 
@@ -90,6 +93,15 @@ log = logging.getLogger(__name__)
 # -- the engine -------------------------------------------------------------------------------
 
 
+def only_its_own(m: SmapsEntry) -> bool:
+    """Whether only the process' own threads can have touched this mapping's pages: all of
+    them anonymous and mapped by it alone (no other process' page tables or read(2) reach
+    them). Where the process has not run, such memory is proven untouched; shared memory and
+    file pages (the page cache, which any process reads) are not."""
+    private = m.private if m.private >= 0 else (m.rss if m.proportional >= m.rss else 0)
+    return m.rss > 0 and m.anonymous >= m.rss and private >= m.rss
+
+
 @dataclass
 class _Proc:
     ref: ProcessRef
@@ -105,6 +117,11 @@ class _Proc:
     history: deque = field(default_factory=lambda: deque(maxlen=MAX_PERIODS))
     clears: int = 0  # how many periods began: each one's length (see period_length)
     resets: int = 0  # resets seen on this process (logged loudly once, quietly after)
+    #: how much its threads had run at the last read (exporter.procfs.activity), when that
+    #: read was, and since when it has provably not run (None: not proven at all)
+    activity: object | None = None
+    activity_at: float = float("-inf")
+    quiet_since: float | None = None
 
 
 @dataclass
@@ -250,9 +267,16 @@ class ReferencedBytesEngine(Engine):
         base = self.clear_period
         return period_length(base, p.clears) if self.returns_after > 0 else base
 
-    def _read(self, p: _Proc) -> list[SmapsEntry]:
+    def _read(self, p: _Proc, now: float) -> list[SmapsEntry]:
         """smaps of ``p``, its mappings folded into at most ``max_regions`` groups: a
-        process with 60,000 mappings must not cost 60,000 curves and records."""
+        process with 60,000 mappings must not cost 60,000 curves and records. How much its
+        threads have run is read first: equal at two reads, it did not run in between."""
+        activity = self.source.activity(p.ref)
+        if activity is None:
+            p.quiet_since = None
+        elif activity != p.activity or p.quiet_since is None:
+            p.quiet_since = now  # it ran before this read (or nothing is known before it)
+        p.activity, p.activity_at = activity, now
         smaps = self.source.read(p.ref)
         cap = max(1, self._attrs.max_regions)
         if p.regroup:
@@ -264,14 +288,14 @@ class ReferencedBytesEngine(Engine):
         if p.period is None:
             self._clear(p, now)  # a process' curve starts at its first clear
             if aggregate:
-                p.smaps = self._read(p)
+                p.smaps = self._read(p, now)
             return
         elapsed = now - p.period.cleared_at
         due = [h for h in self.horizons if h <= elapsed and h not in p.period.horizons_read]
         end = elapsed >= self._period_length(p) and self._aggregates_next(now, aggregate)
         if not (aggregate or due or end):
             return
-        smaps = self._read(p)
+        smaps = self._read(p, now)
         self._reads += 1
         lost = reset_bytes(p.period.curves, smaps)
         if lost > max(RESET_MIN_BYTES, sum(c.points[-1].referenced for c in p.period.curves.values() if c.points) // 100):
@@ -317,7 +341,7 @@ class ReferencedBytesEngine(Engine):
         self._clear(p, now)
         # read back at once: the next clear by someone else is then seen at the next read,
         # however soon it comes (a baseline read later would miss one that fell before it)
-        p.smaps = self._read(p)
+        p.smaps = self._read(p, now)
         self._reads += 1
         self._add_points(p.period, p.smaps, 0.0)
 
@@ -376,6 +400,8 @@ class ReferencedBytesEngine(Engine):
             return []
         elapsed = now - period.cleared_at
         prev = p.previous.curves if p.previous is not None else {}
+        # how long the process has provably not run, up to this aggregation's read
+        quiet = now - p.quiet_since if p.quiet_since is not None and p.activity_at == now else 0.0
         out = []
         for m in p.smaps:
             if not m.rss:
@@ -384,9 +410,14 @@ class ReferencedBytesEngine(Engine):
             at_now = elapsed - (cur.origin if cur else period.last_read)  # in the curve's seconds
             prev_curve = prev.get(m.start)
             pts = record_points(cur, prev_curve, at_now)
-            dist, errors = present(
-                proven_idle(idle_distribution(pts, m.rss), cur, p.history, m.start, m.rss, now),
-                {h: window_bounds(cur, prev_curve, at_now, h, m.rss) for h in self.horizons}, m.rss)
+            bounds = {h: window_bounds(cur, prev_curve, at_now, h, m.rss) for h in self.horizons}
+            dist = proven_idle(idle_distribution(pts, m.rss), cur, p.history, m.start, m.rss, now)
+            still = [h for h in self.horizons if h <= quiet] if only_its_own(m) else []
+            for h in still:  # touched by nobody within h: exact, whatever the clears' phase
+                bounds[h] = (0, 0, 0)
+            if still and (not dist or dist[-1][0] < max(still)):
+                dist = dist + ((max(still), m.rss),)
+            dist, errors = present(dist, bounds, m.rss)
             dist = dist or ((0.0, m.rss),)
             first = next((q for q in pts if q.elapsed > 0), None)  # not a baseline read at the clear
             out.append(
@@ -405,7 +436,7 @@ class ReferencedBytesEngine(Engine):
                 ), m)
             )
             for h in self.horizons:
-                at = next((q.wall for q in pts if q.elapsed >= h), None)
+                at = self.wall_clock() if h in still else next((q.wall for q in pts if q.elapsed >= h), None)
                 if at is not None and (h not in oldest or at < oldest[h]):
                     oldest[h] = at
         return out

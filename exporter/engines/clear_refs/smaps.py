@@ -10,6 +10,7 @@ from typing import Protocol
 
 from exporter.model.errors import ImageChanged, ProcessGone
 from exporter.model.process import ProcessRef
+from exporter.procfs.activity import Activity, thread_runtimes
 from exporter.procfs.io import PosixIO, ops_error
 from exporter.procfs.pagemap import Pagemap, frames_at, open_checked_pagemap, zero_page_pfn
 from exporter.procfs.parsers import SmapsEntry, check_same_process, iter_smaps, mm_dir
@@ -39,6 +40,10 @@ class SmapsSource(Protocol):
     def frames(self, proc: ProcessRef, addrs: list[int]) -> list[int] | None:
         """The PFN at each address (0: no page, or the zero page), or None where frames
         cannot be read (no privilege, a simulation): identity is then not known."""
+        ...
+    def activity(self, proc: ProcessRef) -> object | None:
+        """A snapshot of how much ``proc``'s threads have run: two equal ones prove it did not
+        run in between (see :mod:`exporter.procfs.activity`); None proves nothing."""
         ...
 
 
@@ -122,6 +127,9 @@ class ProcSmaps:
         if self._zero_pfn == -1:
             self._zero_pfn = zero_page_pfn(self.io, self.proc_root)
         return frames_at(self._get(proc).pagemap, addrs, self._zero_pfn)
+
+    def activity(self, proc: ProcessRef) -> Activity | None:
+        return thread_runtimes(self.io, self.proc_root, proc.pid)
 
     def forget(self, proc: ProcessRef) -> None:
         f = self._files.pop(proc, None)
