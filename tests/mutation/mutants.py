@@ -424,6 +424,12 @@ _MUTANTS: tuple[Mutant, ...] = (
         "a page window counts a shared page whole in every process mapping it",
     ),
     Mutant(
+        "shared-share-after-a-gap", PAGEMAP,
+        "    for i in nth_marks(marks, [rng.randrange(shared) for _ in range(picks)]):\n",
+        "    for i in [j if (j := marks.find(1, rng.randrange(len(marks)))) >= 0 else marks.find(1) for _ in range(picks)]:\n",
+        "the shared pages whose mappers are counted are the first after random places: pages after gaps weigh more",
+    ),
+    Mutant(
         "quiet-proof-reaches-shared", CLEAR_REFS,
         "            still = [h for h in self.horizons if h <= quiet] if only_its_own(m) else []\n",
         "            still = [h for h in self.horizons if h <= quiet]\n",
@@ -565,6 +571,7 @@ KILLERS: dict[str, tuple[str, ...]] = {
     "window-late-step-skips": (_WIN + "test_every_aggregation_publishes_a_window_read_then_when_steps_run_late",),
     "window-erased-by-a-sample": (_IDLE + "test_a_sample_marking_a_watched_page_keeps_what_the_window_saw",),
     "window-pages-unweighted": (_WIN + "test_stratum_weighs_pages_by_their_share",),
+    "shared-share-after-a-gap": (_PROC + "test_tally_draws_shared_pages_alike_wherever_they_sit",),
     "quiet-proof-reaches-shared": (
         _CURVES + "test_a_process_that_stops_proves_nothing_of_shared_memory_or_without_its_threads_run_time[shared]",),
     "quiet-since-kept-across-runs": (
