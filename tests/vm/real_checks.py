@@ -126,15 +126,62 @@ def run_engine(make: Callable[[], object], pids: list[int], warmup: float, scrap
     return out
 
 
-def judged(pids: list[int], phases: dict[str, Callable[[], object]]) -> dict:
-    """Reference, engine, reference, engine, reference: never two at once."""
+#: damo's snapshots: one per aggregation of WINDOW seconds (the first is dropped)
+DAMO_SNAPSHOTS = 7
+#: damo's command (pip installs it beside the interpreter; the guest shares this filesystem)
+DAMO = os.path.join(os.path.dirname(sys.executable), "damo")
+
+
+def run_damo(pids: list[int], snapshots: int = DAMO_SNAPSHOTS) -> dict:
+    """The peer: damo (the kernel's own user-space tool, from PyPI) recording the same
+    process with kernel DAMON at its own defaults (5 ms samples, 10-1000 regions) except an
+    aggregation of WINDOW seconds, so that each snapshot's regions with any access are
+    damo's working set over the same window the engines publish (``damo report wss``, one
+    figure per snapshot). damo 2.5 takes one process: multi-process servers are not run."""
+    import tempfile
+
+    home = tempfile.mkdtemp(prefix="dxdamo")
+    out = os.path.join(home, "damon.data")
+    env = {**os.environ, "HOME": home}  # damo keeps a file in $HOME; the guest's root is read-only
+    us = int(WINDOW * 1e6)
+    # only the accesses (damo also profiles the CPU with perf by default), as snapshots of
+    # the regions DAMON hands back at each aggregation (damo 2.5: one --target_pid)
+    (pid,) = pids
+    cmd = [DAMO, "record", "--target_pid", str(pid), "--no_profile", "--no_footprint", "--no_vmas",
+           "--monitoring_intervals", "5000", str(us), "1000000", "--snapshot", "0", str(snapshots),
+           "--timeout", str(WINDOW * (snapshots + 3)), "-o", out]
+    t0 = time.monotonic()
+    try:
+        rec = subprocess.run(cmd, capture_output=True, text=True, timeout=WINDOW * (snapshots + 6) + 60, env=env)
+    except subprocess.TimeoutExpired as e:
+        return {"error": f"damo record did not stop: {e.stdout!r} {e.stderr!r}"}
+    took = time.monotonic() - t0
+    if rec.returncode != 0 or not os.path.exists(out):
+        return {"error": f"damo record exited {rec.returncode}: {(rec.stdout + rec.stderr)[-800:]}"}
+    rep = subprocess.run([DAMO, "report", "wss", "-i", out, "--raw_number", "--all_wss", "--sortby", "time",
+                          "--exclude_samples", "0"], capture_output=True, text=True, timeout=120, env=env)
+    wss = [int(line.split()[-1]) for line in rep.stdout.splitlines() if line.strip() and not line.startswith("#")
+           and line.split()[-1].isdigit()]
+    if rep.returncode != 0 or len(wss) < 2:
+        return {"error": f"damo report wss exited {rep.returncode}: {(rep.stdout + rep.stderr)[-800:]}"}
+    # the first snapshot comes from DAMON's first regions, before any split: left out
+    return {"seconds": round(took, 1), "working_set": wss[1:], "report": rep.stdout[-2000:]}
+
+
+def judged(pids: list[int], phases: dict[str, Callable[[], object]], damo: bool = True) -> dict:
+    """Reference, engine, reference, engine, reference (then damo, reference): never two
+    at once."""
     refs_taken: list[dict] = []
     runs: dict[str, list[dict]] = {}
     refs_taken.append(physical_reference.take(pids, WINDOW).to_dict())
     for name, make in phases.items():
         runs[name] = run_engine(make, pids, WINDOW + SCRAPE_EVERY, SCRAPES)
         refs_taken.append(physical_reference.take(pids, WINDOW).to_dict())
-    return {"references": refs_taken, "engines": runs}
+    out = {"references": refs_taken, "engines": runs}
+    if damo and len(pids) == 1:
+        out["damo"] = run_damo(pids)
+        out["damo_reference"] = physical_reference.take(pids, WINDOW).to_dict()
+    return out
 
 
 def _wait_line(proc: subprocess.Popen, prefix: bytes, timeout: float) -> dict:
