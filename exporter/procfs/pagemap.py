@@ -253,13 +253,13 @@ class PageCounts:
 
 
 #: entries counted per step when finding the k-th mark (one C-speed count per block)
-_MARK_BLOCK = 256
+_MARK_BLOCK = 64
 
 
 def nth_marks(marks: bytes, ranks: list[int]) -> list[int]:
     """The positions of the 1-bytes of ``marks`` with the given ranks (0: the first),
-    in the order of ``ranks``: blocks of :data:`_MARK_BLOCK` are counted at C speed and
-    only the block holding a rank is searched."""
+    in the order of ``ranks``: blocks of :data:`_MARK_BLOCK` are counted at C speed, and
+    only a block holding a rank is walked (not even that where every byte of it is 1)."""
     want = sorted(set(ranks))
     found: dict[int, int] = {}
     it = iter(want)
@@ -270,14 +270,21 @@ def nth_marks(marks: bytes, ranks: list[int]) -> list[int]:
             break
         block = marks[at:at + _MARK_BLOCK]
         c = block.count(1)
-        while r is not None and r < base + c:
-            pos = -1
-            for _ in range(r - base + 1):
-                pos = block.find(1, pos + 1)
-            found[r] = at + pos
-            r = next(it, None)
+        if r < base + c:
+            if c == len(block):  # all marked: the rank is the offset
+                while r is not None and r < base + c:
+                    found[r] = at + r - base
+                    r = next(it, None)
+            else:
+                pos, k = -1, base - 1
+                while r is not None and r < base + c:
+                    while k < r:
+                        pos = block.find(1, pos + 1)
+                        k += 1
+                    found[r] = at + pos
+                    r = next(it, None)
         base += c
-    return [found[r] for r in ranks]
+    return [found[x] for x in ranks]
 
 
 def tally(buf: bytes, rng: random.Random, zero_pfn: int | None, counts: PageCounts | None,

@@ -60,6 +60,9 @@ WINDOWS_PER_HORIZON = 8
 class _Process:
     ref: ProcessRef
     regions: list[Region] = field(default_factory=list)
+    #: the resident bytes of each region the last aggregation read, with the regions' bounds
+    #: they were read for: a window opened on the same regions allocates its pages by them
+    residency: tuple[tuple[tuple[int, int], ...], list[int]] | None = None
 
 
 @dataclass
@@ -375,11 +378,13 @@ class Monitor(Engine):
         stats: list[RegionRecord] = []
         now = self.clock()
         for p in list(t.processes.values()):
+            bounds = tuple((r.start, r.end) for r in p.regions)
             try:
-                resident = self.ops.resident_bytes(p.ref, [(r.start, r.end) for r in p.regions])
+                resident = self.ops.resident_bytes(p.ref, list(bounds))
             except OpsError as e:
                 self._fail(t, p.ref, e)
                 continue
+            p.residency = (bounds, [res.bytes for res in resident])
             for r, res in zip(p.regions, resident):
                 stats.append(
                     RegionRecord(
@@ -455,8 +460,12 @@ class Monitor(Engine):
         procs = [p for p in list(t.processes.values()) if p.regions]
         resident: dict[ProcessRef, list[int]] = {}
         for p in procs:
+            bounds = tuple((r.start, r.end) for r in p.regions)
+            if p.residency is not None and p.residency[0] == bounds:
+                resident[p.ref] = p.residency[1]  # what the aggregation just read: only to allocate
+                continue
             try:
-                resident[p.ref] = [r.bytes for r in self.ops.resident_bytes(p.ref, [(r.start, r.end) for r in p.regions])]
+                resident[p.ref] = [r.bytes for r in self.ops.resident_bytes(p.ref, list(bounds))]
             except OpsError as e:
                 self._fail(t, p.ref, e)
         live = [p for p in procs if p.ref in resident]

@@ -48,7 +48,6 @@ import glob
 import logging
 import os
 import random
-import re
 from array import array
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -80,6 +79,7 @@ from exporter.procfs.pagemap import (
     Residency,
     frames_at,
     open_checked_pagemap,
+    nth_marks,
     present_marks,
     resident_bytes_pagemap,
     zero_page_pfn,
@@ -105,7 +105,6 @@ MAX_IO = 4096
 PRESENT_SCAN_PAGES = 65536
 #: ... in runs of this many where the region is larger
 PRESENT_RUN = 512
-_ONE = re.compile(b"\x01")
 
 
 def no_pfn_message(pid: int) -> str:
@@ -453,11 +452,11 @@ class PageIdleOps(Operations):
         rank = next(it, None)
         for at, tops in found:
             c = tops.count(1)
-            if rank is not None and rank < base + c:
-                where = [m.start() for m in _ONE.finditer(tops)]
-                while rank is not None and rank < base + c:
-                    out.append((at + where[rank - base]) << PAGE_SHIFT)
-                    rank = next(it, None)
+            mine = []
+            while rank is not None and rank < base + c:
+                mine.append(rank - base)
+                rank = next(it, None)
+            out += [(at + i) << PAGE_SHIFT for i in nth_marks(tops, mine)]
             base += c
         return out, total * scale
 
