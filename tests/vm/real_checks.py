@@ -126,8 +126,9 @@ def run_engine(make: Callable[[], object], pids: list[int], warmup: float, scrap
     return out
 
 
-#: damo's snapshots: one per aggregation of WINDOW seconds (the first is dropped)
-DAMO_SNAPSHOTS = 7
+#: damo's snapshots: one per aggregation of WINDOW seconds (the first is dropped). Under
+#: emulation damo takes one about every third aggregation (~70 s each in a trial boot)
+DAMO_SNAPSHOTS = 4
 #: damo's command (pip installs it beside the interpreter; the guest shares this filesystem)
 DAMO = os.path.join(os.path.dirname(sys.executable), "damo")
 
@@ -149,10 +150,10 @@ def run_damo(pids: list[int], snapshots: int = DAMO_SNAPSHOTS) -> dict:
     (pid,) = pids
     cmd = [DAMO, "record", "--target_pid", str(pid), "--no_profile", "--no_footprint", "--no_vmas",
            "--monitoring_intervals", "5000", str(us), "1000000", "--snapshot", "0", str(snapshots),
-           "--timeout", str(WINDOW * (snapshots + 3)), "-o", out]
+           "--timeout", str(WINDOW * 5 * snapshots), "-o", out]
     t0 = time.monotonic()
     try:
-        rec = subprocess.run(cmd, capture_output=True, text=True, timeout=WINDOW * (snapshots + 6) + 60, env=env)
+        rec = subprocess.run(cmd, capture_output=True, text=True, timeout=WINDOW * 5 * snapshots + 120, env=env)
     except subprocess.TimeoutExpired as e:
         return {"error": f"damo record did not stop: {e.stdout!r} {e.stderr!r}"}
     took = time.monotonic() - t0
