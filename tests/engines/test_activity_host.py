@@ -77,3 +77,30 @@ def test_a_schedstat_that_cannot_be_read_proves_nothing(tmp_path):
     assert thread_runtimes(IO, _fake(tmp_path / "a", {"7": b"12 0 1\n", "8": b"garbage\n"}), 42) is None
     assert thread_runtimes(IO, _fake(tmp_path / "b", {"7": b""}), 42) is None
     assert thread_runtimes(IO, str(tmp_path / "none"), 42) is None  # gone, or no /proc
+
+
+def test_a_process_with_many_threads_is_listed_only_past_the_bound(tmp_path, monkeypatch):
+    import exporter.procfs.activity as mod
+
+    root = _fake(tmp_path, {str(100 + i): b"1 0 1\n" for i in range(4 * MAX_THREADS)})
+    taken = []
+    scandir = os.scandir
+
+    class Counting:
+        def __init__(self, path):
+            self.it = scandir(path)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.it.close()
+
+        def __iter__(self):
+            for e in self.it:
+                taken.append(e.name)
+                yield e
+
+    monkeypatch.setattr(mod.os, "scandir", Counting)
+    assert thread_runtimes(IO, root, 42) is None
+    assert len(taken) == MAX_THREADS + 1  # not the 1024 entries of the directory
