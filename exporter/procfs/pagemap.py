@@ -297,11 +297,11 @@ def tally(buf: bytes, rng: random.Random, zero_pfn: int | None, counts: PageCoun
     number of mappers differs from the others' (a server's shared buffers), the mean was
     off by half in simulation."""
     top = buf[_TOP_BYTE::8]
-    shared = top.translate(_SHARED_BIT).count(1)
-    if not shared:
-        return float(top.translate(_TOP_BIT).count(1)), 0.0
     present = top.translate(_TOP_BIT).count(1)
     marks = top.translate(_SHARED_BIT)
+    shared = marks.count(1)
+    if not shared:
+        return float(present), 0.0
     weight = 0.0
     picks = max(1, min(sample, shared))
     for i in nth_marks(marks, [rng.randrange(shared) for _ in range(picks)]):

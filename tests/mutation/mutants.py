@@ -225,8 +225,8 @@ _MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "clear-refs-measured-at-last-read", CLEAR_REFS,
-        "                at = self.wall_clock() if h in still else next((q.wall for q in pts if q.elapsed >= h), None)\n",
-        "                at = self.wall_clock() if h in still else next((q.wall for q in reversed(pts) if q.elapsed >= h), None)\n",
+        "                at = read_wall if h in still else next((q.wall for q in pts if q.elapsed >= h), None)\n",
+        "                at = read_wall if h in still else next((q.wall for q in reversed(pts) if q.elapsed >= h), None)\n",
         "a figure held between clear_refs' exact points is dated by the last read, not its own",
     ),
     # -- the summary ---------------------------------------------------------------------

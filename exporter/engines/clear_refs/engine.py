@@ -400,8 +400,9 @@ class ReferencedBytesEngine(Engine):
             return []
         elapsed = now - period.cleared_at
         prev = p.previous.curves if p.previous is not None else {}
-        # how long the process has provably not run, up to this aggregation's read
+        # how long the process has provably not run, up to this aggregation's read (dated by it)
         quiet = now - p.quiet_since if p.quiet_since is not None and p.activity_at == now else 0.0
+        read_wall = self.wall_clock()
         out = []
         for m in p.smaps:
             if not m.rss:
@@ -436,7 +437,7 @@ class ReferencedBytesEngine(Engine):
                 ), m)
             )
             for h in self.horizons:
-                at = self.wall_clock() if h in still else next((q.wall for q in pts if q.elapsed >= h), None)
+                at = read_wall if h in still else next((q.wall for q in pts if q.elapsed >= h), None)
                 if at is not None and (h not in oldest or at < oldest[h]):
                     oldest[h] = at
         return out

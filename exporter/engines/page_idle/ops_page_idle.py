@@ -434,13 +434,13 @@ class PageIdleOps(Operations):
             nruns = pages // PRESENT_RUN
             runs_at = [(first + i * PRESENT_RUN, PRESENT_RUN)
                        for i in sorted(rng.sample(range(nruns), PRESENT_SCAN_PAGES // PRESENT_RUN))]
-        found: list[tuple[int, bytes]] = []  # (first page, 1 byte per page: 1 present)
+        found: list[tuple[int, bytes, int]] = []  # (first page, 1 byte per page: 1 present, how many)
         total = 0
         for at, count in runs_at:
             tops = present_marks(p.pagemap.raw(at, count))
             c = tops.count(1)
             if c:
-                found.append((at, tops))
+                found.append((at, tops, c))
                 total += c
         scale = pages / sum(count for _, count in runs_at)
         if total == 0:
@@ -450,8 +450,9 @@ class PageIdleOps(Operations):
         base = 0
         it = iter(picked)
         rank = next(it, None)
-        for at, tops in found:
-            c = tops.count(1)
+        for at, tops, c in found:
+            if rank is None:
+                break
             mine = []
             while rank is not None and rank < base + c:
                 mine.append(rank - base)
