@@ -11,6 +11,7 @@ from the kernel's raw regions. Immutable, so the sampler can publish it by refer
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 #: (name, labels): a target's identity. ``group_by`` makes several targets of one name.
 TargetKey = tuple[str, tuple[tuple[str, str], ...]]
@@ -133,6 +134,21 @@ class WindowStratum:
     accessed_share: float
 
 
+class FileMapping(NamedTuple):
+    """One mapping of a file (shmem included: a shared anonymous mapping or SysV segment is
+    a file of its own) by one process: ``[start, end)`` of ``pid`` maps the file's bytes
+    from ``offset`` on. A page of a file at one offset is one page wherever it is mapped,
+    so the summary matches shared pages of processes that map one file at different
+    addresses by offset (:mod:`exporter.summary.file_identity`)."""
+
+    pid: int
+    start: int
+    end: int
+    device: int
+    inode: int
+    offset: int
+
+
 @dataclass(frozen=True)
 class PageWindow:
     """Random pages of every region of a target, marked idle at ``started_at`` and read at
@@ -174,6 +190,9 @@ class TargetRecords:
     accessed_bits_resets: int = 0
     #: the last page window read at each horizon (engines without page windows: none)
     windows: tuple[PageWindow, ...] = ()
+    #: file mappings of the target's processes over their shared regions, where the engine
+    #: read them (only targets with shared regions in two processes or more need them)
+    file_mappings: tuple[FileMapping, ...] = ()
 
     @property
     def key(self) -> TargetKey:

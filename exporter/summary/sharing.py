@@ -46,7 +46,8 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Callable, Iterator, Sequence
 
-from exporter.model.records import RegionRecord
+from exporter.model.records import FileMapping, RegionRecord
+from exporter.summary.file_identity import FILE_SPACE, Relocation, relocate
 from exporter.summary.sampling import ALPHA, at_least, rate_lower, rate_upper
 
 
@@ -294,39 +295,71 @@ def identity_groups(shared: Sequence[RegionRecord]) -> list[list[RegionRecord]]:
 
 def share_access(regions: Sequence[RegionRecord], in_working_set: Share, cold: Share,
                  per_page: bool = False, doubt: tuple[Share, Share] | None = None,
-                 ) -> tuple[tuple[RegionRecord, ...], int, int]:
+                 files: Sequence[FileMapping] = ()) -> tuple[tuple[RegionRecord, ...], int, int]:
     """The target's regions with the shared part of each, where processes of the target
-    overlap with shared memory at the same addresses, split off into pieces used as the
-    most recently used of them (``per_page``: the records as they are, see the module's
-    docstring); and the bytes of those pieces on
+    overlap with shared memory at the same addresses (or at the same offsets of one file,
+    ``files`` being the processes' mappings: :mod:`exporter.summary.file_identity`), split
+    off into pieces used as the most recently used of them (``per_page``: the records as
+    they are, see the module's docstring); and the bytes of those pieces on
     which the regions disagreed, for the working set and for the cold bytes
     (``in_working_set`` and ``cold`` give the share of a region's bytes in each figure;
     ``doubt`` the share of a region's bytes its own process' edge evidence puts on the
     wrong side, for the working set and for the cold bytes, used for point records).
     Resident bytes in total are unchanged; the pieces come after the regions they were cut
     from (they are nobody's neighbours in edge_error)."""
-    shared = sorted((r for r in regions if r.shared_bytes > 0 and r.end > r.start), key=lambda r: r.start)
+    moved = relocate([r for r in regions if r.shared_bytes > 0 and r.end > r.start], files)
+    shared = sorted(moved.regions, key=lambda r: r.start)
+    src = moved.source
+    ws_share: Share = lambda r: in_working_set(src(r))  # noqa: E731
+    cold_share: Share = lambda r: cold(src(r))  # noqa: E731
     if per_page:
-        return tuple(regions), *_disagreement(shared, in_working_set, cold)
-    moved: dict[int, int] = {}  # id(region) -> shared bytes moved into pieces
+        return tuple(regions), *_disagreement(shared, ws_share, cold_share)
+    own_doubt = None if doubt is None else (lambda r: doubt[0](src(r)), lambda r: doubt[1](src(r)))
+    by_id = {id(r): r for r in shared}
+    evidence = {(r.pid, r.start, r.end): (o.pid, o.start, o.end) for r in shared if (o := src(r)) is not r}
+    moved_bytes: dict[int, int] = {}  # id(region) -> shared bytes moved into pieces
     made: list[RegionRecord] = []
     ws_error = cold_error = 0.0
-    for group in identity_groups(shared):
+    for group in _groups(shared):
         if len({r.pid for r in group}) < 2:
             continue
-        m, pieces, ws, cold_ = _share_group(group, in_working_set, cold, doubt)
-        moved.update(m)
-        made += pieces
+        m, pieces, ws, cold_ = _share_group(group, ws_share, cold_share, own_doubt)
+        for i, nbytes in m.items():
+            k = id(src(by_id[i]))
+            moved_bytes[k] = moved_bytes.get(k, 0) + nbytes
+        made += (_back(moved, evidence, owner, piece) for owner, piece in pieces)
         ws_error += ws
         cold_error += cold_
     out = []
     for r in regions:
-        m = moved.get(id(r))
+        m = moved_bytes.get(id(r))
         if m is None:
             out.append(r)
             continue
         out.append(_scaled(r, r.resident_bytes - m, r.shared_bytes - m))
     return tuple(out) + tuple(made), round(ws_error), round(cold_error)
+
+
+def _groups(shared: Sequence[RegionRecord]) -> list[list[RegionRecord]]:
+    """The regions (sorted by start) in groups that may be one memory: by address as
+    :func:`identity_groups` says, and in the file space (:mod:`exporter.summary.file_identity`)
+    all in one group, a file's page at one offset being one page."""
+    by_address = [r for r in shared if r.start < FILE_SPACE]
+    in_files = [r for r in shared if r.start >= FILE_SPACE]
+    return (identity_groups(by_address) if by_address else []) + ([in_files] if in_files else [])
+
+
+def _back(moved: Relocation, evidence: dict[tuple[int, int, int], tuple[int, int, int]],
+          owner: RegionRecord, piece: RegionRecord) -> RegionRecord:
+    """A piece cut from ``owner`` (maybe a part of a region, moved into a file's
+    coordinates) at its process' own addresses, naming the region whose samples it took
+    as the engine gave that region (``evidence``: a part's key -> its region's)."""
+    ev = piece.evidence if piece.evidence is None else evidence.get(piece.evidence, piece.evidence)
+    shift = moved.shift(owner)
+    if not shift and ev == piece.evidence:
+        return piece
+    return replace(piece, start=piece.start - shift, end=piece.end - shift, evidence=ev,
+                   frames=moved.source(owner).frames)
 
 
 def _disagreement(shared: Sequence[RegionRecord], in_working_set: Share, cold: Share) -> tuple[int, int]:
@@ -337,7 +370,7 @@ def _disagreement(shared: Sequence[RegionRecord], in_working_set: Share, cold: S
     overshoots it, another stops short), so each process' part of a stretch counts the
     spread of the views over it as its error."""
     ws_error = cold_error = 0.0
-    for group in identity_groups(shared):
+    for group in _groups(shared):
         if len({r.pid for r in group}) < 2:
             continue
         readings = {id(r): (in_working_set(r), cold(r)) for r in group}
@@ -379,10 +412,11 @@ def _deciding(covering: list[RegionRecord], unexplained: dict[int, float]) -> tu
 
 
 def _share_group(shared: Sequence[RegionRecord], in_working_set: Share, cold: Share,
-                 doubt: tuple[Share, Share] | None) -> tuple[dict[int, int], list[RegionRecord], float, float]:
+                 doubt: tuple[Share, Share] | None,
+                 ) -> tuple[dict[int, int], list[tuple[RegionRecord, RegionRecord]], float, float]:
     """:func:`share_access` for one group of regions that are the same memory where they
     overlap (sorted by start): the shared bytes each region gives to pieces, by id; the
-    pieces; the working-set and cold errors."""
+    pieces, each with the region it was cut from; the working-set and cold errors."""
     moved: dict[int, int] = {}  # id(region) -> shared bytes moved into pieces
     #: id(view) -> (view, bytes that took it, their working-set and cold disagreement)
     taken: dict[int, tuple[RegionRecord, int, float, float]] = {}
@@ -437,5 +471,5 @@ def _share_group(shared: Sequence[RegionRecord], in_working_set: Share, cold: Sh
             span = view.end - view.start
             ws_error += max(ws_disagree, min(nbytes, ws_doubt(view) * span))
             cold_error += max(cold_disagree, min(nbytes, cold_doubt(view) * span))
-    made = [_piece(p.owner, p.lo, p.hi, p.nbytes, p.view) for p in pieces if p.nbytes > 0]
+    made = [(p.owner, _piece(p.owner, p.lo, p.hi, p.nbytes, p.view)) for p in pieces if p.nbytes > 0]
     return moved, made, ws_error, cold_error

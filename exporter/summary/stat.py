@@ -315,7 +315,8 @@ def _summarize_target(t: TargetRecords, policy: Policy, sample_interval: float, 
         lambda r: in_working_set(r, window) / r.resident_bytes if r.resident_bytes else 0.0,
         lambda r: idle_at_least(r, cold_age) / r.resident_bytes if r.resident_bytes else 0.0,
         per_page=access_per_page,
-        doubt=(lambda r: ws_doubt.get(id(r), 0.0), lambda r: cold_doubt.get(id(r), 0.0)))
+        doubt=(lambda r: ws_doubt.get(id(r), 0.0), lambda r: cold_doubt.get(id(r), 0.0)),
+        files=t.file_mappings)
     resident = sum(r.resident_bytes for r in regions)
     share_error = sum(r.share_error_bytes for r in t.regions)  # counts scaled from Rss to Pss
     # figures an engine holds between its exact points (clear_refs), off by up to these

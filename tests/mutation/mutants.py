@@ -50,12 +50,14 @@ SHARING = "exporter.summary.sharing"
 SAMPLING = "exporter.summary.sampling"
 IDLE_OPS = "exporter.engines.page_idle.ops_page_idle"
 WINDOWS = "exporter.engines.page_idle.windows"
+FILE_IDENTITY = "exporter.summary.file_identity"
 _WIN = "tests/core/test_page_windows.py::"
 
 _ACC = "tests/core/test_monitor_accuracy.py::"
 _REG = "tests/core/test_regions_properties.py::"
 _STAT = "tests/summary/test_stat.py::"
 _SHARE = "tests/summary/test_sharing.py::"
+_FILES = "tests/summary/test_file_identity.py::"
 _PROC = "tests/ops/test_procfs.py::"
 _IDLE = "tests/ops/test_page_idle.py::"
 _CURVES = "tests/engines/test_clear_refs_curves.py::"
@@ -206,8 +208,8 @@ _MUTANTS: tuple[Mutant, ...] = (
         "            nbytes = round(r.shared_bytes * (hi - r.start) / size) - round(r.shared_bytes * (lo - r.start) / size)\n",
         "            nbytes = round(r.resident_bytes * (hi - r.start) / size) - round(r.resident_bytes * (lo - r.start) / size)\n",
         "every resident byte is taken as shared: private memory at one address takes the others' view",
-        also=(("    shared = sorted((r for r in regions if r.shared_bytes > 0 and r.end > r.start), key=lambda r: r.start)\n",
-               "    shared = sorted((r for r in regions if r.resident_bytes > 0 and r.end > r.start), key=lambda r: r.start)\n"),),
+        also=(("    moved = relocate([r for r in regions if r.shared_bytes > 0 and r.end > r.start], files)\n",
+               "    moved = relocate([r for r in regions if r.resident_bytes > 0 and r.end > r.start], files)\n"),),
     ),
     Mutant(
         "clear-refs-growth-hidden", CURVES,
@@ -430,6 +432,18 @@ _MUTANTS: tuple[Mutant, ...] = (
         "the shared pages whose mappers are counted are the first after random places: pages after gaps weigh more",
     ),
     Mutant(
+        "file-offset-ignored", FILE_IDENTITY,
+        "            out.setdefault(m.pid, []).append((m.start, m.end, ((i + 1) << 64) + m.offset - m.start))\n",
+        "            out.setdefault(m.pid, []).append((m.start, m.end, ((i + 1) << 64) - m.start))\n",
+        "shared file pages are matched by their place in each mapping, not by their offset in the file",
+    ),
+    Mutant(
+        "file-pages-judged-by-frames", SHARING,
+        "    return (identity_groups(by_address) if by_address else []) + ([in_files] if in_files else [])\n",
+        "    return identity_groups(list(shared)) if shared else []\n",
+        "two programs whose frames differ somewhere are kept apart on the file they both map",
+    ),
+    Mutant(
         "quiet-proof-reaches-shared", CLEAR_REFS,
         "            still = [h for h in self.horizons if h <= quiet] if only_its_own(m) else []\n",
         "            still = [h for h in self.horizons if h <= quiet]\n",
@@ -572,6 +586,9 @@ KILLERS: dict[str, tuple[str, ...]] = {
     "window-erased-by-a-sample": (_IDLE + "test_a_sample_marking_a_watched_page_keeps_what_the_window_saw",),
     "window-pages-unweighted": (_WIN + "test_stratum_weighs_pages_by_their_share",),
     "shared-share-after-a-gap": (_PROC + "test_tally_draws_shared_pages_alike_wherever_they_sit",),
+    "file-offset-ignored": (_FILES + "test_pages_meet_at_their_file_offset_not_at_their_place_in_the_mapping",),
+    "file-pages-judged-by-frames": (
+        _FILES + "test_programs_that_map_one_file_are_one_memory_there_whatever_their_frames_elsewhere",),
     "quiet-proof-reaches-shared": (
         _CURVES + "test_a_process_that_stops_proves_nothing_of_shared_memory_or_without_its_threads_run_time[shared]",),
     "quiet-since-kept-across-runs": (
