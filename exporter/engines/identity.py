@@ -7,16 +7,25 @@ PFNs reads them at :func:`frame_grid` addresses of each shared region that overl
 process' shared region of the target, and the summary matches regions by frame
 (:func:`exporter.summary.sharing.same_memory`). Regions nobody else overlaps are not read:
 their identity does not matter.
+
+Shared pages of a file are one memory at one offset of the file, wherever each process maps
+it: the engines hand the file mappings over the shared regions to the summary
+(:func:`file_mappings`), which matches them by offset
+(:mod:`exporter.summary.file_identity`). Only targets with shared regions in two processes
+or more need them, so no other target costs a read of ``/proc/PID/maps``.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import replace
+from itertools import accumulate
 from typing import Callable, Sequence
 
 from exporter.model.attrs import PAGE_SIZE
 from exporter.model.errors import OpsError
-from exporter.model.records import RegionRecord
+from exporter.model.records import FileMapping, RegionRecord
+from exporter.procfs.parsers import parse_file_maps
 
 #: addresses read per region: one 8-byte pagemap read each
 FRAMES_PER_REGION = 16
@@ -67,3 +76,31 @@ def with_frames(records: list[RegionRecord], read: Callable[[int, list[int]], li
         if pfns is not None:
             out[i] = replace(r, frames=tuple((a, f) for a, f in zip(addrs, pfns) if f))
     return out
+
+
+def file_mappings(records: Sequence[RegionRecord], read_maps: Callable[[int], bytes | None]) -> tuple[FileMapping, ...]:
+    """The file mappings that meet a shared region of ``records`` (one target's), read by
+    ``read_maps(pid)`` (None, or OpsError: not known, the process' regions are matched by
+    address); none where fewer than two processes have shared regions."""
+    spans: dict[int, list[tuple[int, int]]] = {}
+    for r in records:
+        if r.shared_bytes > 0 and r.end > r.start:
+            spans.setdefault(r.pid, []).append((r.start, r.end))
+    if len(spans) < 2:
+        return ()
+    out: list[FileMapping] = []
+    for pid in sorted(spans):
+        try:
+            data = read_maps(pid)
+        except OpsError:
+            continue
+        if data is None:
+            continue
+        own = sorted(spans[pid])
+        starts = [s for s, _ in own]
+        reach = list(accumulate((e for _, e in own), max))
+        for start, end, device, inode, offset in parse_file_maps(data):
+            i = bisect_left(starts, end) - 1  # the last shared region starting before the mapping ends
+            if i >= 0 and reach[i] > start:
+                out.append(FileMapping(pid, start, end, device, inode, offset))
+    return tuple(out)

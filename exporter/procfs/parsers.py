@@ -230,6 +230,26 @@ def parse_maps(data: bytes, *, skip_prot_none: bool = False) -> list[tuple[int, 
     return out
 
 
+#: start-end perms offset major:minor inode
+_FILE_MAPS_RE = re.compile(rb"^([0-9a-f]+)-([0-9a-f]+) \S+ ([0-9a-f]+) ([0-9a-f]+):([0-9a-f]+) ([0-9]+)", re.M)
+
+
+def parse_file_maps(data: bytes) -> list[tuple[int, int, int, int, int]]:
+    """The file-backed user mappings of a /proc/PID/maps text as ``(start, end, device,
+    inode, offset)``, the device as the kernel's ``MKDEV(major, minor)``. Shared anonymous
+    memory and SysV segments are files of shmem here (an inode of their own); private
+    anonymous mappings (inode 0) are left out."""
+    out: list[tuple[int, int, int, int, int]] = []
+    limit = USER_ADDR_LIMIT
+    for m in _FILE_MAPS_RE.finditer(data):
+        inode = int(m[6])
+        start = int(m[1], 16)
+        if inode == 0 or start >= limit:
+            continue
+        out.append((start, int(m[2], 16), (int(m[4], 16) << 20) | int(m[5], 16), inode, int(m[3], 16)))
+    return out
+
+
 def read_maps(io: PosixIO, proc_root: str, pid: int, denied_hint: str) -> bytes:
     path = f"{mm_dir(io, proc_root, pid)}/maps"
     try:

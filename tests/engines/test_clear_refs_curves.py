@@ -81,6 +81,9 @@ class SimSmaps:
     def frames(self, proc: ProcessRef, addrs: list[int]) -> list[int] | None:
         return None  # a simulation has no frames: identity unknown
 
+    def maps_text(self, proc: ProcessRef) -> bytes | None:
+        return None  # nor file mappings
+
     def activity(self, proc: ProcessRef) -> object | None:
         """The process runs exactly when it touches a page: the latest touch stands for its
         threads' run time (unchanged between two reads: it did not run in between)."""

@@ -117,3 +117,53 @@ def test_copy_on_write_broken_by_a_write_is_the_writer_own_memory(tmp_path, expo
         p.kill()
         p.wait()
         p.stdout.close()
+
+
+@pytest.mark.slow
+def test_two_programs_that_map_one_file_at_their_own_addresses_share_its_pages(tmp_path, exporter):
+    """Two unrelated programs map one 64 MiB file (shared, read-only) wherever their own
+    address space puts it and read all of it once; then one reads its first 16 MiB every
+    100 ms, the other nothing. Truth: resident 64 MiB (each page once), working set 16,
+    cold 48. Matched by address, the pages the reader uses could count as half used
+    (working set 8 MiB), the other program's view of them idle. (On a node whose kernel
+    DAMON checks physical memory, as this host's does, smaps' Referenced of a shared page
+    also shows other mappers' use, part of the time: DAMON's check moves a mapping's
+    accessed bit into the page's young flag, which smaps reports for every mapping.)"""
+    name = f"dxft{os.getpid() % 100000}"[:15]
+    binary = build_workload("filetouch.c", tmp_path, name)
+    data = tmp_path / "file"
+    data.write_bytes(os.urandom(1 << 20) * 64)
+    procs = [subprocess.Popen([binary, str(data), "0", "64", str(period), str(hot)], stdout=subprocess.PIPE, text=True)
+             for hot, period in ((16, 100), (0, 10**8))]
+    try:
+        for p in procs:
+            assert p.stdout.readline().startswith("ready"), f"filetouch failed: exit {p.poll()}"
+        bases = {line.split()[0].split("-")[0] for p in procs
+                 for line in open(f"/proc/{p.pid}/maps") if line.rstrip().endswith(str(data))}
+        assert len(bases) == 2, f"the programs map the file at one address: {bases}"
+        e = exporter("backend: clear_refs\n" + fast_config(f"  - name: ft\n    match:\n      comm: [{name}]\n",
+                                                            cold_age="6s", window="3s", sample="100ms",
+                                                            aggregation="1s", update="1s"))
+        e.wait_ready()
+        e.wait_for(lambda s: s.get("damon_target_processes", target="ft") == 2, what="both programs")
+        e.wait_for(lambda s: (s.get("damon_cold_bytes", target="ft") or 0) > 0, timeout=30, what="a cold figure")
+        time.sleep(2.0)
+        truth = sum(pss(p.pid) for p in procs)
+        assert abs(truth - 64 * MiB) <= OVERHEAD, truth / MiB
+        for _ in range(3):
+            time.sleep(1.0)
+            s = e.scrape()
+            resident = s.get("damon_resident_bytes", target="ft")
+            ws, ws_err = s.get("damon_working_set_bytes", target="ft"), s.get("damon_working_set_error_bytes", target="ft")
+            cold = s.get("damon_cold_bytes", target="ft")
+            detail = (f"resident {resident / MiB:.1f} (Pss {truth / MiB:.1f}), working set {ws / MiB:.1f} ± "
+                      f"{ws_err / MiB:.1f}, cold {cold / MiB:.1f} MiB")
+            print(detail)
+            assert abs(resident - truth) <= 0.10 * truth, detail
+            assert abs(ws - 16 * MiB) <= 0.20 * 16 * MiB + OVERHEAD, detail
+            assert abs(cold - 48 * MiB) <= 0.10 * 48 * MiB + OVERHEAD, detail
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+            p.stdout.close()

@@ -17,7 +17,7 @@ import bcrypt
 
 from exporter.config import ConfigError, parse_config
 from exporter.discovery.cgroups import parse_proc_cgroup
-from exporter.procfs.parsers import image_of, iter_smaps, parse_maps, parse_stat
+from exporter.procfs.parsers import image_of, iter_smaps, parse_file_maps, parse_maps, parse_stat
 from exporter.web.auth import BasicAuth
 from exporter.web.protocol import ProtocolError, parse_head
 
@@ -82,6 +82,8 @@ def proc_smaps(data: bytes) -> None:
 def proc_maps(data: bytes) -> None:
     # the kernel writes the numbers (only names are anyone's): parsed, never validated
     assert all(isinstance(a, int) and isinstance(b, int) for a, b in parse_maps(data))
+    assert all(inode > 0 and all(isinstance(x, int) for x in (a, b, dev, off))
+               for a, b, dev, inode, off in parse_file_maps(data))
 
 
 def proc_cgroup(data: bytes) -> None:

@@ -15,7 +15,7 @@ from exporter.model.errors import AccessDenied, OpsError, ProcessGone
 from exporter.model.process import ProcessRef
 from exporter.procfs.pagemap import PM_PRESENT, PM_SWAPPED, Pagemap, PagemapEntry
 from exporter.procfs.io import PosixIO, ops_error, u64s
-from exporter.procfs.parsers import check_same_process, parse_maps, parse_smaps, parse_stat
+from exporter.procfs.parsers import check_same_process, parse_file_maps, parse_maps, parse_smaps, parse_stat
 from exporter.engines.page_idle.kpageflags import runs
 
 PAGE = 4096
@@ -346,3 +346,20 @@ def test_tally_draws_shared_pages_alike_wherever_they_sit():
     rng = random.Random(1)
     est = statistics.mean(tally(buf, rng, None, Counts(), 2)[1] for _ in range(2000))
     assert abs(est - (200 * 0.1 + 16 * 0.5)) <= 1.6, est
+
+
+def test_parse_file_maps_names_each_file_by_device_and_inode():
+    """Files (shmem included) with their device as the kernel's MKDEV and their offset;
+    private anonymous memory and the kernel's own mappings are left out; a file name is
+    anyone's bytes and never read."""
+    data = (b"00400000-00401000 r-xp 00000000 08:01 1234     /usr/bin/x\n"
+            b"00600000-00700000 rw-p 00000000 00:00 0        [heap]\n"
+            b"7f0000000000-7f0004000000 rw-s 00000000 00:01 77   /dev/zero (deleted)\n"
+            b"7f0004000000-7f0004001000 r--s 0001f000 fd:10 9 /tmp/a \xff name 00000000 08:01 5\n"
+            b"ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0  [vsyscall]\n")
+    assert parse_file_maps(data) == [
+        (0x400000, 0x401000, (8 << 20) | 1, 1234, 0),
+        (0x7F0000000000, 0x7F0004000000, 1, 77, 0),
+        (0x7F0004000000, 0x7F0004001000, (0xFD << 20) | 0x10, 9, 0x1F000),
+    ]
+    assert parse_file_maps(b"") == []

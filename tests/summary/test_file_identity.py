@@ -180,3 +180,28 @@ def test_programs_that_map_one_file_are_one_memory_there_whatever_their_frames_e
     regions[3] = replace(regions[3], frames=((0x5500_0000_0000, 12),))
     t = summary(regions, two_programs())
     assert t.working_set_bytes == 64 * MiB + 4 * MiB  # the file whole; program 1's heap share
+
+
+def test_engines_read_file_mappings_only_where_two_processes_share_and_only_over_shared_regions():
+    """A target whose shared regions are one process' costs no read of maps; a process whose
+    maps cannot be read is matched by address; mappings away from shared regions are not
+    handed on."""
+    from exporter.engines.identity import file_mappings
+    from exporter.model.errors import ProcessGone
+
+    maps = {1: b"%x-%x r--s 00000000 08:01 4242 /f\n%x-%x r-xp 00000000 08:01 7 /lib\n" % (A, A + 64 * MiB, 0x1000, 0x2000),
+            2: b"%x-%x r--s 00100000 08:01 4242 /f\n" % (B, B + 64 * MiB)}
+    reads = []
+
+    def read(pid):
+        reads.append(pid)
+        if pid == 3:
+            raise ProcessGone("gone")
+        return maps[pid]
+
+    one = [point(1, A, 64, 32, 32, acc=20), point(2, B, 64, 64, 0)]
+    assert file_mappings(one, read) == () and reads == []
+    both = [point(1, A, 64, 32, 32, acc=20), point(2, B, 64, 32, 32), point(3, A, 8, 4, 4)]
+    assert file_mappings(both, read) == (FileMapping(1, A, A + 64 * MiB, DEV, INO, 0),
+                                        FileMapping(2, B, B + 64 * MiB, DEV, INO, MiB))
+    assert reads == [1, 2, 3]

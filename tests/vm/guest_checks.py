@@ -21,6 +21,7 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -524,6 +525,41 @@ def check_two_trees(ctx: "Ctx") -> dict:
                   pss=pss, rss=rss, pids=pids, addrs=addrs)
 
 
+def check_file_two_programs(ctx: "Ctx") -> dict:
+    """Two unrelated programs map one 64 MiB file (shared, read-only) wherever their own
+    address space puts it and read it whole once; then one reads its first 16 MiB on every
+    pass, the other nothing. One target of two: resident 64 MiB, working set 16, cold 48.
+    Matched by address, a per-mapping check (kernel DAMON's) counts the pages the reader
+    uses half used: the other program's view of them is idle."""
+    import tempfile
+
+    binary = os.path.join(os.path.dirname(ctx.binary), "filetouch")
+    top = tempfile.mkdtemp(prefix="dxfile")
+    path = os.path.join(top, "file")
+    with open(path, "wb") as f:
+        f.write(os.urandom(MiB) * 64)
+    procs = [subprocess.Popen([binary, path, "0", "64", period, hot], stdout=subprocess.PIPE, text=True)
+             for hot, period in (("16", "5"), ("0", "100000000"))]
+    try:
+        for p in procs:
+            assert p.stdout.readline().startswith("ready"), f"filetouch failed: exit {p.poll()}"
+        pids = [p.pid for p in procs]
+        bases = sorted({line.split()[0] for pid in pids for line in open(f"/proc/{pid}/maps")
+                        if line.rstrip().endswith(path)})
+        run = monitor(ctx.engine(), pids, ACCURACY_SECONDS, [],
+                      extra=lambda t: {"regions_shared": sum(r.shared_bytes for r in t.regions)})
+        pss = sum(pss_of(p) for p in pids)
+        rss = sum(rss_of(p) for p in pids)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+            p.stdout.close()
+        shutil.rmtree(top, ignore_errors=True)
+    return result(run, {"working_set": 16 * MiB, "cold": 48 * MiB, "buffer": 64 * MiB},
+                  pss=pss, rss=rss, pids=pids, bases=bases)
+
+
 def check_promotion(ctx: "Ctx") -> dict:
     """Cold memory that comes back: 256 MiB, 32 MiB hot; after 20 s, 8 MiB chunks of the cold
     part (idle since they were written) are used for 5 s every 8 s. The REVIVED lines say
@@ -792,6 +828,7 @@ CHECKS: dict[str, Callable[["Ctx"], dict]] = {
     "multi_process": check_multi_process,
     "shared_readers": check_shared_readers,
     "two_trees": check_two_trees,
+    "file_two_programs": check_file_two_programs,
     "promotion": check_promotion,
     "follow_load": check_follow_load,
     "many_mappings": check_many_mappings,
@@ -812,6 +849,7 @@ CHECKS.update({
     "damon_sysfs/multi_process": _on("damon_sysfs", check_multi_process),
     "damon_sysfs/shared_readers": _on("damon_sysfs", check_shared_readers),
     "damon_sysfs/two_trees": _on("damon_sysfs", check_two_trees),
+    "damon_sysfs/file_two_programs": _on("damon_sysfs", check_file_two_programs),
     "damon_sysfs/promotion": _on("damon_sysfs", check_promotion),
     "damon_sysfs/shared_readers_defaults": _on("damon_sysfs", lambda ctx: check_shared_readers(ctx, defaults=True)),
     "damon_sysfs/accuracy_defaults": _on("damon_sysfs", check_accuracy_defaults),

@@ -245,10 +245,12 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def build_workload(dest_dir: Path) -> Path:
-    """tests/workloads/workload.c, compiled on the host (see tests.support.workloads)."""
+    """tests/workloads/workload.c, compiled on the host (see tests.support.workloads), and
+    filetouch.c beside it (the guest's checks find it there)."""
     from tests.support.workloads import WorkloadBuildError, build_workload as build
 
     try:
+        build("filetouch.c", dest_dir)
         return Path(build("workload.c", dest_dir))
     except WorkloadBuildError as e:
         raise VMUnavailable(str(e)) from None

@@ -73,6 +73,15 @@ def test_two_trees_at_one_address_are_not_one_memory(checks: dict) -> None:
     assert_shared_accurate(res)
 
 
+def test_two_programs_mapping_one_file_at_their_own_addresses(checks: dict) -> None:
+    """Kernel DAMON's checks are per mapping: the program that only maps the file sees its
+    pages idle. Matched by file offset, a page either program used is used (by address the
+    working set read half the truth)."""
+    res = check(checks, "damon_sysfs/file_two_programs")
+    assert len(res["bases"]) == 2, f"the programs map the file at one address: {res['bases']}"
+    assert_shared_accurate(res, mappers=2)
+
+
 def test_process_exiting_mid_run(checks: dict) -> None:
     res = check(checks, "damon_sysfs/exit_mid_run")
     assert res["exception"] is None and res["leaver_exit_code"] == 0

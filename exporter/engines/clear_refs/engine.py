@@ -72,7 +72,7 @@ from exporter.engines.clear_refs.curves import (
     reset_bytes,
 )
 from exporter.engines.clear_refs.smaps import ProcSmaps, SmapsSource
-from exporter.engines.identity import with_frames
+from exporter.engines.identity import file_mappings, with_frames
 from exporter.model.attrs import MonitoringAttrs
 from exporter.model.engine import Engine, TargetSpec
 from exporter.model.errors import OpsError
@@ -370,11 +370,13 @@ class ReferencedBytesEngine(Engine):
                 records += self._records(self._procs[ref], now, oldest)
             refs = {ref.pid: ref for ref in t.refs}
             records = with_frames(records, lambda pid, addrs: self.source.frames(refs[pid], addrs))
+            files = file_mappings(records, lambda pid: self.source.maps_text(refs[pid]))
             out.append(
                 TargetRecords(
                     name=t.spec.name,
                     pids=tuple(sorted({ref.pid for ref in t.refs})),
                     regions=tuple(records),
+                    file_mappings=files,
                     aggregated_at=self.wall_clock(),
                     labels=t.spec.labels,
                     errors=self._failures.errors(t.spec.key),

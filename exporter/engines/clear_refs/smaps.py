@@ -13,7 +13,7 @@ from exporter.model.process import ProcessRef
 from exporter.procfs.activity import Activity, thread_runtimes
 from exporter.procfs.io import PosixIO, ops_error
 from exporter.procfs.pagemap import Pagemap, frames_at, open_checked_pagemap, zero_page_pfn
-from exporter.procfs.parsers import SmapsEntry, check_same_process, iter_smaps, mm_dir
+from exporter.procfs.parsers import SmapsEntry, check_same_process, iter_smaps, mm_dir, read_maps
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,10 @@ class SmapsSource(Protocol):
     def frames(self, proc: ProcessRef, addrs: list[int]) -> list[int] | None:
         """The PFN at each address (0: no page, or the zero page), or None where frames
         cannot be read (no privilege, a simulation): identity is then not known."""
+        ...
+    def maps_text(self, proc: ProcessRef) -> bytes | None:
+        """``/proc/PID/maps`` of ``proc``, or None where there is none (a simulation): the
+        file mappings over shared memory, matched by offset in the summary."""
         ...
     def activity(self, proc: ProcessRef) -> object | None:
         """A snapshot of how much ``proc``'s threads have run: two equal ones prove it did not
@@ -127,6 +131,9 @@ class ProcSmaps:
         if self._zero_pfn == -1:
             self._zero_pfn = zero_page_pfn(self.io, self.proc_root)
         return frames_at(self._get(proc).pagemap, addrs, self._zero_pfn)
+
+    def maps_text(self, proc: ProcessRef) -> bytes | None:
+        return read_maps(self.io, self.proc_root, proc.pid, DENIED_HINT)
 
     def activity(self, proc: ProcessRef) -> Activity | None:
         return thread_runtimes(self.io, self.proc_root, proc.pid)

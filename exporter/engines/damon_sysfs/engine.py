@@ -67,7 +67,7 @@ from exporter.engines.damon_sysfs.tree import (
     TriedRegion,
     check_write_allowed,
 )
-from exporter.engines.identity import with_frames
+from exporter.engines.identity import file_mappings, with_frames
 from exporter.model.attrs import MonitoringAttrs
 from exporter.model.engine import Engine, TargetSpec
 from exporter.model.errors import (
@@ -94,7 +94,7 @@ from exporter.procfs.pagemap import (
     resident_bytes_pagemap,
     zero_page_pfn,
 )
-from exporter.procfs.parsers import check_same_process, live_thread, parse_stat, read_stat
+from exporter.procfs.parsers import check_same_process, live_thread, parse_stat, read_maps, read_stat
 
 log = logging.getLogger(__name__)
 #: processes monitored at once: one DAMON target and one scheme each; every aggregation the
@@ -599,10 +599,12 @@ class DamonSysfsEngine(Engine):
             self._last_aggregation_interval = aggr
         taken = self.wall_clock()
         by_pid = {p.ref.pid: p for p in self._procs.values()}
+        read = lambda pid: read_maps(self.pio, self.proc_root, pid, DENIED_HINT)  # noqa: E731
         targets = tuple(
             TargetRecords(
                 name=t.spec.name, pids=tuple(sorted(pids[k])),
                 regions=tuple(with_frames(by_key[k], lambda pid, addrs: self._frames(by_pid.get(pid), addrs))),
+                file_mappings=file_mappings(by_key[k], read),
                 aggregated_at=taken, labels=t.spec.labels,
                 errors=self._failures.errors(t.spec.key),
                 not_monitored=self._failures.not_monitored(t.spec),

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from exporter.engines.bookkeeping import Failures
-from exporter.engines.identity import with_frames
+from exporter.engines.identity import file_mappings, with_frames
 from exporter.engines.page_idle.operations import Operations
 from exporter.engines.page_idle.ranges import AddressRange, three_regions
 from exporter.engines.page_idle.windows import MAX_SPARSE_BOOST, OpenWindow, WindowPart, allocate, draw, stratum
@@ -405,6 +405,7 @@ class Monitor(Engine):
             name=t.spec.name,
             pids=tuple(sorted({ref.pid for ref in t.processes})),
             regions=tuple(with_frames(stats, lambda pid, addrs: self.ops.frames(refs[pid], addrs))),
+            file_mappings=file_mappings(stats, lambda pid: self.ops.maps_text(refs[pid])),
             aggregated_at=self.wall_clock(),
             labels=t.spec.labels,
             errors=self._failures.errors(t.spec.key),

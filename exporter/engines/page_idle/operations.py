@@ -86,6 +86,11 @@ class Operations(abc.ABC):
         cannot be read: which memory a shared region is (exporter/engines/identity.py)."""
         return None
 
+    def maps_text(self, proc: ProcessRef) -> bytes | None:
+        """``/proc/PID/maps``, or None where there is none: the file mappings over shared
+        memory, matched by offset in the summary (exporter/engines/identity.py)."""
+        return None
+
     def forget(self, proc: ProcessRef) -> None:
         """Drop per-process state (open files, caches); the process left the monitoring."""
 

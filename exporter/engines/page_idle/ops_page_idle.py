@@ -515,6 +515,9 @@ class PageIdleOps(Operations):
     def frames(self, proc: ProcessRef, addrs: Sequence[int]) -> list[int] | None:
         return frames_at(self._proc(proc).pagemap, addrs, self._zero_pfn)
 
+    def maps_text(self, proc: ProcessRef) -> bytes | None:
+        return read_maps(self.io, self.proc_root, proc.pid, DENIED_HINT)
+
     def forget(self, proc: ProcessRef) -> None:
         p = self._procs.get(proc)
         if p is not None:
