@@ -78,10 +78,13 @@ def with_frames(records: list[RegionRecord], read: Callable[[int, list[int]], li
     return out
 
 
-def file_mappings(records: Sequence[RegionRecord], read_maps: Callable[[int], bytes | None]) -> tuple[FileMapping, ...]:
-    """The file mappings that meet a shared region of ``records`` (one target's), read by
-    ``read_maps(pid)`` (None, or OpsError: not known, the process' regions are matched by
-    address); none where fewer than two processes have shared regions."""
+def file_mappings(records: Sequence[RegionRecord],
+                  mappings_of: Callable[[int], Sequence[tuple[int, int, int, int, int]] | None],
+                  ) -> tuple[FileMapping, ...]:
+    """The file mappings that meet a shared region of ``records`` (one target's), as
+    ``mappings_of(pid)`` gives them (:func:`parse_file_maps`' tuples; None, or OpsError:
+    not known, the process' regions are matched by address); none where fewer than two
+    processes have shared regions."""
     spans: dict[int, list[tuple[int, int]]] = {}
     for r in records:
         if r.shared_bytes > 0 and r.end > r.start:
@@ -91,16 +94,47 @@ def file_mappings(records: Sequence[RegionRecord], read_maps: Callable[[int], by
     out: list[FileMapping] = []
     for pid in sorted(spans):
         try:
-            data = read_maps(pid)
+            mappings = mappings_of(pid)
         except OpsError:
             continue
-        if data is None:
+        if mappings is None:
             continue
         own = sorted(spans[pid])
         starts = [s for s, _ in own]
         reach = list(accumulate((e for _, e in own), max))
-        for start, end, device, inode, offset in parse_file_maps(data):
+        for start, end, device, inode, offset in mappings:
             i = bisect_left(starts, end) - 1  # the last shared region starting before the mapping ends
             if i >= 0 and reach[i] > start:
                 out.append(FileMapping(pid, start, end, device, inode, offset))
     return tuple(out)
+
+
+class FileMaps:
+    """Each process' file mappings for :func:`file_mappings`, read from ``/proc/PID/maps``
+    at most once per ``interval`` seconds: the regions update interval,
+    at which DAMON itself follows a process' mappings. Reading and parsing the maps of a
+    process with a few hundred mappings costs about a millisecond, too much for every
+    aggregation of every process of a large target. A mapping made since the last read is
+    matched by address until the next."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self._read_at: dict[int, tuple[float, list[tuple[int, int, int, int, int]] | None]] = {}
+
+    def of(self, records: Sequence[RegionRecord], read: Callable[[int], bytes | None],
+           interval: float) -> tuple[FileMapping, ...]:
+        """:func:`file_mappings` of ``records``, ``read(pid)`` giving a process' maps text
+        where it was not read within ``interval`` seconds."""
+        now = self.clock()
+        # what is older than the interval would be read again: kept, it would only hold
+        # the mappings of processes gone since (memory bounded by what one interval read)
+        self._read_at = {pid: v for pid, v in self._read_at.items() if now - v[0] < interval}
+
+        def mappings_of(pid: int) -> list[tuple[int, int, int, int, int]] | None:
+            last = self._read_at.get(pid)
+            if last is None:
+                data = read(pid)
+                last = self._read_at[pid] = (now, None if data is None else parse_file_maps(data))
+            return last[1]
+
+        return file_mappings(records, mappings_of)

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from exporter.model.records import FileMapping, RegionRecord
 from exporter.summary.file_identity import FILE_SPACE, Relocation, relocate
@@ -411,6 +411,22 @@ def _deciding(covering: list[RegionRecord], unexplained: dict[int, float]) -> tu
     return covering, 0.0
 
 
+def _taken_doubt(taken: Iterable[tuple[RegionRecord, int, float, float]],
+                 doubt: tuple[Share, Share]) -> tuple[float, float]:
+    """Per mapping: the working-set and cold error of the bytes that took each view
+    (``(view, bytes, working-set disagreement, cold disagreement)``). The view's doubt is
+    a share of its own span; the bytes that took it are every sharer's part of the pages
+    in it, so at most that span. The larger of the two doubts counts: they are doubts about
+    the same bytes."""
+    ws_doubt, cold_doubt = doubt
+    ws_error = cold_error = 0.0
+    for view, nbytes, ws_disagree, cold_disagree in taken:
+        span = view.end - view.start
+        ws_error += max(ws_disagree, min(nbytes, ws_doubt(view) * span))
+        cold_error += max(cold_disagree, min(nbytes, cold_doubt(view) * span))
+    return ws_error, cold_error
+
+
 def _share_group(shared: Sequence[RegionRecord], in_working_set: Share, cold: Share,
                  doubt: tuple[Share, Share] | None,
                  ) -> tuple[dict[int, int], list[tuple[RegionRecord, RegionRecord]], float, float]:
@@ -463,13 +479,8 @@ def _share_group(shared: Sequence[RegionRecord], in_working_set: Share, cold: Sh
             ws_error += nbytes * ws_split
             cold_error += nbytes * cold_split
     if doubt is not None:
-        ws_doubt, cold_doubt = doubt
-        for view, nbytes, ws_disagree, cold_disagree in taken.values():
-            # the view's doubt is a share of its own span; the bytes that took it are every
-            # sharer's part of the pages in it, so at most that span. The larger of the two
-            # doubts counts: they are doubts about the same bytes
-            span = view.end - view.start
-            ws_error += max(ws_disagree, min(nbytes, ws_doubt(view) * span))
-            cold_error += max(cold_disagree, min(nbytes, cold_doubt(view) * span))
+        ws_taken, cold_taken = _taken_doubt(taken.values(), doubt)
+        ws_error += ws_taken
+        cold_error += cold_taken
     made = [(p.owner, _piece(p.owner, p.lo, p.hi, p.nbytes, p.view)) for p in pieces if p.nbytes > 0]
     return moved, made, ws_error, cold_error

@@ -185,8 +185,8 @@ def test_programs_that_map_one_file_are_one_memory_there_whatever_their_frames_e
 def test_engines_read_file_mappings_only_where_two_processes_share_and_only_over_shared_regions():
     """A target whose shared regions are one process' costs no read of maps; a process whose
     maps cannot be read is matched by address; mappings away from shared regions are not
-    handed on."""
-    from exporter.engines.identity import file_mappings
+    handed on; a process' maps are read once per interval (the regions update interval)."""
+    from exporter.engines.identity import FileMaps
     from exporter.model.errors import ProcessGone
 
     maps = {1: b"%x-%x r--s 00000000 08:01 4242 /f\n%x-%x r-xp 00000000 08:01 7 /lib\n" % (A, A + 64 * MiB, 0x1000, 0x2000),
@@ -199,9 +199,17 @@ def test_engines_read_file_mappings_only_where_two_processes_share_and_only_over
             raise ProcessGone("gone")
         return maps[pid]
 
+    now = [0.0]
+    cache = FileMaps(lambda: now[0])
     one = [point(1, A, 64, 32, 32, acc=20), point(2, B, 64, 64, 0)]
-    assert file_mappings(one, read) == () and reads == []
+    assert cache.of(one, read, 60.0) == () and reads == []
     both = [point(1, A, 64, 32, 32, acc=20), point(2, B, 64, 32, 32), point(3, A, 8, 4, 4)]
-    assert file_mappings(both, read) == (FileMapping(1, A, A + 64 * MiB, DEV, INO, 0),
-                                        FileMapping(2, B, B + 64 * MiB, DEV, INO, MiB))
+    expected = (FileMapping(1, A, A + 64 * MiB, DEV, INO, 0), FileMapping(2, B, B + 64 * MiB, DEV, INO, MiB))
+    assert cache.of(both, read, 60.0) == expected
     assert reads == [1, 2, 3]
+    now[0] = 59.0
+    assert cache.of(both, read, 60.0) == expected
+    assert reads == [1, 2, 3, 3]  # what could not be read is asked again; the rest is kept
+    now[0] = 60.0
+    assert cache.of(both, read, 60.0) == expected
+    assert reads == [1, 2, 3, 3, 1, 2, 3]

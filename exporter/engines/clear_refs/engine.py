@@ -72,7 +72,7 @@ from exporter.engines.clear_refs.curves import (
     reset_bytes,
 )
 from exporter.engines.clear_refs.smaps import ProcSmaps, SmapsSource
-from exporter.engines.identity import file_mappings, with_frames
+from exporter.engines.identity import FileMaps, with_frames
 from exporter.model.attrs import MonitoringAttrs
 from exporter.model.engine import Engine, TargetSpec
 from exporter.model.errors import OpsError
@@ -156,6 +156,7 @@ class ReferencedBytesEngine(Engine):
         self._pending_attrs: MonitoringAttrs | None = None
         self.clock = clock
         self.wall_clock = wall_clock
+        self._file_maps = FileMaps(clock)
         self.sleep = sleep
         self.horizons: tuple[float, ...] = (DEFAULT_WORKING_SET_WINDOW, DEFAULT_COLD_AGE)
         self.returns_after: float = DEFAULT_COLD_AGE
@@ -370,7 +371,7 @@ class ReferencedBytesEngine(Engine):
                 records += self._records(self._procs[ref], now, oldest)
             refs = {ref.pid: ref for ref in t.refs}
             records = with_frames(records, lambda pid, addrs: self.source.frames(refs[pid], addrs))
-            files = file_mappings(records, lambda pid: self.source.maps_text(refs[pid]))
+            files = self._file_maps.of(records, lambda pid: self.source.maps_text(refs[pid]), self._attrs.update_interval)
             out.append(
                 TargetRecords(
                     name=t.spec.name,

@@ -67,7 +67,7 @@ from exporter.engines.damon_sysfs.tree import (
     TriedRegion,
     check_write_allowed,
 )
-from exporter.engines.identity import file_mappings, with_frames
+from exporter.engines.identity import FileMaps, with_frames
 from exporter.model.attrs import MonitoringAttrs
 from exporter.model.engine import Engine, TargetSpec
 from exporter.model.errors import (
@@ -208,6 +208,7 @@ class DamonSysfsEngine(Engine):
         self.wall_clock = wall_clock
         self.rng = rng or random.Random()
         self.pio = PosixIO()
+        self._file_maps = FileMaps(clock)
         self.tree = KdamondTree(damon_root(sys_root), self.io)
         self._targets: dict[TargetKey, _Target] = {}
         self._procs: dict[Slot, _Proc] = {}
@@ -604,7 +605,7 @@ class DamonSysfsEngine(Engine):
             TargetRecords(
                 name=t.spec.name, pids=tuple(sorted(pids[k])),
                 regions=tuple(with_frames(by_key[k], lambda pid, addrs: self._frames(by_pid.get(pid), addrs))),
-                file_mappings=file_mappings(by_key[k], read),
+                file_mappings=self._file_maps.of(by_key[k], read, a.update_interval),
                 aggregated_at=taken, labels=t.spec.labels,
                 errors=self._failures.errors(t.spec.key),
                 not_monitored=self._failures.not_monitored(t.spec),

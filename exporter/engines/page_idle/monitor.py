@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from exporter.engines.bookkeeping import Failures
-from exporter.engines.identity import file_mappings, with_frames
+from exporter.engines.identity import FileMaps, with_frames
 from exporter.engines.page_idle.operations import Operations
 from exporter.engines.page_idle.ranges import AddressRange, three_regions
 from exporter.engines.page_idle.windows import MAX_SPARSE_BOOST, OpenWindow, WindowPart, allocate, draw, stratum
@@ -108,6 +108,7 @@ class Monitor(Engine):
         # page windows draw from their own stream: the samples' draws stay what they were
         self._window_rng = random.Random(hash(self.rng.getstate()))
         self.clock = clock
+        self._file_maps = FileMaps(clock)
         self.wall_clock = wall_clock
         self.sleep = sleep
         # keyed by (name, labels): a group_by target is several specs sharing one name
@@ -405,7 +406,7 @@ class Monitor(Engine):
             name=t.spec.name,
             pids=tuple(sorted({ref.pid for ref in t.processes})),
             regions=tuple(with_frames(stats, lambda pid, addrs: self.ops.frames(refs[pid], addrs))),
-            file_mappings=file_mappings(stats, lambda pid: self.ops.maps_text(refs[pid])),
+            file_mappings=self._file_maps.of(stats, lambda pid: self.ops.maps_text(refs[pid]), self.attrs.update_interval),
             aggregated_at=self.wall_clock(),
             labels=t.spec.labels,
             errors=self._failures.errors(t.spec.key),
