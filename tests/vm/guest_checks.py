@@ -525,6 +525,22 @@ def check_two_trees(ctx: "Ctx") -> dict:
                   pss=pss, rss=rss, pids=pids, addrs=addrs)
 
 
+def check_cow_broken(ctx: "Ctx") -> dict:
+    """A parent writes 128 MiB, forks 4 readers of its top 16 MiB, then writes every page of
+    its buffer once more (``--rewrite``): its pages are new frames of its own, idle since,
+    and the readers share the old ones at the same addresses. One target of five: resident
+    256 MiB, working set 16, cold 240."""
+    w = Workload(ctx.binary, "--readers", "4", "--size", "128", "--hot", "16", "--rewrite", nready=5)
+    try:
+        run = monitor(ctx.engine(), w.pids, ACCURACY_SECONDS, [],
+                      extra=lambda t: {"regions_shared": sum(r.shared_bytes for r in t.regions)})
+        pss = sum(pss_of(p) for p in w.pids)
+        rss = sum(rss_of(p) for p in w.pids)
+    finally:
+        w.stop()
+    return result(run, {"working_set": 16 * MiB, "cold": 240 * MiB, "buffer": 256 * MiB}, pss=pss, rss=rss, pids=w.pids)
+
+
 def check_file_two_programs(ctx: "Ctx") -> dict:
     """Two unrelated programs map one 64 MiB file (shared, read-only) wherever their own
     address space puts it and read it whole once; then one reads its first 16 MiB on every
@@ -829,6 +845,7 @@ CHECKS: dict[str, Callable[["Ctx"], dict]] = {
     "shared_readers": check_shared_readers,
     "two_trees": check_two_trees,
     "file_two_programs": check_file_two_programs,
+    "cow_broken": check_cow_broken,
     "promotion": check_promotion,
     "follow_load": check_follow_load,
     "many_mappings": check_many_mappings,
@@ -850,6 +867,7 @@ CHECKS.update({
     "damon_sysfs/shared_readers": _on("damon_sysfs", check_shared_readers),
     "damon_sysfs/two_trees": _on("damon_sysfs", check_two_trees),
     "damon_sysfs/file_two_programs": _on("damon_sysfs", check_file_two_programs),
+    "damon_sysfs/cow_broken": _on("damon_sysfs", check_cow_broken),
     "damon_sysfs/promotion": _on("damon_sysfs", check_promotion),
     "damon_sysfs/shared_readers_defaults": _on("damon_sysfs", lambda ctx: check_shared_readers(ctx, defaults=True)),
     "damon_sysfs/accuracy_defaults": _on("damon_sysfs", check_accuracy_defaults),

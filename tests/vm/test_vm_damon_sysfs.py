@@ -73,6 +73,13 @@ def test_two_trees_at_one_address_are_not_one_memory(checks: dict) -> None:
     assert_shared_accurate(res)
 
 
+def test_copy_on_write_broken_by_a_write_is_the_writer_own_memory(checks: dict) -> None:
+    """Per mapping, the parent's rewritten pages and the readers' shared ones sit at the
+    same addresses; frames tell them apart, so the readers' use is not the parent's."""
+    res = check(checks, "damon_sysfs/cow_broken")
+    assert_shared_accurate(res, mappers=2)
+
+
 def test_two_programs_mapping_one_file_at_their_own_addresses(checks: dict) -> None:
     """Kernel DAMON's checks are per mapping: the program that only maps the file sees its
     pages idle. Matched by file offset, a page either program used is used (by address the

@@ -203,6 +203,13 @@ def test_two_trees_at_one_address_are_not_one_memory(checks: dict) -> None:
     assert_shared_accurate(res)
 
 
+def test_copy_on_write_broken_by_a_write_is_the_writer_own_memory(checks: dict) -> None:
+    """The parent's pages after its rewrite are its own frames, idle; the readers' shared
+    ones are the hot part's: page_idle reads each frame, nothing is taken across."""
+    res = check(checks, "cow_broken")
+    assert_shared_accurate(res, mappers=2)
+
+
 def test_two_programs_mapping_one_file_at_their_own_addresses(checks: dict) -> None:
     """Two unrelated programs map one file at different addresses, one reads a quarter of
     it: page_idle's check sees the reader's use through the other program's mapping too,
