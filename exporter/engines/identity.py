@@ -29,6 +29,9 @@ from exporter.procfs.parsers import parse_file_maps
 
 #: addresses read per region: one 8-byte pagemap read each
 FRAMES_PER_REGION = 16
+#: file mappings kept per process (about 120 bytes each, held for a regions update
+#: interval); a process with more (the kernel allows 65,530 mappings) is matched by address
+MAX_FILE_MAPPINGS = 4096
 
 
 def frame_grid(start: int, end: int, count: int = FRAMES_PER_REGION) -> list[int]:
@@ -115,7 +118,8 @@ class FileMaps:
     at which DAMON itself follows a process' mappings. Reading and parsing the maps of a
     process with a few hundred mappings costs about a millisecond, too much for every
     aggregation of every process of a large target. A mapping made since the last read is
-    matched by address until the next."""
+    matched by address until the next. Memory: at most :data:`MAX_FILE_MAPPINGS` per
+    process read within the interval."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
@@ -134,7 +138,10 @@ class FileMaps:
             last = self._read_at.get(pid)
             if last is None:
                 data = read(pid)
-                last = self._read_at[pid] = (now, None if data is None else parse_file_maps(data))
+                mappings = None if data is None else parse_file_maps(data)
+                if mappings is not None and len(mappings) > MAX_FILE_MAPPINGS:
+                    mappings = None
+                last = self._read_at[pid] = (now, mappings)
             return last[1]
 
         return file_mappings(records, mappings_of)

@@ -213,3 +213,20 @@ def test_engines_read_file_mappings_only_where_two_processes_share_and_only_over
     now[0] = 60.0
     assert cache.of(both, read, 60.0) == expected
     assert reads == [1, 2, 3, 3, 1, 2, 3]
+
+
+def test_a_process_with_more_file_mappings_than_the_bound_is_matched_by_address():
+    """A process may hold 65,530 mappings: past MAX_FILE_MAPPINGS its file mappings are
+    neither kept nor handed on (its shared regions are matched by address)."""
+    from exporter.engines.identity import MAX_FILE_MAPPINGS, FileMaps
+
+    many = b"".join(b"%x-%x r--p 00000000 08:01 %d /lib%d\n" % (A + i * 4096, A + (i + 1) * 4096, 100 + i, i)
+                    for i in range(MAX_FILE_MAPPINGS + 1))
+    few = b"%x-%x r--s 00000000 08:01 4242 /f\n" % (B, B + 64 * MiB)
+    cache = FileMaps(lambda: 0.0)
+    regions = [point(1, A, 64, 32, 32, acc=20), point(2, B, 64, 32, 32)]
+    out = cache.of(regions, {1: many, 2: few}.get, 60.0)
+    assert out == (FileMapping(2, B, B + 64 * MiB, DEV, INO, 0),)
+    assert cache._read_at[1] == (0.0, None)
+    fewer = b"".join(many.splitlines(keepends=True)[:MAX_FILE_MAPPINGS])
+    assert len(FileMaps(lambda: 0.0).of(regions, {1: fewer, 2: few}.get, 60.0)) == MAX_FILE_MAPPINGS + 1
