@@ -138,7 +138,7 @@ class FileMaps:
             last = self._read_at.get(pid)
             if last is None:
                 data = read(pid)
-                mappings = None if data is None else parse_file_maps(data)
+                mappings = None if data is None else parse_file_maps(data, MAX_FILE_MAPPINGS)
                 if mappings is not None and len(mappings) > MAX_FILE_MAPPINGS:
                     mappings = None
                 last = self._read_at[pid] = (now, mappings)

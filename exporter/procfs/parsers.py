@@ -234,11 +234,12 @@ def parse_maps(data: bytes, *, skip_prot_none: bool = False) -> list[tuple[int, 
 _FILE_MAPS_RE = re.compile(rb"^([0-9a-f]+)-([0-9a-f]+) \S+ ([0-9a-f]+) ([0-9a-f]+):([0-9a-f]+) ([0-9]+)", re.M)
 
 
-def parse_file_maps(data: bytes) -> list[tuple[int, int, int, int, int]]:
+def parse_file_maps(data: bytes, at_most: int | None = None) -> list[tuple[int, int, int, int, int]]:
     """The file-backed user mappings of a /proc/PID/maps text as ``(start, end, device,
     inode, offset)``, the device as the kernel's ``MKDEV(major, minor)``. Shared anonymous
     memory and SysV segments are files of shmem here (an inode of their own); private
-    anonymous mappings (inode 0) are left out."""
+    anonymous mappings (inode 0) are left out. With ``at_most``, parsing stops at
+    ``at_most + 1`` mappings: a caller that refuses more need not build the rest."""
     out: list[tuple[int, int, int, int, int]] = []
     limit = USER_ADDR_LIMIT
     for m in _FILE_MAPS_RE.finditer(data):
@@ -247,6 +248,8 @@ def parse_file_maps(data: bytes) -> list[tuple[int, int, int, int, int]]:
         if inode == 0 or start >= limit:
             continue
         out.append((start, int(m[2], 16), (int(m[4], 16) << 20) | int(m[5], 16), inode, int(m[3], 16)))
+        if at_most is not None and len(out) > at_most:
+            break
     return out
 
 

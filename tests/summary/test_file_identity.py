@@ -228,5 +228,8 @@ def test_a_process_with_more_file_mappings_than_the_bound_is_matched_by_address(
     out = cache.of(regions, {1: many, 2: few}.get, 60.0)
     assert out == (FileMapping(2, B, B + 64 * MiB, DEV, INO, 0),)
     assert cache._read_at[1] == (0.0, None)
+    from exporter.procfs.parsers import parse_file_maps
+
+    assert len(parse_file_maps(many + many, MAX_FILE_MAPPINGS)) == MAX_FILE_MAPPINGS + 1  # the rest is not built
     fewer = b"".join(many.splitlines(keepends=True)[:MAX_FILE_MAPPINGS])
     assert len(FileMaps(lambda: 0.0).of(regions, {1: fewer, 2: few}.get, 60.0)) == MAX_FILE_MAPPINGS + 1
