@@ -481,6 +481,14 @@ def check_follow_load(ctx: "Ctx") -> dict:
                   changes=changes, window=FOLLOW_POLICY.working_set_window)
 
 
+def monitor_shared(engine: "Summarizing", pids: list[int], seconds: float) -> tuple["Run", int, int]:
+    """``pids`` as one target for ``seconds``, each aggregation noting the shared bytes of
+    its regions; then the processes' summed Pss and Rss, read at the end (the truth of
+    resident bytes, and the proof that the pages were shared)."""
+    run = monitor(engine, pids, seconds, [], extra=lambda t: {"regions_shared": sum(r.shared_bytes for r in t.regions)})
+    return run, sum(pss_of(p) for p in pids), sum(rss_of(p) for p in pids)
+
+
 def check_shared_readers(ctx: "Ctx", defaults: bool = False) -> dict:
     """A parent writes 128 MiB and forks 4 children that only *read* its top 16 MiB: the
     five share every page copy-on-write. One target of five: resident 128 MiB (each page
@@ -492,10 +500,7 @@ def check_shared_readers(ctx: "Ctx", defaults: bool = False) -> dict:
     try:
         shared = next(r for r in w.ready if r["kind"] == "shared")
         engine = ctx.engine(default_attrs=True) if defaults else ctx.engine()
-        run = monitor(engine, w.pids, DEFAULTS_SECONDS if defaults else ACCURACY_SECONDS, [],
-                      extra=lambda t: {"regions_shared": sum(r.shared_bytes for r in t.regions)})
-        pss = sum(pss_of(p) for p in w.pids)
-        rss = sum(rss_of(p) for p in w.pids)
+        run, pss, rss = monitor_shared(engine, w.pids, DEFAULTS_SECONDS if defaults else ACCURACY_SECONDS)
     finally:
         w.stop()
     return result(run, {"working_set": shared["hot_size"], "cold": shared["size"] - shared["hot_size"],
@@ -513,11 +518,7 @@ def check_two_trees(ctx: "Ctx") -> dict:
             trees.append(Workload("setarch", "-R", ctx.binary, "--readers", "4", "--size", "128", "--hot", hot, nready=5))
         addrs = sorted({r["addr"] for w in trees for r in w.ready if r["kind"] == "shared"})
         pids = [p for w in trees for p in w.pids]
-        engine = ctx.engine()
-        run = monitor(engine, pids, ACCURACY_SECONDS, [],
-                      extra=lambda t: {"regions_shared": sum(r.shared_bytes for r in t.regions)})
-        pss = sum(pss_of(p) for p in pids)
-        rss = sum(rss_of(p) for p in pids)
+        run, pss, rss = monitor_shared(ctx.engine(), pids, ACCURACY_SECONDS)
     finally:
         for w in trees:
             w.stop()
@@ -532,10 +533,7 @@ def check_cow_broken(ctx: "Ctx") -> dict:
     256 MiB, working set 16, cold 240."""
     w = Workload(ctx.binary, "--readers", "4", "--size", "128", "--hot", "16", "--rewrite", nready=5)
     try:
-        run = monitor(ctx.engine(), w.pids, ACCURACY_SECONDS, [],
-                      extra=lambda t: {"regions_shared": sum(r.shared_bytes for r in t.regions)})
-        pss = sum(pss_of(p) for p in w.pids)
-        rss = sum(rss_of(p) for p in w.pids)
+        run, pss, rss = monitor_shared(ctx.engine(), w.pids, ACCURACY_SECONDS)
     finally:
         w.stop()
     return result(run, {"working_set": 16 * MiB, "cold": 240 * MiB, "buffer": 256 * MiB}, pss=pss, rss=rss, pids=w.pids)
@@ -562,10 +560,7 @@ def check_file_two_programs(ctx: "Ctx") -> dict:
         pids = [p.pid for p in procs]
         bases = sorted({line.split()[0] for pid in pids for line in open(f"/proc/{pid}/maps")
                         if line.rstrip().endswith(path)})
-        run = monitor(ctx.engine(), pids, ACCURACY_SECONDS, [],
-                      extra=lambda t: {"regions_shared": sum(r.shared_bytes for r in t.regions)})
-        pss = sum(pss_of(p) for p in pids)
-        rss = sum(rss_of(p) for p in pids)
+        run, pss, rss = monitor_shared(ctx.engine(), pids, ACCURACY_SECONDS)
     finally:
         for p in procs:
             p.kill()
